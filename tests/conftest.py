@@ -1,0 +1,42 @@
+"""Shared fixtures: the real datasets in ../shared/data and small models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("TFPVAE_DATA_DIR", str(DEFAULT_DATA))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ["TFPVAE_DATA_DIR"])
+    if not (path / "mnist").is_dir():
+        pytest.fail(f"Test data not found at {path}: set TFPVAE_DATA_DIR to the shared data folder.")
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from tfpvae.datasets import load
+
+    return load("digits")
+
+
+@pytest.fixture(scope="session")
+def mnist_small(data_dir):
+    from tfpvae.datasets import load
+
+    (x, y), (xt, yt) = load("mnist", data_dir)
+    return (x[:2000], y[:2000]), (xt[:500], yt[:500])
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

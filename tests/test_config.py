@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from tfpvae.config import PRIORS, VAEConfig
+
+
+def test_defaults_suit_mnist():
+    c = VAEConfig()
+    assert c.input_shape == (28, 28, 1)
+    assert c.architecture == "conv" and c.prior == "normal" and c.beta == 1.0
+
+
+def test_json_round_trip_is_identity():
+    c = VAEConfig(input_shape=(32, 32, 3), latent_dim=4, prior="mixture", num_components=3, seed=7)
+    assert VAEConfig.from_json(c.to_json()) == c
+    assert json.loads(c.to_json())["input_shape"] == [32, 32, 3]
+
+
+def test_replace_rejects_unknown_fields():
+    with pytest.raises(TypeError, match="latentdim"):
+        VAEConfig().replace(latentdim=3)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("latent_dim", 0, "`latent_dim` must be an int >= 1; got 0"),
+        ("latent_dim", 2.5, "`latent_dim` must be an int"),
+        ("prior", "vampire", "`prior` must be one of " + ", ".join(map(repr, PRIORS))),
+        ("architecture", "resnet", "`architecture` must be one of 'conv', 'mlp', 'dcgan'"),
+        ("beta", -1.0, "`beta` must be a finite number"),
+        ("input_shape", (28, 28), r"`input_shape` must be \(height, width, channels\)"),
+        ("learning_rate", 0.0, "`learning_rate`"),
+    ],
+)
+def test_bad_values_name_the_field(field, value, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        VAEConfig().replace(**{field: value})
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="Unknown config field"):
+        VAEConfig.from_dict({**VAEConfig().to_dict(), "evil": 1})

@@ -1,0 +1,141 @@
+import gzip
+import hashlib
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from tfpvae import datasets
+from tfpvae.datasets import DatasetNotFoundError, load, load_images, load_split, read_idx
+
+SIZES = {
+    "mnist": (60000, 10000, (28, 28, 1)),
+    "fashion_mnist": (60000, 10000, (28, 28, 1)),
+    "binarized_mnist": (50000, 10000, (28, 28, 1)),
+    "digits": (1438, 359, (8, 8, 1)),
+}
+
+
+@pytest.mark.parametrize("name", datasets.NAMES)
+def test_every_dataset_loads_with_shapes_dtype_and_range(name, data_dir):
+    (x, y), (xt, yt) = load(name, data_dir)
+    n_train, n_test, shape = SIZES[name]
+    assert x.shape == (n_train, *shape) and xt.shape == (n_test, *shape)
+    assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+    if name == "binarized_mnist":
+        assert y is None and set(np.unique(x)) == {0.0, 1.0}
+    else:
+        assert y.shape == (n_train,) and set(np.unique(y)) == set(range(10))
+
+
+def test_mnist_bytes_match_the_published_file(data_dir):
+    # The first training image is a 5; its pixel sum in the official release is 27525.
+    (x, y), _ = load("mnist", data_dir)
+    assert y[0] == 5 and round(float(x[0].sum() * 255)) == 27525
+    digest = hashlib.md5((data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()).hexdigest()
+    assert digest == "ec29112dd5afa0611ce80d1b7f02629c"
+
+
+def test_binarized_valid_split(data_dir):
+    x, y = load_split("binarized_mnist", "valid", data_dir)
+    assert x.shape == (10000, 28, 28, 1) and y is None
+
+
+def test_data_dir_from_environment(data_dir, monkeypatch):
+    monkeypatch.setenv("TFPVAE_DATA_DIR", str(data_dir))
+    x, _ = load_split("fashion_mnist", "test")
+    assert x.shape == (10000, 28, 28, 1)
+
+
+def test_digits_split_is_deterministic_and_disjoint():
+    (a, ya), (b, yb) = load("digits")
+    (a2, _), _ = load("digits")
+    np.testing.assert_array_equal(a, a2)
+    assert len(a) + len(b) == 1797
+
+
+def test_missing_dataset_lists_every_place_searched(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFPVAE_DATA_DIR", str(tmp_path / "env"))
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_split("binarized_mnist", "train", tmp_path / "arg")
+    message = str(err.value)
+    assert str(tmp_path / "arg") in message and str(tmp_path / "env") in message and "TFPVAE_DATA_DIR" in message
+
+
+def test_unknown_name_and_split():
+    with pytest.raises(ValueError, match="`name` must be one of 'digits', 'mnist'"):
+        load("cifar")
+    with pytest.raises(ValueError, match="`split` must be one of 'train', 'test'"):
+        load_split("mnist", "valid")
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_round_trip_and_truncation(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    _write_idx(tmp_path / "a.gz", arr)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), arr)
+    raw = gzip.decompress((tmp_path / "a.gz").read_bytes())
+    with gzip.open(tmp_path / "short.gz", "wb") as f:
+        f.write(raw[:-5])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_idx(tmp_path / "short.gz")
+    (tmp_path / "junk.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="Cannot read IDX file"):
+        read_idx(tmp_path / "junk.gz")
+
+
+def test_corrupt_dataset_folder_is_reported(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00\x00"))
+    with pytest.raises(ValueError, match="truncated IDX header|truncated or corrupt"):
+        load_split("mnist", "train", tmp_path)
+
+
+def test_npz_with_pickle_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    np.savez(tmp_path / "evil.npz", x=np.array([Payload()], dtype=object))
+    with pytest.raises(ValueError, match="pickled"):
+        load_images(tmp_path / "evil.npz")
+    assert not marker.exists()
+    assert pickle  # the payload above is a real pickle
+
+
+def test_load_images_from_npy_npz_and_png(tmp_path):
+    from PIL import Image
+
+    imgs = (np.random.default_rng(0).random((3, 5, 6)) * 255).astype(np.uint8)
+    np.save(tmp_path / "a.npy", imgs)
+    np.savez(tmp_path / "b.npz", x=imgs, y=np.array([1, 2, 3]))
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(folder / f"{i:02d}.png")
+    for path in (tmp_path / "a.npy", tmp_path / "b.npz", folder):
+        x, y = load_images(path)
+        np.testing.assert_allclose(x[..., 0], imgs / 255.0, rtol=1e-6)
+    assert list(load_images(tmp_path / "b.npz")[1]) == [1, 2, 3]
+    (folder / "03.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="Cannot read PNG"):
+        load_images(folder)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_images(tmp_path / "nothing.npy")
+
+
+def test_to_dataset_batches(digits):
+    (x, _), _ = digits
+    batches = list(datasets.to_dataset(x[:100], batch_size=32, seed=0))
+    assert [len(b) for b in batches] == [32, 32, 32, 4]
+    assert os.environ.get("TFPVAE_DATA_DIR")

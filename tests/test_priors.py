@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from tfpvae._keras import tf
+from tfpvae.priors import Prior, sample_prior
+
+
+def test_normal_prior_is_standard_and_exact():
+    p = Prior("normal", 3)
+    assert p.exact_kl and not p.trainable_weights
+    np.testing.assert_allclose(
+        p.distribution.log_prob(np.zeros((1, 3), np.float32)), [-1.5 * np.log(2 * np.pi)], rtol=1e-6
+    )
+
+
+def test_learned_normal_starts_at_standard_normal():
+    p = Prior("learned_normal", 4)
+    np.testing.assert_allclose(p.distribution.covariance(), np.eye(4), atol=1e-5)
+    assert len(p.trainable_weights) == 2
+
+
+def test_mixture_log_prob_matches_hand_computed_mixture():
+    p = Prior("mixture", 2, num_components=3, seed=0)
+    z = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+    locs, scales = p.locs.numpy(), np.log1p(np.exp(p.raw_scales.numpy()))
+    comp = -0.5 * (((z[:, None] - locs) / scales) ** 2).sum(-1) - np.log(scales).sum(-1) - np.log(2 * np.pi)
+    expected = np.log(np.exp(comp).mean(axis=1))  # equal weights at initialisation
+    np.testing.assert_allclose(p.distribution.log_prob(z), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["normal", "mixture"])
+def test_temperature_scales_spread(kind):
+    p = Prior(kind, 2, num_components=2, seed=0)
+    z1 = sample_prior(p.distribution, 20000, 1.0, seed=3).numpy()
+    z_half = sample_prior(p.distribution, 20000, 0.5, seed=3).numpy()
+    # Same seed, same component draws: deviations from the component centre halve exactly.
+    if kind == "normal":
+        np.testing.assert_allclose(z_half, 0.5 * z1, atol=1e-6)
+    assert z_half.std() < z1.std()
+
+
+def test_seeded_samples_repeat():
+    d = Prior("mixture", 3, seed=0).distribution
+    np.testing.assert_array_equal(sample_prior(d, 5, seed=1), sample_prior(d, 5, seed=1))
+
+
+def test_bad_temperature_raises():
+    with pytest.raises(ValueError, match="`temperature`"):
+        sample_prior(Prior("normal", 2).distribution, 3, temperature=0.0)
+
+
+def test_unknown_kind_lists_valid_ones():
+    with pytest.raises(ValueError, match="'normal', 'learned_normal', 'mixture'"):
+        Prior("flat", 2)
+
+
+def test_tf_import_is_keras2():
+    import tf_keras
+
+    from tfpvae._keras import tfk
+
+    assert tfk is tf_keras and tf.__version__.startswith("2.")

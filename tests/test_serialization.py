@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pytest
+
+import tfpvae
+from tfpvae.serialization import ModelFormatError
+
+
+@pytest.fixture(scope="module")
+def x(digits):
+    return digits[0][0][:16]
+
+
+@pytest.mark.parametrize("prior", ["normal", "learned_normal", "mixture"])
+@pytest.mark.parametrize("model_type", ["vae", "ae"])
+def test_reload_is_bit_for_bit(prior, model_type, x, tmp_path):
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=3, prior=prior, model_type=model_type, seed=0)
+    model.fit(x, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m")
+    loaded = tfpvae.load(tmp_path / "m")
+    assert loaded.config == model.config
+    a = model.decode(model.encode(x).mean()).log_prob(x).numpy()
+    b = loaded.decode(loaded.encode(x).mean()).log_prob(x).numpy()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.prior.log_prob(np.ones((2, 3))), loaded.prior.log_prob(np.ones((2, 3))))
+    assert loaded.training_history == model.training_history
+
+
+@pytest.fixture
+def saved(tmp_path, x):
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.save(tmp_path / "m")
+    return tmp_path / "m"
+
+
+def test_folder_holds_only_plain_data(saved):
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "metadata.json", "weights.npz"]
+    meta = json.loads((saved / "metadata.json").read_text())
+    assert meta["format_version"] == 1 and len(meta["weights_sha256"]) == 64
+
+
+def test_missing_folder_and_files(saved, tmp_path):
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        tfpvae.load(tmp_path / "nope")
+    (saved / "config.json").unlink()
+    with pytest.raises(ModelFormatError, match="config.json is missing"):
+        tfpvae.load(saved)
+
+
+def test_truncated_or_tampered_weights_fail_the_checksum(saved):
+    data = (saved / "weights.npz").read_bytes()
+    (saved / "weights.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError, match="checksum"):
+        tfpvae.load(saved)
+
+
+def test_incompatible_version(saved):
+    meta = json.loads((saved / "metadata.json").read_text())
+    meta["format_version"] = 99
+    (saved / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="format version 99"):
+        tfpvae.load(saved)
+
+
+def test_weights_that_do_not_fit_the_config(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["latent_dim"] = 5
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="do not match its config"):
+        tfpvae.load(saved)
+
+
+def test_planted_pickle_in_weights_is_refused_and_not_executed(saved, tmp_path):
+    import hashlib
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    np.savez(saved / "weights.npz", w0000=np.array([Payload()], dtype=object))
+    meta = json.loads((saved / "metadata.json").read_text())
+    meta["weights_sha256"] = hashlib.sha256((saved / "weights.npz").read_bytes()).hexdigest()  # a careful attacker
+    (saved / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="pickled"):
+        tfpvae.load(saved)
+    assert not marker.exists()

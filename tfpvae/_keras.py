@@ -1,0 +1,49 @@
+"""The one place that imports tf_keras and TensorFlow Probability.
+
+`tfp.layers` only works with Keras 2 (`tf_keras`); importing `tf.keras` or Keras 3
+anywhere would mix two Keras runtimes.  Every other module imports `tfk`, `tfkl`,
+`tfpl`, `tfd`, `tfb` from here so the choice is made once.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Make `tf.keras` resolve to Keras 2 as well, for any third-party code that still uses it.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def _import_quietly():
+    """Imports TensorFlow with its C++ start-up log lines (oneDNN, CUDA probing) silenced.
+
+    TensorFlow 2.21 writes them before absl logging is initialised, so
+    TF_CPP_MIN_LOG_LEVEL cannot stop them; we point file descriptor 2 at /dev/null for
+    the import only. Set TFPVAE_VERBOSE_IMPORT=1 to see them.
+    """
+    import importlib
+
+    names = ("tensorflow", "tensorflow_probability", "tf_keras")
+    if os.environ.get("TFPVAE_VERBOSE_IMPORT"):
+        return [importlib.import_module(n) for n in names]
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            modules = [importlib.import_module(n) for n in names]
+            # Device discovery logs a CUDA probe error on CPU-only machines: do it now, quietly.
+            modules[0].config.list_physical_devices()
+            return modules
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf, tfp, tfk = _import_quietly()
+
+tfkl = tfk.layers
+tfpl = tfp.layers
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+__all__ = ["tf", "tfp", "tfk", "tfkl", "tfpl", "tfd", "tfb"]

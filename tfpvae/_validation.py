@@ -1,0 +1,108 @@
+"""Argument checks for the public boundary: one helper per kind of value.
+
+Every check raises `ValueError` or `TypeError` with a message that names the argument,
+what was expected and what was given, so a user never meets a TensorFlow stack trace
+for a mistake in their own input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """Returns `value` as an int, or raises if it is not an int >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int >= {minimum}; got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}.")
+    return int(value)
+
+
+def check_float(
+    value: Any,
+    name: str,
+    *,
+    minimum: float = -math.inf,
+    maximum: float = math.inf,
+    min_inclusive: bool = True,
+) -> float:
+    """Returns `value` as a finite float within the given bounds, or raises."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number; got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    low_ok = value >= minimum if min_inclusive else value > minimum
+    if not math.isfinite(value) or not low_ok or value > maximum:
+        low = "[" if min_inclusive else "("
+        raise ValueError(f"`{name}` must be a finite number in {low}{minimum}, {maximum}]; got {value}.")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """Returns `value` if it is one of `choices`, else raises listing the valid ones."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+    return value
+
+
+def check_shape(value: Any, name: str) -> tuple[int, int, int]:
+    """Returns an image shape `(height, width, channels)` as a tuple of positive ints."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3:
+        raise ValueError(f"`{name}` must be (height, width, channels); got {value!r}.")
+    return tuple(check_int(v, f"{name}[{i}]") for i, v in enumerate(value))  # type: ignore[return-value]
+
+
+def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Validates a batch of images and returns it as float32 in [0, 1].
+
+    Args:
+      x: array-like of shape (n, height, width, channels), or (n, height, width) for
+        single-channel images. uint8 values 0..255 are scaled to [0, 1]; float values
+        must already lie in [0, 1].
+      name: the argument's name, used in error messages.
+      image_shape: if given, the (height, width, channels) the images must have.
+
+    Returns:
+      float32 array of shape (n, height, width, channels).
+
+    Raises:
+      TypeError: if `x` is not numeric.
+      ValueError: on wrong rank or shape, an empty batch, NaN/Inf, or values out of range.
+    """
+    if hasattr(x, "numpy") and callable(x.numpy):
+        x = x.numpy()
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # ragged lists and similar
+        raise TypeError(f"`{name}` must be a numeric array of images; could not convert it ({err}).") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"`{name}` must have a numeric dtype; got dtype {arr.dtype}.")
+    if arr.ndim == 3 and (image_shape is None or image_shape[2] == 1):
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise ValueError(
+            f"`{name}` must have shape (n, height, width, channels) or (n, height, width); got shape {arr.shape}."
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty: got shape {arr.shape}; expected at least one image.")
+    if image_shape is not None and tuple(arr.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"`{name}` images must have shape {tuple(image_shape)} to match the model; got {tuple(arr.shape[1:])}."
+        )
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"`{name}` contains {bad} NaN or Inf pixel values; all pixels must be finite.")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"`{name}` float pixel values must lie in [0, 1] (or pass uint8 0..255); got range [{lo:g}, {hi:g}]."
+        )
+    return arr

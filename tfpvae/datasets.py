@@ -1,0 +1,327 @@
+"""Named datasets and user image files, loaded offline-first as float32 arrays in [0, 1].
+
+Names: "mnist", "fashion_mnist", "binarized_mnist" (static binarisation, no labels) and
+"digits" (scikit-learn's bundled 8x8 digits, the default that needs no files). Files are
+searched, in order, in the `data_dir` argument, the `TFPVAE_DATA_DIR` setting and the
+Keras dataset cache (~/.keras/datasets); only then is the Keras downloader tried. Nothing
+here unpickles: every `np.load` uses `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfpvae._validation import check_choice
+
+NAMES = ("digits", "mnist", "fashion_mnist", "binarized_mnist")
+SPLITS = ("train", "valid", "test")
+DATA_DIR_ENV = "TFPVAE_DATA_DIR"
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# Where the Keras downloader fetches from (used only when no local copy exists).
+_KERAS_ORIGINS = {
+    "mnist": ("https://storage.googleapis.com/tensorflow/tf-keras-datasets/", "mnist.npz"),
+    "fashion_mnist": ("https://storage.googleapis.com/tensorflow/tf-keras-datasets/", None),
+}
+_BINARIZED_FILE = "binarized_mnist.npz"
+_DIGITS_TEST_FRACTION = 0.2
+
+Arrays = tuple[np.ndarray, np.ndarray | None]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A named dataset's files were found in none of the places searched."""
+
+
+def _search_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    dirs = []
+    if data_dir is not None:
+        dirs.append(Path(data_dir))
+    if os.environ.get(DATA_DIR_ENV):
+        dirs.append(Path(os.environ[DATA_DIR_ENV]))
+    dirs.append(Path.home() / ".keras" / "datasets")
+    return dirs
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (optionally gzipped) of uint8 data, as used by MNIST.
+
+    Args:
+      path: the file, e.g. "train-images-idx3-ubyte.gz".
+
+    Returns:
+      uint8 array, shape (n, rows, cols) for images or (n,) for labels.
+
+    Raises:
+      ValueError: if the file is truncated or not a uint8 IDX file.
+    """
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"Cannot read IDX file {path}: {err}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not a uint8 IDX file (bad magic number).")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim < 1 or len(raw) < header:
+        raise ValueError(f"{path} has a truncated IDX header.")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{path} is truncated or corrupt: header promises {expected} bytes of data for shape {dims}, "
+            f"found {len(raw) - header}."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _to_images(x: np.ndarray, scale: float) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    return x[..., None] if x.ndim == 3 else x
+
+
+def _load_idx_split(folder: Path, split: str) -> Arrays:
+    images, labels = (folder / name for name in _IDX_FILES[split])
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise ValueError(f"IDX files in {folder} do not match: images {x.shape}, labels {y.shape}.")
+    return _to_images(x, 255.0), y.astype(np.int64)
+
+
+def _load_keras_npz(path: Path, split: str) -> Arrays:
+    data = load_npz_arrays(path)
+    key = "train" if split == "train" else "test"
+    if f"x_{key}" not in data or f"y_{key}" not in data:
+        raise ValueError(f"{path} lacks arrays x_{key}/y_{key}; found {sorted(data)}.")
+    return _to_images(data[f"x_{key}"], 255.0), data[f"y_{key}"].astype(np.int64)
+
+
+def load_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads every array of an .npz file without unpickling anything.
+
+    Raises:
+      ValueError: if the file is corrupt or holds pickled (object) arrays.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise ValueError(
+                f"{path} contains pickled objects; refusing to load it (only plain arrays are read)."
+            ) from None
+        raise ValueError(f"Cannot read {path}: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ValueError(f"Cannot read {path}: it is truncated or not an .npz file ({err}).") from None
+
+
+def _find(name: str, data_dir) -> tuple[str, Path]:
+    """Returns (format, path) of the first local copy of dataset `name`."""
+    tried = []
+    for base in _search_dirs(data_dir):
+        if name == "binarized_mnist":
+            candidates = [
+                ("binarized", base / "binarized_mnist" / _BINARIZED_FILE),
+                ("binarized", base / _BINARIZED_FILE),
+            ]
+        else:
+            folder = "fashion-mnist" if name == "fashion_mnist" else name
+            candidates = [("idx", base / name), ("idx", base / folder)]
+            if name == "mnist":
+                candidates.append(("keras_npz", base / "mnist.npz"))
+        for fmt, path in candidates:
+            ok = (path / _IDX_FILES["train"][0]).exists() if fmt == "idx" else path.exists()
+            if ok:
+                return fmt, path
+            tried.append(str(path))
+    return "", Path(", ".join(dict.fromkeys(tried)))
+
+
+def _download(name: str) -> tuple[str, Path]:
+    """Fetches `name` into the Keras cache with the Keras downloader (needs a network)."""
+    from tfpvae._keras import tfk
+
+    origin, npz = _KERAS_ORIGINS[name]
+    if npz:
+        return "keras_npz", Path(tfk.utils.get_file(npz, origin=origin + npz))
+    folder = Path.home() / ".keras" / "datasets" / "fashion-mnist"
+    for fname in _IDX_FILES["train"] + _IDX_FILES["test"]:
+        tfk.utils.get_file(fname, origin=origin + "fashion-mnist/" + fname, cache_subdir="datasets/fashion-mnist")
+    return "idx", folder
+
+
+def _digits(split: str) -> Arrays:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = _to_images(digits.images, 16.0), digits.target.astype(np.int64)
+    # Deterministic split: a fixed permutation, the last 20% is the test set.
+    order = np.random.default_rng(0).permutation(len(x))
+    cut = int(round(len(x) * (1 - _DIGITS_TEST_FRACTION)))
+    idx = order[:cut] if split == "train" else order[cut:]
+    return x[idx], y[idx]
+
+
+def load_split(name: str, split: str = "train", data_dir: str | os.PathLike | None = None) -> Arrays:
+    """Loads one split of a named dataset.
+
+    Args:
+      name: one of "digits", "mnist", "fashion_mnist", "binarized_mnist".
+      split: "train", "test", or "valid" (binarized_mnist only). Default "train".
+      data_dir: folder to search first. Default None (then `TFPVAE_DATA_DIR`, the Keras cache).
+
+    Returns:
+      (images, labels): images float32 of shape (n, H, W, 1) in [0, 1]; labels int64 of
+      shape (n,), or None for binarized_mnist.
+
+    Raises:
+      ValueError: unknown name or split, or corrupt files.
+      DatasetNotFoundError: no local copy and the download failed; the message lists
+        every place searched.
+    """
+    check_choice(name, "name", NAMES)
+    check_choice(split, "split", SPLITS if name == "binarized_mnist" else ("train", "test"))
+    if name == "digits":
+        return _digits(split)
+    fmt, path = _find(name, data_dir)
+    if not fmt:
+        searched = str(path)
+        if name == "binarized_mnist":
+            raise DatasetNotFoundError(
+                f"Dataset 'binarized_mnist' not found; searched: {searched}. Put {_BINARIZED_FILE} (uint8 arrays "
+                f"train/valid/test of shape (n, 784)) under DATA_DIR/binarized_mnist/ and pass data_dir=DATA_DIR "
+                f"or set {DATA_DIR_ENV}."
+            )
+        try:
+            fmt, path = _download(name)
+        except Exception as err:  # offline: say where we looked and how to fix it
+            raise DatasetNotFoundError(
+                f"Dataset {name!r} not found; searched: {searched}; download failed ({type(err).__name__}). "
+                f"Put the four IDX .gz files under DATA_DIR/{name}/ and pass data_dir=DATA_DIR or set {DATA_DIR_ENV}."
+            ) from None
+    if fmt == "binarized":
+        data = load_npz_arrays(path)
+        if split not in data:
+            raise ValueError(f"{path} lacks array {split!r}; found {sorted(data)}.")
+        x = data[split]
+        if x.ndim != 2 or x.shape[1] != 784:
+            raise ValueError(f"{path}[{split!r}] must have shape (n, 784); got {x.shape}.")
+        return x.reshape(-1, 28, 28, 1).astype(np.float32), None
+    if fmt == "keras_npz":
+        return _load_keras_npz(path, split)
+    return _load_idx_split(path, split)
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Arrays, Arrays]:
+    """Loads a named dataset's train and test splits.
+
+    Args:
+      name: one of "digits" (no files needed), "mnist", "fashion_mnist", "binarized_mnist".
+      data_dir: folder to search first (layout as `../shared/data`: `mnist/*.gz`,
+        `fashion_mnist/*.gz`, `binarized_mnist/binarized_mnist.npz`). Default None.
+
+    Returns:
+      ((x_train, y_train), (x_test, y_test)); see `load_split`.
+
+    Example:
+      >>> (x_train, y_train), (x_test, y_test) = load("digits")
+      >>> x_train.shape, x_test.shape
+      ((1438, 8, 8, 1), (359, 8, 8, 1))
+    """
+    return load_split(name, "train", data_dir), load_split(name, "test", data_dir)
+
+
+def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Loads user images from a .npy file, an .npz file or a folder of PNG files.
+
+    A .npz may hold `x` (or `images`) and optionally `y` (or `labels`); a .npy holds the
+    images alone. Arrays are (n, H, W) or (n, H, W, C), uint8 0..255 or float in [0, 1].
+    PNG files in a folder are read in sorted name order and must share one size.
+
+    Returns:
+      (images float32 (n, H, W, C) in [0, 1], labels int64 (n,) or None).
+
+    Raises:
+      FileNotFoundError: `path` does not exist.
+      ValueError: unreadable, corrupt or pickled files, or images of unequal size.
+    """
+    from tfpvae._validation import check_images
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"`path` {path} does not exist; expected a .npy/.npz file or a folder of PNG files.")
+    labels = None
+    if path.is_dir():
+        x = _read_png_folder(path)
+    elif path.suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"Cannot read {path}: {err} (pickled arrays are refused).") from None
+        except (OSError, EOFError) as err:
+            raise ValueError(f"Cannot read {path}: truncated or not a .npy file ({err}).") from None
+    elif path.suffix == ".npz":
+        data = load_npz_arrays(path)
+        key = next((k for k in ("x", "images") if k in data), None)
+        if key is None:
+            raise ValueError(f"{path} must hold an array named 'x' or 'images'; found {sorted(data)}.")
+        x = data[key]
+        label_key = next((k for k in ("y", "labels") if k in data), None)
+        labels = None if label_key is None else data[label_key].astype(np.int64)
+    else:
+        raise ValueError(f"`path` {path} must be a .npy or .npz file or a folder of PNG files.")
+    return check_images(x, str(path)), labels
+
+
+def _read_png_folder(folder: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        raise ValueError(f"Folder {folder} contains no .png files.")
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                arr = np.asarray(im.convert("L") if im.mode in ("L", "P", "1", "I", "I;16") else im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ValueError(f"Cannot read PNG file {f}: {err}") from None
+        images.append(arr)
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise ValueError(f"PNG files in {folder} have different sizes {sorted(shapes)}; all must match.")
+    return np.stack(images).astype(np.uint8)
+
+
+def to_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True, seed: int | None = None) -> Any:
+    """Wraps images in a cached, shuffled, batched, prefetched `tf.data.Dataset`.
+
+    Args:
+      x: float32 images (n, H, W, C) in [0, 1].
+      batch_size: images per batch. Default 128.
+      shuffle: reshuffle every epoch. Default True.
+      seed: shuffle seed. Default None.
+    """
+    from tfpvae._keras import tf
+    from tfpvae._validation import check_int
+
+    batch_size = check_int(batch_size, "batch_size")
+    ds = tf.data.Dataset.from_tensor_slices(x).cache()
+    if shuffle:
+        ds = ds.shuffle(min(len(x), 60_000), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

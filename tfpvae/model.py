@@ -1,0 +1,330 @@
+"""The VAE: a tf_keras.Model whose encoder, decoder and prior are TFP distributions.
+
+q(z|x) is a `tfp.layers.MultivariateNormalTriL` whose activity regularizer is a
+`tfp.layers.KLDivergenceRegularizer` against the prior; p(x|z) is a
+`tfp.layers.IndependentBernoulli`. Training minimises -log p(x|z) + beta * KL with the KL
+taken from the regularizer, counted once (see `KLOnceMultivariateNormalTriL`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tfpvae._keras import tf, tfd, tfk, tfkl, tfpl
+from tfpvae._validation import check_float, check_images, check_int
+from tfpvae.config import VAEConfig
+from tfpvae.networks import decoder_body, encoder_body, seeded_initializer
+from tfpvae.priors import Prior, sample_prior
+
+# Codes decoded per call when turning many latents into images: bounds peak memory.
+_DECODE_CHUNK = 1024
+
+
+def _unwrap(distribution: tfd.Distribution) -> tfd.Distribution:
+    """The plain distribution inside a layer's tensor-coercible output wrapper."""
+    return getattr(distribution, "tensor_distribution", distribution)
+
+
+class KLOnceMultivariateNormalTriL(tfpl.MultivariateNormalTriL):
+    """`tfp.layers.MultivariateNormalTriL` whose activity regularizer runs once per call.
+
+    `DistributionLambda.__call__` hands Keras a (distribution, sample) pair, and Keras
+    applies the activity regularizer to every flattened output, so a
+    `KLDivergenceRegularizer` is added to `model.losses` twice
+    (tensorflow/probability#1215). Here it sees only the distribution.
+    """
+
+    def _handle_activity_regularization(self, inputs, outputs):
+        if isinstance(outputs, (tuple, list)):
+            outputs = outputs[0]
+        super()._handle_activity_regularization(inputs, outputs)
+
+
+def _point_mass(loc):
+    """q(z|x) of the plain autoencoder: all mass on the encoder's output."""
+    return tfd.VectorDeterministic(loc)
+
+
+def build_encoder(config: VAEConfig, prior: Prior) -> tfk.Model:
+    """Builds x -> q(z|x).
+
+    Args:
+      config: the model config.
+      prior: the prior layer; its distribution is the KL regularizer's target.
+
+    Returns:
+      A Keras model mapping images (n, H, W, C) to a distribution with batch shape (n,)
+      and event shape (latent_dim,): `MultivariateNormalTriL` for a VAE,
+      `VectorDeterministic` for an autoencoder.
+    """
+    d = config.latent_dim
+    body = encoder_body(config)
+    features = body(body.inputs[0])
+    if config.model_type == "ae":
+        loc = tfkl.Dense(d, kernel_initializer=seeded_initializer(config, 999), name="code")(features)
+        q = tfpl.DistributionLambda(_point_mass, name="posterior")(loc)
+    else:
+        params = tfkl.Dense(
+            tfpl.MultivariateNormalTriL.params_size(d),
+            kernel_initializer=seeded_initializer(config, 999),
+            name="posterior_params",
+        )(features)
+        kl = tfpl.KLDivergenceRegularizer(prior.distribution, use_exact_kl=prior.exact_kl)
+        q = KLOnceMultivariateNormalTriL(d, activity_regularizer=kl, name="posterior")(params)
+    return tfk.Model(body.inputs, q, name="encoder")
+
+
+def build_decoder(config: VAEConfig) -> tfk.Model:
+    """Builds z -> p(x|z), an `IndependentBernoulli` with event shape input_shape."""
+    body = decoder_body(config)
+    logits = body(body.inputs[0])
+    px = tfpl.IndependentBernoulli(config.input_shape, tfd.Bernoulli.logits, name="likelihood")(logits)
+    return tfk.Model(body.inputs, px, name="decoder")
+
+
+class VAE(tfk.Model):
+    """Variational autoencoder with TFP distribution layers (or a plain autoencoder).
+
+    Args:
+      config: a `VAEConfig`. Default: `VAEConfig()` (28x28x1, latent 16, conv, normal prior).
+      **overrides: config fields to change, e.g. `VAE(latent_dim=2, prior="mixture")`.
+
+    Attributes:
+      config: the `VAEConfig` the model was built from.
+      encoder: Keras model, images -> q(z|x) (`MultivariateNormalTriL`).
+      decoder: Keras model, codes -> p(x|z) (`IndependentBernoulli`).
+      prior: the prior p(z), a `tfd.Distribution` whose variables the model tracks.
+      kl_weight: non-trainable variable holding beta; change it for KL warm-up.
+      training_history: dict of per-epoch metric lists, accumulated over `fit` calls.
+
+    Example:
+      >>> model = VAE(input_shape=(8, 8, 1), latent_dim=2)
+      >>> model.compile()
+      >>> model.sample(4).shape
+      (4, 8, 8, 1)
+    """
+
+    def __init__(self, config: VAEConfig | None = None, **overrides: Any) -> None:
+        super().__init__(name="vae")
+        if config is not None and not isinstance(config, VAEConfig):
+            raise TypeError(f"`config` must be a VAEConfig or None; got {type(config).__name__}.")
+        config = (config or VAEConfig()).replace(**overrides)
+        self.config = config
+        self.prior_layer = Prior(config.prior, config.latent_dim, config.num_components, seed=config.seed, name="prior")
+        self.encoder = build_encoder(config, self.prior_layer)
+        self.decoder = build_decoder(config)
+        self.kl_weight = tf.Variable(config.beta, trainable=False, dtype=tf.float32, name="kl_weight")
+        # Set past Keras' attribute tracking, which would wrap the dict in trackable proxies.
+        object.__setattr__(self, "_history", {})
+        self._trackers = {name: tfk.metrics.Mean(name=name) for name in ("loss", "nll", "kl", "elbo")}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def prior(self) -> tfd.Distribution:
+        """The prior p(z), event shape (latent_dim,)."""
+        return self.prior_layer.distribution
+
+    @property
+    def training_history(self) -> dict[str, list[float]]:
+        """Per-epoch metrics accumulated over every `fit` call (and restored by `load`)."""
+        return self._history
+
+    @training_history.setter
+    def training_history(self, value: dict[str, list[float]]) -> None:
+        object.__setattr__(self, "_history", {k: [float(x) for x in v] for k, v in value.items()})
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the images the model takes."""
+        return self.config.input_shape
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # ------------------------------------------------------------------ training
+    def call(self, inputs, training=None):
+        """Returns p(x|z) with z ~ q(z|inputs); adds the KL to `self.losses` once."""
+        q = self.encoder(inputs, training=training)
+        return self.decoder(tf.convert_to_tensor(q), training=training)
+
+    def _prepare_batch(self, data):
+        x = tfk.utils.unpack_x_y_sample_weight(data)[0]
+        if x.dtype == tf.uint8:
+            return tf.cast(x, tf.float32) / 255.0
+        return tf.cast(x, tf.float32)
+
+    def _loss_terms(self, x, training: bool):
+        """Returns (loss, nll, kl): batch means of -log p(x|z), KL, and nll + beta * KL."""
+        px = self(x, training=training)
+        nll = -tf.reduce_mean(px.log_prob(x))
+        # The encoder's only loss is the KL regularizer's (mean over the batch); the
+        # tests check it appears exactly once.
+        kl = tf.add_n(self.encoder.losses) if self.encoder.losses else tf.zeros([])
+        return nll + self.kl_weight * kl, nll, kl
+
+    def _update_metrics(self, loss, nll, kl):
+        for name, value in (("loss", loss), ("nll", nll), ("kl", kl), ("elbo", -(nll + kl))):
+            self._trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data):
+        x = self._prepare_batch(data)
+        if self.config.binarize == "dynamic":
+            # A fresh binarisation each step: the Bernoulli model then sees binary data
+            # and cannot overfit to one fixed draw.
+            x = tf.cast(tf.random.uniform(tf.shape(x)) < x, x.dtype)
+        with tf.GradientTape() as tape:
+            loss, nll, kl = self._loss_terms(x, training=True)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update_metrics(loss, nll, kl)
+
+    def test_step(self, data):
+        x = self._prepare_batch(data)
+        return self._update_metrics(*self._loss_terms(x, training=False))
+
+    def compile(self, optimizer: Any = None, **kwargs: Any) -> None:
+        """Configures training; without `optimizer`, Adam at `config.learning_rate`.
+
+        Args:
+          optimizer: any tf_keras optimizer (instance or name). Default None: Adam.
+          **kwargs: passed to `tf_keras.Model.compile` (e.g. `jit_compile`). A `loss` is
+            not accepted: the loss is the negative ELBO built from the distributions.
+        """
+        if "loss" in kwargs:
+            raise ValueError("`loss` is fixed by the model (-log p(x|z) + beta * KL); do not pass one.")
+        if optimizer is None:
+            optimizer = tfk.optimizers.Adam(learning_rate=self.config.learning_rate)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def _training_input(self, data: Any, name: str):
+        if data is None or isinstance(data, tf.data.Dataset):
+            return data
+        if isinstance(data, tuple) and len(data) in (1, 2, 3) and name == "validation_data":
+            data = data[0]  # (x, y) pairs as returned by tfpvae.datasets.load: labels unused
+        return check_images(data, name, self.image_shape)
+
+    def fit(self, x: Any = None, y: Any = None, *, batch_size: int | None = None, epochs: int = 1, **kwargs: Any):
+        """Trains on images; the input is its own target.
+
+        Args:
+          x: images, array of shape (n, H, W, C) (float in [0, 1] or uint8 0..255), or a
+            `tf.data.Dataset` of such batches (or of (images, labels) pairs).
+          y: must be None; labels are not used.
+          batch_size: images per step for array input. Default None (Keras' 32).
+          epochs: number of passes over the data. Default 1.
+          **kwargs: passed to `tf_keras.Model.fit` (validation_data, callbacks, ...).
+            `validation_data` may be an image array, an (images, labels) pair or a dataset.
+
+        Returns:
+          The Keras `History`; `training_history` accumulates it across calls.
+        """
+        if y is not None:
+            raise ValueError("`y` must be None: a VAE learns to reproduce `x`, so it needs no targets.")
+        if x is None:
+            raise ValueError("`x` is required: pass an image array or a tf.data.Dataset.")
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size")
+        epochs = check_int(epochs, "epochs", minimum=kwargs.get("initial_epoch", 0) + 1)
+        if self.optimizer is None:
+            self.compile()
+        x = self._training_input(x, "x")
+        if "validation_data" in kwargs:
+            val = self._training_input(kwargs["validation_data"], "validation_data")
+            # Keras tests `if validation_data:`, which an array cannot answer: wrap it.
+            kwargs["validation_data"] = val if isinstance(val, tf.data.Dataset) else (val,)
+        history = super().fit(x, batch_size=batch_size, epochs=epochs, **kwargs)
+        for key, values in history.history.items():
+            self.training_history.setdefault(key, []).extend(float(v) for v in values)
+        return history
+
+    def evaluate(self, x: Any = None, y: Any = None, *, batch_size: int | None = None, **kwargs: Any):
+        """Mean loss, nll, kl and elbo on images (no binarisation). See `fit` for `x`."""
+        if y is not None:
+            raise ValueError("`y` must be None: a VAE learns to reproduce `x`, so it needs no targets.")
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size")
+        if self.optimizer is None:
+            self.compile()
+        return super().evaluate(self._training_input(x, "x"), batch_size=batch_size, **kwargs)
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, x: Any) -> tfd.Distribution:
+        """Returns q(z|x), batch shape (n,), event shape (latent_dim,).
+
+        Args:
+          x: images, array of shape (n, H, W, C) in [0, 1] (or uint8 0..255).
+        """
+        return _unwrap(self.encoder(check_images(x, "x", self.image_shape), training=False))
+
+    def _check_latents(self, z: Any) -> tf.Tensor:
+        z = np.asarray(z.numpy() if hasattr(z, "numpy") else z)
+        if not np.issubdtype(z.dtype, np.number):
+            raise TypeError(f"`z` must be numeric; got dtype {z.dtype}.")
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim or z.shape[0] == 0:
+            raise ValueError(f"`z` must have shape (n, {self.config.latent_dim}) with n >= 1; got {z.shape}.")
+        if not np.all(np.isfinite(z)):
+            raise ValueError("`z` contains NaN or Inf values.")
+        return tf.convert_to_tensor(z, tf.float32)
+
+    def decode(self, z: Any) -> tfd.Distribution:
+        """Returns p(x|z), batch shape (n,), event shape input_shape.
+
+        Args:
+          z: latent codes, array of shape (n, latent_dim).
+        """
+        return _unwrap(self.decoder(self._check_latents(z), training=False))
+
+    def decode_mean(self, z: Any) -> np.ndarray:
+        """Bernoulli means E[x|z] as a numpy array (n, H, W, C), decoded in chunks."""
+        z = self._check_latents(z)
+        parts = [
+            self.decoder(z[i : i + _DECODE_CHUNK], training=False).mean().numpy()
+            for i in range(0, int(z.shape[0]), _DECODE_CHUNK)
+        ]
+        return np.concatenate(parts).astype(np.float32)
+
+    def sample(
+        self,
+        num_samples: int,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        return_latents: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Draws images from the model: z ~ p(z) (spread scaled by temperature), x = E[x|z].
+
+        Args:
+          num_samples: number of images, >= 1.
+          temperature: prior spread multiplier, > 0. Default 1.0; lower gives cleaner,
+            less varied images.
+          seed: int for reproducible samples. Default None.
+          return_latents: also return the codes. Default False.
+
+        Returns:
+          images, float32 array (num_samples, H, W, C) in [0, 1]; with `return_latents`,
+          the pair (images, codes of shape (num_samples, latent_dim)).
+        """
+        num_samples = check_int(num_samples, "num_samples")
+        temperature = check_float(temperature, "temperature", minimum=0.0, min_inclusive=False)
+        z = sample_prior(self.prior, num_samples, temperature, seed).numpy()
+        images = self.decode_mean(z)
+        return (images, z) if return_latents else images
+
+    def reconstruct(self, x: Any) -> np.ndarray:
+        """Returns E[x | z = mean of q(z|x)], a float32 array shaped like `x`, in [0, 1]."""
+        return self.decode_mean(self.encode(x).mean())
+
+    def save(self, filepath: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Writes the model to the folder `filepath`: config JSON, weights, metadata.
+
+        Keras' own formats are not used: they would pickle the distribution layers'
+        functions. Reload with `tfpvae.load(filepath)`.
+        """
+        if args or kwargs:
+            raise TypeError("VAE.save takes only a folder path; Keras save options do not apply.")
+        from tfpvae.serialization import save
+
+        save(self, filepath)

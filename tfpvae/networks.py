@@ -1,0 +1,129 @@
+"""Encoder and decoder stacks for each architecture name, for any (height, width, channels).
+
+`encoder_body` maps images to a feature vector and `decoder_body` maps a latent code to
+per-pixel Bernoulli logits of the image's exact shape; the distribution heads are added
+by `tfpvae.model`. Conv stacks stride by 2 and crop after upsampling, so odd or small
+sizes (8x8, 28x28, 32x32x3) all work.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tfpvae._keras import tfk, tfkl
+from tfpvae._validation import check_choice
+from tfpvae.config import ARCHITECTURES, VAEConfig
+
+
+def _strided_sizes(size: int, num_blocks: int) -> list[int]:
+    """Spatial sizes after each of `num_blocks` stride-2 'same' convolutions."""
+    sizes = [size]
+    for _ in range(num_blocks):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def _crop_to(x, height: int, width: int):
+    """Crops an upsampled feature map back to (height, width), splitting the excess."""
+    dh, dw = x.shape[1] - height, x.shape[2] - width
+    if dh or dw:
+        x = tfkl.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)))(x)
+    return x
+
+
+def _num_blocks(config: VAEConfig) -> int:
+    return 4 if config.architecture == "dcgan" else 2
+
+
+def seeded_initializer(config: VAEConfig, index: int):
+    """Glorot-uniform initialiser seeded from `config.seed` and the layer's `index`.
+
+    A distinct derived seed per layer: one shared seed would make same-shaped layers equal.
+    """
+    seed = None if config.seed is None else config.seed * 1000 + index
+    return tfk.initializers.GlorotUniform(seed=seed)
+
+
+class _Init:
+    """Hands out per-layer initialisers so a seeded config builds identical weights."""
+
+    def __init__(self, config: VAEConfig, offset: int) -> None:
+        self.config, self.count = config, offset
+
+    def __call__(self):
+        self.count += 1
+        return seeded_initializer(self.config, self.count)
+
+
+def encoder_body(config: VAEConfig) -> tfk.Model:
+    """Builds the encoder's feature extractor.
+
+    Args:
+      config: the model config; uses input_shape, architecture, filters, hidden_units,
+        activation, seed.
+
+    Returns:
+      A Keras model mapping images (n, H, W, C) in [0, 1] to features (n, hidden_units).
+    """
+    check_choice(config.architecture, "architecture", ARCHITECTURES)
+    init, act = _Init(config, 0), config.activation
+    inputs = tfkl.Input(shape=config.input_shape, name="images")
+    # Centre the pixels: zero-mean inputs let the first layer learn faster.
+    x = tfkl.Rescaling(1.0, offset=-0.5, name="centre")(inputs)
+    if config.architecture == "mlp":
+        x = tfkl.Flatten()(x)
+        x = tfkl.Dense(2 * config.hidden_units, activation=act, kernel_initializer=init())(x)
+    else:
+        for i in range(_num_blocks(config)):
+            filters = config.filters * 2**i
+            if config.architecture == "dcgan":
+                x = tfkl.Conv2D(filters, 4, strides=2, padding="same", use_bias=False, kernel_initializer=init())(x)
+                x = tfkl.BatchNormalization()(x)
+                x = tfkl.LeakyReLU(0.2)(x)
+            else:
+                x = tfkl.Conv2D(filters, 3, strides=2, padding="same", activation=act, kernel_initializer=init())(x)
+        x = tfkl.Flatten()(x)
+    x = tfkl.Dense(config.hidden_units, activation=act, kernel_initializer=init())(x)
+    return tfk.Model(inputs, x, name="encoder_body")
+
+
+def decoder_body(config: VAEConfig) -> tfk.Model:
+    """Builds the decoder's generator network.
+
+    Args:
+      config: the model config; uses input_shape, latent_dim, architecture, filters,
+        hidden_units, activation, seed.
+
+    Returns:
+      A Keras model mapping codes (n, latent_dim) to flat Bernoulli logits (n, H*W*C).
+    """
+    check_choice(config.architecture, "architecture", ARCHITECTURES)
+    init, act = _Init(config, 500), config.activation
+    height, width, channels = config.input_shape
+    inputs = tfkl.Input(shape=(config.latent_dim,), name="z")
+    x = tfkl.Dense(config.hidden_units, activation=act, kernel_initializer=init())(inputs)
+    if config.architecture == "mlp":
+        x = tfkl.Dense(2 * config.hidden_units, activation=act, kernel_initializer=init())(x)
+        logits = tfkl.Dense(height * width * channels, kernel_initializer=init())(x)
+        return tfk.Model(inputs, logits, name="decoder_body")
+    blocks = _num_blocks(config)
+    h0, w0 = _strided_sizes(height, blocks)[-1], _strided_sizes(width, blocks)[-1]
+    top = config.filters * 2 ** (blocks - 1)
+    x = tfkl.Dense(h0 * w0 * top, activation=act, kernel_initializer=init())(x)
+    x = tfkl.Reshape((h0, w0, top))(x)
+    for i in reversed(range(blocks)):
+        filters = config.filters * 2**i
+        if config.architecture == "dcgan":
+            x = tfkl.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False, kernel_initializer=init())(
+                x
+            )
+            x = tfkl.BatchNormalization()(x)
+            x = tfkl.LeakyReLU(0.2)(x)
+        else:
+            x = tfkl.Conv2DTranspose(filters, 3, strides=2, padding="same", activation=act, kernel_initializer=init())(
+                x
+            )
+    x = _crop_to(x, height, width)
+    x = tfkl.Conv2D(channels, 3, padding="same", kernel_initializer=init())(x)
+    logits = tfkl.Flatten()(x)
+    return tfk.Model(inputs, logits, name="decoder_body")
