@@ -53,44 +53,86 @@ def _write_history_csv(history: dict, path: Path) -> None:
             writer.writerow([i + 1, *(history[k][i] for k in keys)])
 
 
+_TRAIN_ARGS_FILE = "train_args.json"
+# Arguments a resumed run takes from the original run rather than the command line.
+_RESUMED_ARGS = ("dataset", "data_dir", "limit", "batch_size", "checkpoint_every", "clip_norm", "seed")
+
+
 def _cmd_train(args) -> int:
     from tfpvae import plots
     from tfpvae.config import VAEConfig
     from tfpvae.model import VAE
+    from tfpvae.training import TrainingDivergedError, read_checkpoint_meta, train
 
-    (x_train, _), (x_test, y_test) = _load_data(args)
-    config = VAEConfig(
-        input_shape=x_train.shape[1:],
-        latent_dim=args.latent_dim,
-        architecture=args.architecture,
-        prior=args.prior,
-        num_components=args.num_components,
-        beta=args.beta,
-        model_type=args.model_type,
-        binarize=args.binarize,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
+    if args.resume:
+        run = Path(args.resume)
+        saved = json.loads((run / _TRAIN_ARGS_FILE).read_text()) if (run / _TRAIN_ARGS_FILE).is_file() else None
+        if saved is None:
+            raise FileNotFoundError(
+                f"`--resume` {run} has no {_TRAIN_ARGS_FILE}: it is not a run folder of tfpvae train."
+            )
+        for key in _RESUMED_ARGS:
+            setattr(args, key, saved[key])
+        args.epochs = args.epochs or saved["epochs"]
+        config = VAEConfig.from_dict(read_checkpoint_meta(run)["config"])
+    else:
+        if not args.dataset or not args.out:
+            raise ValueError("`--dataset` and `--out` are required unless `--resume RUN_DIR` is given.")
+        run = Path(args.out)
+        args.epochs = args.epochs or 10
+    (x_train, _), (x_test, _) = _load_data(args)
+    if not args.resume:
+        config = VAEConfig(
+            input_shape=x_train.shape[1:],
+            latent_dim=args.latent_dim,
+            architecture=args.architecture,
+            prior=args.prior,
+            num_components=args.num_components,
+            beta=args.beta,
+            model_type=args.model_type,
+            binarize=args.binarize,
+            learning_rate=args.learning_rate,
+            posterior_scale_floor=args.posterior_scale_floor,
+            seed=args.seed,
+        )
+        run.mkdir(parents=True, exist_ok=True)
+        keep = {k: getattr(args, k) for k in (*_RESUMED_ARGS, "epochs")}
+        (run / _TRAIN_ARGS_FILE).write_text(json.dumps(keep, indent=2))
     model = VAE(config)
-    model.compile()
-    model.fit(
-        x_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=x_test,
-        verbose=1 if args.progress else 2,
-    )
-    out = Path(args.out)
-    model.save(out)
-    _write_history_csv(model.training_history, out / "history.csv")
-    plots.save_figure(plots.image_grid(model.sample(64, seed=args.seed), title="prior samples"), out / "samples.png")
+    try:
+        result = train(
+            model,
+            x_train,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            validation_data=x_test,
+            run_dir=run,
+            checkpoint_every=args.checkpoint_every,
+            resume=bool(args.resume),
+            clip_norm=args.clip_norm,
+            seed=args.seed,
+            verbose=1 if args.progress else 2,
+        )
+    except TrainingDivergedError as err:
+        print(f"tfpvae: error: {err}", file=sys.stderr)
+        return 1
+    model.save(run)
+    _write_history_csv(model.training_history, run / "history.csv")
+    plots.save_figure(plots.image_grid(model.sample(64, seed=args.seed), title="prior samples"), run / "samples.png")
     plots.save_figure(
         plots.reconstructions(x_test[:10], model.reconstruct(x_test[:10]), title="reconstructions (test)"),
-        out / "reconstructions.png",
+        run / "reconstructions.png",
     )
-    plots.save_figure(plots.training_curves(model.training_history), out / "training_curves.png")
+    plots.save_figure(plots.training_curves(model.training_history), run / "training_curves.png")
+    if result.interrupted:
+        print(
+            f"tfpvae: interrupted after {result.epochs_completed} epochs; saved; resume with "
+            f"`tfpvae train --resume {run}`",
+            file=sys.stderr,
+        )
+        return 130
     final = {k: v[-1] for k, v in model.training_history.items()}
-    print(json.dumps({"run": str(out), **final}))
+    print(json.dumps({"run": str(run), "epochs": result.epochs_completed, **final}))
     return 0
 
 
@@ -138,9 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model and write it with samples and plots")
-    _add_data_args(p)
-    p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default 10)")
+    _add_data_args(p, required=False)
+    p.add_argument("--out", help="run folder to write (required unless --resume)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--epochs", type=_positive_int, help="total passes over the data (default 10)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=1, help="epochs between checkpoints (default 1)")
+    p.add_argument("--clip-norm", type=float, help="clip the global gradient norm (default: no clipping)")
+    p.add_argument("--posterior-scale-floor", type=float, default=1e-5, help="minimum posterior std (default 1e-5)")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default 128)")
     p.add_argument("--latent-dim", type=_positive_int, default=16, help="latent dimension (default 16)")
     p.add_argument("--prior", choices=PRIORS, default="normal", help="prior kind (default normal)")

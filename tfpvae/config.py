@@ -38,6 +38,8 @@ class VAEConfig:
         step, the standard protocol for Bernoulli likelihoods on grey MNIST; "none" trains on
         the grey values (the loss is then the cross-entropy with grey targets).
       learning_rate: Adam step size used by `compile()` without an optimizer. Default 1e-3.
+      posterior_scale_floor: lower bound added to the posterior's scale_tril diagonal.
+        Default 1e-5, TFP's value; a larger floor (1e-3) guards against divergence.
       seed: seed for weight initialisation and the prior's initial values; None draws one.
     """
 
@@ -53,6 +55,7 @@ class VAEConfig:
     activation: str = "swish"
     binarize: str = "dynamic"
     learning_rate: float = 1e-3
+    posterior_scale_floor: float = 1e-5
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -68,6 +71,7 @@ class VAEConfig:
         check_choice(self.activation, "activation", ACTIVATIONS)
         check_choice(self.binarize, "binarize", BINARIZE)
         check_float(self.learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
+        check_float(self.posterior_scale_floor, "posterior_scale_floor", minimum=0.0)
         if self.seed is not None:
             check_int(self.seed, "seed", minimum=0)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tfpvae._keras import tf, tfd, tfk, tfkl, tfpl
+from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfpl
 from tfpvae._validation import check_float, check_images, check_int
 from tfpvae.config import VAEConfig
 from tfpvae.networks import decoder_body, encoder_body, seeded_initializer
@@ -34,7 +34,22 @@ class KLOnceMultivariateNormalTriL(tfpl.MultivariateNormalTriL):
     applies the activity regularizer to every flattened output, so a
     `KLDivergenceRegularizer` is added to `model.losses` twice
     (tensorflow/probability#1215). Here it sees only the distribution.
+
+    Args:
+      event_size: latent dimension.
+      scale_floor: added to the softplus diagonal of scale_tril, so no posterior standard
+        deviation falls below it. Default 1e-5 (TFP's own value); raise it (e.g. 1e-3) if
+        training diverges from collapsing posterior scales.
+      **kwargs: passed to the Keras layer (name, activity_regularizer, ...).
     """
+
+    def __init__(self, event_size: int, scale_floor: float = 1e-5, **kwargs: Any) -> None:
+        def make_posterior(params):
+            fill = tfb.FillScaleTriL(diag_shift=np.array(scale_floor, params.dtype.as_numpy_dtype))
+            return tfd.MultivariateNormalTriL(loc=params[..., :event_size], scale_tril=fill(params[..., event_size:]))
+
+        # Skip MultivariateNormalTriL.__init__, whose only job is to fix the floor at 1e-5.
+        tfpl.DistributionLambda.__init__(self, make_posterior, tfd.Distribution.sample, **kwargs)
 
     def _handle_activity_regularization(self, inputs, outputs):
         if isinstance(outputs, (tuple, list)):
@@ -72,7 +87,9 @@ def build_encoder(config: VAEConfig, prior: Prior) -> tfk.Model:
             name="posterior_params",
         )(features)
         kl = tfpl.KLDivergenceRegularizer(prior.distribution, use_exact_kl=prior.exact_kl)
-        q = KLOnceMultivariateNormalTriL(d, activity_regularizer=kl, name="posterior")(params)
+        q = KLOnceMultivariateNormalTriL(
+            d, scale_floor=config.posterior_scale_floor, activity_regularizer=kl, name="posterior"
+        )(params)
     return tfk.Model(body.inputs, q, name="encoder")
 
 
@@ -116,6 +133,13 @@ class VAE(tfk.Model):
         self.encoder = build_encoder(config, self.prior_layer)
         self.decoder = build_decoder(config)
         self.kl_weight = tf.Variable(config.beta, trainable=False, dtype=tf.float32, name="kl_weight")
+        # Our own generator (not the global one) so a seed fixes the binarisation draws and
+        # checkpoints can save and restore its state; it is not part of the saved weights.
+        self.binarize_rng = (
+            tf.random.Generator.from_seed(config.seed)
+            if config.seed is not None
+            else tf.random.Generator.from_non_deterministic_state()
+        )
         # Set past Keras' attribute tracking, which would wrap the dict in trackable proxies.
         object.__setattr__(self, "_history", {})
         self._trackers = {name: tfk.metrics.Mean(name=name) for name in ("loss", "nll", "kl", "elbo")}
@@ -175,7 +199,7 @@ class VAE(tfk.Model):
         if self.config.binarize == "dynamic":
             # A fresh binarisation each step: the Bernoulli model then sees binary data
             # and cannot overfit to one fixed draw.
-            x = tf.cast(tf.random.uniform(tf.shape(x)) < x, x.dtype)
+            x = tf.cast(self.binarize_rng.uniform(tf.shape(x)) < x, x.dtype)
         with tf.GradientTape() as tape:
             loss, nll, kl = self._loss_terms(x, training=True)
         grads = tape.gradient(loss, self.trainable_variables)
@@ -232,7 +256,7 @@ class VAE(tfk.Model):
         if self.optimizer is None:
             self.compile()
         x = self._training_input(x, "x")
-        if "validation_data" in kwargs:
+        if kwargs.get("validation_data") is not None:
             val = self._training_input(kwargs["validation_data"], "validation_data")
             # Keras tests `if validation_data:`, which an array cannot answer: wrap it.
             kwargs["validation_data"] = val if isinstance(val, tf.data.Dataset) else (val,)

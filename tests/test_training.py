@@ -1,0 +1,159 @@
+"""Checkpoints, resume after SIGKILL, NaN recovery, SIGINT and seeded reproducibility."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tfpvae
+from tfpvae._keras import tfk
+from tfpvae.training import TrainingDivergedError, read_checkpoint_meta, train
+
+
+@pytest.fixture(scope="module")
+def x(digits):
+    return digits[0][0][:256]
+
+
+def _model(seed=0):
+    return tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=seed)
+
+
+def test_resume_continues_epochs_and_history(x, tmp_path):
+    m = _model()
+    train(m, x, epochs=2, batch_size=32, run_dir=tmp_path, seed=0, verbose=0)
+    first = read_checkpoint_meta(tmp_path)
+    assert first["epoch"] == 2 and len(first["history"]["loss"]) == 2
+    resumed = _model()
+    result = train(resumed, x, epochs=4, batch_size=32, run_dir=tmp_path, resume=True, seed=0, verbose=0)
+    assert result.epochs_completed == 4
+    assert resumed.training_history["loss"][:2] == first["history"]["loss"]
+    assert len(resumed.training_history["val_loss" if "val_loss" in resumed.training_history else "loss"]) == 4
+    # The optimizer continued rather than restarting: Adam's step counter kept counting.
+    assert int(resumed.optimizer.iterations.numpy()) == 4 * 8
+    assert tfpvae.load(tmp_path).training_history == resumed.training_history
+
+
+def test_same_seed_same_weights_and_samples(x):
+    runs = []
+    for _ in range(2):
+        m = _model(seed=5)
+        train(m, x, epochs=1, batch_size=32, seed=5, verbose=0)
+        runs.append(m)
+    for a, b in zip(runs[0].get_weights(), runs[1].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(runs[0].sample(4, seed=1), runs[1].sample(4, seed=1))
+
+
+class _PoisonAt(tfk.callbacks.Callback):
+    """Sets a decoder kernel to NaN before a chosen batch: a divergence on demand."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.target, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.target:
+            w = self.model.decoder.trainable_weights[0]
+            w.assign(np.full(w.shape, np.nan, np.float32))
+
+
+def test_nan_loss_restores_and_saves_last_good_weights(x, tmp_path):
+    m = _model()
+    train(m, x, epochs=1, batch_size=32, run_dir=tmp_path, verbose=0)
+    good = [w.copy() for w in m.get_weights()]
+    with pytest.raises(TrainingDivergedError, match="epoch 2, batch 3") as err:
+        train(m, x, epochs=3, batch_size=32, run_dir=tmp_path, resume=True, verbose=0, callbacks=[_PoisonAt(1, 2)])
+    assert "Restored the weights of epoch 1" in str(err.value)
+    for a, b in zip(good, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert read_checkpoint_meta(tmp_path)["epoch"] == 1
+    reloaded = tfpvae.load(tmp_path)
+    for a, b in zip(good, reloaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+class _InterruptAt(tfk.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 3 and len(self.model.training_history.get("loss", [])) == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sigint_saves_and_returns_cleanly(x, tmp_path):
+    m = _model()
+    result = train(m, x, epochs=5, batch_size=32, run_dir=tmp_path, verbose=0, callbacks=[_InterruptAt()])
+    assert result.interrupted and result.epochs_completed == 0
+    assert read_checkpoint_meta(tmp_path)["epoch"] == 0
+    # The checkpoint holds the weights after the interrupted batch: no finished batch is lost.
+    for a, b in zip(m.get_weights(), tfpvae.load(tmp_path).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigkill_mid_epoch_loses_no_completed_epoch(tmp_path):
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tfpvae",
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "400",
+        "--batch-size",
+        "16",
+        "--latent-dim",
+        "2",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--out",
+        str(run),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if read_checkpoint_meta(run)["epoch"] >= 2:
+                    break
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("the training subprocess wrote no checkpoint within 120 s")
+        time.sleep(0.35)  # land somewhere inside a later epoch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = read_checkpoint_meta(run)
+    done = before["epoch"]
+    assert done >= 2 and len(before["history"]["loss"]) == done
+    from tfpvae.cli import main
+
+    assert main(["train", "--resume", str(run), "--epochs", str(done + 2), "--no-progress"]) == 0
+    after = read_checkpoint_meta(run)
+    assert after["epoch"] == done + 2
+    assert after["history"]["loss"][:done] == before["history"]["loss"]
+    model = tfpvae.load(run)
+    assert len(model.training_history["loss"]) == done + 2
+    assert json.loads((run / "train_args.json").read_text())["seed"] == 0
+    assert np.isfinite(model.sample(2)).all()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, x):
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        train(_model(), x, epochs=1, run_dir=tmp_path, resume=True, verbose=0)
+    with pytest.raises(ValueError, match="`resume=True` needs the `run_dir`"):
+        train(_model(), x, epochs=1, resume=True, verbose=0)

@@ -1,0 +1,294 @@
+"""Training runs that survive: checkpoints, resume, NaN recovery and Ctrl-C.
+
+`train` wraps `VAE.fit` for runs that write to a folder. Every `checkpoint_every` epochs it
+writes `checkpoint.npz` atomically (temporary file, then rename): model weights, optimizer
+state, the binarisation RNG state, the epoch count and the history, all as plain arrays.
+A killed run resumes from its last complete checkpoint; a NaN/Inf loss restores and saves
+the last good weights and raises `TrainingDivergedError`; SIGINT stops at the end of the
+current batch, saves, and returns with `interrupted=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfpvae._keras import tf, tfk
+from tfpvae._validation import check_float, check_int
+from tfpvae.serialization import _atomic_write
+
+CHECKPOINT_FILE = "checkpoint.npz"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or Inf; the last good weights were restored and saved."""
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """What `train` did.
+
+    Attributes:
+      epochs_completed: total epochs the model has trained, over all resumed runs.
+      history: per-epoch metrics over all runs (the same as `model.training_history`).
+      interrupted: True when SIGINT stopped training early (the state was saved).
+    """
+
+    epochs_completed: int
+    history: dict[str, list[float]]
+    interrupted: bool = False
+
+
+def _state_arrays(model) -> dict[str, np.ndarray]:
+    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    if model.optimizer is not None:
+        _build_optimizer(model)
+        arrays.update({f"o{i:04d}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+    arrays["rng_state"] = model.binarize_rng.state.numpy()
+    return arrays
+
+
+def _build_optimizer(model) -> None:
+    if not model.optimizer.variables:
+        model.optimizer.build(model.trainable_variables)
+
+
+def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
+    """Atomically writes the full training state of `model` after `epoch` epochs.
+
+    Args:
+      model: a compiled `tfpvae.VAE`.
+      run_dir: the run folder (created if needed).
+      epoch: number of completed epochs the state corresponds to.
+
+    Returns:
+      Path of the checkpoint file.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": int(epoch),
+        "history": model.training_history,
+        "config": model.config.to_dict(),
+    }
+    arrays = _state_arrays(model)
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    def write(f):
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        f.write(buffer.getvalue())
+
+    path = run_dir / CHECKPOINT_FILE
+    _atomic_write(path, write)
+    return path
+
+
+def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
+    """Returns a checkpoint's metadata (epoch, history, config) without building a model."""
+    from tfpvae.datasets import load_npz_arrays
+
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint in {run_dir}: {CHECKPOINT_FILE} is missing (nothing to resume).")
+    arrays = load_npz_arrays(path)
+    if "meta_json" not in arrays:
+        raise ValueError(f"{path} is not a tfpvae checkpoint (no metadata).")
+    meta = json.loads(arrays["meta_json"].tobytes().decode())
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} has checkpoint format {meta.get('format')!r}; expected {CHECKPOINT_FORMAT}.")
+    meta["arrays"] = arrays
+    return meta
+
+
+def restore_checkpoint(model, run_dir: str | Path) -> int:
+    """Loads weights, optimizer state, RNG state and history into `model`.
+
+    Args:
+      model: a compiled `tfpvae.VAE` built from the checkpoint's config.
+      run_dir: the run folder holding `checkpoint.npz`.
+
+    Returns:
+      The number of completed epochs stored in the checkpoint.
+    """
+    meta = read_checkpoint_meta(run_dir)
+    arrays = meta["arrays"]
+    if meta["config"] != model.config.to_dict():
+        raise ValueError(f"The checkpoint in {run_dir} was written by a model with a different config.")
+    weights = [arrays[f"w{i:04d}"] for i in range(len(model.weights))]
+    model.set_weights(weights)
+    if model.optimizer is None:
+        model.compile()
+    _build_optimizer(model)
+    for i, v in enumerate(model.optimizer.variables):
+        key = f"o{i:04d}"
+        if key not in arrays or arrays[key].shape != tuple(v.shape):
+            raise ValueError(f"The optimizer state in {run_dir} does not match the model's optimizer.")
+        v.assign(arrays[key])
+    model.binarize_rng.reset(arrays["rng_state"])
+    model.training_history = meta["history"]
+    return int(meta["epoch"])
+
+
+class _RunGuard(tfk.callbacks.Callback):
+    """Checkpoints each epoch, watches the loss for NaN/Inf and stops on SIGINT."""
+
+    def __init__(self, run_dir: Path | None, every: int, start_epoch: int) -> None:
+        super().__init__()
+        self.run_dir, self.every = run_dir, every
+        self.completed = start_epoch
+        self.failure: str | None = None
+        self.interrupted = False
+        self.epoch_logs: dict[str, list[float]] = {}
+        self.good_state: dict[str, np.ndarray] | None = None
+
+    def on_train_begin(self, logs=None):
+        self.good_state = _state_arrays(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failure = f"loss became {float(loss)} at epoch {self.completed + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failure or self.interrupted:
+            return  # a partial epoch: not counted, its logs are not history
+        if any(not math.isfinite(float(v)) for v in (logs or {}).values()):
+            self.failure = f"a metric became non-finite at the end of epoch {epoch + 1}: {logs}"
+            self.model.stop_training = True
+            return
+        self.completed = epoch + 1
+        for key, value in (logs or {}).items():
+            self.epoch_logs.setdefault(key, []).append(float(value))
+        self.good_state = _state_arrays(self.model)
+        if self.run_dir is not None and (self.completed % self.every == 0 or self.model.stop_training):
+            self.save()
+
+    def save(self, merge_history: bool = True) -> None:
+        history = self.model.training_history
+        if merge_history:  # during fit, the model's history lacks this run's epochs
+            merged = {k: history.get(k, []) + self.epoch_logs.get(k, []) for k in {*history, *self.epoch_logs}}
+            self.model.training_history = merged
+        try:
+            save_checkpoint(self.model, self.run_dir, self.completed)
+            self.model.save(self.run_dir)
+        finally:
+            self.model.training_history = history
+
+    def restore_good_state(self) -> None:
+        state = self.good_state
+        self.model.set_weights([state[f"w{i:04d}"] for i in range(len(self.model.weights))])
+        for i, v in enumerate(self.model.optimizer.variables):
+            v.assign(state[f"o{i:04d}"])
+        self.model.binarize_rng.reset(state["rng_state"])
+
+
+def train(
+    model,
+    x: Any,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    validation_data: Any = None,
+    run_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    clip_norm: float | None = None,
+    seed: int | None = None,
+    verbose: int | str = "auto",
+    callbacks: list | None = None,
+) -> TrainingResult:
+    """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
+
+    Args:
+      model: a `tfpvae.VAE` (compiled or not; uncompiled models get Adam at
+        `config.learning_rate`, with `clip_norm` if given).
+      x: training images, array (n, H, W, C) or a `tf.data.Dataset`.
+      epochs: total number of epochs, counting those of a resumed run.
+      batch_size: images per step for array input. Default 128.
+      validation_data: images evaluated after each epoch. Default None.
+      run_dir: folder for `checkpoint.npz` and the model files. Default None: no checkpoints.
+      checkpoint_every: epochs between checkpoints. Default 1.
+      resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history).
+        Default False.
+      clip_norm: clip the global gradient norm to this value. Default None (no clipping).
+      seed: seeds shuffling (`tf.random.set_seed`) for reproducible runs; weight
+        initialisation and binarisation follow `model.config.seed`. Default None.
+      verbose: Keras verbosity: "auto", 0, 1 (progress bar) or 2 (a line per epoch).
+      callbacks: more Keras callbacks. Default None.
+
+    Returns:
+      A `TrainingResult`.
+
+    Raises:
+      TrainingDivergedError: the loss became NaN/Inf; the last good weights are restored
+        in `model` and, with a `run_dir`, saved there.
+    """
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
+    if clip_norm is not None:
+        clip_norm = check_float(clip_norm, "clip_norm", minimum=0.0, min_inclusive=False)
+    if resume and run_dir is None:
+        raise ValueError("`resume=True` needs the `run_dir` to resume from.")
+    run_dir = None if run_dir is None else Path(run_dir)
+    if seed is not None:
+        tf.random.set_seed(check_int(seed, "seed", minimum=0))
+    if model.optimizer is None:
+        model.compile(tfk.optimizers.Adam(model.config.learning_rate, global_clipnorm=clip_norm))
+    start = restore_checkpoint(model, run_dir) if resume else 0
+    if start >= epochs:
+        return TrainingResult(start, model.training_history)
+
+    guard = _RunGuard(run_dir, checkpoint_every, start)
+    history_before = model.training_history
+    handler_installed = threading.current_thread() is threading.main_thread()
+    if handler_installed:
+
+        def on_sigint(signum, frame):
+            guard.interrupted = True
+            model.stop_training = True  # Keras checks this after every batch
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        model.fit(
+            x,
+            epochs=epochs,
+            initial_epoch=start,
+            batch_size=None if isinstance(x, tf.data.Dataset) else batch_size,
+            validation_data=validation_data,
+            callbacks=[guard, *(callbacks or [])],
+            verbose=verbose,
+        )
+    finally:
+        if handler_installed:
+            signal.signal(signal.SIGINT, previous)
+        # Only completed epochs enter the history (fit also logs a stopped, partial one).
+        model.training_history = {
+            k: history_before.get(k, []) + guard.epoch_logs.get(k, []) for k in {*history_before, *guard.epoch_logs}
+        }
+
+    if guard.failure:
+        guard.restore_good_state()
+        where = ""
+        if run_dir is not None:
+            guard.save(merge_history=False)
+            where = f" and saved to {run_dir}"
+        raise TrainingDivergedError(
+            f"Training stopped: {guard.failure}. Restored the weights of epoch {guard.completed}{where}. "
+            "Try a lower learning rate, clip_norm, or a larger posterior_scale_floor."
+        )
+    if guard.interrupted and run_dir is not None:
+        guard.save(merge_history=False)  # the weights as they are: no finished batch is lost
+    return TrainingResult(guard.completed, model.training_history, guard.interrupted)
