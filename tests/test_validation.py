@@ -1,0 +1,46 @@
+"""Public-boundary checks: each bad input gets a ValueError/TypeError naming the argument."""
+
+import numpy as np
+import pytest
+
+from tfpvae._validation import check_choice, check_float, check_images, check_int
+
+
+def test_uint8_is_scaled_and_float_passes_through():
+    x = np.array([[[0, 128, 255]]], dtype=np.uint8)
+    np.testing.assert_allclose(check_images(x)[..., 0], [[[0, 128 / 255, 1]]], rtol=1e-7)
+    f = np.random.default_rng(0).random((2, 3, 3, 1)).astype(np.float32)
+    np.testing.assert_array_equal(check_images(f), f)
+
+
+def test_rank_3_gets_a_channel_axis():
+    assert check_images(np.zeros((2, 4, 4)), image_shape=(4, 4, 1)).shape == (2, 4, 4, 1)
+
+
+@pytest.mark.parametrize(
+    "x,exc,match",
+    [
+        (np.zeros((4, 4)), ValueError, r"`x` must have shape \(n, height, width, channels\)"),
+        (np.zeros((0, 8, 8, 1)), ValueError, "`x` is empty"),
+        (np.full((1, 8, 8, 1), np.nan), ValueError, "NaN or Inf"),
+        (np.full((1, 8, 8, 1), np.inf), ValueError, "NaN or Inf"),
+        (np.full((1, 8, 8, 1), 3.0), ValueError, r"must lie in \[0, 1\].*got range \[3, 3\]"),
+        (np.full((1, 8, 8, 1), -0.1), ValueError, r"must lie in \[0, 1\]"),
+        (np.array([["a"]]), TypeError, "numeric dtype"),
+        (np.zeros((1, 7, 8, 1)), ValueError, r"must have shape \(8, 8, 1\) to match the model; got \(7, 8, 1\)"),
+    ],
+)
+def test_bad_images(x, exc, match):
+    with pytest.raises(exc, match=match):
+        check_images(x, "x", image_shape=(8, 8, 1))
+
+
+def test_scalar_checks():
+    with pytest.raises(ValueError, match="`num_samples` must be an int >= 1; got 0"):
+        check_int(0, "num_samples")
+    with pytest.raises(TypeError, match="`epochs` must be an int"):
+        check_int(True, "epochs")
+    with pytest.raises(ValueError, match=r"`temperature` must be a finite number in \(0.0"):
+        check_float(0.0, "temperature", minimum=0.0, min_inclusive=False)
+    with pytest.raises(ValueError, match="`score` must be one of 'a', 'b'; got 'c'"):
+        check_choice("c", "score", ["a", "b"])
