@@ -176,3 +176,22 @@ def test_fit_accepts_tf_data(digit_batch):
     ds = tf.data.Dataset.from_tensor_slices((digit_batch, np.zeros(len(digit_batch)))).batch(8)
     hist = model.fit(ds, epochs=2, verbose=0).history
     assert len(hist["loss"]) == 2 and np.isfinite(hist["loss"]).all()
+
+
+def test_likelihood_methods_agree_with_the_estimator(digit_batch):
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    assert model.likelihood is model.likelihood  # built once, reused
+    lp, se = model.log_prob(digit_batch, 32, seed=1, return_stderr=True)
+    np.testing.assert_array_equal(lp, model.likelihood.log_prob(digit_batch, 32, seed=1))
+    elbo = model.elbo(digit_batch, 32, seed=1)
+    assert np.all(lp >= elbo - 1e-9)  # same draws: log-mean-exp >= mean
+    np.testing.assert_allclose(model.bits_per_dim(digit_batch, 32, seed=1), -lp / (64 * np.log(2)), rtol=1e-12)
+    rd = model.rate_distortion(digit_batch, 32, seed=1, analytic_kl=False)
+    np.testing.assert_allclose(rd["rate"] + rd["distortion"], -elbo, rtol=1e-6)
+    assert model.pixel_log_prob(digit_batch[:3], 8, seed=1).shape == (3, 8, 8, 1)
+
+
+def test_autoencoder_refuses_likelihoods(digit_batch):
+    ae = VAE(input_shape=(8, 8, 1), latent_dim=2, model_type="ae", seed=0)
+    with pytest.raises(ValueError, match="plain autoencoder"):
+        ae.log_prob(digit_batch)

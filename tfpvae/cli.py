@@ -172,8 +172,119 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _images_for_scoring(args):
+    """(images, labels) from --input FILE or --dataset NAME --split S, cut to --limit."""
+    from tfpvae.datasets import load_images, load_split
+
+    if args.input:
+        x, y = load_images(args.input)
+    elif args.dataset:
+        x, y = load_split(args.dataset, args.split, args.data_dir)
+    else:
+        raise ValueError("Give the images to score: `--dataset NAME` or `--input FILE`.")
+    if args.limit:
+        x, y = x[: args.limit], None if y is None else y[: args.limit]
+    return x, y
+
+
+def _cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from tfpvae.likelihood import LikelihoodEstimator, nats_to_bits_per_dim
+    from tfpvae.serialization import load
+
+    model = load(args.model)
+    x, _ = _images_for_scoring(args)
+    est = LikelihoodEstimator.from_model(model)
+    kw = dict(seed=args.seed, binarize_seed=args.binarize_seed, progress=not args.quiet)
+    elbo = est.elbo(x, num_samples=1, **kw)
+    log_p, mc_se = est.log_prob(x, num_samples=args.num_samples, return_stderr=True, **kw)
+    n, dims = len(x), int(np.prod(x.shape[1:]))
+    result = {
+        "num_images": n,
+        "num_samples": args.num_samples,
+        "elbo": float(elbo.mean()),
+        "elbo_stderr": float(elbo.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+        "iwae_nll": float(-log_p.mean()),
+        "iwae_nll_stderr": float(log_p.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+        "iwae_nll_mc_stderr": float(np.sqrt(np.sum(mc_se**2)) / n),
+        "bits_per_dim": float(nats_to_bits_per_dim(-log_p.mean(), dims)),
+        "binarized": args.binarize_seed is not None,
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from tfpvae.anomaly import compute_scores
+    from tfpvae.likelihood import LikelihoodEstimator
+    from tfpvae.serialization import load
+
+    model = load(args.model)
+    x, y = _images_for_scoring(args)
+    if "typicality" in args.score and args.typical_nll is None:
+        raise ValueError(
+            "`--score typicality` needs `--typical-nll` (the mean NLL of normal data, e.g. from evaluate)."
+        )
+    scores = compute_scores(
+        LikelihoodEstimator.from_model(model),
+        x,
+        tuple(args.score),
+        num_samples=args.num_samples,
+        typical_nll=args.typical_nll,
+        seed=args.seed,
+        binarize_seed=args.binarize_seed,
+        progress=not args.quiet,
+    )
+    out = Path(args.out)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", *scores])
+        for i in range(len(x)):
+            writer.writerow([i, "" if y is None else int(y[i]), *(f"{scores[s][i]:.6f}" for s in scores)])
+    print(f"wrote {len(x)} rows of scores ({', '.join(scores)}) to {out}")
+    return 0
+
+
+def _cmd_detect(args) -> int:
+    import numpy as np
+
+    from tfpvae.anomaly import SCORES, compute_scores, evaluate
+    from tfpvae.datasets import load_split
+    from tfpvae.likelihood import LikelihoodEstimator
+    from tfpvae.serialization import load
+
+    model = load(args.model)
+    normal, _ = load_split(args.normal, "test", args.data_dir)
+    anomalous, _ = load_split(args.anomalous, "test", args.data_dir)
+    if args.limit:
+        normal, anomalous = normal[: 2 * args.limit], anomalous[: args.limit]
+    # Held-out normal images: half calibrate (typical NLL, threshold), half are evaluated.
+    order = np.random.default_rng(args.seed).permutation(len(normal))
+    fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
+    est = LikelihoodEstimator.from_model(model)
+    kw = dict(num_samples=args.num_samples, seed=args.seed, binarize_seed=args.binarize_seed, progress=not args.quiet)
+    fit_scores = compute_scores(est, fit_part, SCORES, typical_nll=0.0, **kw)
+    typical_nll = float(-fit_scores["log_prob"].mean())
+    fit_scores["typicality"] = -np.abs(-fit_scores["log_prob"] - typical_nll)
+    normal_scores = compute_scores(est, eval_part, SCORES, typical_nll=typical_nll, **kw)
+    anomalous_scores = compute_scores(est, anomalous, SCORES, typical_nll=typical_nll, **kw)
+    report = {}
+    for name in SCORES:
+        threshold = float(np.quantile(fit_scores[name], args.target_fpr))
+        report[name] = {
+            **evaluate(normal_scores[name], anomalous_scores[name]),
+            "threshold": threshold,
+            "fpr_at_threshold": float(np.mean(normal_scores[name] < threshold)),
+            "tpr_at_threshold": float(np.mean(anomalous_scores[name] < threshold)),
+        }
+    print(json.dumps({"normal": args.normal, "anomalous": args.anomalous, "scores": report}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `tfpvae` command."""
+    from tfpvae.anomaly import SCORES
     from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, MODEL_TYPES, PRIORS
 
     parser = argparse.ArgumentParser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
@@ -212,6 +323,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print a model's config, metrics and parameter count")
     p.add_argument("--model", required=True, help="run folder written by train")
     p.set_defaults(func=_cmd_info)
+
+    def add_scoring_args(p):
+        p.add_argument("--model", required=True, help="run folder written by train")
+        p.add_argument("--num-samples", type=_positive_int, default=100, help="importance samples (default 100)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws (default 0)")
+        p.add_argument(
+            "--binarize-seed", type=int, help="score a fixed binarisation of grey images drawn with this seed"
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="mean ELBO, IWAE NLL with standard errors, bits/dim (JSON)")
+    add_scoring_args(p)
+    _add_data_args(p)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
+    p.set_defaults(func=_cmd_evaluate, input=None)
+
+    p = sub.add_parser("score", help="per-image anomaly scores to CSV")
+    add_scoring_args(p)
+    _add_data_args(p, required=False)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
+    p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
+    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument(
+        "--score", nargs="+", choices=SCORES, default=[s for s in SCORES if s != "typicality"], help="scores"
+    )
+    p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("detect", help="fit a detector on held-out normal data and report metrics per score")
+    add_scoring_args(p)
+    p.add_argument("--normal", choices=DATASETS, required=True, help="dataset the model takes as normal")
+    p.add_argument("--anomalous", choices=DATASETS, required=True, help="dataset of anomalies")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--limit", type=_positive_int, help="use N anomalous and 2N normal test images")
+    p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate of the threshold")
+    p.set_defaults(func=_cmd_detect)
     return parser
 
 

@@ -341,6 +341,54 @@ class VAE(tfk.Model):
         """Returns E[x | z = mean of q(z|x)], a float32 array shaped like `x`, in [0, 1]."""
         return self.decode_mean(self.encode(x).mean())
 
+    # ------------------------------------------------------------------ likelihoods
+    @property
+    def likelihood(self):
+        """The model's `tfpvae.likelihood.LikelihoodEstimator`, built once and reused.
+
+        Reusing it matters: each estimator compiles its own `tf.function`.
+        """
+        if getattr(self, "_estimator", None) is None:
+            from tfpvae.likelihood import LikelihoodEstimator
+
+            object.__setattr__(self, "_estimator", LikelihoodEstimator.from_model(self))
+        return self._estimator
+
+    def _require_vae(self, what: str) -> None:
+        if self.config.model_type != "vae":
+            raise ValueError(
+                f"`{what}` needs a VAE; this model is a plain autoencoder (model_type='ae'), which defines no "
+                "likelihood. Use rate_distortion(x)['distortion'] for its reconstruction NLL."
+            )
+
+    def elbo(self, x: Any, num_samples: int = 1, **kwargs: Any) -> np.ndarray:
+        """Per-image ELBO in nats, array (n,). See `LikelihoodEstimator.elbo` for keywords
+        (seed, binarize_seed, return_stderr, max_batch_elements, progress)."""
+        self._require_vae("elbo")
+        return self.likelihood.elbo(x, num_samples, **kwargs)
+
+    def log_prob(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray:
+        """Per-image importance-weighted estimate of log p(x) in nats, array (n,).
+
+        Pass `return_stderr=True` for its Monte Carlo standard error; see
+        `LikelihoodEstimator.log_prob` for the other keywords.
+        """
+        self._require_vae("log_prob")
+        return self.likelihood.log_prob(x, num_samples, **kwargs)
+
+    def bits_per_dim(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray:
+        """Per-image -log p(x) / (H * W * C * ln 2), array (n,)."""
+        self._require_vae("bits_per_dim")
+        return self.likelihood.bits_per_dim(x, num_samples, **kwargs)
+
+    def rate_distortion(self, x: Any, num_samples: int = 1, **kwargs: Any) -> dict[str, np.ndarray]:
+        """Per-image rate KL(q(z|x) || p(z)) and distortion -E_q log p(x|z), in nats."""
+        return self.likelihood.rate_distortion(x, num_samples, **kwargs)
+
+    def pixel_log_prob(self, x: Any, num_samples: int = 16, **kwargs: Any) -> np.ndarray:
+        """log p(x_hwc | z) per pixel averaged over z ~ q(z|x), array (n, H, W, C)."""
+        return self.likelihood.pixel_log_prob(x, num_samples, **kwargs)
+
     def save(self, filepath: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Writes the model to the folder `filepath`: config JSON, weights, metadata.
 

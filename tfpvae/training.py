@@ -178,7 +178,9 @@ class _RunGuard(tfk.callbacks.Callback):
     def save(self, merge_history: bool = True) -> None:
         history = self.model.training_history
         if merge_history:  # during fit, the model's history lacks this run's epochs
-            merged = {k: history.get(k, []) + self.epoch_logs.get(k, []) for k in {*history, *self.epoch_logs}}
+            merged = {
+                k: history.get(k, []) + self.epoch_logs.get(k, []) for k in dict.fromkeys([*history, *self.epoch_logs])
+            }
             self.model.training_history = merged
         try:
             save_checkpoint(self.model, self.run_dir, self.completed)
@@ -276,7 +278,8 @@ def train(
             signal.signal(signal.SIGINT, previous)
         # Only completed epochs enter the history (fit also logs a stopped, partial one).
         model.training_history = {
-            k: history_before.get(k, []) + guard.epoch_logs.get(k, []) for k in {*history_before, *guard.epoch_logs}
+            k: history_before.get(k, []) + guard.epoch_logs.get(k, [])
+            for k in dict.fromkeys([*history_before, *guard.epoch_logs])
         }
 
     if guard.failure:

@@ -1,0 +1,110 @@
+"""Anomaly scores, detector thresholds and conformal p-values, and the evaluation metrics."""
+
+import numpy as np
+import pytest
+
+import tfpvae
+from tfpvae.anomaly import SCORES, AnomalyDetector, compressed_bits, compute_scores, evaluate
+
+
+class _FakeEstimator:
+    """log p(x) = -(number of ink pixels) * 2: a known, deterministic likelihood."""
+
+    def log_prob(self, x, num_samples=100, **_):
+        return -2.0 * np.asarray(x).reshape(len(x), -1).sum(1)
+
+    def rate_distortion(self, x, num_samples=1, **_):
+        ink = np.asarray(x).reshape(len(x), -1).sum(1)
+        return {"rate": 0.5 * ink, "distortion": 1.5 * ink}
+
+
+def _images(n, ink, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, 4, 4, 1)) < ink).astype(np.float32)
+
+
+def test_evaluate_against_hand_computed_values():
+    # Anomalous 0.0 ranks below all 3 normals, 1.5 below 2 of them: AUROC = 5/6.
+    r = evaluate([3.0, 2.0, 1.0], [0.0, 1.5])
+    assert r["auroc"] == pytest.approx(5 / 6)
+    perfect = evaluate([5, 6, 7], [1, 2])
+    assert perfect["auroc"] == 1.0 and perfect["auprc"] == 1.0 and perfect["fpr_at_95_tpr"] == 0.0
+    assert evaluate([1, 2], [5, 6])["auroc"] == 0.0
+    with pytest.raises(ValueError, match="`scores_anomalous`"):
+        evaluate([1.0], [])
+
+
+def test_score_family_from_known_likelihood():
+    x = _images(5, 0.3, 0)
+    ink = x.reshape(5, -1).sum(1)
+    s = compute_scores(_FakeEstimator(), x, SCORES, typical_nll=10.0)
+    np.testing.assert_allclose(s["log_prob"], -2 * ink)
+    np.testing.assert_allclose(s["elbo"], -2 * ink)
+    np.testing.assert_allclose(s["rate"], -0.5 * ink)
+    np.testing.assert_allclose(s["distortion"], -1.5 * ink)
+    np.testing.assert_allclose(s["typicality"], -np.abs(2 * ink - 10.0))
+    np.testing.assert_allclose(s["complexity"], -2 * ink / np.log(2) + compressed_bits(x))
+    with pytest.raises(ValueError, match="typical_nll"):
+        compute_scores(_FakeEstimator(), x, ("typicality",))
+    with pytest.raises(ValueError, match="`score` must be one of 'log_prob'"):
+        compute_scores(_FakeEstimator(), x, ("waic",))
+
+
+def test_compressed_length_orders_simple_below_noisy():
+    blank = np.zeros((1, 28, 28, 1), np.float32)
+    noise = (np.random.default_rng(0).random((1, 28, 28, 1)) < 0.5).astype(np.float32)
+    assert compressed_bits(blank)[0] < 0.2 * compressed_bits(noise)[0]
+    assert compressed_bits(noise)[0] > 28 * 28 * 0.9  # random bits do not compress
+
+
+def test_detector_threshold_fpr_and_conformal_p_values():
+    normal = _images(4000, 0.3, 1)
+    det = AnomalyDetector(estimator=_FakeEstimator(), target_fpr=0.1, seed=0).fit(normal)
+    assert det.threshold_ == pytest.approx(np.quantile(det.calibration_scores_, 0.1))
+    fresh = _images(4000, 0.3, 2)
+    flagged = np.mean(det.predict(fresh) == -1)
+    assert flagged <= 0.1 + 0.03  # ties at the threshold are inliers, so at most the target
+    p = det.p_values(fresh)
+    assert np.all((p > 0) & (p <= 1))
+    for a in (0.05, 0.2, 0.5):  # conformal validity: P(p <= a) <= a, up to sampling noise
+        assert np.mean(p <= a) <= a + 0.03
+    heavy = np.ones((50, 4, 4, 1), np.float32)  # all ink: less likely than any normal image
+    assert np.all(det.predict(heavy) == -1) and np.all(det.decision_function(heavy) < 0)
+    assert det.p_values(heavy).max() <= 1 / (len(det.calibration_scores_) + 1) + 1e-12
+
+
+def test_contamination_threshold_and_typicality():
+    normal = _images(2000, 0.3, 4)
+    det = AnomalyDetector(estimator=_FakeEstimator(), threshold="contamination", contamination=0.2).fit(normal)
+    assert np.mean(det.calibration_scores_ < det.threshold_) == pytest.approx(0.2, abs=0.05)
+    typ = AnomalyDetector(estimator=_FakeEstimator(), score="typicality").fit(normal)
+    assert typ.typical_nll_ == pytest.approx(2 * 0.3 * 16, rel=0.05)
+    # Too little ink is atypical too: typicality flags it, raw likelihood prefers it.
+    empty = np.zeros((10, 4, 4, 1), np.float32)
+    assert np.all(typ.predict(empty) == -1)
+    assert np.all(AnomalyDetector(estimator=_FakeEstimator()).fit(normal).predict(empty) == 1)
+
+
+def test_detector_errors():
+    det = AnomalyDetector(estimator=_FakeEstimator())
+    with pytest.raises(RuntimeError, match="not fitted"):
+        det.predict(_images(2, 0.3, 0))
+    with pytest.raises(ValueError, match="at least 4"):
+        det.fit(_images(3, 0.3, 0))
+    with pytest.raises(ValueError, match="`score` must be one of"):
+        AnomalyDetector(estimator=_FakeEstimator(), score="nope")
+    with pytest.raises(ValueError, match="`target_fpr`"):
+        AnomalyDetector(estimator=_FakeEstimator(), target_fpr=1.5)
+
+
+def test_real_vae_flags_noise_images(digits):
+    (x, _), (xt, _) = digits
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=4, seed=0)
+    model.compile()
+    model.fit(x, epochs=8, batch_size=32, verbose=0)
+    noise = np.random.default_rng(0).random((100, 8, 8, 1)).astype(np.float32)
+    det = AnomalyDetector(model, score="log_prob", num_samples=16).fit(xt[:200])
+    normal_scores, noise_scores = det.score_samples(xt[200:]), det.score_samples(noise)
+    assert evaluate(normal_scores, noise_scores)["auroc"] > 0.95
+    np.testing.assert_array_equal(det.score_samples(xt[:5]), det.score_samples(xt[:5]))  # seeded
+    assert np.mean(det.predict(xt[200:]) == -1) < 0.2
