@@ -238,3 +238,166 @@ def test_detect_reports_every_score(digits_run, capsys, data_dir):
     assert set(report) == set(SCORES)
     # Normal against the same distribution: no score can separate them much.
     assert all(0.2 < r["auroc"] < 0.8 for r in report.values())
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "samples",
+        "reconstructions",
+        "manifold",
+        "scatter",
+        "traversal",
+        "uncertainty",
+        "pixel-likelihood",
+        "curves",
+        "interpolation",
+        "aggregate-samples",
+    ],
+)
+def test_plot_every_kind_writes_a_png_with_content(kind, digits_run, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / f"{kind}.png"
+    assert (
+        main(
+            [
+                "plot",
+                kind,
+                "--model",
+                str(digits_run),
+                "--dataset",
+                "digits",
+                "--limit",
+                "60",
+                "--num-images",
+                "4",
+                "--num-samples",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    pixels = np.asarray(Image.open(out).convert("L"), dtype=np.float32)
+    assert pixels.std() > 5
+
+
+def test_plot_roc_and_histogram_need_anomalous(digits_run, tmp_path, capsys):
+    assert (
+        main(["plot", "roc", "--model", str(digits_run), "--dataset", "digits", "--out", str(tmp_path / "r.png")]) == 2
+    )
+    assert "--anomalous" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "plot",
+                "histogram",
+                "--model",
+                str(digits_run),
+                "--dataset",
+                "digits",
+                "--anomalous",
+                "digits",
+                "--limit",
+                "30",
+                "--num-samples",
+                "4",
+                "--out",
+                str(tmp_path / "h.png"),
+            ]
+        )
+        == 0
+    )
+
+
+def test_interpolate_writes_paths(digits_run, tmp_path):
+    out = tmp_path / "paths.npz"
+    assert (
+        main(
+            [
+                "interpolate",
+                "--model",
+                str(digits_run),
+                "--dataset",
+                "digits",
+                "--indices",
+                "0",
+                "1",
+                "2",
+                "3",
+                "--steps",
+                "5",
+                "--method",
+                "linear",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with np.load(out) as d:
+        assert d["images"].shape == (2, 5, 8, 8, 1) and d["latents"].shape == (2, 5, 2)
+        np.testing.assert_allclose(d["latents"][:, 2], d["latents"][:, [0, 4]].mean(axis=1), atol=1e-5)
+    assert (
+        main(
+            [
+                "interpolate",
+                "--model",
+                str(digits_run),
+                "--dataset",
+                "digits",
+                "--indices",
+                "0",
+                "1",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+
+
+def test_train_writes_figures_scores_and_evolution(tmp_path):
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "2",
+                "--limit",
+                "200",
+                "--latent-dim",
+                "2",
+                "--seed",
+                "1",
+                "--no-progress",
+                "--evolution",
+                "--score-limit",
+                "50",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    for name in (
+        "manifold.png",
+        "latent_scatter.png",
+        "interpolation.png",
+        "evolution.gif",
+        "reconstructions_by_epoch.png",
+        "scores.csv",
+        "evaluation.json",
+    ):
+        assert (run / name).is_file(), name
+    from PIL import Image
+
+    assert Image.open(run / "evolution.gif").n_frames == 3  # before training and after each epoch
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert ev["num_images"] == 50 and ev["iwae_nll"] <= -ev["elbo"] + 1e-6 + 3 * ev["iwae_nll_stderr"]

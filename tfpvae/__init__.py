@@ -1,8 +1,9 @@
 """tfpvae: variational autoencoders built from TensorFlow Probability layers.
 
-Public API: `VAE`, `VAEConfig`, `load`, `save`, `ModelFormatError` and the `datasets`
-module. Names are resolved on first use, so `import tfpvae` (and `tfpvae --help`) does not
-pay TensorFlow's start-up cost until a model is needed.
+Public API: `VAE`, `VAEConfig`, `load`, `save`, `train`, `AnomalyDetector`,
+`LikelihoodEstimator`, the errors, and the modules (`datasets`, `latent`, `uncertainty`,
+`plots`, ...). Names are resolved on first use, so `import tfpvae` (and `tfpvae --help`)
+does not pay TensorFlow's start-up cost until a model is needed.
 """
 
 from __future__ import annotations
@@ -19,10 +20,31 @@ _EXPORTS = {
     "save": "tfpvae.serialization",
     "ModelFormatError": "tfpvae.serialization",
     "DatasetNotFoundError": "tfpvae.datasets",
+    "AnomalyDetector": "tfpvae.anomaly",
+    "LikelihoodEstimator": "tfpvae.likelihood",
+    "train": "tfpvae.training",
+    "TrainingDivergedError": "tfpvae.training",
 }
-_SUBMODULES = ("datasets", "plots", "priors", "networks", "config", "model", "serialization")
+_SUBMODULES = (
+    "anomaly",
+    "config",
+    "datasets",
+    "latent",
+    "likelihood",
+    "model",
+    "networks",
+    "plots",
+    "priors",
+    "serialization",
+    "training",
+    "uncertainty",
+)
 
 __all__ = [
+    "AnomalyDetector",
+    "LikelihoodEstimator",
+    "TrainingDivergedError",
+    "train",
     "VAE",
     "VAEConfig",
     "DatasetNotFoundError",
@@ -35,10 +57,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tfpvae import datasets
+    from tfpvae.anomaly import AnomalyDetector
     from tfpvae.config import VAEConfig
     from tfpvae.datasets import DatasetNotFoundError
+    from tfpvae.likelihood import LikelihoodEstimator
     from tfpvae.model import VAE
     from tfpvae.serialization import ModelFormatError, load, save
+    from tfpvae.training import TrainingDivergedError, train
 
 
 def __getattr__(name: str) -> Any:

@@ -80,7 +80,7 @@ def _cmd_train(args) -> int:
             raise ValueError("`--dataset` and `--out` are required unless `--resume RUN_DIR` is given.")
         run = Path(args.out)
         args.epochs = args.epochs or 10
-    (x_train, _), (x_test, _) = _load_data(args)
+    (x_train, _), (x_test, y_test) = _load_data(args)
     if not args.resume:
         config = VAEConfig(
             input_shape=x_train.shape[1:],
@@ -99,6 +99,11 @@ def _cmd_train(args) -> int:
         keep = {k: getattr(args, k) for k in (*_RESUMED_ARGS, "epochs")}
         (run / _TRAIN_ARGS_FILE).write_text(json.dumps(keep, indent=2))
     model = VAE(config)
+    evolution = None
+    if args.evolution:
+        from tfpvae.latent import LatentEvolution
+
+        evolution = LatentEvolution(x_test[:1000], None if y_test is None else y_test[:1000], seed=args.seed or 0)
     try:
         result = train(
             model,
@@ -112,18 +117,19 @@ def _cmd_train(args) -> int:
             clip_norm=args.clip_norm,
             seed=args.seed,
             verbose=1 if args.progress else 2,
+            callbacks=[evolution] if evolution is not None else None,
         )
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
     model.save(run)
     _write_history_csv(model.training_history, run / "history.csv")
-    plots.save_figure(plots.image_grid(model.sample(64, seed=args.seed), title="prior samples"), run / "samples.png")
-    plots.save_figure(
-        plots.reconstructions(x_test[:10], model.reconstruct(x_test[:10]), title="reconstructions (test)"),
-        run / "reconstructions.png",
-    )
-    plots.save_figure(plots.training_curves(model.training_history), run / "training_curves.png")
+    _write_run_figures(model, x_test, y_test, run, args.seed or 0)
+    if evolution is not None:
+        evolution.save_gif(run / "evolution.gif")
+        plots.save_figure(evolution.reconstructions_figure(), run / "reconstructions_by_epoch.png")
+    if model.config.model_type == "vae" and not result.interrupted:
+        _write_run_scores(model, x_test[: args.score_limit], y_test, run, args)
     if result.interrupted:
         print(
             f"tfpvae: interrupted after {result.epochs_completed} epochs; saved; resume with "
@@ -134,6 +140,45 @@ def _cmd_train(args) -> int:
     final = {k: v[-1] for k, v in model.training_history.items()}
     print(json.dumps({"run": str(run), "epochs": result.epochs_completed, **final}))
     return 0
+
+
+def _write_run_figures(model, x_test, y_test, run: Path, seed: int) -> None:
+    """The main figures of a trained model, as PNGs in its run folder."""
+    from tfpvae import plots
+    from tfpvae.figures import make_figure
+
+    kinds = {"samples": "samples", "reconstructions": "reconstructions", "curves": "training_curves"}
+    if model.config.model_type == "vae":
+        kinds.update({"manifold": "manifold", "scatter": "latent_scatter", "interpolation": "interpolation"})
+    for kind, name in kinds.items():
+        x, y = x_test[:2000], None if y_test is None else y_test[:2000]
+        fig = make_figure(kind, model, x, y, seed=seed, max_points=1000)
+        plots.save_figure(fig, run / f"{name}.png")
+
+
+def _write_run_scores(model, x, y, run: Path, args) -> None:
+    """Per-image scores of the test split (scores.csv) and their summary (evaluation.json)."""
+    import numpy as np
+
+    from tfpvae.anomaly import compute_scores
+
+    names = ("log_prob", "elbo", "rate", "distortion", "complexity")
+    scores = compute_scores(model.likelihood, x, names, num_samples=100, seed=0, progress=False)
+    with open(run / "scores.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", *names])
+        for i in range(len(x)):
+            writer.writerow([i, "" if y is None else int(y[i]), *(f"{scores[n][i]:.6f}" for n in names)])
+    n = len(x)
+    summary = {
+        "split": "test",
+        "num_images": n,
+        "num_samples": 100,
+        "iwae_nll": float(-scores["log_prob"].mean()),
+        "iwae_nll_stderr": float(scores["log_prob"].std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+        "elbo": float(scores["elbo"].mean()),
+    }
+    (run / "evaluation.json").write_text(json.dumps(summary, indent=2))
 
 
 def _cmd_sample(args) -> int:
@@ -282,10 +327,73 @@ def _cmd_detect(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from tfpvae import plots
+    from tfpvae.datasets import load_split
+    from tfpvae.figures import NEEDS_DATA, make_figure
+    from tfpvae.serialization import load
+
+    model = load(args.model)
+    x = y = x_anomalous = None
+    if args.kind in NEEDS_DATA:
+        x, y = _images_for_scoring(args)
+    if args.anomalous:
+        x_anomalous, _ = load_split(args.anomalous, args.split, args.data_dir)
+        x_anomalous = x_anomalous[: args.limit] if args.limit else x_anomalous
+    fig = make_figure(
+        args.kind,
+        model,
+        x,
+        None if args.no_labels else y,
+        x_anomalous=x_anomalous,
+        num_images=args.num_images,
+        index=args.index,
+        grid_size=args.grid_size,
+        method=args.method,
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"`--out` must end in .png, .pdf or .svg; got {args.out!r}.")
+    plots.save_figure(fig, args.out)
+    print(f"wrote {args.kind} figure to {args.out}")
+    return 0
+
+
+def _cmd_interpolate(args) -> int:
+    import numpy as np
+
+    from tfpvae import plots
+    from tfpvae.serialization import load
+
+    model = load(args.model)
+    x, _ = _images_for_scoring(args)
+    if args.indices:
+        idx = np.asarray(args.indices)
+        if len(idx) % 2 or idx.min() < 0 or idx.max() >= len(x):
+            raise ValueError(f"`--indices` must be pairs of image indices in [0, {len(x) - 1}]; got {args.indices}.")
+        pairs = idx.reshape(-1, 2)
+    else:
+        pairs = np.random.default_rng(args.seed).choice(len(x), size=(min(args.pairs, len(x) // 2), 2), replace=False)
+    path = model.interpolate(x[pairs[:, 0]], x[pairs[:, 1]], num_steps=args.steps, method=args.method)
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        np.savez(out, images=path.images, log_prior=path.log_prior, latents=path.latents, pairs=pairs)
+    elif out.suffix == ".png":
+        labels = [f"{a} -> {b}" for a, b in pairs]
+        plots.save_figure(plots.interpolation_strips(path.images, path.log_prior, row_labels=labels), out)
+    else:
+        raise ValueError(f"`--out` must end in .png or .npz; got {out.name!r}.")
+    print(f"wrote {len(pairs)} interpolations of {args.steps} steps to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `tfpvae` command."""
     from tfpvae.anomaly import SCORES
     from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, MODEL_TYPES, PRIORS
+    from tfpvae.figures import FIGURES
 
     parser = argparse.ArgumentParser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -310,6 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=ACTIVATIONS, default="swish", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
+    p.add_argument(
+        "--evolution",
+        action="store_true",
+        help="also write evolution.gif (latent scatter by epoch) and reconstructions_by_epoch.png",
+    )
+    p.add_argument(
+        "--score-limit", type=_positive_int, default=1000, help="test images scored into scores.csv (default 1000)"
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="draw images from a trained model's prior")
@@ -350,6 +466,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("plot", help="draw one figure of a trained model to a PNG")
+    p.add_argument("kind", choices=FIGURES, metavar="KIND", help="one of: " + ", ".join(FIGURES))
+    p.add_argument("--model", required=True, help="run folder written by train")
+    _add_data_args(p, required=False)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
+    p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
+    p.add_argument("--anomalous", choices=DATASETS, help="anomalous dataset for the histogram and roc figures")
+    p.add_argument("--out", required=True, help="output .png (or .pdf/.svg)")
+    p.add_argument("--num-images", type=_positive_int, default=8, help="images per row / rows (default 8)")
+    p.add_argument("--index", type=int, default=0, help="image the traversal/uncertainty figures start from")
+    p.add_argument("--grid-size", type=_positive_int, default=15, help="manifold grid cells per side (default 15)")
+    p.add_argument("--method", choices=("auto", "direct", "pca", "tsne"), default="auto", help="scatter embedding")
+    p.add_argument("--num-samples", type=_positive_int, default=64, help="Monte Carlo samples (default 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="prior temperature for samples (default 1.0)")
+    p.add_argument("--no-labels", action="store_true", help="ignore the dataset's labels")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("interpolate", help="decode paths between pairs of images (PNG strips or .npz)")
+    p.add_argument("--model", required=True, help="run folder written by train")
+    _add_data_args(p, required=False)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
+    p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
+    p.add_argument("--indices", type=int, nargs="+", help="pairs of image indices: i1 j1 i2 j2 ...")
+    p.add_argument("--pairs", type=_positive_int, default=6, help="random pairs when --indices is not given")
+    p.add_argument("--steps", type=_positive_int, default=10, help="images per path (default 10)")
+    p.add_argument("--method", choices=("linear", "slerp"), default="slerp", help="path shape (default slerp)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random pairs (default 0)")
+    p.add_argument("--out", required=True, help="output .png (strips) or .npz (images, log_prior, latents)")
+    p.set_defaults(func=_cmd_interpolate)
 
     p = sub.add_parser("detect", help="fit a detector on held-out normal data and report metrics per score")
     add_scoring_args(p)

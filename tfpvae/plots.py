@@ -1,4 +1,7 @@
-"""Matplotlib figures of images and training: each function returns a Figure, none shows it.
+"""Matplotlib figures of images, training, latent walks, scores and pixel maps; none shows itself.
+
+Every function takes numpy arrays (the outputs of `tfpvae.latent`, `tfpvae.uncertainty`
+or a model's methods) and returns a Figure; none imports TensorFlow.
 
 Uses the Agg backend when no display is configured, so figures render on servers and in
 CI. Save with `fig.savefig("file.png")` or `save_figure`.
@@ -8,7 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -18,6 +22,12 @@ if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from tfpvae._validation import check_int  # noqa: E402
+
+# More classes than this get a colour bar rather than a legend in `latent_scatter`.
+_MAX_LEGEND_CLASSES = 20
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
@@ -77,24 +87,44 @@ def image_grid(
     return fig
 
 
-def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, title: str | None = None) -> Figure:
+def reconstructions(
+    originals: np.ndarray,
+    reconstructed: np.ndarray,
+    title: str | None = None,
+    labels: Sequence[Any] | None = None,
+    class_names: Mapping[Any, str] | None = None,
+) -> Figure:
     """Originals (top row) over their reconstructions (bottom row).
 
     Args:
       originals: array (n, H, W, C) in [0, 1].
       reconstructed: array of the same shape.
       title: figure title. Default None.
+      labels: class of each image, (n,). If given, only the first image of each class
+        is shown, one column per class in sorted order, captioned with the class.
+        Default None: every image, in order.
+      class_names: captions for the classes, e.g. {0: "T-shirt"}. Default None: the labels.
     """
     originals, reconstructed = np.asarray(originals), np.asarray(reconstructed)
     if originals.shape != reconstructed.shape:
         raise ValueError(
             f"`originals` and `reconstructed` must have equal shapes; got {originals.shape} and {reconstructed.shape}."
         )
+    captions = None
+    if labels is not None:
+        labels = _check_labels(labels, len(originals), "labels")
+        classes, first = np.unique(labels, return_index=True)
+        originals, reconstructed = originals[first], reconstructed[first]
+        captions = [_class_name(c, class_names) for c in classes]
     n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.0, 2.3), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2, n, figsize=(n * 1.0, 2.3 + (0.2 if captions else 0)), squeeze=False, layout="constrained"
+    )
     for i in range(n):
         _show_image(axes[0, i], originals[i])
         _show_image(axes[1, i], reconstructed[i])
+        if captions:
+            axes[0, i].set_title(captions[i], fontsize=8)
     axes[0, 0].set_ylabel("input", fontsize=8)
     axes[1, 0].set_ylabel("reconstruction", fontsize=8)
     if title:
@@ -122,6 +152,527 @@ def training_curves(history: dict[str, Sequence[float]], title: str | None = Non
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------- shared helpers
+def _check_labels(labels: Any, n: int, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"`{name}` must have shape ({n},), one per image; got {labels.shape}.")
+    return labels
+
+
+def _class_name(label: Any, class_names: Mapping[Any, str] | None) -> str:
+    key = label.item() if hasattr(label, "item") else label
+    if class_names is not None and key in class_names:
+        return str(class_names[key])
+    return str(key)
+
+
+def _check_image_rows(images: Any, name: str = "images") -> np.ndarray:
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 5 or 0 in images.shape[:2]:
+        raise ValueError(
+            f"`{name}` must have shape (rows, columns, H, W, C) with rows, columns >= 1; got {images.shape}."
+        )
+    return images
+
+
+def _tile(images: np.ndarray, pad: int) -> np.ndarray:
+    """One picture from a (rows, cols, H, W, C) array, with `pad` blank pixels between cells.
+
+    The blank is 0 for grey images (drawn white by the reversed grey map) and 1 for
+    colour images (white).
+    """
+    r, c, h, w, ch = images.shape
+    blank = 0.0 if ch == 1 else 1.0
+    out = np.full((r * h + (r - 1) * pad, c * w + (c - 1) * pad, ch), blank, dtype=np.float32)
+    for i in range(r):
+        for j in range(c):
+            out[i * (h + pad) : i * (h + pad) + h, j * (w + pad) : j * (w + pad) + w] = images[i, j]
+    return np.clip(out, 0.0, 1.0)
+
+
+def _show_tiled(ax, images: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draws the tiled picture on `ax`; returns the pixel x and y centres of the columns and rows."""
+    tiled = _tile(images, pad)
+    if tiled.shape[-1] == 1:
+        ax.imshow(tiled[..., 0], cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(tiled, interpolation="nearest")
+    r, c, h, w, _ = images.shape
+    xs = np.arange(c) * (w + pad) + (w - 1) / 2
+    ys = np.arange(r) * (h + pad) + (h - 1) / 2
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return xs, ys
+
+
+def image_rows(
+    images: np.ndarray,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    cell_size: float = 0.7,
+    pad: int = 1,
+) -> Figure:
+    """Shows a (rows, columns) array of images as one picture with labelled rows and columns.
+
+    Args:
+      images: array (rows, columns, H, W, C) in [0, 1].
+      row_labels: one label per row, drawn on the left. Default None.
+      col_labels: one label per column, drawn on top. Default None.
+      title: figure title. Default None.
+      cell_size: inches per image. Default 0.7.
+      pad: blank pixels between images. Default 1.
+
+    Returns:
+      The Figure.
+    """
+    images = _check_image_rows(images)
+    r, c = images.shape[:2]
+    if row_labels is not None and len(row_labels) != r:
+        raise ValueError(f"`row_labels` must have {r} entries, one per row; got {len(row_labels)}.")
+    if col_labels is not None and len(col_labels) != c:
+        raise ValueError(f"`col_labels` must have {c} entries, one per column; got {len(col_labels)}.")
+    extra_w = 0.9 if row_labels is not None else 0.1
+    extra_h = (0.3 if col_labels is not None else 0.05) + (0.35 if title else 0.0)
+    fig, ax = plt.subplots(figsize=(c * cell_size + extra_w, r * cell_size + extra_h), layout="constrained")
+    xs, ys = _show_tiled(ax, images, pad)
+    if row_labels is not None:
+        ax.set_yticks(ys, [str(s) for s in row_labels], fontsize=8)
+        ax.tick_params(axis="y", length=0)
+    if col_labels is not None:
+        ax.xaxis.tick_top()
+        ax.set_xticks(xs, [str(s) for s in col_labels], fontsize=7)
+        ax.tick_params(axis="x", length=0)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------- latent walks
+def interpolation_strips(
+    images: np.ndarray,
+    log_prior: np.ndarray | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    cell_size: float = 0.7,
+) -> Figure:
+    """One row of decoded images per interpolation path, with log p(z) along each path below.
+
+    Args:
+      images: array (n_paths, num_steps, H, W, C), e.g. `latent.interpolate(...).images`.
+      log_prior: log p(z) at each step, (n_paths, num_steps). If given, a line panel
+        under the strips shows it per path (the step index is the column). Default None.
+      row_labels: one label per path. Default None: "path 1", "path 2", ...
+      title: figure title. Default None.
+      cell_size: inches per image. Default 0.7.
+
+    Returns:
+      The Figure.
+    """
+    images = _check_image_rows(images)
+    n, s = images.shape[:2]
+    row_labels = [f"path {i + 1}" for i in range(n)] if row_labels is None else list(row_labels)
+    if len(row_labels) != n:
+        raise ValueError(f"`row_labels` must have {n} entries, one per path; got {len(row_labels)}.")
+    if log_prior is None:
+        return image_rows(images, row_labels, [str(i) for i in range(s)], title=title, cell_size=cell_size)
+    log_prior = np.asarray(log_prior, dtype=np.float64)
+    if log_prior.shape != (n, s):
+        raise ValueError(f"`log_prior` must have shape ({n}, {s}) to match `images`; got {log_prior.shape}.")
+    strip_h = n * cell_size
+    fig = plt.figure(figsize=(s * cell_size + 1.4, strip_h + 2.0 + (0.35 if title else 0)), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[strip_h, 1.6])
+    xs, ys = _show_tiled(top, images, pad=1)
+    top.set_yticks(ys, row_labels, fontsize=8)
+    top.tick_params(axis="y", length=0)
+    colors = plt.get_cmap("tab10")
+    for i in range(n):
+        # Colour each row label like its curve, so strip and line pair up at a glance.
+        top.get_yticklabels()[i].set_color(colors(i % 10))
+        bottom.plot(xs, log_prior[i], marker="o", ms=3, color=colors(i % 10), label=row_labels[i])
+    bottom.set_xlim(top.get_xlim())
+    bottom.set_xticks(xs, [str(i) for i in range(s)])
+    bottom.set_xlabel("step", fontsize=8)
+    bottom.set_ylabel("log p(z)", fontsize=8)
+    bottom.tick_params(labelsize=7)
+    bottom.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    # Lay out once, then freeze and give the curve panel the strip's exact width, so each
+    # point sits under its image (the strip keeps square pixels, so it is narrower).
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    strip, curve = top.get_position(), bottom.get_position()
+    bottom.set_position([strip.x0, curve.y0, strip.width, curve.height])
+    return fig
+
+
+def traversal_grid(
+    images: np.ndarray,
+    dims: Sequence[int] | None = None,
+    offsets: Sequence[float] | None = None,
+    unit: str = "σ",
+    title: str | None = None,
+    cell_size: float = 0.7,
+) -> Figure:
+    """Latent traversals: row k varies one latent dimension, columns are the steps.
+
+    Args:
+      images: array (n_dims, num_steps, H, W, C), e.g. `latent.traverse(...).images`.
+      dims: the latent dimension of each row, labels "z_k". Default None: 0, 1, ...
+      offsets: the step of each column in std units, (num_steps,). Default None: no
+        column labels.
+      unit: suffix of the column labels. Default "σ".
+      title: figure title. Default None.
+      cell_size: inches per image. Default 0.7.
+
+    Returns:
+      The Figure.
+    """
+    images = _check_image_rows(images)
+    n, s = images.shape[:2]
+    dims = list(range(n)) if dims is None else [int(k) for k in dims]
+    if len(dims) != n:
+        raise ValueError(f"`dims` must have {n} entries, one per row; got {len(dims)}.")
+    col_labels = None
+    if offsets is not None:
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if offsets.shape != (s,):
+            raise ValueError(f"`offsets` must have shape ({s},), one per column; got {offsets.shape}.")
+        col_labels = [f"{o:+.2g}{unit}" if o != 0 else "0" for o in offsets]
+    return image_rows(images, [f"$z_{{{k}}}$" for k in dims], col_labels, title=title, cell_size=cell_size)
+
+
+def manifold_grid(
+    images: np.ndarray,
+    coords: np.ndarray,
+    axis_labels: Sequence[str] = ("$z_0$", "$z_1$"),
+    title: str | None = None,
+    size: float = 7.0,
+) -> Figure:
+    """A decoded grid of a latent plane as one picture, with the latent coordinates on the axes.
+
+    Args:
+      images: array (g_rows, g_cols, H, W, C) from `latent.manifold_grid`; images[i, j]
+        was decoded at (coords[0][j], coords[1][i]).
+      coords: (2, g): horizontal coordinates of the columns and vertical coordinates of
+        the rows (top row first). Ticks sit at the centre of each image.
+      axis_labels: names of the horizontal and vertical coordinate. Default ("z_0", "z_1").
+      title: figure title. Default None.
+      size: width of the picture in inches. Default 7.
+
+    Returns:
+      The Figure.
+    """
+    images = _check_image_rows(images)
+    r, c = images.shape[:2]
+    coords = [np.asarray(a, dtype=np.float64).ravel() for a in coords]
+    if len(coords) != 2 or coords[0].shape != (c,) or coords[1].shape != (r,):
+        raise ValueError(
+            f"`coords` must be (columns ({c},), rows ({r},)) to match `images`; got shapes {[a.shape for a in coords]}."
+        )
+    h, w = images.shape[2:4]
+    fig, ax = plt.subplots(figsize=(size, size * (r * h) / (c * w) + 0.4 + (0.3 if title else 0)), layout="constrained")
+    xs, ys = _show_tiled(ax, images, pad=0)
+    # Label every tick while they fit (about 12 per side); beyond that every k-th one.
+    step_x, step_y = max(1, math.ceil(c / 12)), max(1, math.ceil(r / 12))
+    ax.set_xticks(xs, [f"{v:.2f}" if i % step_x == 0 else "" for i, v in enumerate(coords[0])], fontsize=7)
+    ax.set_yticks(ys, [f"{v:.2f}" if i % step_y == 0 else "" for i, v in enumerate(coords[1])], fontsize=7)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    ax.tick_params(length=3)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def latent_scatter(
+    coords: np.ndarray,
+    labels: Sequence[Any] | None = None,
+    values: Sequence[float] | None = None,
+    axis_labels: Sequence[str] = ("$z_0$", "$z_1$"),
+    title: str | None = None,
+    class_names: Mapping[Any, str] | None = None,
+    values_label: str | None = None,
+    limits: Sequence[Sequence[float]] | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """Scatter of 2-D latent coordinates, coloured by class (legend) or by a value (colour bar).
+
+    Args:
+      coords: (n, 2), e.g. `latent.embed_latents(...).coords`.
+      labels: class of each point, (n,), drawn in distinct colours with a class legend
+        (numeric labels of more than 20 classes get a colour bar instead). Default None.
+      values: a number per point, (n,) (a score, a log-likelihood), drawn with a colour bar.
+        Default None. Pass at most one of `labels` and `values`.
+      axis_labels: names of the two coordinates. Default ("z_0", "z_1").
+      title: axes title. Default None.
+      class_names: legend names for the classes, e.g. {0: "T-shirt"}. Default None.
+      values_label: colour bar label. Default None.
+      limits: ((xmin, xmax), (ymin, ymax)) to fix the axes, e.g. for animation frames.
+        Default None: fitted to the points.
+      dpi: figure resolution. Default 100.
+
+    Returns:
+      The Figure.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) == 0:
+        raise ValueError(f"`coords` must have shape (n, 2) with n >= 1; got {coords.shape}.")
+    if labels is not None and values is not None:
+        raise ValueError("Pass `labels` (classes, legend) or `values` (numbers, colour bar), not both.")
+    n = len(coords)
+    size = float(np.clip(12000.0 / n, 5.0, 30.0))  # smaller points when there are many
+    fig, ax = plt.subplots(figsize=(6.2, 5.0), dpi=dpi, layout="constrained")
+    if labels is not None:
+        labels = _check_labels(labels, n, "labels")
+        classes = np.unique(labels)
+        if len(classes) > _MAX_LEGEND_CLASSES:
+            # Too many for a legend: colour by label value with a colour bar instead.
+            values, values_label, labels = labels.astype(np.float64), values_label or "class", None
+    if labels is not None:
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for k, c in enumerate(classes):
+            sel = labels == c
+            ax.scatter(
+                *coords[sel].T, s=size, color=cmap(k % cmap.N), alpha=0.7, lw=0, label=_class_name(c, class_names)
+            )
+        fig.legend(
+            loc="outside right center", title="class", markerscale=max(1.0, 7.0 / math.sqrt(size)), frameon=False,
+            fontsize=8, title_fontsize=8,
+        )  # fmt: skip
+    elif values is not None:
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (n,):
+            raise ValueError(f"`values` must have shape ({n},), one per point; got {values.shape}.")
+        points = ax.scatter(*coords.T, c=values, s=size, cmap="viridis", alpha=0.8, lw=0)
+        fig.colorbar(points, ax=ax, label=values_label)
+    else:
+        ax.scatter(*coords.T, s=size, alpha=0.6, lw=0)
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.grid(alpha=0.25)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------- scores
+def _as_scores(values: Any, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must hold at least one score; got none.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` contains NaN or Inf scores.")
+    return arr
+
+
+def _histogram_range(pooled: np.ndarray) -> tuple[float, float]:
+    """The full range of the scores, unless a few extreme ones would squash the rest.
+
+    The range is cut at half the 1-99 percentile width beyond those percentiles, which
+    leaves ordinary tails alone and stops one huge -log p(x) from flattening the plot.
+    """
+    q1, q99 = np.percentile(pooled, [1, 99])
+    width = q99 - q1
+    lo, hi = max(pooled.min(), q1 - 0.5 * width), min(pooled.max(), q99 + 0.5 * width)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return float(lo), float(hi)
+
+
+def score_histograms(
+    scores: Mapping[str, Any] | Mapping[str, Mapping[str, Any]],
+    bins: int | None = None,
+    xlabel: str = "score",
+    title: str | None = None,
+    threshold: float | None = None,
+) -> Figure:
+    """Overlaid, normalised histograms of scores per group (e.g. normal vs anomalous).
+
+    Args:
+      scores: group name -> scores (1-D), e.g. {"MNIST (normal)": s1, "Fashion (anomalous)": s2},
+        for one panel; or score name -> {group name -> scores} for one panel per score.
+      bins: number of bins shared by all groups of a panel. Default None: sqrt of the
+        number of scores, between 10 and 60. The bins span all scores unless a few lie
+        far out (beyond the 1-99 percentiles by more than half their width); those are
+        counted in the edge bins and reported in the legend as "k beyond axis".
+      xlabel: x-axis label for a single panel (panels use their score names). Default "score".
+      title: figure title. Default None.
+      threshold: draw a vertical dashed line at this score. Default None.
+
+    Returns:
+      The Figure.
+    """
+    if not isinstance(scores, Mapping) or not scores:
+        raise ValueError("`scores` must be a non-empty dict: group -> scores, or score name -> {group -> scores}.")
+    if bins is not None:
+        bins = check_int(bins, "bins")
+    nested = all(isinstance(v, Mapping) for v in scores.values())
+    panels = dict(scores) if nested else {xlabel: scores}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False, layout="constrained")
+    colors = plt.get_cmap("tab10")
+    for ax, (panel, groups) in zip(axes[0], panels.items()):
+        if not groups:
+            raise ValueError(f"`scores[{panel!r}]` has no groups.")
+        data = {g: _as_scores(v, f"scores[{g!r}]") for g, v in groups.items()}
+        lo, hi = _histogram_range(np.concatenate(list(data.values())))
+        num_bins = bins or int(np.clip(np.sqrt(sum(len(v) for v in data.values())), 10, 60))
+        edges = np.linspace(lo, hi, num_bins + 1)
+        for k, (group, values) in enumerate(data.items()):
+            beyond = int(np.count_nonzero((values < lo) | (values > hi)))
+            label = f"{group} (n={len(values)}" + (f", {beyond} beyond axis)" if beyond else ")")
+            clipped = np.clip(values, lo, hi)
+            ax.hist(clipped, bins=edges, density=True, alpha=0.35, color=colors(k % 10))
+            ax.hist(clipped, bins=edges, density=True, histtype="step", lw=1.3, color=colors(k % 10), label=label)
+        if threshold is not None:
+            ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+        ax.set_xlabel(panel)
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.25)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def roc_curves(
+    normal: Any,
+    anomalous: Any,
+    higher_is_anomalous: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """ROC curves of anomaly scores, with the AUROC of each in the legend.
+
+    Args:
+      normal: scores of normal images (1-D), or score name -> scores for several curves.
+      anomalous: scores of anomalous images, the same kind as `normal` (same keys).
+      higher_is_anomalous: True (default) if a larger score means more anomalous (e.g.
+        -log p(x)); False to flip, e.g. for log-likelihoods.
+      title: axes title. Default None.
+
+    Returns:
+      The Figure. Legend entries read "name (AUROC 0.953)".
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    if isinstance(normal, Mapping) != isinstance(anomalous, Mapping):
+        raise TypeError("`normal` and `anomalous` must both be arrays or both be dicts of score name -> scores.")
+    if isinstance(normal, Mapping):
+        if set(normal) != set(anomalous) or not normal:
+            raise ValueError(
+                "`normal` and `anomalous` must have the same score names; "
+                f"got {sorted(normal)} and {sorted(anomalous)}."
+            )
+        pairs = {name: (normal[name], anomalous[name]) for name in normal}
+    else:
+        pairs = {"score": (normal, anomalous)}
+    fig, ax = plt.subplots(figsize=(4.6, 4.4), layout="constrained")
+    sign = 1.0 if higher_is_anomalous else -1.0
+    for name, (s_norm, s_anom) in pairs.items():
+        s_norm, s_anom = _as_scores(s_norm, f"normal[{name!r}]"), _as_scores(s_anom, f"anomalous[{name!r}]")
+        truth = np.r_[np.zeros(len(s_norm)), np.ones(len(s_anom))]
+        fpr, tpr, _ = roc_curve(truth, sign * np.r_[s_norm, s_anom])
+        ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUROC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance (AUROC 0.500)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (normal flagged)")
+    ax.set_ylabel("true positive rate (anomalies found)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.25)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------- per-pixel maps
+def _as_maps(value: Any, n: int, hw: tuple[int, int], name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 4:
+        arr = arr.mean(-1)  # several channels: their mean
+    elif arr.ndim == 3 and arr.shape[1:] != hw:
+        arr = arr.mean(-1)[None]  # one (H, W, C) map
+    elif arr.ndim == 2:
+        arr = arr[None]
+    if arr.shape != (n, *hw):
+        raise ValueError(
+            f"`maps[{name!r}]` must have shape ({n}, {hw[0]}, {hw[1]}[, C]) like the images; got {np.shape(value)}."
+        )
+    return arr
+
+
+def pixel_maps(
+    images: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    cmaps: Mapping[str, str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    cell_size: float = 1.6,
+) -> Figure:
+    """Each image beside per-pixel maps of it (log-likelihood, predictive variance, ...).
+
+    Args:
+      images: array (n, H, W, C) in [0, 1], or one image (H, W, C).
+      maps: column title -> per-pixel values shaped like the images ((n, H, W, C),
+        (n, H, W), or for one image (H, W[, C])); several channels are averaged.
+      cmaps: column title -> matplotlib colour map. Default None: "viridis" for every map.
+      row_labels: one label per image. Default None.
+      title: figure title. Default None.
+      cell_size: inches per panel. Default 1.6.
+
+    Returns:
+      The Figure: one row per image; each map column shares one colour scale and colour
+      bar, so rows can be compared.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"`images` must have shape (n, H, W, C) or (H, W, C); got {images.shape}.")
+    if not isinstance(maps, Mapping) or not maps:
+        raise ValueError("`maps` must be a non-empty dict of title -> per-pixel values.")
+    n, hw = len(images), images.shape[1:3]
+    arrays = {name: _as_maps(v, n, hw, name) for name, v in maps.items()}
+    if row_labels is not None and len(row_labels) != n:
+        raise ValueError(f"`row_labels` must have {n} entries, one per image; got {len(row_labels)}.")
+    ncols = 1 + len(arrays)
+    fig, axes = plt.subplots(
+        n, ncols, figsize=(ncols * cell_size + 0.4, n * cell_size + 0.9 + (0.3 if title else 0)),
+        squeeze=False, layout="constrained",
+    )  # fmt: skip
+    for i in range(n):
+        _show_image(axes[i, 0], images[i])
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+    axes[0, 0].set_title("image", fontsize=9)
+    for j, (name, arr) in enumerate(arrays.items(), start=1):
+        finite = arr[np.isfinite(arr)]
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if vmax <= vmin:
+            vmax = vmin + 1e-12
+        cmap = (cmaps or {}).get(name, "viridis")
+        for i in range(n):
+            im = axes[i, j].imshow(arr[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[0, j].set_title(name, fontsize=9)
+        bar = fig.colorbar(im, ax=axes[:, j], location="bottom", shrink=0.9, aspect=12)
+        bar.ax.tick_params(labelsize=7)
+        bar.ax.xaxis.set_major_locator(MaxNLocator(3))
     if title:
         fig.suptitle(title)
     return fig

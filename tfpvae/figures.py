@@ -1,0 +1,138 @@
+"""Named figures of a trained model: compute what each shows, then draw it with `tfpvae.plots`.
+
+`make_figure(kind, model, x, y)` is what `tfpvae plot KIND` and `tfpvae train` call, so the
+command line holds no plotting logic. Each kind returns a matplotlib Figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from tfpvae import plots
+from tfpvae._validation import check_choice, check_int
+
+FIGURES = (
+    "samples",
+    "aggregate-samples",
+    "reconstructions",
+    "interpolation",
+    "traversal",
+    "manifold",
+    "scatter",
+    "uncertainty",
+    "pixel-likelihood",
+    "curves",
+    "histogram",
+    "roc",
+)
+# Kinds that need images (and for some, labels) besides the model.
+NEEDS_DATA = frozenset(FIGURES) - {"samples", "curves"}
+
+
+def make_figure(
+    kind: str,
+    model: Any,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    *,
+    x_anomalous: np.ndarray | None = None,
+    num_images: int = 8,
+    index: int = 0,
+    grid_size: int = 15,
+    method: str = "auto",
+    max_points: int = 2000,
+    num_samples: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> Figure:
+    """Builds figure `kind` for `model`.
+
+    Args:
+      kind: one of `FIGURES`.
+      model: a trained `tfpvae.VAE`.
+      x: images (n, H, W, C) the figure is about (test data). Needed by all kinds but
+        "samples" and "curves".
+      y: labels (n,) for per-class reconstructions and coloured scatters. Default None.
+      x_anomalous: anomalous images for "histogram" and "roc" (x is then the normal set).
+      num_images: images per row or pairs/rows shown. Default 8.
+      index: which image of x "traversal", "uncertainty" and "pixel-likelihood" start from.
+      grid_size: cells per side of the manifold grid. Default 15.
+      method: embedding for "scatter": "auto", "direct", "pca" or "tsne". Default "auto".
+      max_points: points in the scatter. Default 2000.
+      num_samples: Monte Carlo / importance samples. Default 64.
+      temperature: prior temperature for "samples". Default 1.0.
+      seed: seed for every random choice. Default 0.
+
+    Returns:
+      The Figure.
+    """
+    kind = check_choice(kind, "kind", FIGURES)
+    num_images = check_int(num_images, "num_images")
+    if kind in NEEDS_DATA and x is None:
+        raise ValueError(f"Figure {kind!r} needs images: pass `x` (CLI: --dataset or --input).")
+    if kind in ("histogram", "roc") and x_anomalous is None:
+        raise ValueError(f"Figure {kind!r} needs anomalous images: pass `x_anomalous` (CLI: --anomalous).")
+    if x is not None and kind in ("traversal", "uncertainty", "pixel-likelihood"):
+        index = check_int(index, "index", minimum=0)
+        if index >= len(x):
+            raise ValueError(f"`index` must be < the number of images ({len(x)}); got {index}.")
+
+    if kind == "samples":
+        images = model.sample(num_images * num_images, temperature=temperature, seed=seed)
+        return plots.image_grid(images, ncols=num_images, title=f"prior samples (temperature {temperature:g})")
+    if kind == "aggregate-samples":
+        model.fit_aggregate_posterior(x, seed=seed)
+        images = model.sample(num_images * num_images, seed=seed, source="aggregate")
+        return plots.image_grid(images, ncols=num_images, title="samples from the aggregate posterior")
+    if kind == "reconstructions":
+        if y is not None:
+            return plots.reconstructions(x, model.reconstruct(x), labels=y, title="reconstructions, one per class")
+        return plots.reconstructions(x[:num_images], model.reconstruct(x[:num_images]), title="reconstructions")
+    if kind == "interpolation":
+        rng = np.random.default_rng(seed)
+        pairs = rng.choice(len(x), size=(min(num_images, len(x) // 2), 2), replace=False)
+        path = model.interpolate(x[pairs[:, 0]], x[pairs[:, 1]], num_steps=10, method="slerp")
+        return plots.interpolation_strips(path.images, path.log_prior, title="slerp interpolations")
+    if kind == "traversal":
+        t = model.traverse(x[index], dims=list(range(min(model.config.latent_dim, num_images))))
+        return plots.traversal_grid(t.images, t.dims, t.offsets, title=f"latent traversals around image {index}")
+    if kind == "manifold":
+        plane_data = None if model.config.latent_dim == 2 else x[:max_points]
+        grid = model.manifold_grid(grid_size=grid_size, x=plane_data)
+        return plots.manifold_grid(grid.images, grid.coords, grid.axis_labels, title="decoded latent manifold")
+    if kind == "scatter":
+        emb = model.embed(x, method=method, max_points=max_points, seed=seed)
+        labels = None if y is None else np.asarray(y)[emb.indices]
+        return plots.latent_scatter(emb.coords, labels=labels, axis_labels=emb.axis_labels, title="latent codes")
+    if kind == "uncertainty":
+        u = model.predictive_uncertainty(x[index : index + num_images], num_samples=num_samples, seed=seed)
+        maps = {"predictive mean": u.mean, "Bernoulli variance": u.aleatoric, "latent variance": u.epistemic}
+        return plots.pixel_maps(
+            x[index : index + min(num_images, 4)],
+            {k: v[:4] for k, v in maps.items()},
+            title="per-pixel predictive uncertainty",
+        )
+    if kind == "pixel-likelihood":
+        sel = x[index : index + min(num_images, 4)]
+        lp = model.pixel_log_prob(sel, num_samples=num_samples, seed=seed)
+        return plots.pixel_maps(
+            sel,
+            {"log p(x_ij | z)": lp},
+            cmaps={"log p(x_ij | z)": "magma"},
+            title="per-pixel log-likelihood (dark = poorly explained)",
+        )
+    if kind == "curves":
+        return plots.training_curves(model.training_history, title="training curves")
+    from tfpvae.anomaly import compute_scores
+
+    names = ("log_prob", "elbo", "complexity")
+    normal = compute_scores(model.likelihood, x, names, num_samples=num_samples, seed=seed)
+    anomalous = compute_scores(model.likelihood, x_anomalous, names, num_samples=num_samples, seed=seed)
+    if kind == "histogram":
+        return plots.score_histograms(
+            {n: {"normal": normal[n], "anomalous": anomalous[n]} for n in names}, title="anomaly scores"
+        )
+    return plots.roc_curves(normal, anomalous, higher_is_anomalous=False, title="ROC, normal vs anomalous")

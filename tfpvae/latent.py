@@ -1,0 +1,736 @@
+"""Generation and walks through a trained model's latent space.
+
+Every function takes a `tfpvae.VAE` and returns numpy arrays: samples from a Gaussian
+mixture fitted to the aggregate posterior, interpolations between codes (linear or
+spherical), one-dimension-at-a-time traversals, decoded 2-D manifold grids, and 2-D
+embeddings of posterior means for scatter plots. `LatentEvolution` is a Keras callback
+that records the latent scatter and reconstructions over training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from tfpvae._keras import tfk
+from tfpvae._validation import check_choice, check_float, check_images, check_int
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from sklearn.mixture import GaussianMixture
+
+    from tfpvae.model import VAE
+
+# Images encoded per call when computing posterior means: bounds peak memory.
+_ENCODE_CHUNK = 1024
+# Below this |sin(angle)| two codes count as (anti)parallel and slerp falls back to lerp.
+_PARALLEL_EPS = 1e-6
+# Grid quantiles used when `manifold_grid` gets no `extent`: the central 90% of p(z).
+_GRID_QUANTILES = (0.05, 0.95)
+
+
+class Interpolation(NamedTuple):
+    """Result of `interpolate`.
+
+    Attributes:
+      images: decoded means, float32 (n_pairs, num_steps, H, W, C) in [0, 1].
+      log_prior: log p(z) of each code on the path, (n_pairs, num_steps).
+      latents: the codes on the path, (n_pairs, num_steps, latent_dim); step 0 is the
+        start code and the last step the end code.
+    """
+
+    images: np.ndarray
+    log_prior: np.ndarray
+    latents: np.ndarray
+
+
+class Traversal(NamedTuple):
+    """Result of `traverse`.
+
+    Attributes:
+      images: decoded means, float32 (n_dims, num_steps, H, W, C).
+      latents: the codes, (n_dims, num_steps, latent_dim).
+      offsets: the steps in standard-deviation units, (num_steps,), from -span to span.
+      dims: the latent dimension varied in each row, (n_dims,).
+      center: the code the walk is centred on, (latent_dim,).
+    """
+
+    images: np.ndarray
+    latents: np.ndarray
+    offsets: np.ndarray
+    dims: np.ndarray
+    center: np.ndarray
+
+
+class ManifoldGrid(NamedTuple):
+    """Result of `manifold_grid`.
+
+    Attributes:
+      images: decoded means, float32 (g, g, H, W, C). `images[i, j]` is decoded at plane
+        coordinates (coords[0][j], coords[1][i]).
+      coords: (2, g). coords[0] are the horizontal coordinates, increasing left to right;
+        coords[1] the vertical ones, decreasing from the top row down, so the grid reads
+        like a plot with its y axis pointing up.
+      latents: the codes, (g, g, latent_dim).
+      axis_labels: names of the horizontal and vertical coordinates.
+    """
+
+    images: np.ndarray
+    coords: np.ndarray
+    latents: np.ndarray
+    axis_labels: tuple[str, str]
+
+
+class Embedding(NamedTuple):
+    """Result of `embed_latents`.
+
+    Attributes:
+      coords: 2-D coordinates, float32 (m, 2).
+      indices: which rows of `x` they belong to, int64 (m,), sorted (all of `x` when it
+        has at most `max_points` images).
+      axis_labels: names of the two coordinates, e.g. ("$z_0$", "$z_1$") or ("PC 1 (62%)", ...).
+    """
+
+    coords: np.ndarray
+    indices: np.ndarray
+    axis_labels: tuple[str, str]
+
+
+# ---------------------------------------------------------------------------- helpers
+def _latent_dim(model: VAE) -> int:
+    return int(model.config.latent_dim)
+
+
+def _as_batch_of_images(x: Any, model: VAE, name: str) -> np.ndarray:
+    """Validates images; a single image of exactly the model's shape becomes a batch of one."""
+    arr = x.numpy() if hasattr(x, "numpy") and callable(x.numpy) else x
+    arr = np.asarray(arr)
+    if arr.shape == tuple(model.image_shape):
+        arr = arr[None]
+    return check_images(arr, name, model.image_shape)
+
+
+def _as_latents(z: Any, d: int, name: str) -> np.ndarray:
+    """Validates codes (n, d) or a single code (d,); returns float64 (n, d)."""
+    z = np.asarray(z.numpy() if hasattr(z, "numpy") else z)
+    if not np.issubdtype(z.dtype, np.number):
+        raise TypeError(f"`{name}` must be numeric latent codes; got dtype {z.dtype}.")
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or z.shape[1] != d or z.shape[0] == 0:
+        raise ValueError(f"`{name}` must have shape (n, {d}) or ({d},) with n >= 1; got {z.shape}.")
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"`{name}` contains NaN or Inf values.")
+    return z.astype(np.float64)
+
+
+def posterior_means(model: VAE, x: Any, batch_size: int = _ENCODE_CHUNK) -> np.ndarray:
+    """Means of q(z|x), encoded in chunks.
+
+    Args:
+      model: a `tfpvae.VAE`.
+      x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
+      batch_size: images per encoder call. Default 1024.
+
+    Returns:
+      float32 array (n, latent_dim).
+    """
+    x = check_images(x, "x", model.image_shape)
+    batch_size = check_int(batch_size, "batch_size")
+    parts = [model.encode(x[i : i + batch_size]).mean().numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _prior_moments(model: VAE) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and per-dimension standard deviation of the prior, each (latent_dim,)."""
+    prior = model.prior
+    return prior.mean().numpy().astype(np.float64), prior.stddev().numpy().astype(np.float64)
+
+
+def _decode(model: VAE, z: np.ndarray) -> np.ndarray:
+    """Decoded means for codes of shape (..., d), reshaped to (..., H, W, C)."""
+    lead = z.shape[:-1]
+    images = model.decode_mean(z.reshape(-1, z.shape[-1]).astype(np.float32))
+    return images.reshape(*lead, *images.shape[1:])
+
+
+def _log_prior(model: VAE, z: np.ndarray) -> np.ndarray:
+    lead = z.shape[:-1]
+    flat = z.reshape(-1, z.shape[-1]).astype(np.float32)
+    return model.prior.log_prob(flat).numpy().reshape(lead)
+
+
+# ---------------------------------------------------------------------------- aggregate posterior
+def fit_aggregate_posterior(model: VAE, x: Any, num_components: int = 10, seed: int | None = None) -> GaussianMixture:
+    """Fits a Gaussian mixture to the posterior means of `x`: an estimate of q(z) = E_x q(z|x).
+
+    Sampling from it ("ex-post density estimation", Ghosh et al. 2020) avoids the
+    regions of the prior that no training image encodes to, so the images are usually
+    sharper than prior samples; it also works for a plain autoencoder.
+
+    Args:
+      model: a `tfpvae.VAE`.
+      x: training images (n, H, W, C), n >= num_components.
+      num_components: mixture components, >= 1. Default 10 (one per MNIST class).
+      seed: seed of the mixture's initialisation. Default None.
+
+    Returns:
+      A fitted `sklearn.mixture.GaussianMixture` with full covariances over
+      (latent_dim,) codes; pass it to `sample_aggregate_posterior`.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    num_components = check_int(num_components, "num_components")
+    if seed is not None:
+        seed = check_int(seed, "seed", minimum=0)
+    z = posterior_means(model, x)
+    if num_components > len(z):
+        raise ValueError(f"`num_components` must be <= the number of images ({len(z)}); got {num_components}.")
+    gmm = GaussianMixture(n_components=num_components, covariance_type="full", random_state=seed)
+    return gmm.fit(z.astype(np.float64))
+
+
+def _full_covariances(gmm: GaussianMixture) -> np.ndarray:
+    """The mixture's covariances as (k, d, d) whatever its `covariance_type`."""
+    k, d = gmm.means_.shape
+    cov = np.asarray(gmm.covariances_, dtype=np.float64)
+    kind = gmm.covariance_type
+    if kind == "full":
+        return cov
+    if kind == "tied":
+        return np.broadcast_to(cov, (k, d, d))
+    if kind == "diag":
+        return cov[:, :, None] * np.eye(d)
+    return cov[:, None, None] * np.eye(d)  # spherical
+
+
+def sample_aggregate_posterior(
+    model: VAE,
+    gmm: GaussianMixture,
+    num_samples: int,
+    seed: int | None = None,
+    return_latents: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Draws images by sampling codes from a fitted aggregate-posterior mixture.
+
+    Args:
+      model: a `tfpvae.VAE`.
+      gmm: the mixture returned by `fit_aggregate_posterior` (any fitted sklearn
+        `GaussianMixture` over (latent_dim,) codes).
+      num_samples: number of images, >= 1.
+      seed: int for reproducible samples. Default None. (Drawn here with numpy rather
+        than `gmm.sample`, which ignores seeds and returns the codes sorted by component.)
+      return_latents: also return the codes. Default False.
+
+    Returns:
+      images, float32 (num_samples, H, W, C) in [0, 1]; with `return_latents`, the pair
+      (images, codes float32 (num_samples, latent_dim)).
+    """
+    num_samples = check_int(num_samples, "num_samples")
+    if seed is not None:
+        seed = check_int(seed, "seed", minimum=0)
+    if not hasattr(gmm, "means_") or not hasattr(gmm, "covariances_"):
+        raise TypeError(f"`gmm` must be a fitted sklearn GaussianMixture; got {type(gmm).__name__}.")
+    d = _latent_dim(model)
+    if gmm.means_.shape[1] != d:
+        raise ValueError(f"`gmm` must model codes of dimension {d}; got dimension {gmm.means_.shape[1]}.")
+    rng = np.random.default_rng(seed)
+    weights = np.asarray(gmm.weights_, dtype=np.float64)
+    component = rng.choice(len(weights), size=num_samples, p=weights / weights.sum())
+    chol = np.linalg.cholesky(_full_covariances(gmm))
+    eps = rng.standard_normal((num_samples, d))
+    z = gmm.means_[component] + np.einsum("nij,nj->ni", chol[component], eps)
+    z = z.astype(np.float32)
+    images = model.decode_mean(z)
+    return (images, z) if return_latents else images
+
+
+# ---------------------------------------------------------------------------- interpolation
+def latent_path(start: np.ndarray, end: np.ndarray, num_steps: int, method: str = "linear") -> np.ndarray:
+    """Codes on the path from each start code to the matching end code.
+
+    Linear: z(t) = (1 - t) a + t b. Slerp (spherical linear interpolation, Shoemake 1985;
+    White 2016 for generative models): z(t) = [sin((1-t) w) a + sin(t w) b] / sin(w), with w
+    the angle between a and b. When |a| = |b| every point of the slerp path has that norm,
+    so the path stays in the shell where a high-dimensional Gaussian's mass lies, while
+    the linear path cuts through the low-norm interior. Pairs at an angle of (nearly) 0 or
+    180 degrees, or with a zero code, have no unique great circle and use the linear path.
+
+    Args:
+      start: codes (n, d).
+      end: codes (n, d).
+      num_steps: points per path including both ends, >= 2.
+      method: "linear" or "slerp". Default "linear".
+
+    Returns:
+      float64 array (n, num_steps, d); [:, 0] equals `start` and [:, -1] equals `end`.
+    """
+    num_steps = check_int(num_steps, "num_steps", minimum=2)
+    method = check_choice(method, "method", ("linear", "slerp"))
+    a, b = np.asarray(start, dtype=np.float64), np.asarray(end, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"`start` and `end` must both have shape (n, d); got {a.shape} and {b.shape}.")
+    t = np.linspace(0.0, 1.0, num_steps)[None, :, None]  # (1, s, 1)
+    w_a, w_b = 1.0 - t, t
+    if method == "slerp":
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        denom = np.where((na > 0) & (nb > 0), na * nb, 1.0)
+        omega = np.arccos(np.clip((a * b).sum(1) / denom, -1.0, 1.0))
+        sin_omega = np.sin(omega)
+        spherical = (na > 0) & (nb > 0) & (np.abs(sin_omega) > _PARALLEL_EPS)
+        om = omega[:, None, None]
+        safe_sin = np.where(spherical, sin_omega, 1.0)[:, None, None]
+        use = spherical[:, None, None]
+        w_a = np.where(use, np.sin((1.0 - t) * om) / safe_sin, w_a)
+        w_b = np.where(use, np.sin(t * om) / safe_sin, w_b)
+    path = w_a * a[:, None, :] + w_b * b[:, None, :]
+    # Pin the ends exactly: sin() round-off must not move the given codes.
+    path[:, 0], path[:, -1] = a, b
+    return path
+
+
+def interpolate(
+    model: VAE,
+    start: Any,
+    end: Any,
+    num_steps: int = 10,
+    method: str = "linear",
+    inputs: str = "images",
+) -> Interpolation:
+    """Decodes codes on the path between pairs of images or pairs of codes.
+
+    Args:
+      model: a `tfpvae.VAE`.
+      start: with inputs="images", images (n_pairs, H, W, C) (or one image (H, W, C)),
+        encoded to their posterior means; with inputs="latents", codes (n_pairs,
+        latent_dim) or one code (latent_dim,).
+      end: the same kind and shape as `start`.
+      num_steps: points per path, both ends included, >= 2. Default 10.
+      method: "linear" or "slerp" (see `latent_path`). Default "linear".
+      inputs: "images" (default) or "latents": what `start` and `end` are.
+
+    Returns:
+      An `Interpolation` (images, log_prior, latents) with shapes (n_pairs, num_steps,
+      H, W, C), (n_pairs, num_steps) and (n_pairs, num_steps, latent_dim).
+    """
+    num_steps = check_int(num_steps, "num_steps", minimum=2)
+    method = check_choice(method, "method", ("linear", "slerp"))
+    inputs = check_choice(inputs, "inputs", ("images", "latents"))
+    d = _latent_dim(model)
+    if inputs == "images":
+        za = posterior_means(model, _as_batch_of_images(start, model, "start")).astype(np.float64)
+        zb = posterior_means(model, _as_batch_of_images(end, model, "end")).astype(np.float64)
+    else:
+        za, zb = _as_latents(start, d, "start"), _as_latents(end, d, "end")
+    if za.shape != zb.shape:
+        raise ValueError(f"`start` and `end` must hold the same number of items; got {len(za)} and {len(zb)}.")
+    path = latent_path(za, zb, num_steps, method)
+    return Interpolation(_decode(model, path), _log_prior(model, path), path.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------- traversal
+def traverse(
+    model: VAE,
+    x: Any = None,
+    dims: Sequence[int] | None = None,
+    num_steps: int = 9,
+    span: float = 3.0,
+    scale: str = "prior",
+) -> Traversal:
+    """Varies one latent dimension at a time around an image's code, keeping the others fixed.
+
+    Row k moves dimension dims[k] from center - span * s to center + span * s in
+    `num_steps` equal steps, where `center` is the posterior mean of `x` (the prior mean
+    when `x` is None) and s is that dimension's standard deviation:
+
+    - scale="prior" (default): the prior's marginal std (1 for the standard normal), so
+      span=3 walks across nearly all of the prior's mass. For a plain autoencoder the
+      prior is untrained and this is simply latent units.
+    - scale="posterior": the std of q(z|x) for that dimension, i.e. how far the encoder
+      itself is unsure; a walk of a few posterior stds shows what the code pins down.
+
+    Args:
+      model: a `tfpvae.VAE`.
+      x: one image (H, W, C) or (1, H, W, C); None centres on the prior mean. Default None.
+      dims: latent dimensions to vary (0-based). Default None: all of them.
+      num_steps: codes per row, >= 2. Default 9 (odd, so the centre code is shown).
+      span: half-width of the walk in std units, > 0. Default 3.0.
+      scale: "prior" or "posterior" (needs `x` and a VAE). Default "prior".
+
+    Returns:
+      A `Traversal` (images (n_dims, num_steps, H, W, C), latents, offsets, dims, center).
+    """
+    num_steps = check_int(num_steps, "num_steps", minimum=2)
+    span = check_float(span, "span", minimum=0.0, min_inclusive=False)
+    scale = check_choice(scale, "scale", ("prior", "posterior"))
+    d = _latent_dim(model)
+    dims = np.arange(d) if dims is None else np.asarray([_check_dim(k, d, "dims") for k in dims], dtype=np.int64)
+    if len(dims) == 0:
+        raise ValueError("`dims` must name at least one latent dimension; got an empty sequence.")
+    prior_mean, prior_std = _prior_moments(model)
+    if x is None:
+        if scale == "posterior":
+            raise ValueError('`scale="posterior"` needs an image `x` whose posterior sets the step size.')
+        center, std = prior_mean, prior_std
+    else:
+        x = _as_batch_of_images(x, model, "x")
+        if len(x) != 1:
+            raise ValueError(f"`x` must be one image (H, W, C) or (1, H, W, C); got {len(x)} images.")
+        q = model.encode(x)
+        center = q.mean().numpy()[0].astype(np.float64)
+        std = q.stddev().numpy()[0].astype(np.float64) if scale == "posterior" else prior_std
+        if scale == "posterior" and not np.all(std > 0):
+            raise ValueError('`scale="posterior"` needs a VAE; this model\'s code has zero posterior spread.')
+    offsets = np.linspace(-span, span, num_steps)
+    latents = np.broadcast_to(center, (len(dims), num_steps, d)).copy()
+    for row, k in enumerate(dims):
+        latents[row, :, k] = center[k] + offsets * std[k]
+    return Traversal(_decode(model, latents), latents.astype(np.float32), offsets, dims, center.astype(np.float32))
+
+
+def _check_dim(k: Any, d: int, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < d:
+        raise ValueError(f"`{name}` must hold latent dimensions in 0..{d - 1}; got {k!r}.")
+    return int(k)
+
+
+# ---------------------------------------------------------------------------- manifold grid
+def _normal_quantiles(grid_size: int) -> np.ndarray:
+    from scipy.stats import norm
+
+    return norm.ppf(np.linspace(*_GRID_QUANTILES, grid_size))
+
+
+def manifold_grid(
+    model: VAE,
+    grid_size: int = 15,
+    extent: float | None = None,
+    plane: Any = None,
+    x: Any = None,
+) -> ManifoldGrid:
+    """Decodes a g x g grid of codes on a plane of the latent space.
+
+    The plane z(u, v) = origin + u * basis[0] + v * basis[1] is chosen by:
+
+    - latent_dim == 2 and no `plane` or `x`: the latent space itself; (u, v) = (z_0, z_1).
+    - plane=(i, j), two ints: dimensions i and j, the others held at the prior mean;
+      (u, v) = (z_i, z_j).
+    - plane=(origin, basis): origin (latent_dim,) and basis (2, latent_dim).
+    - x, images: the top two principal directions of the posterior means of `x`, through
+      their mean; (u, v) are the projections on them. Needed when latent_dim > 2 and no
+      `plane` is given.
+
+    Args:
+      model: a `tfpvae.VAE`.
+      grid_size: points per side, >= 2. Default 15.
+      extent: if given (> 0), u and v run evenly over [-extent, extent] (latent units
+        for the axis planes, for a normal prior e.g. 4.0 covers +-4 std). Default None:
+        the points sit at Gaussian quantiles 5%..95% (evenly spaced in probability, so
+        denser where the mass is) of the prior's marginal on the axis planes, of N(0, 1)
+        on a given (origin, basis) plane, and of the projected posterior means for PCA.
+      plane: see above. Default None.
+      x: images (n, H, W, C), n >= 3, for the PCA plane. Default None.
+
+    Returns:
+      A `ManifoldGrid` (images (g, g, H, W, C), coords (2, g), latents (g, g, d), axis_labels).
+    """
+    g = check_int(grid_size, "grid_size", minimum=2)
+    if extent is not None:
+        extent = check_float(extent, "extent", minimum=0.0, min_inclusive=False)
+    if plane is not None and x is not None:
+        raise ValueError("Pass either `plane` or `x` (for the PCA plane), not both.")
+    d = _latent_dim(model)
+    prior_mean, prior_std = _prior_moments(model)
+    quant = _normal_quantiles(g)
+    even = None if extent is None else np.linspace(-extent, extent, g)
+
+    if x is not None:
+        from sklearn.decomposition import PCA
+
+        z = posterior_means(model, x).astype(np.float64)
+        if len(z) < 3 or d < 2:
+            raise ValueError(f"The PCA plane needs >= 3 images and latent_dim >= 2; got {len(z)} images, d={d}.")
+        pca = PCA(n_components=2).fit(z)
+        origin, basis = pca.mean_, pca.components_
+        sd = np.sqrt(pca.explained_variance_)
+        u, v = (even, even) if even is not None else (quant * sd[0], quant * sd[1])
+        ratio = pca.explained_variance_ratio_
+        labels = (f"PC 1 ({ratio[0]:.0%} of variance)", f"PC 2 ({ratio[1]:.0%})")
+    elif plane is None or _is_dim_pair(plane):
+        if plane is None and d != 2:
+            raise ValueError(
+                f"latent_dim is {d}: pass `plane` ((i, j) dimensions or (origin, basis)) or images `x` "
+                "for the PCA plane; only a 2-D latent space is its own plane."
+            )
+        i, j = (0, 1) if plane is None else (_check_dim(plane[0], d, "plane"), _check_dim(plane[1], d, "plane"))
+        if i == j:
+            raise ValueError(f"`plane` must name two different dimensions; got ({i}, {j}).")
+        origin = prior_mean.copy()
+        origin[[i, j]] = 0.0
+        basis = np.zeros((2, d))
+        basis[0, i] = basis[1, j] = 1.0
+        if even is not None:
+            u, v = even, even
+        else:
+            u, v = prior_mean[i] + prior_std[i] * quant, prior_mean[j] + prior_std[j] * quant
+        labels = (f"$z_{{{i}}}$", f"$z_{{{j}}}$")
+    else:
+        origin, basis = _check_plane(plane, d)
+        u = v = even if even is not None else quant
+        labels = ("u", "v")
+
+    v_desc = v[::-1]  # row 0 is the top of the picture: the largest v
+    latents = origin + u[None, :, None] * basis[0] + v_desc[:, None, None] * basis[1]
+    coords = np.stack([u, v_desc]).astype(np.float32)
+    return ManifoldGrid(_decode(model, latents), coords, latents.astype(np.float32), labels)
+
+
+def _is_dim_pair(plane: Any) -> bool:
+    return (
+        isinstance(plane, (tuple, list))
+        and len(plane) == 2
+        and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in plane)
+    )
+
+
+def _check_plane(plane: Any, d: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        origin, basis = plane
+        origin, basis = np.asarray(origin, dtype=np.float64), np.asarray(basis, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`plane` must be (i, j) dimensions or (origin ({d},), basis (2, {d})); got {plane!r}."
+        ) from None
+    if origin.shape != (d,) or basis.shape != (2, d):
+        raise ValueError(
+            f"`plane` must be (origin of shape ({d},), basis of shape (2, {d})); got {origin.shape} and {basis.shape}."
+        )
+    if not (np.all(np.isfinite(origin)) and np.all(np.isfinite(basis))):
+        raise ValueError("`plane` contains NaN or Inf values.")
+    if np.linalg.matrix_rank(basis) < 2:
+        raise ValueError("`plane` basis vectors must be linearly independent; got a rank-deficient basis.")
+    return origin, basis
+
+
+# ---------------------------------------------------------------------------- embeddings
+def _subsample(n: int, max_points: int, seed: int) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False)).astype(np.int64)
+
+
+def embed_latents(
+    model: VAE,
+    x: Any,
+    method: str = "auto",
+    max_points: int = 2000,
+    seed: int = 0,
+) -> Embedding:
+    """2-D coordinates of the posterior means of `x`, for a latent scatter plot.
+
+    Args:
+      model: a `tfpvae.VAE` with latent_dim >= 2.
+      x: images (n, H, W, C).
+      method: "direct" (the codes themselves; latent_dim 2 only), "pca" (top two
+        principal components), "tsne" (t-SNE, initialised with PCA; slow beyond a few
+        thousand points) or "auto" (default): "direct" for latent_dim 2, else "pca".
+      max_points: at most this many images are embedded, a random subset without
+        replacement when n is larger, >= 2. Default 2000.
+      seed: seed of the subset and of t-SNE. Default 0.
+
+    Returns:
+      An `Embedding` (coords float32 (m, 2), indices into `x` (m,), axis_labels); use
+      `y[embedding.indices]` to colour by class.
+    """
+    method = check_choice(method, "method", ("auto", "direct", "pca", "tsne"))
+    max_points = check_int(max_points, "max_points", minimum=2)
+    seed = check_int(seed, "seed", minimum=0)
+    d = _latent_dim(model)
+    if d < 2:
+        raise ValueError(f"A 2-D embedding needs latent_dim >= 2; the model has latent_dim {d}.")
+    if method == "auto":
+        method = "direct" if d == 2 else "pca"
+    if method == "direct" and d != 2:
+        raise ValueError(f'`method="direct"` needs latent_dim 2; got {d}. Use "pca" or "tsne".')
+    x = check_images(x, "x", model.image_shape)
+    indices = _subsample(len(x), max_points, seed)
+    z = posterior_means(model, x[indices]).astype(np.float64)
+    coords, axis_labels = _project(z, method, seed)
+    return Embedding(coords, indices, axis_labels)
+
+
+def _project(z: np.ndarray, method: str, seed: int = 0) -> tuple[np.ndarray, tuple[str, str]]:
+    """(coords (m, 2), axis labels) of codes z (m, d) by the resolved method."""
+    if method == "direct":
+        return z.astype(np.float32), ("$z_0$", "$z_1$")
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        if len(z) < 2:
+            raise ValueError(f"PCA needs at least 2 points; got {len(z)}.")
+        pca = PCA(n_components=2, random_state=seed)
+        coords = pca.fit_transform(z)
+        r = pca.explained_variance_ratio_
+        return coords.astype(np.float32), (f"PC 1 ({r[0]:.0%} of variance)", f"PC 2 ({r[1]:.0%})")
+    from sklearn.manifold import TSNE
+
+    if len(z) < 5:
+        raise ValueError(f"t-SNE needs at least 5 points; got {len(z)}.")
+    # Perplexity must stay below the number of points; 30 is sklearn's default.
+    tsne = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(z) - 1) / 3), random_state=seed)
+    return tsne.fit_transform(z).astype(np.float32), ("t-SNE 1", "t-SNE 2")
+
+
+# ---------------------------------------------------------------------------- training callback
+class LatentEvolution(tfk.callbacks.Callback):
+    """Keras callback recording the latent scatter and reconstructions as training goes.
+
+    At the start of training (epoch 0) and after every `every`-th epoch (and the last of
+    each `fit`; epochs are counted across `fit` calls), it stores the posterior means of
+    a fixed subset of `x` and the reconstructions of a fixed set of images. For
+    latent_dim > 2 the scatter is the PCA projection of each snapshot, with each
+    component's sign chosen to agree with the previous frame, so the
+    animation does not flip.
+
+    Args:
+      x: images (n, H, W, C) whose codes are scattered.
+      y: class labels (n,) to colour the scatter. Default None.
+      every: snapshot period in epochs, >= 1. Default 1.
+      x_reconstruct: images to reconstruct at each snapshot. Default None: the first
+        `num_reconstructions` images of `x`.
+      num_reconstructions: how many images when `x_reconstruct` is None. Default 8.
+      max_points: at most this many points in the scatter (a seeded random subset).
+        Default 1000.
+      seed: seed of the subset. Default 0.
+
+    Attributes:
+      epochs: epoch number of each snapshot (0 = before training).
+      latents: posterior means per snapshot, each (m, latent_dim).
+      reconstructions: reconstructions per snapshot, each (k, H, W, C).
+      indices: rows of `x` in the scatter; labels: `y[indices]` or None.
+
+    Example:
+      >>> evo = LatentEvolution(x_test, y_test)
+      >>> model.fit(x_train, epochs=10, callbacks=[evo])
+      >>> evo.save_gif("latents.gif"); evo.reconstructions_figure().savefig("rec.png")
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any = None,
+        every: int = 1,
+        x_reconstruct: Any = None,
+        num_reconstructions: int = 8,
+        max_points: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        x = check_images(x, "x")
+        self.every = check_int(every, "every")
+        num_reconstructions = check_int(num_reconstructions, "num_reconstructions")
+        max_points = check_int(max_points, "max_points", minimum=2)
+        self.indices = _subsample(len(x), max_points, check_int(seed, "seed", minimum=0))
+        self._x = x[self.indices]
+        self.labels = None
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (len(x),):
+                raise ValueError(f"`y` must have shape ({len(x)},) to match `x`; got {y.shape}.")
+            self.labels = y[self.indices]
+        self.x_reconstruct = x[:num_reconstructions] if x_reconstruct is None else check_images(x_reconstruct)
+        self.epochs: list[int] = []
+        self.latents: list[np.ndarray] = []
+        self.reconstructions: list[np.ndarray] = []
+        self._epochs_seen = 0
+
+    def _snapshot(self, epoch: int) -> None:
+        if self.epochs and self.epochs[-1] == epoch:
+            return
+        self.epochs.append(epoch)
+        self.latents.append(posterior_means(self.model, self._x))
+        self.reconstructions.append(self.model.reconstruct(self.x_reconstruct))
+
+    def on_train_begin(self, logs=None):  # noqa: D102
+        self._snapshot(self._epochs_seen)
+
+    def on_epoch_end(self, epoch, logs=None):  # noqa: D102
+        # Count epochs across `fit` calls, so a second call continues the numbering.
+        self._epochs_seen += 1
+        last = self.params.get("epochs") if self.params else None
+        if self._epochs_seen % self.every == 0 or epoch + 1 == last:
+            self._snapshot(self._epochs_seen)
+
+    def coordinates(self) -> tuple[list[np.ndarray], tuple[str, str]]:
+        """2-D scatter coordinates of every snapshot, and their axis labels."""
+        if not self.latents:
+            raise ValueError("No snapshots yet: pass the callback to `fit` first.")
+        d = self.latents[0].shape[1]
+        if d < 2:
+            return [np.c_[z[:, 0], np.zeros(len(z))] for z in self.latents], ("$z_0$", "")
+        if d == 2:
+            return [z.copy() for z in self.latents], ("$z_0$", "$z_1$")
+        frames: list[np.ndarray] = []
+        for z in self.latents:
+            coords, _ = _project(z.astype(np.float64), "pca")
+            if frames:
+                # PCA fixes each axis only up to sign: keep the orientation of the last frame.
+                signs = np.sign((coords * frames[-1]).sum(0))
+                coords = coords * np.where(signs == 0, 1.0, signs)
+            frames.append(coords)
+        return frames, ("PC 1", "PC 2")
+
+    def scatter_figure(self, index: int = -1, limits: Any = None, dpi: int = 100) -> Figure:
+        """The latent scatter of one snapshot (default the last) as a Figure."""
+        from tfpvae import plots
+
+        frames, axis_labels = self.coordinates()
+        return plots.latent_scatter(
+            frames[index],
+            labels=self.labels,
+            axis_labels=axis_labels,
+            title=f"epoch {self.epochs[index]}",
+            limits=limits,
+            dpi=dpi,
+        )
+
+    def save_gif(self, path: str | os.PathLike, fps: float = 2.0, dpi: int = 80) -> None:
+        """Writes the scatter over epochs as an animated GIF (fixed axes, loops forever).
+
+        Args:
+          path: output file, e.g. "latents.gif".
+          fps: frames per second, > 0. Default 2.
+          dpi: resolution of each frame. Default 80.
+        """
+        import matplotlib.pyplot as plt
+        from PIL import Image
+
+        fps = check_float(fps, "fps", minimum=0.0, min_inclusive=False)
+        frames, _ = self.coordinates()
+        # One set of limits for every frame, from robust percentiles of all of them,
+        # so the animation shows the codes moving rather than the axes rescaling.
+        allc = np.concatenate(frames)
+        lo, hi = np.percentile(allc, 0.5, axis=0), np.percentile(allc, 99.5, axis=0)
+        pad = 0.05 * np.maximum(hi - lo, 1e-3)
+        limits = ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
+        images = []
+        for i in range(len(frames)):
+            fig = self.scatter_figure(i, limits=limits, dpi=dpi)
+            fig.canvas.draw()
+            images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
+            plt.close(fig)
+        images[0].save(
+            path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0, optimize=False
+        )
+
+    def reconstructions_figure(self, title: str | None = "reconstructions during training") -> Figure:
+        """Originals in the first row, then one row of reconstructions per snapshot."""
+        from tfpvae import plots
+
+        if not self.reconstructions:
+            raise ValueError("No snapshots yet: pass the callback to `fit` first.")
+        rows = np.stack([self.x_reconstruct, *self.reconstructions])
+        return plots.image_rows(rows, row_labels=["input", *(f"epoch {e}" for e in self.epochs)], title=title)
