@@ -98,7 +98,12 @@ def _cmd_train(args) -> int:
         run.mkdir(parents=True, exist_ok=True)
         keep = {k: getattr(args, k) for k in (*_RESUMED_ARGS, "epochs")}
         (run / _TRAIN_ARGS_FILE).write_text(json.dumps(keep, indent=2))
-    model = VAE(config)
+    from tfpvae.distribute import make_strategy
+
+    strategy = make_strategy(args.strategy)
+    with strategy.scope():
+        model = VAE(config)
+        model.compile(_optimizer(config, args.clip_norm))
     evolution = None
     if args.evolution:
         from tfpvae.latent import LatentEvolution
@@ -122,6 +127,10 @@ def _cmd_train(args) -> int:
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
+    from tfpvae.distribute import is_chief
+
+    if not is_chief(strategy):
+        return 0  # the chief writes the run folder
     model.save(run)
     _write_history_csv(model.training_history, run / "history.csv")
     _write_run_figures(model, x_test, y_test, run, args.seed or 0)
@@ -140,6 +149,12 @@ def _cmd_train(args) -> int:
     final = {k: v[-1] for k, v in model.training_history.items()}
     print(json.dumps({"run": str(run), "epochs": result.epochs_completed, **final}))
     return 0
+
+
+def _optimizer(config, clip_norm):
+    from tfpvae._keras import tfk
+
+    return tfk.optimizers.Adam(config.learning_rate, global_clipnorm=clip_norm)
 
 
 def _write_run_figures(model, x_test, y_test, run: Path, seed: int) -> None:
@@ -418,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=ACTIVATIONS, default="swish", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
+    p.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+        help="distribute training: mirrored (all local devices) or multiworker (TF_CONFIG); default none",
+    )
     p.add_argument(
         "--evolution",
         action="store_true",

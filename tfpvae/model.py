@@ -142,7 +142,9 @@ class VAE(tfk.Model):
         )
         # Set past Keras' attribute tracking, which would wrap the dict in trackable proxies.
         object.__setattr__(self, "_history", {})
-        self._trackers = {name: tfk.metrics.Mean(name=name) for name in ("loss", "nll", "kl", "elbo")}
+        # Untracked by Keras so metric state stays out of `weights` (and saved files).
+        trackers = {name: tfk.metrics.Mean(name=name) for name in ("loss", "nll", "kl", "elbo")}
+        object.__setattr__(self, "_trackers", trackers)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -202,7 +204,11 @@ class VAE(tfk.Model):
             x = tf.cast(self.binarize_rng.uniform(tf.shape(x)) < x, x.dtype)
         with tf.GradientTape() as tape:
             loss, nll, kl = self._loss_terms(x, training=True)
-        grads = tape.gradient(loss, self.trainable_variables)
+            # Under a distribution strategy each replica sees batch / replicas images and
+            # the optimizer sums the replicas' gradients: scale so the update is that of
+            # the mean over the global batch (each image's NLL and KL counted once).
+            scaled = loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
+        grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._update_metrics(loss, nll, kl)
 

@@ -253,7 +253,10 @@ def train(
     if start >= epochs:
         return TrainingResult(start, model.training_history)
 
-    guard = _RunGuard(run_dir, checkpoint_every, start)
+    from tfpvae.distribute import is_chief
+
+    # With several workers only the chief writes: the others would race on the same files.
+    guard = _RunGuard(run_dir if is_chief() else None, checkpoint_every, start)
     history_before = model.training_history
     handler_installed = threading.current_thread() is threading.main_thread()
     if handler_installed:
@@ -285,13 +288,13 @@ def train(
     if guard.failure:
         guard.restore_good_state()
         where = ""
-        if run_dir is not None:
+        if guard.run_dir is not None:
             guard.save(merge_history=False)
             where = f" and saved to {run_dir}"
         raise TrainingDivergedError(
             f"Training stopped: {guard.failure}. Restored the weights of epoch {guard.completed}{where}. "
             "Try a lower learning rate, clip_norm, or a larger posterior_scale_floor."
         )
-    if guard.interrupted and run_dir is not None:
+    if guard.interrupted and guard.run_dir is not None:
         guard.save(merge_history=False)  # the weights as they are: no finished batch is lost
     return TrainingResult(guard.completed, model.training_history, guard.interrupted)

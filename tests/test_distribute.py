@@ -1,0 +1,130 @@
+"""Mirrored and multi-worker training agree with single-device training.
+
+Both run in subprocesses: splitting the CPU into logical devices, and TF_CONFIG, must be set
+before TensorFlow initialises, which this test process has already done.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+MIRRORED = textwrap.dedent(
+    """
+    import json, numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import tfpvae
+    from tfpvae._keras import tfk
+    from tfpvae.distribute import make_strategy
+    (x, _), _ = tfpvae.datasets.load("digits")
+    x = np.tile(x[:64], (16, 1, 1, 1))  # 1024 images: many z draws per image
+    strategy = make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    def build():
+        m = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0, binarize="none")
+        m.compile(tfk.optimizers.SGD(0.01))
+        return m
+    with strategy.scope():
+        mirrored = build()
+    single = build()
+    out = {"replicas": strategy.num_replicas_in_sync}
+    for name, m in (("mirrored", mirrored), ("single", single)):
+        out[name] = m.evaluate(x, batch_size=1024, return_dict=True, verbose=0)
+        w0 = m.get_weights()
+        m.fit(x, batch_size=1024, epochs=1, shuffle=False, verbose=0)
+        out[name + "_update"] = float(sum(np.abs(a - b).sum() for a, b in zip(m.get_weights(), w0)))
+        out[name + "_num_weights"] = len(m.weights)
+    print(json.dumps(out))
+    """
+)
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def test_mirrored_matches_single_device():
+    proc = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["replicas"] == 2
+    m, s = r["mirrored"], r["single"]
+    assert m["kl"] == pytest.approx(s["kl"], rel=1e-5)  # exact KL: only float rounding differs
+    assert m["nll"] == pytest.approx(s["nll"], abs=0.05)  # Monte Carlo over 1024 draws
+    assert m["loss"] == pytest.approx(m["nll"] + m["kl"], rel=1e-6)
+    # One SGD step on the same global batch: the same update, not one per replica (2x).
+    assert r["mirrored_update"] == pytest.approx(r["single_update"], rel=0.05)
+    assert r["mirrored_num_weights"] == r["single_num_weights"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_on_localhost_train_the_same_model(tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        cmd = [
+            sys.executable,
+            "-m",
+            "tfpvae",
+            "train",
+            "--strategy",
+            "multiworker",
+            "--dataset",
+            "digits",
+            "--limit",
+            "256",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--latent-dim",
+            "2",
+            "--seed",
+            "0",
+            "--no-progress",
+            "--score-limit",
+            "20",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=240)
+            assert p.returncode == 0, err[-2000:]
+            outputs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    chief = json.loads(outputs[0].strip().splitlines()[-1])
+    assert chief["epochs"] == 2 and '"run"' not in outputs[1]  # only the chief reports and writes
+    import tfpvae
+
+    model = tfpvae.load(tmp_path / "run")
+    assert len(model.training_history["loss"]) == 2
+
+
+def test_multiworker_needs_tf_config(monkeypatch):
+    from tfpvae.distribute import make_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        make_strategy("multiworker")
+    with pytest.raises(ValueError, match="`strategy` must be one of"):
+        make_strategy("tpu")
