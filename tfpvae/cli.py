@@ -404,6 +404,15 @@ def _cmd_interpolate(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from tfpvae.export import export
+    from tfpvae.serialization import load
+
+    path = export(load(args.model), args.out, num_samples=args.num_samples)
+    print(f"wrote SavedModel with signatures log_prob, elbo, sample (k={args.num_samples}) to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `tfpvae` command."""
     from tfpvae.anomaly import SCORES
@@ -518,6 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the random pairs (default 0)")
     p.add_argument("--out", required=True, help="output .png (strips) or .npz (images, log_prior, latents)")
     p.set_defaults(func=_cmd_interpolate)
+
+    p = sub.add_parser("export", help="write a TensorFlow SavedModel with log_prob, elbo and sample signatures")
+    p.add_argument("--model", required=True, help="run folder written by train")
+    p.add_argument("--out", required=True, help="folder for the SavedModel")
+    p.add_argument("--num-samples", type=_positive_int, default=64, help="importance samples per image (default 64)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("detect", help="fit a detector on held-out normal data and report metrics per score")
     add_scoring_args(p)
