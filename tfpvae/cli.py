@@ -109,6 +109,11 @@ def _cmd_train(args) -> int:
         from tfpvae.latent import LatentEvolution
 
         evolution = LatentEvolution(x_test[:1000], None if y_test is None else y_test[:1000], seed=args.seed or 0)
+    callbacks = [evolution] if evolution is not None else []
+    if args.tensorboard:
+        from tfpvae.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(args.tensorboard, images=x_test[:8], seed=args.seed or 0))
     try:
         result = train(
             model,
@@ -122,7 +127,7 @@ def _cmd_train(args) -> int:
             clip_norm=args.clip_norm,
             seed=args.seed,
             verbose=1 if args.progress else 2,
-            callbacks=[evolution] if evolution is not None else None,
+            callbacks=callbacks,
         )
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
@@ -453,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write evolution.gif (latent scatter by epoch) and reconstructions_by_epoch.png",
     )
+    p.add_argument("--tensorboard", metavar="DIR", help="log metrics, learning rate and images for TensorBoard")
     p.add_argument(
         "--score-limit", type=_positive_int, default=1000, help="test images scored into scores.csv (default 1000)"
     )
