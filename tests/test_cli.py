@@ -401,3 +401,31 @@ def test_train_writes_figures_scores_and_evolution(tmp_path):
     assert Image.open(run / "evolution.gif").n_frames == 3  # before training and after each epoch
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["num_images"] == 50 and ev["iwae_nll"] <= -ev["elbo"] + 1e-6 + 3 * ev["iwae_nll_stderr"]
+
+
+def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, capsys):
+    common = [
+        "--model",
+        str(digits_run),
+        "--dataset",
+        "digits",
+        "--limit",
+        "30",
+        "--num-samples",
+        "8",
+        "--binarize-seed",
+        "4",
+        "--quiet",
+        "--score",
+        "log_prob",
+        "elbo",
+    ]
+    assert main(["score", *common, "--out", str(tmp_path / "all.csv")]) == 0
+    for i in range(3):
+        assert main(["score", *common, "--shard", f"{i}/3", "--out", str(tmp_path / f"s{i}.csv")]) == 0
+    shards = [str(tmp_path / f"s{i}.csv") for i in (2, 0, 1)]
+    assert main(["merge-scores", *shards, "--out", str(tmp_path / "merged.csv")]) == 0
+    assert (tmp_path / "merged.csv").read_text() == (tmp_path / "all.csv").read_text()
+    assert main(["merge-scores", shards[0], shards[1], "--out", str(tmp_path / "bad.csv")]) == 2
+    assert "do not cover" in capsys.readouterr().err
+    assert main(["score", *common, "--shard", "3/3", "--out", str(tmp_path / "x.csv")]) == 2

@@ -64,6 +64,7 @@ def compute_scores(
     typical_nll: float | None = None,
     seed: int | None = 0,
     binarize_seed: int | None = None,
+    index_offset: int = 0,
     progress: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Computes the named scores of every image, sharing the expensive passes.
@@ -78,6 +79,8 @@ def compute_scores(
       seed: seed for reproducible scores. Default 0.
       binarize_seed: score a fixed binarisation of grey images drawn with this seed
         (`tfpvae.likelihood.binarize`). Default None (score the grey values).
+      index_offset: position of x[0] in a larger set, for shards that reproduce the
+        scores of the whole set (see `LikelihoodEstimator`). Default 0.
       progress: show a progress bar. Default None (automatic).
 
     Returns:
@@ -90,7 +93,7 @@ def compute_scores(
         from tfpvae.likelihood import binarize
 
         x = binarize(x, binarize_seed)  # every score then sees the same binary images
-    kw = dict(seed=seed, progress=progress)
+    kw = dict(seed=seed, progress=progress, index_offset=index_offset)
     out: dict[str, np.ndarray] = {}
     if {"log_prob", "typicality", "complexity"} & set(scores):
         log_p = np.asarray(estimator.log_prob(x, num_samples=num_samples, **kw), np.float64)

@@ -280,9 +280,22 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _parse_shard(text: str | None, n: int) -> tuple[int, int]:
+    """--shard i/n -> the [start, stop) image range of shard i of n (contiguous, balanced)."""
+    if text is None:
+        return 0, n
+    try:
+        i, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"`--shard` must look like i/n, e.g. 0/4; got {text!r}.") from None
+    if count < 1 or not 0 <= i < count:
+        raise ValueError(f"`--shard` i/n needs n >= 1 and 0 <= i < n; got {text!r}.")
+    return i * n // count, (i + 1) * n // count
+
+
 def _cmd_score(args) -> int:
     from tfpvae.anomaly import compute_scores
-    from tfpvae.likelihood import LikelihoodEstimator
+    from tfpvae.likelihood import binarize
     from tfpvae.serialization import load
 
     model = load(args.model)
@@ -291,23 +304,53 @@ def _cmd_score(args) -> int:
         raise ValueError(
             "`--score typicality` needs `--typical-nll` (the mean NLL of normal data, e.g. from evaluate)."
         )
+    if args.binarize_seed is not None:
+        x = binarize(x, args.binarize_seed)  # binarise the whole set first: shards then agree with it
+    start, stop = _parse_shard(args.shard, len(x))
     scores = compute_scores(
-        LikelihoodEstimator.from_model(model),
-        x,
+        model.likelihood,
+        x[start:stop],
         tuple(args.score),
         num_samples=args.num_samples,
         typical_nll=args.typical_nll,
         seed=args.seed,
-        binarize_seed=args.binarize_seed,
+        index_offset=start,
         progress=not args.quiet,
     )
     out = Path(args.out)
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "label", *scores])
-        for i in range(len(x)):
-            writer.writerow([i, "" if y is None else int(y[i]), *(f"{scores[s][i]:.6f}" for s in scores)])
-    print(f"wrote {len(x)} rows of scores ({', '.join(scores)}) to {out}")
+        for i in range(start, stop):
+            label = "" if y is None else int(y[i])
+            writer.writerow([i, label, *(f"{scores[s][i - start]:.6f}" for s in scores)])
+    print(f"wrote {stop - start} rows of scores ({', '.join(scores)}) to {out}")
+    return 0
+
+
+def _cmd_merge_scores(args) -> int:
+    rows, header = {}, None
+    for path in args.inputs:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            head = next(reader, None)
+            if head is None or head[:1] != ["index"]:
+                raise ValueError(f"{path} is not a score CSV written by `tfpvae score` (no index column).")
+            if header is not None and head != header:
+                raise ValueError(f"{path} has columns {head}; the first file has {header}.")
+            header = head
+            for row in reader:
+                if int(row[0]) in rows:
+                    raise ValueError(f"Image index {row[0]} appears in more than one shard (again in {path}).")
+                rows[int(row[0])] = row
+    missing = sorted(set(range(len(rows))) - set(rows))
+    if missing:
+        raise ValueError(f"The shards do not cover indices {missing[:5]}{'...' if len(missing) > 5 else ''}.")
+    with open(args.out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows[i] for i in range(len(rows)))
+    print(f"merged {len(args.inputs)} shards, {len(rows)} rows, into {args.out}")
     return 0
 
 
@@ -501,7 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--score", nargs="+", choices=SCORES, default=[s for s in SCORES if s != "typicality"], help="scores"
     )
     p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
+    p.add_argument("--shard", metavar="I/N", help="score only shard I of N (contiguous); merge with merge-scores")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("merge-scores", help="merge score CSVs of shards into one, checking coverage")
+    p.add_argument("inputs", nargs="+", help="shard CSVs written by score --shard")
+    p.add_argument("--out", required=True, help="merged CSV")
+    p.set_defaults(func=_cmd_merge_scores)
 
     p = sub.add_parser("plot", help="draw one figure of a trained model to a PNG")
     p.add_argument("kind", choices=FIGURES, metavar="KIND", help="one of: " + ", ".join(FIGURES))

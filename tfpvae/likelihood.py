@@ -108,6 +108,7 @@ def binarize(x: Any, seed: int | None = None) -> np.ndarray:
       x: images, array of shape (n, H, W, C) (or (n, H, W)) with float values in [0, 1]
         or uint8 0..255, read as the probability that each pixel is on.
       seed: int >= 0 for a reproducible draw. Default None (a fresh draw each call).
+      index_offset: position of x[0] in a larger set (for shards). Default 0.
 
     Returns:
       float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.
@@ -368,8 +369,11 @@ class LikelihoodEstimator:
             seed = int(np.random.default_rng().integers(2**31))
         return x, k, seed, budget, progress
 
-    def _run(self, x, num_samples, seed, binarize_seed, max_batch_elements, progress, pixels=False) -> _Stats:
+    def _run(
+        self, x, num_samples, seed, binarize_seed, max_batch_elements, progress, pixels=False, index_offset=0
+    ) -> _Stats:
         x, k, seed, budget, progress = self._prepare(x, num_samples, seed, binarize_seed, max_batch_elements, progress)
+        index_offset = check_int(index_offset, "index_offset", minimum=0)
         n = len(x)
         plan = _Plan.make(n, k, budget)
         stats = _Stats(n, x.shape[1:], pixels)
@@ -386,7 +390,7 @@ class LikelihoodEstimator:
                 padded[i1 - i0 :] = 0.0
                 chunk = padded
             t0 = j0 // plan.block
-            images = np.repeat(np.arange(i0, i0 + plan.images), plan.blocks)
+            images = np.repeat(np.arange(i0, i0 + plan.images) + index_offset, plan.blocks)
             blocks = np.tile(np.arange(t0, t0 + plan.blocks), plan.images)
             out = self._chunk_fn(
                 tf.constant(chunk),
@@ -416,6 +420,7 @@ class LikelihoodEstimator:
         *,
         return_stderr: bool = False,
         seed: int | None = None,
+        index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
         progress: bool | None = None,
@@ -428,6 +433,7 @@ class LikelihoodEstimator:
           return_stderr: also return the Monte Carlo standard error of each estimate,
             sd / sqrt(k) (NaN for k = 1). Default False.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
+          index_offset: position of x[0] in a larger set (for shards). Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
@@ -437,7 +443,7 @@ class LikelihoodEstimator:
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (elbo, stderr).
         """
-        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress)
+        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         elbo = s.sum_lw / k
         if not return_stderr:
@@ -454,6 +460,7 @@ class LikelihoodEstimator:
         *,
         return_stderr: bool = False,
         seed: int | None = None,
+        index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
         progress: bool | None = None,
@@ -473,6 +480,7 @@ class LikelihoodEstimator:
             measures the spread, not the bias, which is of order sd(w)^2 / (2 k mean(w)^2).
             Default False.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
+          index_offset: position of x[0] in a larger set (for shards). Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
@@ -482,7 +490,7 @@ class LikelihoodEstimator:
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (log_prob, stderr).
         """
-        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress)
+        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         with np.errstate(divide="ignore"):
             log_prob = np.where(np.isfinite(s.max), s.max, 0.0) + np.log(s.sum_w) - math.log(k)
@@ -502,6 +510,7 @@ class LikelihoodEstimator:
         *,
         return_stderr: bool = False,
         seed: int | None = None,
+        index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
         progress: bool | None = None,
@@ -517,6 +526,7 @@ class LikelihoodEstimator:
             num_samples,
             return_stderr=return_stderr,
             seed=seed,
+            index_offset=index_offset,
             binarize_seed=binarize_seed,
             max_batch_elements=max_batch_elements,
             progress=progress,
@@ -533,6 +543,7 @@ class LikelihoodEstimator:
         *,
         analytic_kl: bool = True,
         seed: int | None = None,
+        index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
         progress: bool | None = None,
@@ -546,6 +557,7 @@ class LikelihoodEstimator:
             for Gaussian priors; otherwise, or when False, the rate is the Monte Carlo
             mean of log q(z|x) - log p(z) over the same draws as the distortion. Default True.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
+          index_offset: position of x[0] in a larger set (for shards). Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
@@ -557,7 +569,7 @@ class LikelihoodEstimator:
         """
         if not isinstance(analytic_kl, bool):
             raise TypeError(f"`analytic_kl` must be True or False; got {analytic_kl!r}.")
-        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress)
+        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         rate = s.kl.astype(np.float64) if analytic_kl and s.kl is not None else (s.sum_lqz - s.sum_lpz) / k
         return {"rate": rate, "distortion": -s.sum_lpx / k}
@@ -568,6 +580,7 @@ class LikelihoodEstimator:
         num_samples: int = 16,
         *,
         seed: int | None = None,
+        index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
         progress: bool | None = None,
@@ -581,6 +594,7 @@ class LikelihoodEstimator:
           x: images (n, H, W, C).
           num_samples: draws k per image, >= 1. Default 16.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
+          index_offset: position of x[0] in a larger set (for shards). Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
@@ -590,5 +604,7 @@ class LikelihoodEstimator:
         Returns:
           float32 array (n, H, W, C) in nats (<= 0 for Bernoulli decoders).
         """
-        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, pixels=True)
+        s = self._run(
+            x, num_samples, seed, binarize_seed, max_batch_elements, progress, pixels=True, index_offset=index_offset
+        )
         return (s.pixels / int(num_samples)).astype(np.float32)
