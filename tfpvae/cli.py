@@ -93,6 +93,9 @@ def _cmd_train(args) -> int:
             binarize=args.binarize,
             learning_rate=args.learning_rate,
             posterior_scale_floor=args.posterior_scale_floor,
+            hidden_units=args.hidden_units,
+            filters=args.filters,
+            activation=args.activation,
             seed=args.seed,
         )
         run.mkdir(parents=True, exist_ok=True)
@@ -464,7 +467,7 @@ def _cmd_export(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `tfpvae` command."""
     from tfpvae.anomaly import SCORES
-    from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, MODEL_TYPES, PRIORS
+    from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, MODEL_TYPES, PRIORS, VAEConfig
     from tfpvae.figures import FIGURES
 
     parser = argparse.ArgumentParser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
@@ -477,17 +480,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="total passes over the data (default 10)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=1, help="epochs between checkpoints (default 1)")
     p.add_argument("--clip-norm", type=float, help="clip the global gradient norm (default: no clipping)")
-    p.add_argument("--posterior-scale-floor", type=float, default=1e-5, help="minimum posterior std (default 1e-5)")
-    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default 128)")
-    p.add_argument("--latent-dim", type=_positive_int, default=16, help="latent dimension (default 16)")
-    p.add_argument("--prior", choices=PRIORS, default="normal", help="prior kind (default normal)")
-    p.add_argument("--num-components", type=_positive_int, default=10, help="mixture components (default 10)")
-    p.add_argument("--architecture", choices=ARCHITECTURES, default="conv", help="network family (default conv)")
-    p.add_argument("--model-type", choices=MODEL_TYPES, default="vae", help="vae or plain ae (default vae)")
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (default 1.0)")
-    p.add_argument("--binarize", choices=BINARIZE, default="dynamic", help="training binarisation (default dynamic)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam step size (default 1e-3)")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="swish", help=argparse.SUPPRESS)
+    # Model flags take their defaults from VAEConfig, so the CLI and Python agree.
+    d = VAEConfig()
+    model_flags = [
+        ("--latent-dim", dict(type=_positive_int), "latent_dim", "latent dimension"),
+        ("--prior", dict(choices=PRIORS), "prior", "prior kind"),
+        ("--num-components", dict(type=_positive_int), "num_components", "mixture components"),
+        ("--architecture", dict(choices=ARCHITECTURES), "architecture", "network family"),
+        ("--model-type", dict(choices=MODEL_TYPES), "model_type", "vae or plain autoencoder"),
+        ("--hidden-units", dict(type=_positive_int), "hidden_units", "width of the dense layers"),
+        ("--filters", dict(type=_positive_int), "filters", "channels of the first conv block"),
+        ("--activation", dict(choices=ACTIVATIONS), "activation", "hidden activation"),
+        ("--beta", dict(type=float), "beta", "KL weight"),
+        ("--binarize", dict(choices=BINARIZE), "binarize", "training binarisation"),
+        ("--learning-rate", dict(type=float), "learning_rate", "Adam step size"),
+        ("--posterior-scale-floor", dict(type=float), "posterior_scale_floor", "minimum posterior std"),
+    ]
+    for flag, kind, field, text in model_flags:
+        p.add_argument(flag, default=getattr(d, field), help=f"{text} (default {getattr(d, field)})", **kind)
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
     p.add_argument(
