@@ -78,7 +78,9 @@ def compute_scores(
       typical_nll: mean -log p(x) of normal data; required by "typicality".
       seed: seed for reproducible scores. Default 0.
       binarize_seed: score a fixed binarisation of grey images drawn with this seed
-        (`tfpvae.likelihood.binarize`). Default None (score the grey values).
+        (`tfpvae.likelihood.binarize`). Default None (score the grey values; the
+        "complexity" score still uses a fixed binarisation drawn with `seed`, because its
+        compressed length is that of one binary image).
       index_offset: position of x[0] in a larger set, for shards that reproduce the
         scores of the whole set (see `LikelihoodEstimator`). Default 0.
       progress: show a progress bar. Default None (automatic).
@@ -104,7 +106,17 @@ def compute_scores(
                 raise ValueError("The 'typicality' score needs `typical_nll` (fit an AnomalyDetector first).")
             out["typicality"] = -np.abs(-log_p - typical_nll)
         if "complexity" in scores:
-            out["complexity"] = log_p / math.log(2) + compressed_bits(x)
+            if np.all((x == 0) | (x == 1)):
+                out["complexity"] = log_p / math.log(2) + compressed_bits(x)
+            else:
+                # L(x) is the code length of one binary image, so the likelihood must be
+                # of that same image: for grey input, score a fixed binarisation (the
+                # grey log-likelihood is an average over binarisations and does not match).
+                from tfpvae.likelihood import binarize
+
+                xb = binarize(x, 0 if seed is None else seed)
+                log_pb = np.asarray(estimator.log_prob(xb, num_samples=num_samples, **kw), np.float64)
+                out["complexity"] = log_pb / math.log(2) + compressed_bits(xb)
     if {"elbo", "rate", "distortion"} & set(scores):
         k = max(1, num_samples // 10)
         rd = estimator.rate_distortion(x, num_samples=k, **kw)

@@ -480,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="total passes over the data (default 10)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=1, help="epochs between checkpoints (default 1)")
     p.add_argument("--clip-norm", type=float, help="clip the global gradient norm (default: no clipping)")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default 128)")
     # Model flags take their defaults from VAEConfig, so the CLI and Python agree.
     d = VAEConfig()
     model_flags = [

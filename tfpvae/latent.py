@@ -70,7 +70,7 @@ class ManifoldGrid(NamedTuple):
 
     Attributes:
       images: decoded means, float32 (g, g, H, W, C). `images[i, j]` is decoded at plane
-        coordinates (coords[0][j], coords[1][i]).
+        coordinates `(coords[0][j], coords[1][i])`.
       coords: (2, g). coords[0] are the horizontal coordinates, increasing left to right;
         coords[1] the vertical ones, decreasing from the top row down, so the grid reads
         like a plot with its y axis pointing up.

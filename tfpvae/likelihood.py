@@ -108,7 +108,6 @@ def binarize(x: Any, seed: int | None = None) -> np.ndarray:
       x: images, array of shape (n, H, W, C) (or (n, H, W)) with float values in [0, 1]
         or uint8 0..255, read as the probability that each pixel is on.
       seed: int >= 0 for a reproducible draw. Default None (a fresh draw each call).
-      index_offset: position of x[0] in a larger set (for shards). Default 0.
 
     Returns:
       float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.

@@ -361,8 +361,8 @@ def manifold_grid(
     """A decoded grid of a latent plane as one picture, with the latent coordinates on the axes.
 
     Args:
-      images: array (g_rows, g_cols, H, W, C) from `latent.manifold_grid`; images[i, j]
-        was decoded at (coords[0][j], coords[1][i]).
+      images: array (g_rows, g_cols, H, W, C) from `latent.manifold_grid`; `images[i, j]`
+        was decoded at `(coords[0][j], coords[1][i])`.
       coords: (2, g): horizontal coordinates of the columns and vertical coordinates of
         the rows (top row first). Ticks sit at the centre of each image.
       axis_labels: names of the horizontal and vertical coordinate. Default ("z_0", "z_1").

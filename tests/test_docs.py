@@ -1,0 +1,389 @@
+"""The documentation is tested: its examples run, its CLI reference is current, the site builds.
+
+(a) Every fenced ```python block of README.md and docs/**/*.md runs without raising: the
+    blocks of one file in document order, in one fresh namespace per file.
+(b) Every `tfpvae ...` command line of the ```bash and ```console blocks runs and exits 0
+    (in ```console blocks, the lines after a `$ ` prompt). Commands joined by `&&` are run
+    one after the other; a part that starts with `pip install` is skipped, since the tests
+    run in the environment that is already installed (so README's first command,
+    `pip install . && tfpvae train ...`, runs its `tfpvae train` part exactly as written).
+    Other shell lines (`export ...`, `mkdocs ...`, `python -m pytest ...`) are not run.
+    A file's python blocks and commands run together, in document order, in one
+    subprocess whose working directory is a fresh temporary folder, with TFPVAE_DATA_DIR
+    set; commands are run through `tfpvae.cli.main`, the function behind the `tfpvae`
+    console script, so TensorFlow is imported once per file.
+(c) docs/cli.md lists exactly the commands and options of `tfpvae.cli.build_parser()`.
+    After changing the CLI, regenerate it with `python tests/test_docs.py`.
+(d) `mkdocs build --strict` passes, when mkdocs is installed (`pip install -e ".[docs]"`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CLI_PAGE = DOCS / "cli.md"
+BEGIN, END = "<!-- BEGIN GENERATED: python tests/test_docs.py -->", "<!-- END GENERATED -->"
+# Seconds one documentation file may take, all its examples together.
+FILE_TIMEOUT = 420
+
+_LANGUAGES = {"python": "python", "py": "python", "bash": "bash", "sh": "bash", "shell": "bash", "console": "console"}
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)")
+
+
+@dataclass
+class Step:
+    """One thing to run: a python block, or one `tfpvae` command line."""
+
+    kind: str  # "python" or "cli"
+    line: int  # 1-based line of the block or command in its file
+    code: str = ""  # python source
+    argv: tuple[str, ...] = ()  # arguments after `tfpvae`
+
+
+def code_blocks(text: str) -> list[tuple[str, int, str]]:
+    """(language, first line number of the body, body) of every fenced block, dedented."""
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        fence, indent, start = m["fence"], len(m["indent"]), i + 1
+        body = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i][indent:] if lines[i][:indent].strip() == "" else lines[i])
+            i += 1
+        blocks.append((m["info"].lower(), start + 1, textwrap.dedent("\n".join(body)) + "\n"))
+        i += 1
+    return blocks
+
+
+def shell_commands(body: str, console: bool) -> list[tuple[int, str]]:
+    """(offset within the block, command text) of each command line, continuations joined."""
+    commands, pending, first = [], "", 0
+    for offset, raw in enumerate(body.splitlines()):
+        line = raw.rstrip()
+        if not pending:
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue  # blank or comment
+            if console:
+                if not line.startswith("$ "):
+                    continue  # output
+                line = line[2:]
+            first = offset
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        commands.append((first, pending + line))
+        pending = ""
+    return commands
+
+
+def tfpvae_invocations(command: str) -> list[tuple[str, ...]]:
+    """The `tfpvae` argument lists of a shell line; `pip install` parts and other programs are left out."""
+    tokens = [os.path.expandvars(t) for t in shlex.split(command, comments=True)]
+    parts, current = [], []
+    for token in tokens:
+        if token in ("&&", ";"):
+            parts.append(current)
+            current = []
+        else:
+            current.append(token)
+    parts.append(current)
+    runs = []
+    for part in parts:
+        if not part or part[:2] == ["pip", "install"] or part[0] != "tfpvae":
+            continue
+        unsupported = [t for t in part if t in ("|", "||", ">", ">>", "<", "&") or t.startswith((">", "2>"))]
+        if unsupported:
+            raise ValueError(f"documentation command uses shell syntax the test cannot run ({unsupported}): {command}")
+        runs.append(tuple(part[1:]))
+    return runs
+
+
+def steps_of(path: Path) -> list[Step]:
+    steps = []
+    for language, line, body in code_blocks(path.read_text()):
+        kind = _LANGUAGES.get(language)
+        if kind == "python":
+            steps.append(Step("python", line, code=body))
+        elif kind in ("bash", "console"):
+            for offset, command in shell_commands(body, console=kind == "console"):
+                steps.extend(Step("cli", line + offset, argv=argv) for argv in tfpvae_invocations(command))
+    return steps
+
+
+def documentation_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+# Runs one file's steps in order; prints a marker line per step so a failure names its line.
+_RUNNER = r"""
+import json, sys, time, traceback
+name, steps = sys.argv[1], json.load(open(sys.argv[2]))
+namespace = {"__name__": "__main__"}
+for step in steps:
+    where = f"{name}:{step['line']}"
+    print(f"=== {where} {step['kind']} {' '.join(step['argv'])}", flush=True)
+    started = time.perf_counter()
+    try:
+        if step["kind"] == "python":
+            exec(compile(step["code"], where, "exec"), namespace)
+        else:
+            from tfpvae.cli import main
+            try:
+                status = main(step["argv"])
+            except SystemExit as stop:  # argparse: --help exits 0, a usage error 2
+                status = stop.code
+            if status not in (0, None):
+                raise SystemExit(f"`tfpvae {' '.join(step['argv'])}` exited with status {status}")
+    except BaseException:
+        traceback.print_exc()
+        print(f"DOCS-EXAMPLE-FAILED {where}", flush=True)
+        sys.exit(1)
+    print(f"=== {where} took {time.perf_counter() - started:.1f}s", flush=True)
+"""
+
+
+def _data_dir() -> str:
+    return os.environ.get("TFPVAE_DATA_DIR") or str(ROOT.parent / "shared" / "data")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in documentation_files() if steps_of(p)],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_examples_run(path, tmp_path):
+    steps = steps_of(path)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([step.__dict__ for step in steps]))
+    runner = tmp_path / "run_examples.py"
+    runner.write_text(_RUNNER)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "TFPVAE_DATA_DIR": _data_dir(), "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    name = str(path.relative_to(ROOT))
+    proc = subprocess.run(
+        [sys.executable, str(runner), name, str(plan)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=FILE_TIMEOUT,
+    )
+    assert proc.returncode == 0, f"an example of {name} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    if path.name == "README.md":
+        # The README promises what its first command writes.
+        run = work / "runs" / "digits"
+        for promised in re.findall(r"`([\w.]+\.(?:json|npz|csv|png))`", path.read_text().split("## Python")[0]):
+            assert (run / promised).is_file(), f"README says runs/digits holds {promised}; it does not"
+
+
+def test_readme_opens_with_the_two_commands():
+    blocks = code_blocks((ROOT / "README.md").read_text())
+    language, _, body = blocks[0]
+    commands = [command for _, command in shell_commands(body, console=False)]
+    assert language == "bash"
+    first = "pip install . && tfpvae train --dataset digits --epochs 60 --batch-size 32 --latent-dim 8 --seed 0"
+    assert commands[0] == first + " --out runs/digits"
+    assert commands[1] == 'pip install -e ".[test,dev]" && python -m pytest -q'
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci, ".ci/run must run README's second command"
+
+
+def test_extraction_rules():
+    text = textwrap.dedent(
+        """\
+        x
+        ```bash
+        pip install . && tfpvae info --model m  # note
+        tfpvae sample \\
+          -n 2
+        echo hi
+        ```
+          ```console
+          $ tfpvae --help
+          usage: tfpvae
+          ```
+        ```python
+        print(1)
+        ```
+        ```text
+        tfpvae not-run
+        ```
+        """
+    )
+    steps = steps_of_text(text)
+    assert [(s.kind, s.argv) for s in steps] == [
+        ("cli", ("info", "--model", "m")),
+        ("cli", ("sample", "-n", "2")),
+        ("cli", ("--help",)),
+        ("python", ()),
+    ]
+    assert [s.line for s in steps] == [3, 4, 9, 13]
+
+
+def steps_of_text(text: str) -> list[Step]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "page.md"
+        path.write_text(text)
+        return steps_of(path)
+
+
+# --------------------------------------------------------------------------- CLI reference
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _option_name(action: argparse.Action) -> str:
+    if not action.option_strings:
+        return f"`{action.metavar or action.dest}`"
+    *aliases, last = action.option_strings
+    if action.nargs != 0:
+        value = action.metavar or action.dest.upper()
+        last = f"{last} {value} ..." if action.nargs in ("+", "*") else f"{last} {value}"
+    return ", ".join(f"`{s}`" for s in (*aliases, last))
+
+
+def _option_value(action: argparse.Action) -> str:
+    if action.nargs == 0:
+        return "flag"
+    kinds = []
+    if action.choices is not None:
+        kinds.append("one of " + ", ".join(f"`{c}`" for c in action.choices))
+    elif action.type is not None:
+        name = getattr(action.type, "__name__", str(action.type))
+        kinds.append({"_positive_int": "integer >= 1", "int": "integer", "float": "number"}.get(name, name))
+    else:
+        kinds.append("text")
+    if action.nargs in ("+", "*"):
+        kinds.append("(one or more)")
+    return " ".join(kinds)
+
+
+def _option_default(action: argparse.Action) -> str:
+    if action.required:
+        return "required"
+    if action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+        return ""
+    if isinstance(action.default, (list, tuple)):
+        return " ".join(f"`{v}`" for v in action.default)
+    return f"`{action.default}`"
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help for choice in action._choices_actions}
+    return [(name, helps.get(name, ""), sub) for name, sub in action.choices.items()]
+
+
+def _synopsis(name: str, sub: argparse.ArgumentParser) -> str:
+    parts = [f"tfpvae {name}"]
+    for action in sub._actions:
+        if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+            continue
+        if not action.option_strings:
+            parts.append(action.metavar or action.dest)
+        elif action.required:
+            parts.append(f"{action.option_strings[-1]} {action.metavar or action.dest.upper()}")
+    parts.append("[OPTIONS]")
+    return " ".join(parts)
+
+
+def render_cli_reference(parser: argparse.ArgumentParser) -> str:
+    """The generated part of docs/cli.md: a summary table, then each command's options."""
+    commands = _subcommands(parser)
+    out = [BEGIN, "", "| command | what it does |", "|---|---|"]
+    out += [f"| [`{name}`](#tfpvae-{name}) | {_cell(help_)} |" for name, help_, _ in commands]
+    for name, help_, sub in commands:
+        out += ["", f"## tfpvae {name}", "", f"{_cell(help_)[:1].upper()}{_cell(help_)[1:]}.", ""]
+        out += ["```text", _synopsis(name, sub), "```", ""]
+        out += ["| option | value | default | description |", "|---|---|---|---|"]
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            row = (_option_name(action), _option_value(action), _option_default(action), _cell(action.help or ""))
+            out.append("| " + " | ".join(row) + " |")
+        out.append("| `-h`, `--help` | flag |  | print this command's help and exit |")
+    out += ["", END]
+    return "\n".join(out) + "\n"
+
+
+def _generated_part(text: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise AssertionError(f"{CLI_PAGE} lacks the markers {BEGIN} ... {END}")
+    return text[text.index(BEGIN) : text.index(END) + len(END)] + "\n"
+
+
+def write_cli_reference() -> None:
+    from tfpvae.cli import build_parser
+
+    text = CLI_PAGE.read_text()
+    CLI_PAGE.write_text(text.replace(_generated_part(text), render_cli_reference(build_parser())))
+
+
+def test_cli_reference_matches_parser():
+    from tfpvae.cli import build_parser
+
+    parser = build_parser()
+    expected = render_cli_reference(parser)
+    actual = _generated_part(CLI_PAGE.read_text())
+    assert actual == expected, "docs/cli.md is out of date with tfpvae.cli: run `python tests/test_docs.py`"
+    # Independently of the renderer: every command and every visible option is on the page.
+    for name, _, sub in _subcommands(parser):
+        assert f"## tfpvae {name}\n" in actual
+        for action in sub._actions:
+            if action.help != argparse.SUPPRESS:
+                for flag in action.option_strings:
+                    assert f"`{flag}`" in actual or f"`{flag} " in actual, (name, flag)
+
+
+# --------------------------------------------------------------------------- site build
+def test_every_public_module_has_an_api_page():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for module in sorted((ROOT / "tfpvae").glob("*.py")):
+        name = module.stem
+        if name.startswith("_") or name == "cli":  # the CLI has its own page, docs/cli.md
+            continue
+        page = DOCS / "api" / f"{name}.md"
+        assert page.is_file() and f"::: tfpvae.{name}\n" in page.read_text(), f"no API page for tfpvae.{name}"
+        assert f"api/{name}.md" in nav, f"docs/api/{name}.md is not in the mkdocs.yml nav"
+
+
+def test_mkdocs_build_strict(tmp_path):
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings_handlers") is None:
+        pytest.skip('mkdocs and mkdocstrings are not installed: pip install -e ".[docs]" to build the site')
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    assert (tmp_path / "site" / "api" / "model" / "index.html").is_file()
+
+
+if __name__ == "__main__":
+    write_cli_reference()
+    print(f"wrote {CLI_PAGE.relative_to(ROOT)}")
