@@ -43,6 +43,10 @@ def _auroc_table(model, normal: np.ndarray, anomalous: np.ndarray, k: int, seed:
     typical = float(-compute_scores(model.likelihood, reference, ("log_prob",), **kw)["log_prob"].mean())
     s_norm = compute_scores(model.likelihood, held_out, SCORES, typical_nll=typical, **kw)
     s_anom = compute_scores(model.likelihood, anomalous, SCORES, typical_nll=typical, **kw)
+    for name in SCORES:  # say so when a model calls images impossible (-inf) or fails (NaN)
+        bad = int((~np.isfinite(s_anom[name])).sum() + (~np.isfinite(s_norm[name])).sum())
+        if bad:
+            print(f"note: {bad} non-finite {name} scores ({int(np.isnan(s_anom[name]).sum())} NaN)", flush=True)
     return {name: round(evaluate(s_norm[name], s_anom[name])["auroc"], 4) for name in SCORES}
 
 

@@ -32,6 +32,10 @@ def test_evaluate_against_hand_computed_values():
     assert evaluate([1, 2], [5, 6])["auroc"] == 0.0
     with pytest.raises(ValueError, match="`scores_anomalous`"):
         evaluate([1.0], [])
+    with pytest.raises(ValueError, match="1 NaN"):
+        evaluate([1.0, np.nan], [0.0])
+    # An "impossible" image (-inf) ranks as the most anomalous.
+    assert evaluate([1.0, 2.0], [-np.inf, 1.5])["auroc"] == pytest.approx(3 / 4)
 
 
 def test_score_family_from_known_likelihood():

@@ -145,8 +145,17 @@ def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:
 
     normal, anomalous = np.asarray(scores_normal, np.float64), np.asarray(scores_anomalous, np.float64)
     for name, arr in (("scores_normal", normal), ("scores_anomalous", anomalous)):
-        if arr.ndim != 1 or len(arr) == 0 or not np.all(np.isfinite(arr)):
-            raise ValueError(f"`{name}` must be a non-empty 1-D array of finite scores; got shape {arr.shape}.")
+        if arr.ndim != 1 or len(arr) == 0 or np.any(np.isnan(arr)):
+            nans = int(np.isnan(arr).sum()) if arr.ndim == 1 else 0
+            raise ValueError(
+                f"`{name}` must be a non-empty 1-D array of scores without NaN; got shape {arr.shape}, {nans} NaN."
+            )
+    # -inf (an image the model calls impossible) is the most anomalous score there is: rank
+    # infinities beyond every finite score, since scikit-learn's metrics refuse them.
+    pooled = np.r_[normal, anomalous]
+    finite = pooled[np.isfinite(pooled)]
+    low, high = (finite.min() - 1.0, finite.max() + 1.0) if finite.size else (-1.0, 1.0)
+    normal, anomalous = (np.clip(np.nan_to_num(a, posinf=high, neginf=low), low, high) for a in (normal, anomalous))
     labels = np.r_[np.zeros(len(normal)), np.ones(len(anomalous))]
     anomaly_score = -np.r_[normal, anomalous]
     fpr, tpr, _ = roc_curve(labels, anomaly_score)
