@@ -8,7 +8,8 @@ from tfpvae.config import PRIORS, VAEConfig
 def test_defaults_suit_mnist():
     c = VAEConfig()
     assert c.input_shape == (28, 28, 1)
-    assert c.architecture == "conv" and c.prior == "normal" and c.beta == 1.0
+    assert c.architecture == "mlp" and c.prior == "normal" and c.beta == 1.0
+    assert c.latent_dim == 16 and c.hidden_units == 256 and c.activation == "swish"
 
 
 def test_json_round_trip_is_identity():

@@ -105,7 +105,7 @@ class VAE(tfk.Model):
     """Variational autoencoder with TFP distribution layers (or a plain autoencoder).
 
     Args:
-      config: a `VAEConfig`. Default: `VAEConfig()` (28x28x1, latent 16, conv, normal prior).
+      config: a `VAEConfig`. Default: `VAEConfig()` (28x28x1, latent 16, mlp, normal prior).
       **overrides: config fields to change, e.g. `VAE(latent_dim=2, prior="mixture")`.
 
     Attributes:

@@ -1,0 +1,74 @@
+"""A test-size run of the benchmark harness (benchmarks/run.py): rows complete and finite.
+
+Not a timing test: `--smoke` trains each model for about a second on 1,024 images and
+scores 16 images with k=8, so the numbers are meaningless; it checks that the harness runs
+end to end (both references, the memory subprocess, the summary) and reports every field.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finite_numbers(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _finite_numbers(v)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+def test_smoke_run_reports_every_field(bench, data_dir, tmp_path, capsys):
+    out = tmp_path / "bench.jsonl"
+    assert bench.main(["--smoke", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    rows, summary = lines[:-1], lines[-1]
+    assert [r["model"] for r in rows] == ["tfpvae", "tfp_example", "keras_example"]
+    for row in rows:
+        assert set(bench.ROW_FIELDS) <= set(row), row
+        assert all(math.isfinite(v) for v in _finite_numbers(row)), row
+        assert row["train_steps"] >= 1 and row["train_images_per_s"] > 0 and row["score_images_per_s"] > 0
+        assert row["nll_key"] == "iwae_nll_k8" and row["score_k"] == 8 and row["score_images"] == 16
+        assert 0 < row["iwae_nll"] < 784 * math.log(2) * 2  # nats per 28x28 image, far from degenerate
+    memory = rows[0]["score_memory"]
+    assert memory["images"] == 16 and memory["k"] == 50 and memory["peak_rss_mb"] >= memory["rss_before_scoring_mb"] > 0
+    assert summary["summary"] and summary["mode"] == "smoke"
+    assert set(summary["ratios"]) == {"tfp_example", "keras_example"}
+    for ratios in summary["ratios"].values():
+        assert ratios["train_throughput"] > 0 and ratios["score_throughput"] > 0
+    assert "score_memory_lt_3GB" in summary["goals_met"]
+    printed = capsys.readouterr().out
+    assert "| tfpvae |" in printed and "ratios tfpvae / reference" in printed
+
+
+def test_budget_clock_measures_steady_state(bench):
+    clock = bench.BudgetClock(seconds=10.0)
+    clock.start = 0.0
+    clock.ends = [5.0, 6.0, 7.0, 8.0, 9.0]  # the first step traced: 5 s
+    assert clock.elapsed == 9.0
+    assert clock.steady_images_per_s(warmup_steps=1, batch_size=128) == pytest.approx(3 * 128 / 3.0)
+
+
+def test_overrides_are_typed(bench):
+    assert bench._typed_overrides(["latent_dim=8", "learning_rate=0.002", "architecture=mlp"]) == {
+        "latent_dim": 8,
+        "learning_rate": 0.002,
+        "architecture": "mlp",
+    }
+    with pytest.raises(SystemExit):
+        bench._typed_overrides(["nonsense=1"])
