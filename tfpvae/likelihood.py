@@ -313,13 +313,16 @@ class LikelihoodEstimator:
 
         def draw(args):
             i, seed = args
-            # Each image's own q and seed: the draws do not depend on the chunking.
-            return q[i : i + 1].sample(block, seed=seed)[:, 0]
+            # Each image's own q and seed: the draws do not depend on the chunking. log q
+            # comes with the draw (from the standard-normal noise), not by solving the
+            # scale_tril system again, which loses all precision for ill-conditioned q.
+            zi, lqi = q[i : i + 1].experimental_sample_and_log_prob(block, seed=seed)
+            return zi[:, 0], lqi[:, 0]
 
-        z = tf.map_fn(draw, (image_of, seeds), fn_output_signature=q.dtype)  # (b * blocks, block, d)
-        z = tf.reshape(z, [b, blocks * block, -1])
+        z, lq = tf.map_fn(draw, (image_of, seeds), fn_output_signature=(q.dtype, q.dtype))
+        z = tf.reshape(z, [b, blocks * block, -1])  # (b, blocks * block, d)
         z = tf.slice(z, [0, offset, 0], [b, samples, -1])  # (b, samples, d)
-        lqz = tf.transpose(q.log_prob(tf.transpose(z, [1, 0, 2])))
+        lqz = tf.slice(tf.reshape(lq, [b, blocks * block]), [0, offset], [b, samples])
         lpz = self.prior.log_prob(z)
         px = _unwrap(self._decode(tf.reshape(z, [b * samples, -1])))
         event = tf.TensorShape(px.event_shape)
