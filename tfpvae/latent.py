@@ -726,11 +726,23 @@ class LatentEvolution(tfk.callbacks.Callback):
             path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0, optimize=False
         )
 
-    def reconstructions_figure(self, title: str | None = "reconstructions during training") -> Figure:
-        """Originals in the first row, then one row of reconstructions per snapshot."""
+    def reconstructions_figure(
+        self, title: str | None = "reconstructions during training", max_rows: int = 12
+    ) -> Figure:
+        """Originals in the first row, then one row of reconstructions per snapshot.
+
+        Args:
+          title: figure title. Default "reconstructions during training".
+          max_rows: most snapshot rows shown; longer runs show evenly spaced snapshots,
+            always including the first and the last. Default 12.
+        """
         from tfpvae import plots
 
         if not self.reconstructions:
             raise ValueError("No snapshots yet: pass the callback to `fit` first.")
-        rows = np.stack([self.x_reconstruct, *self.reconstructions])
-        return plots.image_rows(rows, row_labels=["input", *(f"epoch {e}" for e in self.epochs)], title=title)
+        max_rows = check_int(max_rows, "max_rows", minimum=2)
+        n = len(self.reconstructions)
+        keep = np.unique(np.round(np.linspace(0, n - 1, min(n, max_rows))).astype(int))
+        rows = np.stack([self.x_reconstruct, *(self.reconstructions[i] for i in keep)])
+        labels = ["input", *(f"epoch {self.epochs[i]}" for i in keep)]
+        return plots.image_rows(rows, row_labels=labels, title=title)
