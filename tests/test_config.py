@@ -13,7 +13,7 @@ def test_defaults_suit_mnist():
 
 
 def test_json_round_trip_is_identity():
-    c = VAEConfig(input_shape=(32, 32, 3), latent_dim=4, prior="mixture", num_components=3, seed=7)
+    c = VAEConfig(input_shape=(32, 32, 3), latent_dim=4, prior="mixture", num_components=3, train_samples=5, seed=7)
     assert VAEConfig.from_json(c.to_json()) == c
     assert json.loads(c.to_json())["input_shape"] == [32, 32, 3]
 
@@ -33,6 +33,8 @@ def test_replace_rejects_unknown_fields():
         ("beta", -1.0, "`beta` must be a finite number"),
         ("input_shape", (28, 28), r"`input_shape` must be \(height, width, channels\)"),
         ("learning_rate", 0.0, "`learning_rate`"),
+        ("train_samples", 0, "`train_samples` must be an int >= 1; got 0"),
+        ("train_samples", 2.0, "`train_samples` must be an int"),
     ],
 )
 def test_bad_values_name_the_field(field, value, match):
@@ -43,3 +45,12 @@ def test_bad_values_name_the_field(field, value, match):
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="Unknown config field"):
         VAEConfig.from_dict({**VAEConfig().to_dict(), "evil": 1})
+
+
+def test_train_samples_defaults_to_the_elbo_and_needs_a_vae():
+    assert VAEConfig().train_samples == 1
+    old = VAEConfig().to_dict()
+    del old["train_samples"]  # a config.json written before the field existed
+    assert VAEConfig.from_dict(old) == VAEConfig()
+    with pytest.raises(ValueError, match="`train_samples` > 1 needs model_type='vae'"):
+        VAEConfig(model_type="ae", train_samples=2)

@@ -195,3 +195,102 @@ def test_autoencoder_refuses_likelihoods(digit_batch):
     ae = VAE(input_shape=(8, 8, 1), latent_dim=2, model_type="ae", seed=0)
     with pytest.raises(ValueError, match="plain autoencoder"):
         ae.log_prob(digit_batch)
+
+
+# ------------------------------------------------------------------ IWAE training objective
+def _repeat_losses(model, x, reps):
+    """`_loss_terms` of the same batch `reps` times (fresh draws each time), as (reps, 3) numpy."""
+    step = tf.function(lambda batch: tf.stack(model._loss_terms(batch, training=False)))
+    batch = tf.constant(x)
+    return np.stack([step(batch).numpy() for _ in range(reps)])
+
+
+def _independent_bound(model, x, k, beta, reps, seed=0):
+    """-mean_i [logsumexp_j log w_ij - log k] per repetition, from the three distributions, in numpy."""
+    q = model.encode(x)
+    n, d = len(x), model.config.latent_dim
+    xk = np.tile(x, (k, 1, 1, 1))
+    out = []
+    for r in range(reps):
+        z = q.sample(k, seed=seed + r)  # (k, n, d)
+        log_q = q.log_prob(z).numpy().astype(np.float64)
+        log_pz = model.prior.log_prob(z).numpy().astype(np.float64)
+        log_px = model.decoder(tf.reshape(z, (-1, d))).log_prob(xk).numpy().reshape(k, n).astype(np.float64)
+        log_w = log_px + beta * (log_pz - log_q)
+        top = log_w.max(axis=0)
+        bound = top + np.log(np.exp(log_w - top).mean(axis=0))
+        out.append(-bound.mean())
+    return np.asarray(out)
+
+
+@pytest.fixture(scope="module")
+def trained_pair(digits):
+    """A briefly trained 8x8 model (k=1) and a k=50 copy with the same weights."""
+    (x, _), _ = digits
+    tf.random.set_seed(0)  # shuffling and the posterior draws of the tests below
+    elbo_model = VAE(input_shape=(8, 8, 1), latent_dim=2, binarize="none", seed=0)
+    elbo_model.compile()
+    elbo_model.fit(x, epochs=4, batch_size=64, verbose=0)
+    iwae_model = VAE(elbo_model.config.replace(train_samples=50))
+    iwae_model.set_weights(elbo_model.get_weights())
+    return elbo_model, iwae_model
+
+
+def _agree(a, b, slack=0.02):
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    assert abs(a.mean() - b.mean()) < 5 * se + slack, (a.mean(), b.mean(), se)
+
+
+def test_iwae_loss_is_the_importance_weighted_bound(trained_pair, digit_batch):
+    elbo_model, iwae_model = trained_pair
+    x, k = digit_batch, iwae_model.config.train_samples
+    terms = _repeat_losses(iwae_model, x, reps=100)
+    # The KL regularizer still adds one term per encoder call, the closed-form KL.
+    assert len(iwae_model.losses) == 1
+    q = iwae_model.encode(x)
+    np.testing.assert_allclose(terms[:, 2], _closed_form_kl(q.loc.numpy(), q.scale_tril.numpy()).mean(), rtol=1e-4)
+    _agree(terms[:, 0], _independent_bound(iwae_model, x, k, beta=1.0, reps=100))
+    # The same quantity from the likelihood module: -mean_i log p(x_i) with k importance samples.
+    estimator = [-iwae_model.log_prob(x, k, seed=s).mean() for s in range(40)]
+    _agree(terms[:, 0], np.asarray(estimator))
+    # nll is the mean -log p(x|z) over all k draws: the ELBO model's nll in expectation.
+    nll_ref, se = _mc_nll(iwae_model, x, num_samples=400)
+    assert abs(terms[:, 1].mean() - nll_ref) < 5 * se + 0.05
+    # A tighter bound: the k=50 loss lies clearly below the ELBO loss (k=1) of the same weights.
+    elbo_terms = _repeat_losses(elbo_model, x, reps=400)
+    gap = elbo_terms[:, 0].mean() - terms[:, 0].mean()
+    noise = np.sqrt(elbo_terms[:, 0].var(ddof=1) / 400 + terms[:, 0].var(ddof=1) / 100)
+    assert gap > 5 * noise and gap > 0.05, (gap, noise)
+
+
+def test_iwae_loss_weights_the_prior_ratio_by_kl_weight(trained_pair, digit_batch):
+    _, iwae_model = trained_pair
+    iwae_model.kl_weight.assign(0.5)
+    try:
+        terms = _repeat_losses(iwae_model, digit_batch, reps=100)
+    finally:
+        iwae_model.kl_weight.assign(1.0)
+    k = iwae_model.config.train_samples
+    _agree(terms[:, 0], _independent_bound(iwae_model, digit_batch, k, beta=0.5, reps=100))
+
+
+def test_short_iwae_fit_lowers_the_loss_and_round_trips(digits, tmp_path):
+    import json
+
+    from tfpvae.serialization import load
+
+    (x, _), (xt, _) = digits
+    tf.random.set_seed(0)
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, train_samples=3, seed=0)
+    model.compile()
+    hist = model.fit(x, epochs=3, batch_size=64, validation_data=xt, verbose=0).history
+    assert hist["loss"][-1] < hist["loss"][0] - 1.0 and hist["val_loss"][-1] < hist["val_loss"][0]
+    assert set(hist) == {"loss", "nll", "kl", "elbo", "val_loss", "val_nll", "val_kl", "val_elbo"}
+    assert len(model.losses) == 1
+    model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["train_samples"] == 3
+    again = load(tmp_path / "m")
+    assert again.config == model.config and again.config.train_samples == 3
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert again.training_history == model.training_history

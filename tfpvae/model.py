@@ -3,7 +3,8 @@
 q(z|x) is a `tfp.layers.MultivariateNormalTriL` whose activity regularizer is a
 `tfp.layers.KLDivergenceRegularizer` against the prior; p(x|z) is a
 `tfp.layers.IndependentBernoulli`. Training minimises -log p(x|z) + beta * KL with the KL
-taken from the regularizer, counted once (see `KLOnceMultivariateNormalTriL`).
+taken from the regularizer, counted once (see `KLOnceMultivariateNormalTriL`), or, with
+`VAEConfig.train_samples` k > 1, the negative importance-weighted (IWAE) bound of k draws.
 """
 
 from __future__ import annotations
@@ -183,13 +184,37 @@ class VAE(tfk.Model):
         return tf.cast(x, tf.float32)
 
     def _loss_terms(self, x, training: bool):
-        """Returns (loss, nll, kl): batch means of -log p(x|z), KL, and nll + beta * KL."""
-        px = self(x, training=training)
-        nll = -tf.reduce_mean(px.log_prob(x))
+        """Returns (loss, nll, kl), scalars in nats per image, for a batch x (n, H, W, C).
+
+        nll is the batch mean of -log p(x|z) over the posterior draws and kl the batch mean
+        KL(q(z|x) || p(z)) from the encoder's regularizer. With `config.train_samples` k = 1
+        the loss is nll + beta * kl; with k > 1 it is the negative importance-weighted bound
+        -mean_i [logsumexp_j log w_ij - log k], log w_ij = log p(x_i|z_ij) + beta * (log p(z_ij)
+        - log q(z_ij|x_i)), z_i1..z_ik ~ q(z|x_i); beta is `kl_weight`.
+        """
+        k = self.config.train_samples
+        if k == 1:
+            px = self(x, training=training)
+            nll = -tf.reduce_mean(px.log_prob(x))
+            kl = self._kl_from_regularizer()
+            return nll + self.kl_weight * kl, nll, kl
+        # One encoder call (so the regularizer adds its KL once) and one decoder call over
+        # all k * n codes, sample-major: row j * n + i holds draw j of image i.
+        q = _unwrap(self.encoder(x, training=training))
+        # log q(z|x) from the draw itself, as tfpvae.likelihood does: no triangular solve
+        # against scale_tril, which is inaccurate for ill-conditioned posteriors.
+        z, log_q = q.experimental_sample_and_log_prob(k)  # (k, n, d), (k, n)
+        log_pz = self.prior.log_prob(z)  # (k, n)
+        px = self.decoder(tf.reshape(z, [-1, self.config.latent_dim]), training=training)
+        log_px = tf.reshape(px.log_prob(tf.tile(x, [k, 1, 1, 1])), [k, -1])  # (k, n)
+        log_w = log_px + self.kl_weight * (log_pz - log_q)
+        bound = tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(tf.cast(k, log_w.dtype))  # (n,)
+        return -tf.reduce_mean(bound), -tf.reduce_mean(log_px), self._kl_from_regularizer()
+
+    def _kl_from_regularizer(self):
         # The encoder's only loss is the KL regularizer's (mean over the batch); the
         # tests check it appears exactly once.
-        kl = tf.add_n(self.encoder.losses) if self.encoder.losses else tf.zeros([])
-        return nll + self.kl_weight * kl, nll, kl
+        return tf.add_n(self.encoder.losses) if self.encoder.losses else tf.zeros([])
 
     def _update_metrics(self, loss, nll, kl):
         for name, value in (("loss", loss), ("nll", nll), ("kl", kl), ("elbo", -(nll + kl))):
