@@ -1,10 +1,21 @@
 """Anomaly scores, detector thresholds and conformal p-values, and the evaluation metrics."""
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 
 import tfpvae
-from tfpvae.anomaly import SCORES, AnomalyDetector, compressed_bits, compute_scores, evaluate
+from tfpvae.anomaly import (
+    CONTEXT_TEMPLATE,
+    SCORES,
+    AnomalyDetector,
+    compressed_bits,
+    compute_scores,
+    context_code_length,
+    evaluate,
+)
 
 
 class _FakeEstimator:
@@ -54,11 +65,58 @@ def test_score_family_from_known_likelihood():
         compute_scores(_FakeEstimator(), x, ("waic",))
 
 
-def test_compressed_length_orders_simple_below_noisy():
+@pytest.mark.parametrize("compressor", ["context", "zlib"])
+def test_compressed_length_orders_simple_below_noisy(compressor):
     blank = np.zeros((1, 28, 28, 1), np.float32)
     noise = (np.random.default_rng(0).random((1, 28, 28, 1)) < 0.5).astype(np.float32)
-    assert compressed_bits(blank)[0] < 0.2 * compressed_bits(noise)[0]
-    assert compressed_bits(noise)[0] > 28 * 28 * 0.9  # random bits do not compress
+    assert compressed_bits(blank, compressor=compressor)[0] < 0.2 * compressed_bits(noise, compressor=compressor)[0]
+    assert compressed_bits(noise, compressor=compressor)[0] > 28 * 28 * 0.9  # random bits do not compress
+
+
+def _context_code_length_by_hand(image, template):
+    """Reference: one image, pixel by pixel, with a dict of counts (the definition)."""
+    height, width, channels = image.shape
+    counts, bits = {}, 0.0
+    for ch, i, j in itertools.product(range(channels), range(height), range(width)):
+        context = tuple(
+            image[i + dy, j + dx, ch] if 0 <= i + dy < height and 0 <= j + dx < width else 0 for dy, dx in template
+        )
+        seen = counts.setdefault(context, [0, 0])
+        value = int(image[i, j, ch])
+        bits -= math.log2((seen[value] + 0.5) / (sum(seen) + 1.0))
+        seen[value] += 1
+    return bits
+
+
+@pytest.mark.parametrize("template", [CONTEXT_TEMPLATE, ((0, -1),), ((0, -1), (0, -2), (-1, 0), (-2, 1), (-1, -2))])
+def test_context_code_length_matches_its_definition(template):
+    x = (np.random.default_rng(1).random((3, 6, 5, 2)) < [[[[0.2, 0.7]]]]).astype(np.float32)
+    expected = [_context_code_length_by_hand(img, template) for img in x]
+    np.testing.assert_allclose(context_code_length(x, template), expected, rtol=1e-12)
+
+
+def test_context_code_length_closed_form_and_kraft_equality():
+    # A blank image puts every pixel in context 0: the Krichevsky-Trofimov code length of
+    # N zeros, -log2(Gamma(N + 1/2) / (Gamma(1/2) Gamma(N + 1))).
+    n = 28 * 28
+    kt = -(math.lgamma(n + 0.5) - math.lgamma(0.5) - math.lgamma(n + 1)) / math.log(2)
+    assert context_code_length(np.zeros((1, 28, 28))) == pytest.approx([kt], rel=1e-10)
+    # A lossless code over all 2^9 images of 3x3 pixels: sum 2^-L(x) = 1 (Kraft equality).
+    every = np.array(list(itertools.product((0, 1), repeat=9))).reshape(-1, 3, 3, 1)
+    assert np.sum(2.0 ** -context_code_length(every)) == pytest.approx(1.0, rel=1e-10)
+
+
+def test_compressor_input_errors():
+    with pytest.raises(ValueError, match="`x` must be binary images"):
+        context_code_length(np.full((1, 4, 4, 1), 0.5))
+    with pytest.raises(ValueError, match="`template` offsets must point to earlier pixels"):
+        context_code_length(np.zeros((1, 4, 4, 1)), ((0, 1),))
+    with pytest.raises(ValueError, match="`compressor` must be one of"):
+        compressed_bits(np.zeros((1, 4, 4, 1)), compressor="png")
+    with pytest.raises(ValueError, match="binarize_threshold"):
+        compressed_bits(np.zeros((1, 4, 4, 1)), binarize_threshold=None)
+    with pytest.raises(ValueError, match="`compressor` must be one of"):
+        AnomalyDetector(estimator=_FakeEstimator(), compressor="gzip")
 
 
 def test_detector_threshold_fpr_and_conformal_p_values():
