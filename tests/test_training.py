@@ -157,3 +157,79 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, x):
         train(_model(), x, epochs=1, run_dir=tmp_path, resume=True, verbose=0)
     with pytest.raises(ValueError, match="`resume=True` needs the `run_dir`"):
         train(_model(), x, epochs=1, resume=True, verbose=0)
+
+
+class _Schedules(tfk.callbacks.Callback):
+    """Records kl_weight and the learning rate during each epoch; optionally stops after an epoch."""
+
+    def __init__(self, stop_after=None):
+        super().__init__()
+        self.stop_after, self.kl, self.lr = stop_after, {}, {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.kl[self.epoch] = float(self.model.kl_weight.numpy())
+        self.lr[self.epoch] = float(self.model.optimizer.learning_rate.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.stop_after:
+            self.model.stop_training = True
+
+
+def test_warmup_and_lr_schedule_continue_unchanged_after_resume(x, tmp_path):
+    from tfpvae.schedules import kl_warmup_weight, learning_rate_at
+
+    kw = dict(epochs=4, batch_size=64, seed=0, verbose=0, kl_warmup_epochs=3, lr_schedule="cosine")
+    full = _Schedules()
+    train(_model(), x, callbacks=[full], **kw)
+    lr0 = _model().config.learning_rate
+    np.testing.assert_allclose([full.kl[e] for e in range(4)], [kl_warmup_weight(e, 3) for e in range(4)], rtol=1e-6)
+    np.testing.assert_allclose(
+        [full.lr[e] for e in range(4)], [learning_rate_at(e, 4, lr0, "cosine") for e in range(4)], rtol=1e-6
+    )
+    # The same run killed after epoch 2, then resumed in a fresh model: epochs 3 and 4 get the same values.
+    first = _Schedules(stop_after=2)
+    train(_model(), x, run_dir=tmp_path, callbacks=[first], **kw)
+    assert read_checkpoint_meta(tmp_path)["epoch"] == 2
+    second = _Schedules()
+    resumed = _model()
+    result = train(resumed, x, run_dir=tmp_path, resume=True, callbacks=[second], **kw)
+    assert result.epochs_completed == 4 and len(resumed.training_history["loss"]) == 4
+    assert {**first.kl, **second.kl} == full.kl and {**first.lr, **second.lr} == full.lr
+    assert float(resumed.kl_weight.numpy()) == 1.0  # config.beta after the warm-up
+
+
+def test_iwae_training_run_resumes(x, tmp_path):
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, train_samples=3, seed=0)
+    train(model, x, epochs=2, batch_size=32, run_dir=tmp_path, seed=0, verbose=0, lr_schedule="exponential")
+    assert read_checkpoint_meta(tmp_path)["config"]["train_samples"] == 3
+    resumed = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, train_samples=3, seed=0)
+    train(resumed, x, epochs=3, batch_size=32, run_dir=tmp_path, resume=True, verbose=0, lr_schedule="exponential")
+    assert len(resumed.training_history["loss"]) == 3 and np.isfinite(resumed.training_history["loss"]).all()
+
+
+def test_checkpoint_without_a_later_config_field_still_resumes(x, tmp_path):
+    m = _model()
+    train(m, x, epochs=1, batch_size=64, run_dir=tmp_path, verbose=0)
+    # Rewrite the checkpoint as an older version wrote it: no train_samples in its config.
+    arrays = dict(np.load(tmp_path / "checkpoint.npz"))
+    meta = json.loads(arrays["meta_json"].tobytes().decode())
+    del meta["config"]["train_samples"]
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    assert train(_model(), x, epochs=2, batch_size=64, run_dir=tmp_path, resume=True, verbose=0).epochs_completed == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(kl_warmup_epochs=-1), "`kl_warmup_epochs` must be an int >= 0"),
+        (dict(lr_schedule="linear"), "`lr_schedule` must be one of 'constant', 'cosine', 'exponential'"),
+        (dict(lr_schedule="cosine", min_lr_fraction=1.5), "`min_lr_fraction`"),
+    ],
+)
+def test_bad_schedule_arguments_are_clear_errors(x, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        train(_model(), x, epochs=1, verbose=0, **kwargs)

@@ -35,6 +35,7 @@ _SUBMODULES = (
     "networks",
     "plots",
     "priors",
+    "schedules",
     "serialization",
     "training",
     "uncertainty",

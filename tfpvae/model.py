@@ -114,7 +114,8 @@ class VAE(tfk.Model):
       encoder: Keras model, images -> q(z|x) (`MultivariateNormalTriL`).
       decoder: Keras model, codes -> p(x|z) (`IndependentBernoulli`).
       prior: the prior p(z), a `tfd.Distribution` whose variables the model tracks.
-      kl_weight: non-trainable variable holding beta; change it for KL warm-up.
+      kl_weight: non-trainable variable holding beta; `tfpvae.schedules.KLWarmup` (or
+        `tfpvae.train(..., kl_warmup_epochs=n)`) sets it per epoch for a KL warm-up.
       training_history: dict of per-epoch metric lists, accumulated over `fit` calls.
 
     Example:

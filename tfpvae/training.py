@@ -5,7 +5,9 @@ writes `checkpoint.npz` atomically (temporary file, then rename): model weights,
 state, the binarisation RNG state, the epoch count and the history, all as plain arrays.
 A killed run resumes from its last complete checkpoint; a NaN/Inf loss restores and saves
 the last good weights and raises `TrainingDivergedError`; SIGINT stops at the end of the
-current batch, saves, and returns with `interrupted=True`.
+current batch, saves, and returns with `interrupted=True`. `kl_warmup_epochs` and
+`lr_schedule` add the callbacks of `tfpvae.schedules`, which compute each epoch's value
+from its index, so a resumed run continues the same schedule.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from tfpvae._keras import tf, tfk
-from tfpvae._validation import check_float, check_int
+from tfpvae._validation import check_choice, check_float, check_int
+from tfpvae.schedules import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, KLWarmup, LearningRateDecay
 from tfpvae.serialization import _atomic_write
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -123,7 +126,11 @@ def restore_checkpoint(model, run_dir: str | Path) -> int:
     """
     meta = read_checkpoint_meta(run_dir)
     arrays = meta["arrays"]
-    if meta["config"] != model.config.to_dict():
+    from tfpvae.config import VAEConfig
+
+    # Compared as configs, not dicts: a checkpoint written before a field was added lacks
+    # it, and means its default.
+    if VAEConfig.from_dict(meta["config"]) != model.config:
         raise ValueError(f"The checkpoint in {run_dir} was written by a model with a different config.")
     weights = [arrays[f"w{i:04d}"] for i in range(len(model.weights))]
     model.set_weights(weights)
@@ -210,6 +217,9 @@ def train(
     seed: int | None = None,
     verbose: int | str = "auto",
     callbacks: list | None = None,
+    kl_warmup_epochs: int = 0,
+    lr_schedule: str = "constant",
+    min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
 ) -> TrainingResult:
     """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
 
@@ -229,6 +239,16 @@ def train(
         initialisation and binarisation follow `model.config.seed`. Default None.
       verbose: Keras verbosity: "auto", 0, 1 (progress bar) or 2 (a line per epoch).
       callbacks: more Keras callbacks. Default None.
+      kl_warmup_epochs: raise `model.kl_weight` linearly over this many epochs, from
+        beta / kl_warmup_epochs in the first to `config.beta` (`tfpvae.schedules.KLWarmup`).
+        Default 0: no warm-up, the weight stays as it is.
+      lr_schedule: per-epoch learning rate (`tfpvae.schedules.LearningRateDecay`):
+        "constant" (default: the optimizer's rate is left alone), "cosine" or
+        "exponential", which decay from `config.learning_rate` at the first epoch to
+        `min_lr_fraction * config.learning_rate` at epoch `epochs`. The curve spans
+        `epochs`: resume with the same `epochs` to continue it unchanged.
+      min_lr_fraction: the decaying schedules' final rate as a fraction of the initial
+        one, in (0, 1]. Default 0.05 (1/20).
 
     Returns:
       A `TrainingResult`.
@@ -244,6 +264,12 @@ def train(
         clip_norm = check_float(clip_norm, "clip_norm", minimum=0.0, min_inclusive=False)
     if resume and run_dir is None:
         raise ValueError("`resume=True` needs the `run_dir` to resume from.")
+    kl_warmup_epochs = check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
+    lr_schedule = check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
+    min_lr_fraction = check_float(min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False)
+    schedules = [KLWarmup(kl_warmup_epochs)] if kl_warmup_epochs else []
+    if lr_schedule != "constant":
+        schedules.append(LearningRateDecay(lr_schedule, epochs, min_lr_fraction=min_lr_fraction))
     run_dir = None if run_dir is None else Path(run_dir)
     if seed is not None:
         tf.random.set_seed(check_int(seed, "seed", minimum=0))
@@ -273,7 +299,7 @@ def train(
             initial_epoch=start,
             batch_size=None if isinstance(x, tf.data.Dataset) else batch_size,
             validation_data=validation_data,
-            callbacks=[guard, *(callbacks or [])],
+            callbacks=[guard, *schedules, *(callbacks or [])],
             verbose=verbose,
         )
     finally:

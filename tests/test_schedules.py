@@ -1,0 +1,121 @@
+"""KL warm-up and learning-rate schedules: values per epoch, exact endpoints, resume-safety."""
+
+import math
+
+import numpy as np
+import pytest
+
+import tfpvae
+from tfpvae._keras import tfk
+from tfpvae.schedules import (
+    DEFAULT_MIN_LR_FRACTION,
+    KLWarmup,
+    LearningRateDecay,
+    kl_warmup_weight,
+    learning_rate_at,
+)
+
+
+@pytest.fixture(scope="module")
+def x(digits):
+    return digits[0][0][:64]
+
+
+class _Recorder(tfk.callbacks.Callback):
+    """Reads kl_weight and the learning rate in each epoch's first batch (after the schedules set them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kl, self.lr, self._epoch = {}, {}, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.kl[self._epoch] = float(self.model.kl_weight.numpy())
+            self.lr[self._epoch] = float(self.model.optimizer.learning_rate.numpy())
+
+
+def _fit(model, x, epochs, callbacks, initial_epoch=0):
+    recorder = _Recorder()
+    model.fit(x, epochs=epochs, initial_epoch=initial_epoch, batch_size=32, callbacks=[*callbacks, recorder], verbose=0)
+    return recorder
+
+
+def test_kl_warmup_weight_per_epoch():
+    assert [kl_warmup_weight(e, 4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [kl_warmup_weight(e, 2, beta=0.5) for e in range(3)] == [0.25, 0.5, 0.5]
+    assert kl_warmup_weight(0, 0, beta=0.3) == 0.3  # no warm-up
+    assert kl_warmup_weight(99, 100) == 1.0 and kl_warmup_weight(0, 100) == 0.01
+
+
+def test_kl_warmup_callback_sets_the_weight_and_resumes_by_epoch_index(x):
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, beta=0.8, seed=0)
+    model.compile()
+    full = _fit(model, x, 5, [KLWarmup(3)])
+    np.testing.assert_allclose([full.kl[e] for e in range(5)], [0.8 / 3, 1.6 / 3, 0.8, 0.8, 0.8], rtol=1e-6)
+    assert float(model.kl_weight.numpy()) == pytest.approx(0.8)  # left at config.beta afterwards
+    # A run resumed at epoch 1 in a fresh model with a fresh callback sets epoch 1's value, not the first's.
+    resumed = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, beta=0.8, seed=0)
+    resumed.compile()
+    part = _fit(resumed, x, 5, [KLWarmup(3)], initial_epoch=1)
+    assert part.kl == {e: full.kl[e] for e in range(1, 5)}
+    # An explicit beta overrides the config's.
+    assert _fit(model, x, 1, [KLWarmup(2, beta=2.0)]).kl[0] == pytest.approx(1.0)
+
+
+def test_cosine_endpoints_are_exact_and_the_curve_falls():
+    lr, epochs = 2e-3, 10
+    values = [learning_rate_at(e, epochs, lr, "cosine") for e in range(epochs)]
+    assert values[0] == lr and values[-1] == DEFAULT_MIN_LR_FRACTION * lr
+    assert all(a > b for a, b in zip(values, values[1:]))
+    mid = learning_rate_at(1, 3, lr, "cosine")  # half way: the mean of the endpoints
+    assert mid == pytest.approx((lr + DEFAULT_MIN_LR_FRACTION * lr) / 2, rel=1e-12)
+    assert learning_rate_at(25, epochs, lr, "cosine") == values[-1]  # past the end: the floor
+    assert learning_rate_at(0, 1, lr, "cosine") == lr  # a one-epoch run does not decay
+
+
+def test_exponential_and_constant_schedules():
+    lr, epochs = 1e-3, 5
+    values = [learning_rate_at(e, epochs, lr, "exponential", min_lr_fraction=0.1) for e in range(epochs)]
+    assert values[0] == lr and values[-1] == 0.1 * lr
+    ratios = np.asarray(values[1:]) / np.asarray(values[:-1])
+    np.testing.assert_allclose(ratios, 0.1**0.25, rtol=1e-12)  # the same factor every epoch
+    assert {learning_rate_at(e, epochs, lr) for e in range(epochs)} == {lr}
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: learning_rate_at(0, 10, 1e-3, "linear"), "`schedule` must be one of"),
+        (lambda: learning_rate_at(0, 0, 1e-3, "cosine"), "`epochs` must be an int >= 1"),
+        (lambda: learning_rate_at(0, 10, 1e-3, "cosine", min_lr_fraction=0.0), "`min_lr_fraction`"),
+        (lambda: learning_rate_at(-1, 10, 1e-3), "`epoch` must be an int >= 0"),
+        (lambda: kl_warmup_weight(0, -1), "`warmup_epochs` must be an int >= 0"),
+        (lambda: KLWarmup(2, beta=-1.0), "`beta`"),
+        (lambda: LearningRateDecay("cosine", 10, learning_rate=0.0), "`learning_rate`"),
+    ],
+)
+def test_bad_values_name_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_learning_rate_callback_follows_the_epoch_index(x):
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, learning_rate=1e-3, seed=0)
+    model.compile()
+    full = _fit(model, x, 4, [LearningRateDecay("cosine", 4)])
+    expected = [learning_rate_at(e, 4, 1e-3, "cosine") for e in range(4)]
+    np.testing.assert_allclose([full.lr[e] for e in range(4)], expected, rtol=1e-6)
+    # Resumed at epoch 2 (the optimizer's rate is already decayed, or fresh): the same values.
+    part = _fit(model, x, 4, [LearningRateDecay("cosine", 4)], initial_epoch=2)
+    assert part.lr == {2: full.lr[2], 3: full.lr[3]}
+    assert math.isclose(full.lr[3], DEFAULT_MIN_LR_FRACTION * 1e-3, rel_tol=1e-6)
+
+
+def test_learning_rate_callback_refuses_a_keras_schedule(x):
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.compile(tfk.optimizers.Adam(tfk.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.9)))
+    with pytest.raises(ValueError, match="already a Keras LearningRateSchedule"):
+        _fit(model, x, 1, [LearningRateDecay("cosine", 3)])

@@ -1,0 +1,189 @@
+"""Per-epoch training schedules: KL warm-up and learning-rate decay, as Keras callbacks.
+
+Both callbacks set their value at the start of each epoch from the epoch index alone (and
+the run's total epochs), never from a counter of epochs seen. A run resumed at epoch e
+(`tfpvae.train(..., resume=True)`, which passes `initial_epoch=e` to `fit`) therefore gets
+exactly the values the uninterrupted run would have had. The pure functions
+`kl_warmup_weight` and `learning_rate_at` give the values without a model.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tfpvae._keras import tfk
+from tfpvae._validation import check_choice, check_float, check_int
+
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+# The floor that the decaying schedules reach at the last epoch, as a fraction of the
+# initial learning rate: small enough to settle the weights, large enough that the last
+# epochs still learn.
+DEFAULT_MIN_LR_FRACTION = 0.05
+
+__all__ = [
+    "DEFAULT_MIN_LR_FRACTION",
+    "KLWarmup",
+    "LR_SCHEDULES",
+    "LearningRateDecay",
+    "kl_warmup_weight",
+    "learning_rate_at",
+]
+
+
+def kl_warmup_weight(epoch: int, warmup_epochs: int, beta: float = 1.0) -> float:
+    """The KL weight of a linear warm-up during 0-based `epoch`.
+
+    Epoch e < warmup_epochs gets beta * (e + 1) / warmup_epochs, so the first epoch already
+    has some KL (a weight of exactly 0 lets the posterior drift arbitrarily far from the
+    prior) and epoch warmup_epochs - 1 reaches beta; later epochs keep beta.
+
+    Args:
+      epoch: 0-based epoch index, >= 0.
+      warmup_epochs: length of the warm-up, >= 0; 0 means no warm-up (always beta).
+      beta: the final KL weight, >= 0. Default 1.0 (the ELBO).
+
+    Returns:
+      The weight, a float in [0, beta].
+
+    Example:
+      >>> tuple(kl_warmup_weight(e, 4) for e in range(6))
+      (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+    """
+    epoch = check_int(epoch, "epoch", minimum=0)
+    warmup_epochs = check_int(warmup_epochs, "warmup_epochs", minimum=0)
+    beta = check_float(beta, "beta", minimum=0.0)
+    if epoch >= warmup_epochs:
+        return beta
+    return beta * (epoch + 1) / warmup_epochs
+
+
+def learning_rate_at(
+    epoch: int,
+    epochs: int,
+    learning_rate: float,
+    schedule: str = "constant",
+    min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
+) -> float:
+    """The learning rate of 0-based `epoch` in a run of `epochs` epochs.
+
+    With floor = min_lr_fraction * learning_rate and t = epoch / (epochs - 1) (0 at the
+    first epoch, 1 at the last; t = 0 throughout a one-epoch run):
+
+    * "constant": learning_rate at every epoch.
+    * "cosine": floor + (learning_rate - floor) * (1 + cos(pi * t)) / 2, a half cosine from
+      learning_rate at the first epoch to exactly the floor at the last.
+    * "exponential": learning_rate * min_lr_fraction ** t, a geometric decay by the same
+      factor each epoch, from learning_rate to exactly the floor at the last epoch.
+
+    Epochs past the last (a resumed run that trains longer) keep the floor.
+
+    Args:
+      epoch: 0-based epoch index, >= 0.
+      epochs: total epochs of the run, >= 1.
+      learning_rate: the initial learning rate, > 0.
+      schedule: one of `LR_SCHEDULES`. Default "constant".
+      min_lr_fraction: the floor as a fraction of learning_rate, in (0, 1]. Default 0.05.
+
+    Returns:
+      The learning rate, a float in [floor, learning_rate].
+
+    Example:
+      >>> learning_rate_at(0, 10, 2e-3, "cosine"), learning_rate_at(9, 10, 2e-3, "cosine")
+      (0.002, 0.0001)
+    """
+    epoch = check_int(epoch, "epoch", minimum=0)
+    epochs = check_int(epochs, "epochs")
+    learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
+    schedule = check_choice(schedule, "schedule", LR_SCHEDULES)
+    min_lr_fraction = check_float(min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False)
+    if schedule == "constant":
+        return learning_rate
+    floor = min_lr_fraction * learning_rate
+    if epoch >= epochs - 1:
+        # The last epoch (and any beyond it) sits exactly on the floor, with no rounding error.
+        return floor if epochs > 1 else learning_rate
+    t = epoch / (epochs - 1)
+    if schedule == "cosine":
+        return floor + (learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return learning_rate * min_lr_fraction**t
+
+
+class KLWarmup(tfk.callbacks.Callback):
+    """Raises a VAE's `kl_weight` linearly from near 0 to beta over the first epochs.
+
+    At the start of each epoch e it assigns `kl_warmup_weight(e, epochs, beta)` to
+    `model.kl_weight`: beta / epochs in the first epoch, beta from epoch `epochs` on.
+    Early epochs then fit the decoder before the KL pulls the posteriors to the prior,
+    which leaves fewer inactive latent units. The reported `elbo` metric is the true
+    ELBO throughout; `loss` uses the current weight (see `VAEConfig.train_samples` for
+    the weighted IWAE bound).
+
+    Args:
+      epochs: warm-up length in epochs, >= 0 (0: the weight is beta from the start).
+      beta: the final weight, >= 0. Default None: the model's `config.beta`.
+
+    Example:
+      >>> model.fit(x, epochs=20, callbacks=[KLWarmup(10)])  # doctest: +SKIP
+    """
+
+    def __init__(self, epochs: int, beta: float | None = None) -> None:
+        super().__init__()
+        self.epochs = check_int(epochs, "epochs", minimum=0)
+        self.beta = None if beta is None else check_float(beta, "beta", minimum=0.0)
+
+    def weight(self, epoch: int) -> float:
+        """The KL weight this callback sets for 0-based `epoch` (needs the model for beta=None)."""
+        beta = self.model.config.beta if self.beta is None else self.beta
+        return kl_warmup_weight(epoch, self.epochs, beta)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.kl_weight.assign(self.weight(epoch))
+
+
+class LearningRateDecay(tfk.callbacks.Callback):
+    """Sets the optimizer's learning rate at the start of each epoch (see `learning_rate_at`).
+
+    Args:
+      schedule: "constant", "cosine" or "exponential".
+      epochs: total epochs of the run, >= 1: the decaying schedules reach their floor at
+        epoch `epochs` (1-based). Pass the same total when resuming, so the curve is the same.
+      learning_rate: the initial learning rate. Default None: the model's
+        `config.learning_rate` (not the optimizer's current rate, which a previous run of
+        this schedule has already lowered).
+      min_lr_fraction: the floor as a fraction of the initial rate. Default 0.05 (1/20).
+
+    Raises:
+      ValueError: at the first epoch, if the optimizer's learning rate is itself a
+        Keras `LearningRateSchedule` (two schedules would fight over it).
+    """
+
+    def __init__(
+        self,
+        schedule: str,
+        epochs: int,
+        learning_rate: float | None = None,
+        min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
+    ) -> None:
+        super().__init__()
+        self.schedule = check_choice(schedule, "schedule", LR_SCHEDULES)
+        self.epochs = check_int(epochs, "epochs")
+        if learning_rate is not None:
+            learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
+        self.learning_rate = learning_rate
+        self.min_lr_fraction = check_float(
+            min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False
+        )
+
+    def rate(self, epoch: int) -> float:
+        """The learning rate this callback sets for 0-based `epoch` (needs the model for learning_rate=None)."""
+        initial = self.model.config.learning_rate if self.learning_rate is None else self.learning_rate
+        return learning_rate_at(epoch, self.epochs, initial, self.schedule, self.min_lr_fraction)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        try:
+            self.model.optimizer.learning_rate = self.rate(epoch)
+        except TypeError:  # tf_keras refuses to set the rate of an optimizer built with a schedule
+            raise ValueError(
+                "The optimizer's learning rate is already a Keras LearningRateSchedule; compile with a plain "
+                "learning rate to use `lr_schedule`."
+            ) from None
