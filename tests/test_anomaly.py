@@ -73,7 +73,7 @@ def test_compressed_length_orders_simple_below_noisy(compressor):
     assert compressed_bits(noise, compressor=compressor)[0] > 28 * 28 * 0.9  # random bits do not compress
 
 
-def _context_code_length_by_hand(image, template):
+def _context_code_length_by_hand(image, template, a):
     """Reference: one image, pixel by pixel, with a dict of counts (the definition)."""
     height, width, channels = image.shape
     counts, bits = {}, 0.0
@@ -83,16 +83,17 @@ def _context_code_length_by_hand(image, template):
         )
         seen = counts.setdefault(context, [0, 0])
         value = int(image[i, j, ch])
-        bits -= math.log2((seen[value] + 0.5) / (sum(seen) + 1.0))
+        bits -= math.log2((seen[value] + a) / (sum(seen) + 2 * a))
         seen[value] += 1
     return bits
 
 
 @pytest.mark.parametrize("template", [CONTEXT_TEMPLATE, ((0, -1),), ((0, -1), (0, -2), (-1, 0), (-2, 1), (-1, -2))])
-def test_context_code_length_matches_its_definition(template):
+@pytest.mark.parametrize("a", [0.5, 1.0])
+def test_context_code_length_matches_its_definition(template, a):
     x = (np.random.default_rng(1).random((3, 6, 5, 2)) < [[[[0.2, 0.7]]]]).astype(np.float32)
-    expected = [_context_code_length_by_hand(img, template) for img in x]
-    np.testing.assert_allclose(context_code_length(x, template), expected, rtol=1e-12)
+    expected = [_context_code_length_by_hand(img, template, a) for img in x]
+    np.testing.assert_allclose(context_code_length(x, template, pseudo_count=a), expected, rtol=1e-12)
 
 
 def test_context_code_length_closed_form_and_kraft_equality():
@@ -111,6 +112,8 @@ def test_compressor_input_errors():
         context_code_length(np.full((1, 4, 4, 1), 0.5))
     with pytest.raises(ValueError, match="`template` offsets must point to earlier pixels"):
         context_code_length(np.zeros((1, 4, 4, 1)), ((0, 1),))
+    with pytest.raises(ValueError, match="`pseudo_count`"):
+        context_code_length(np.zeros((1, 4, 4, 1)), pseudo_count=0)
     with pytest.raises(ValueError, match="`compressor` must be one of"):
         compressed_bits(np.zeros((1, 4, 4, 1)), compressor="png")
     with pytest.raises(ValueError, match="binarize_threshold"):

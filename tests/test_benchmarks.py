@@ -1,4 +1,6 @@
-"""A test-size run of the benchmark harness (benchmarks/run.py): rows complete and finite.
+"""Test-size runs of the benchmark scripts: rows complete and finite.
+
+benchmarks/run.py (the speed/quality harness):
 
 Not a timing test: `--smoke` trains each model for about a second on 1,024 images and
 scores 16 images with k=8, so the numbers are meaningless; it checks that the harness runs
@@ -17,12 +19,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _script("run")
 
 
 def _finite_numbers(value):
@@ -72,3 +78,36 @@ def test_overrides_are_typed(bench):
     }
     with pytest.raises(SystemExit):
         bench._typed_overrides(["nonsense=1"])
+
+
+def test_anomaly_benchmark_quick_run(data_dir, tmp_path):
+    out = tmp_path / "anomaly.jsonl"
+    assert _script("anomaly").main(["--quick", "--digits", "3", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["task"] for line in lines] == [
+        "fashion_mnist -> mnist",
+        "mnist -> fashion_mnist",
+        "one-class mnist mean",
+    ]
+    for line in lines:
+        assert set(line["auroc"]) == {
+            "log_prob",
+            "elbo",
+            "rate",
+            "distortion",
+            "typicality",
+            "complexity",
+            "complexity_zlib",
+        }
+        assert all(0.0 <= v <= 1.0 for v in line["auroc"].values()), line
+    assert set(lines[-1]["per_digit"]) == {"3"}
+
+
+def test_compressor_study_prints_every_template(data_dir, capsys):
+    compressor = _script("compressor")
+    assert compressor.main(["--images", "5", "--pseudo-counts", "0.5", "--data-dir", str(data_dir)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "bits" not in line]
+    assert len(rows) == 1 + len(compressor.TEMPLATES)  # zlib, then one row per template
+    for row in rows:
+        mnist, fashion = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
+        assert 0 < mnist < 28 * 28 * 1.5 and 0 < fashion < 28 * 28 * 1.5

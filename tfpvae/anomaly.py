@@ -46,14 +46,16 @@ THRESHOLDS = ("fpr", "contamination")
 CONTEXT_TEMPLATE = ((0, -1), (-1, -1), (-1, 0), (-1, 1))
 
 
-def context_code_length(x: np.ndarray, template: tuple[tuple[int, int], ...] = CONTEXT_TEMPLATE) -> np.ndarray:
+def context_code_length(
+    x: np.ndarray, template: tuple[tuple[int, int], ...] = CONTEXT_TEMPLATE, pseudo_count: float = 0.5
+) -> np.ndarray:
     """Code length in bits of each binary image under an adaptive context model.
 
     The pixels are coded in raster order (channel planes one after another). A pixel's
     context is the bit pattern of its `template` neighbours that are already coded (0
-    outside the image), and its probability is the Krichevsky-Trofimov estimate
-    (count of its value + 1/2) / (count of the context + 1) from the pixels seen so far
-    *in this image*. An arithmetic coder driven by this model (the JBIG family of
+    outside the image), and its probability is the estimate
+    (count of its value + a) / (count of the context + 2a) from the pixels seen so far
+    *in this image* (a = 1/2: Krichevsky-Trofimov). An arithmetic coder driven by this model (the JBIG family of
     bi-level image coders) writes -sum log2 p bits to within 2 bits, so this is a lossless
     compressed length that assumes nothing about any dataset: a universal code.
 
@@ -61,6 +63,7 @@ def context_code_length(x: np.ndarray, template: tuple[tuple[int, int], ...] = C
       x: binary images, array (n, H, W, C) (or (n, H, W)) of 0/1 values.
       template: (row offset, column offset) of each context pixel; every offset must point
         to an earlier pixel in raster order. Default `CONTEXT_TEMPLATE` (4 neighbours).
+      pseudo_count: a, > 0. Default 0.5.
 
     Returns:
       float64 array (n,) of bits.
@@ -75,6 +78,7 @@ def context_code_length(x: np.ndarray, template: tuple[tuple[int, int], ...] = C
             raise ValueError(
                 f"`template` offsets must point to earlier pixels (dy < 0, or dy == 0 and dx < 0); got {(dy, dx)}."
             )
+    pseudo_count = check_float(pseudo_count, "pseudo_count", minimum=0.0, min_inclusive=False)
     n, height, width, channels = x.shape
     planes = np.moveaxis(x, -1, 1).astype(np.int64)  # (n, C, H, W)
     reach_y = max([-dy for dy, _ in template] + [0])
@@ -94,7 +98,7 @@ def context_code_length(x: np.ndarray, template: tuple[tuple[int, int], ...] = C
     for j in range(context.shape[1]):
         c, v = context[:, j], bits_in[:, j]
         seen = counts[images, c]
-        total -= np.log2((seen[images, v] + 0.5) / (seen.sum(axis=1) + 1.0))
+        total -= np.log2((seen[images, v] + pseudo_count) / (seen.sum(axis=1) + 2 * pseudo_count))
         counts[images, c, v] += 1.0
     return total
 
