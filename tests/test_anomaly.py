@@ -173,3 +173,18 @@ def test_real_vae_flags_noise_images(digits):
     assert evaluate(normal_scores, noise_scores)["auroc"] > 0.95
     np.testing.assert_array_equal(det.score_samples(xt[:5]), det.score_samples(xt[:5]))  # seeded
     assert np.mean(det.predict(xt[200:]) == -1) < 0.2
+
+
+def test_detector_passes_progress_to_every_scoring_pass():
+    calls = []
+
+    class Recording(_FakeEstimator):
+        def log_prob(self, x, num_samples=100, **kw):
+            calls.append(kw["progress"])
+            return super().log_prob(x, num_samples)
+
+    det = AnomalyDetector(estimator=Recording(), score="typicality", progress=False).fit(_images(20, 0.3, 0))
+    det.score_samples(_images(5, 0.3, 1))
+    assert calls == [False, False, False]  # reference, calibration, new images
+    with pytest.raises(TypeError, match="`progress`"):
+        AnomalyDetector(estimator=_FakeEstimator(), progress="yes")

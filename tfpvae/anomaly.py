@@ -269,6 +269,8 @@ class AnomalyDetector:
       seed: seed for the split and for the Monte Carlo scores. Default 0.
       binarize_seed: score a fixed binarisation of grey images. Default None.
       compressor: L(x) of the "complexity" score, "context" (default) or "zlib".
+      progress: show progress bars while `fit` and `score_samples` score images. Default
+        None (automatic: on for long runs in a terminal).
       estimator: a ready `LikelihoodEstimator` (then `model` may be None). Default None.
 
     Attributes:
@@ -294,6 +296,7 @@ class AnomalyDetector:
         seed: int | None = 0,
         binarize_seed: int | None = None,
         compressor: str = "context",
+        progress: bool | None = None,
         estimator: Any = None,
     ) -> None:
         from tfpvae.likelihood import LikelihoodEstimator
@@ -308,6 +311,9 @@ class AnomalyDetector:
         )
         self.seed, self.binarize_seed = seed, binarize_seed
         self.compressor = check_choice(compressor, "compressor", COMPRESSORS)
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")
+        self.progress = progress
         if estimator is None:
             if model is None:
                 raise ValueError("Pass a trained `model` or an `estimator`.")
@@ -322,7 +328,7 @@ class AnomalyDetector:
         shape = getattr(getattr(self.model, "config", None), "input_shape", None)
         return check_images(x, "x", shape)
 
-    def _scores(self, x: np.ndarray, progress: bool | None = None) -> np.ndarray:
+    def _scores(self, x: np.ndarray) -> np.ndarray:
         return compute_scores(
             self.estimator,
             x,
@@ -331,7 +337,7 @@ class AnomalyDetector:
             typical_nll=getattr(self, "typical_nll_", None),
             seed=self.seed,
             binarize_seed=self.binarize_seed,
-            progress=progress,
+            progress=self.progress,
             compressor=self.compressor,
         )[self.score]
 
@@ -353,7 +359,11 @@ class AnomalyDetector:
         calibration, reference = x[order[:n_cal]], x[order[n_cal:]]
         if self.score == "typicality":
             log_p = self.estimator.log_prob(
-                reference, num_samples=self.num_samples, seed=self.seed, binarize_seed=self.binarize_seed
+                reference,
+                num_samples=self.num_samples,
+                seed=self.seed,
+                binarize_seed=self.binarize_seed,
+                progress=self.progress,
             )
             self.typical_nll_ = float(-np.mean(log_p))
         self.calibration_scores_ = np.sort(self._scores(calibration))
