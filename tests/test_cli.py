@@ -429,3 +429,61 @@ def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, caps
     assert main(["merge-scores", shards[0], shards[1], "--out", str(tmp_path / "bad.csv")]) == 2
     assert "do not cover" in capsys.readouterr().err
     assert main(["score", *common, "--shard", "3/3", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monkeypatch):
+    import tfpvae.training
+
+    calls = []
+    real_train = tfpvae.training.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(tfpvae.training, "train", spy)
+    run = tmp_path / "run"
+    common = ["--no-progress", "--score-limit", "20"]
+    argv = ["train", "--dataset", "digits", "--limit", "200", "--epochs", "2", "--latent-dim", "2", "--seed", "0"]
+    argv += ["--train-samples", "2", "--kl-warmup-epochs", "3", "--lr-schedule", "cosine", "--out", str(run)]
+    assert main(argv + common) == 0
+    assert json.loads((run / "config.json").read_text())["train_samples"] == 2
+    saved = json.loads((run / "train_args.json").read_text())
+    assert saved["kl_warmup_epochs"] == 3 and saved["lr_schedule"] == "cosine"
+    assert calls[-1]["kl_warmup_epochs"] == 3 and calls[-1]["lr_schedule"] == "cosine"
+    # Resumed without the flags (or with others): the run's own schedule and config continue.
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--lr-schedule", "constant", *common]) == 0
+    assert calls[-1]["kl_warmup_epochs"] == 3 and calls[-1]["lr_schedule"] == "cosine" and calls[-1]["resume"]
+    from tfpvae.serialization import load
+
+    model = load(run)
+    assert model.config.train_samples == 2 and len(model.training_history["loss"]) == 3
+    # A run folder written before these flags existed resumes with no warm-up and a constant rate.
+    for key in ("kl_warmup_epochs", "lr_schedule"):
+        del saved[key]
+    (run / "train_args.json").write_text(json.dumps(saved))
+    assert main(["train", "--resume", str(run), "--epochs", "4", *common]) == 0
+    assert calls[-1]["kl_warmup_epochs"] == 0 and calls[-1]["lr_schedule"] == "constant"
+
+
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--train-samples", "0"], "--train-samples"),
+        (["--kl-warmup-epochs", "-1"], "--kl-warmup-epochs"),
+        (["--kl-warmup-epochs", "two"], "--kl-warmup-epochs"),
+        (["--lr-schedule", "linear"], "--lr-schedule"),
+    ],
+)
+def test_bad_best_likelihood_flags_exit_2_naming_the_flag(flags, match, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--dataset", "digits", "--out", "r", *flags])
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_iwae_with_an_autoencoder_is_a_one_line_error(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--model-type", "ae", "--train-samples", "3", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`train_samples` > 1 needs model_type='vae'" in err[0]

@@ -271,7 +271,13 @@ def _option_value(action: argparse.Action) -> str:
         kinds.append("one of " + ", ".join(f"`{c}`" for c in action.choices))
     elif action.type is not None:
         name = getattr(action.type, "__name__", str(action.type))
-        kinds.append({"_positive_int": "integer >= 1", "int": "integer", "float": "number"}.get(name, name))
+        words = {
+            "_positive_int": "integer >= 1",
+            "_non_negative_int": "integer >= 0",
+            "int": "integer",
+            "float": "number",
+        }
+        kinds.append(words.get(name, name))
     else:
         kinds.append("text")
     if action.nargs in ("+", "*"):

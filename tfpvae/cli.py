@@ -27,6 +27,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--dataset", choices=DATASETS, required=required, help="named dataset")
     p.add_argument("--data-dir", help="folder holding the dataset files (default: $TFPVAE_DATA_DIR, Keras cache)")
@@ -55,7 +65,19 @@ def _write_history_csv(history: dict, path: Path) -> None:
 
 _TRAIN_ARGS_FILE = "train_args.json"
 # Arguments a resumed run takes from the original run rather than the command line.
-_RESUMED_ARGS = ("dataset", "data_dir", "limit", "batch_size", "checkpoint_every", "clip_norm", "seed")
+_RESUMED_ARGS = (
+    "dataset",
+    "data_dir",
+    "limit",
+    "batch_size",
+    "checkpoint_every",
+    "clip_norm",
+    "seed",
+    "kl_warmup_epochs",
+    "lr_schedule",
+)
+# What a run folder written before an argument existed used: its train_args.json lacks it.
+_RESUMED_ARG_DEFAULTS = {"kl_warmup_epochs": 0, "lr_schedule": "constant"}
 
 
 def _cmd_train(args) -> int:
@@ -72,7 +94,7 @@ def _cmd_train(args) -> int:
                 f"`--resume` {run} has no {_TRAIN_ARGS_FILE}: it is not a run folder of tfpvae train."
             )
         for key in _RESUMED_ARGS:
-            setattr(args, key, saved[key])
+            setattr(args, key, saved[key] if key in saved else _RESUMED_ARG_DEFAULTS[key])
         args.epochs = args.epochs or saved["epochs"]
         config = VAEConfig.from_dict(read_checkpoint_meta(run)["config"])
     else:
@@ -93,6 +115,7 @@ def _cmd_train(args) -> int:
             binarize=args.binarize,
             learning_rate=args.learning_rate,
             posterior_scale_floor=args.posterior_scale_floor,
+            train_samples=args.train_samples,
             hidden_units=args.hidden_units,
             filters=args.filters,
             activation=args.activation,
@@ -131,6 +154,8 @@ def _cmd_train(args) -> int:
             seed=args.seed,
             verbose=1 if args.progress else 2,
             callbacks=callbacks,
+            kl_warmup_epochs=args.kl_warmup_epochs,
+            lr_schedule=args.lr_schedule,
         )
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
@@ -469,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tfpvae.anomaly import SCORES
     from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, MODEL_TYPES, PRIORS, VAEConfig
     from tfpvae.figures import FIGURES
+    from tfpvae.schedules import LR_SCHEDULES
 
     parser = argparse.ArgumentParser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -496,9 +522,30 @@ def build_parser() -> argparse.ArgumentParser:
         ("--binarize", dict(choices=BINARIZE), "binarize", "training binarisation"),
         ("--learning-rate", dict(type=float), "learning_rate", "Adam step size"),
         ("--posterior-scale-floor", dict(type=float), "posterior_scale_floor", "minimum posterior std"),
+        (
+            "--train-samples",
+            dict(type=_positive_int, metavar="K"),
+            "train_samples",
+            "importance samples per image in the training loss: 1 trains on the ELBO, K > 1 on the tighter "
+            "IWAE bound at about K times the cost",
+        ),
     ]
     for flag, kind, field, text in model_flags:
         p.add_argument(flag, default=getattr(d, field), help=f"{text} (default {getattr(d, field)})", **kind)
+    p.add_argument(
+        "--kl-warmup-epochs",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="raise the KL weight linearly from beta/N in the first epoch to --beta at epoch N (default 0: none)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="constant",
+        help="per-epoch learning rate: cosine and exponential decay to 1/20 of --learning-rate at the last of "
+        "--epochs (default constant)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
     p.add_argument(
