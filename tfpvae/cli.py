@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
             dict(type=_positive_int, metavar="K"),
             "train_samples",
             "importance samples per image in the training loss: 1 trains on the ELBO, K > 1 on the tighter "
-            "IWAE bound at about K times the cost",
+            "IWAE bound (K decoder passes per image)",
         ),
     ]
     for flag, kind, field, text in model_flags:
