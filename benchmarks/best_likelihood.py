@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import tfpvae
-from tfpvae._keras import tfk
+from tfpvae._keras import tf, tfk
 from tfpvae.likelihood import LikelihoodEstimator
 from tfpvae.training import train
 
@@ -49,32 +49,73 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--architecture", default="mlp")
     p.add_argument("--latent-dim", type=int, default=32)
+    p.add_argument("--hidden-units", type=int, default=256)
+    p.add_argument("--prior", default="normal", choices=("normal", "learned_normal", "mixture"))
+    p.add_argument("--num-components", type=int, default=10)
+    p.add_argument("--train-samples", type=int, default=1, help="IWAE importance samples k in training")
+    p.add_argument("--kl-warmup-epochs", type=int, default=0)
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine", "exponential"))
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="binarized_mnist: monitor the loss on the valid split and keep the best weights",
+    )
+    p.add_argument("--threads", type=int, help="intra-op threads (default: TensorFlow's choice)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--max-minutes", type=float, default=1e9)
     p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--test-images", type=int, help="score only the first N test images (pilot runs)")
+    p.add_argument("--train-images", type=int, help="train on the first N training images (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     (x_train, _), (x_test, _) = tfpvae.datasets.load(args.dataset, args.data_dir)
+    x_train, x_test = x_train[: args.train_images], x_test[: args.test_images]
     model = tfpvae.VAE(
         input_shape=x_train.shape[1:],
         architecture=args.architecture,
         latent_dim=args.latent_dim,
+        hidden_units=args.hidden_units,
+        prior=args.prior,
+        num_components=args.num_components,
+        train_samples=args.train_samples,
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
+    callbacks, validation = [_WallClock(args.max_minutes)], None
+    if args.early_stopping:
+        if args.dataset != "binarized_mnist":
+            p.error("--early-stopping needs the valid split of binarized_mnist")
+        validation = tfpvae.datasets.load_split(args.dataset, "valid", args.data_dir)[0]
+        callbacks.append(
+            tfk.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=args.early_stopping,
+                restore_best_weights=True,
+                # During the warm-up the loss has a smaller KL weight: not comparable.
+                start_from_epoch=args.kl_warmup_epochs,
+                verbose=1,
+            )
+        )
     t0 = time.time()
     result = train(
         model,
         x_train,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        validation_data=validation,
         run_dir=args.out,
         seed=args.seed,
         verbose=2,
-        callbacks=[_WallClock(args.max_minutes)],
+        callbacks=callbacks,
+        kl_warmup_epochs=args.kl_warmup_epochs,
+        lr_schedule=args.lr_schedule,
     )
     train_s = time.time() - t0
     model.save(args.out)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import tfpvae
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -111,3 +113,18 @@ def test_compressor_study_prints_every_template(data_dir, capsys):
     for row in rows:
         mnist, fashion = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
         assert 0 < mnist < 28 * 28 * 1.5 and 0 < fashion < 28 * 28 * 1.5
+
+
+def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
+    out = tmp_path / "best"
+    argv = ["--dataset", "binarized_mnist", "--data-dir", str(data_dir), "--out", str(out), "--train-images", "512"]
+    argv += ["--test-images", "16", "--num-samples", "8", "--epochs", "3", "--latent-dim", "4", "--prior", "mixture"]
+    argv += ["--train-samples", "3", "--kl-warmup-epochs", "1", "--lr-schedule", "cosine", "--early-stopping", "1"]
+    assert _script("best_likelihood").main(argv) == 0
+    summary = json.loads((out / "best_likelihood.json").read_text())
+    assert summary["num_images"] == 16 and summary["num_samples"] == 8
+    assert 1 <= summary["epochs_completed"] <= 3
+    assert 0 < summary["iwae_nll"] < 784 * math.log(2) and summary["iwae_nll_stderr"] > 0
+    assert summary["recipe"]["train_samples"] == 3 and summary["recipe"]["lr_schedule"] == "cosine"
+    reloaded = tfpvae.load(out)
+    assert reloaded.config.train_samples == 3 and reloaded.config.prior == "mixture"
