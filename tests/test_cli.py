@@ -431,7 +431,7 @@ def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, caps
     assert main(["score", *common, "--shard", "3/3", "--out", str(tmp_path / "x.csv")]) == 2
 
 
-def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monkeypatch):
+def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monkeypatch, capsys):
     import tfpvae.training
 
     calls = []
@@ -454,6 +454,7 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
     # Resumed without the flags (or with others): the run's own schedule and config continue.
     assert main(["train", "--resume", str(run), "--epochs", "3", "--lr-schedule", "constant", *common]) == 0
     assert calls[-1]["kl_warmup_epochs"] == 3 and calls[-1]["lr_schedule"] == "cosine" and calls[-1]["resume"]
+    assert "--lr-schedule constant ignored: the resumed run keeps its own (cosine)" in capsys.readouterr().err
     from tfpvae.serialization import load
 
     model = load(run)
@@ -487,3 +488,45 @@ def test_iwae_with_an_autoencoder_is_a_one_line_error(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "`train_samples` > 1 needs model_type='vae'" in err[0]
+
+
+def test_train_early_stopping_validates_on_held_out_training_images(tmp_path, monkeypatch, capsys):
+    import tfpvae.training
+
+    calls = []
+    real_train = tfpvae.training.train
+
+    def spy(*args, **kwargs):
+        calls.append((len(args[1]), len(kwargs["validation_data"]), kwargs["early_stopping"]))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(tfpvae.training, "train", spy)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--limit", "200", "--epochs", "4", "--latent-dim", "2", "--seed", "0"]
+    argv += ["--early-stopping", "2", "--no-progress", "--score-limit", "20", "--out", str(run)]
+    assert main(argv) == 0
+    assert calls == [(180, 20, 2)]  # the last 10% of the training images, never the test split
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 1 <= report["best_epoch"] <= report["epochs"] <= 4
+    assert json.loads((run / "train_args.json").read_text())["early_stopping"] == 2
+
+
+def test_train_early_stopping_uses_the_valid_split_of_binarized_mnist(tmp_path, monkeypatch, data_dir):
+    import tfpvae.training
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_at_the_call(*args, **kwargs):  # only the arguments matter here
+        seen.append(kwargs["validation_data"])
+        raise Stop
+
+    monkeypatch.setattr(tfpvae.training, "train", stop_at_the_call)
+    argv = ["train", "--dataset", "binarized_mnist", "--data-dir", str(data_dir), "--limit", "50"]
+    argv += ["--early-stopping", "3", "--out", str(tmp_path / "run")]
+    with pytest.raises(Stop):
+        main(argv)
+    valid = tfpvae.datasets.load_split("binarized_mnist", "valid", data_dir)[0][:50]
+    np.testing.assert_array_equal(seen[0], valid)

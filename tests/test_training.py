@@ -228,8 +228,46 @@ def test_checkpoint_without_a_later_config_field_still_resumes(x, tmp_path):
         (dict(kl_warmup_epochs=-1), "`kl_warmup_epochs` must be an int >= 0"),
         (dict(lr_schedule="linear"), "`lr_schedule` must be one of 'constant', 'cosine', 'exponential'"),
         (dict(lr_schedule="cosine", min_lr_fraction=1.5), "`min_lr_fraction`"),
+        (dict(early_stopping=2), "`early_stopping` needs `validation_data`"),
+        (dict(early_stopping=0, validation_data=np.zeros((4, 8, 8, 1))), "`early_stopping` must be an int >= 1"),
     ],
 )
 def test_bad_schedule_arguments_are_clear_errors(x, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         train(_model(), x, epochs=1, verbose=0, **kwargs)
+
+
+class _WeightsPerEpoch(tfk.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def test_early_stopping_keeps_the_best_epoch_and_a_resumable_checkpoint(x, tmp_path):
+    # Validation on noise: the better the model learns the digits, the worse it codes
+    # noise, so the validation loss soon stops improving and training stops early.
+    noise = (np.random.default_rng(0).random((64, 8, 8, 1)) < 0.5).astype(np.float32)
+    m, record = _model(), _WeightsPerEpoch()
+    result = train(
+        m,
+        x,
+        epochs=30,
+        batch_size=32,
+        validation_data=noise,
+        run_dir=tmp_path,
+        early_stopping=2,
+        seed=0,
+        verbose=0,
+        callbacks=[record],
+        kl_warmup_epochs=1,
+    )
+    val = m.training_history["val_loss"]
+    assert result.epochs_completed < 30 and len(val) == result.epochs_completed
+    assert result.best_epoch == 2 + int(np.argmin(val[1:]))  # epoch 1 (the warm-up) is not compared
+    assert result.epochs_completed == result.best_epoch + 2  # patience
+    for got, best in zip(m.get_weights(), record.weights[result.best_epoch - 1]):
+        np.testing.assert_array_equal(got, best)
+    # The checkpoint keeps the last epoch's state, for resume.
+    assert read_checkpoint_meta(tmp_path)["epoch"] == result.epochs_completed

@@ -75,9 +75,26 @@ _RESUMED_ARGS = (
     "seed",
     "kl_warmup_epochs",
     "lr_schedule",
+    "early_stopping",
 )
 # What a run folder written before an argument existed used: its train_args.json lacks it.
-_RESUMED_ARG_DEFAULTS = {"kl_warmup_epochs": 0, "lr_schedule": "constant"}
+_RESUMED_ARG_DEFAULTS = {"kl_warmup_epochs": 0, "lr_schedule": "constant", "early_stopping": None}
+# Share of the training images held out to monitor --early-stopping when the dataset has
+# no valid split of its own.
+_HOLDOUT_FRACTION = 0.1
+
+
+def _early_stopping_split(args, x_train):
+    """(training images, validation images) for --early-stopping: never the test split."""
+    from tfpvae.datasets import load_split
+
+    if args.dataset == "binarized_mnist":
+        x_valid = load_split(args.dataset, "valid", args.data_dir)[0][: args.limit]
+        return x_train, x_valid
+    n_valid = max(1, int(round(_HOLDOUT_FRACTION * len(x_train))))
+    if len(x_train) - n_valid < 1:
+        raise ValueError(f"`--early-stopping` needs at least 2 training images to hold some out; got {len(x_train)}.")
+    return x_train[:-n_valid], x_train[-n_valid:]
 
 
 def _cmd_train(args) -> int:
@@ -94,7 +111,15 @@ def _cmd_train(args) -> int:
                 f"`--resume` {run} has no {_TRAIN_ARGS_FILE}: it is not a run folder of tfpvae train."
             )
         for key in _RESUMED_ARGS:
-            setattr(args, key, saved[key] if key in saved else _RESUMED_ARG_DEFAULTS[key])
+            value = saved[key] if key in saved else _RESUMED_ARG_DEFAULTS[key]
+            flag = "--" + key.replace("_", "-")
+            given = any(a == flag or a.startswith(flag + "=") for a in getattr(args, "argv", ()))
+            if given and getattr(args, key) != value:
+                print(
+                    f"tfpvae: note: {flag} {getattr(args, key)} ignored: the resumed run keeps its own ({value}).",
+                    file=sys.stderr,
+                )
+            setattr(args, key, value)
         args.epochs = args.epochs or saved["epochs"]
         config = VAEConfig.from_dict(read_checkpoint_meta(run)["config"])
     else:
@@ -103,6 +128,9 @@ def _cmd_train(args) -> int:
         run = Path(args.out)
         args.epochs = args.epochs or 10
     (x_train, _), (x_test, y_test) = _load_data(args)
+    x_valid = x_test
+    if args.early_stopping:
+        x_train, x_valid = _early_stopping_split(args, x_train)
     if not args.resume:
         config = VAEConfig(
             input_shape=x_train.shape[1:],
@@ -146,7 +174,7 @@ def _cmd_train(args) -> int:
             x_train,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            validation_data=x_test,
+            validation_data=x_valid,
             run_dir=run,
             checkpoint_every=args.checkpoint_every,
             resume=bool(args.resume),
@@ -156,6 +184,7 @@ def _cmd_train(args) -> int:
             callbacks=callbacks,
             kl_warmup_epochs=args.kl_warmup_epochs,
             lr_schedule=args.lr_schedule,
+            early_stopping=args.early_stopping,
         )
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
@@ -180,7 +209,8 @@ def _cmd_train(args) -> int:
         )
         return 130
     final = {k: v[-1] for k, v in model.training_history.items()}
-    print(json.dumps({"run": str(run), "epochs": result.epochs_completed, **final}))
+    best = {} if result.best_epoch is None else {"best_epoch": result.best_epoch}
+    print(json.dumps({"run": str(run), "epochs": result.epochs_completed, **best, **final}))
     return 0
 
 
@@ -546,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-epoch learning rate: cosine and exponential decay to 1/20 of --learning-rate at the last of "
         "--epochs (default constant)",
     )
+    p.add_argument(
+        "--early-stopping",
+        type=_positive_int,
+        metavar="PATIENCE",
+        help="stop when the validation loss has not improved for PATIENCE epochs and keep the best epoch's "
+        "weights; validates on the dataset's valid split (binarized_mnist) or else on the last 10%% of the "
+        "training images, which are then not trained on (default: no early stopping; validate on the test split)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
     p.add_argument(
@@ -660,7 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (0 ok, 2 user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what was typed, to tell an explicit flag from its default
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:

@@ -44,11 +44,26 @@ class TrainingResult:
       epochs_completed: total epochs the model has trained, over all resumed runs.
       history: per-epoch metrics over all runs (the same as `model.training_history`).
       interrupted: True when SIGINT stopped training early (the state was saved).
+      best_epoch: with `early_stopping`, the 1-based epoch whose weights the model holds
+        (lowest validation loss); None otherwise.
     """
 
     epochs_completed: int
     history: dict[str, list[float]]
     interrupted: bool = False
+    best_epoch: int | None = None
+
+
+class _EarlyStopping(tfk.callbacks.EarlyStopping):
+    """Keras' early stopping, except that `train` restores the best weights itself.
+
+    Keras restores them in `on_train_end`, before `train` has saved an interrupted run's
+    checkpoint, which would then pair the best weights with the last epoch's optimizer
+    state and epoch count.
+    """
+
+    def on_train_end(self, logs=None):
+        pass
 
 
 def _state_arrays(model) -> dict[str, np.ndarray]:
@@ -220,6 +235,7 @@ def train(
     kl_warmup_epochs: int = 0,
     lr_schedule: str = "constant",
     min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
+    early_stopping: int | None = None,
 ) -> TrainingResult:
     """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
 
@@ -249,6 +265,12 @@ def train(
         `epochs`: resume with the same `epochs` to continue it unchanged.
       min_lr_fraction: the decaying schedules' final rate as a fraction of the initial
         one, in (0, 1]. Default 0.05 (1/20).
+      early_stopping: patience in epochs: stop when the validation loss has not improved
+        for this many epochs, and leave the model with the weights of the epoch with the
+        lowest validation loss (`TrainingResult.best_epoch`; the checkpoint keeps the last
+        epoch's state, so `resume` continues where training stopped). Epochs of the KL
+        warm-up are not compared, since their loss has a smaller KL weight. Needs
+        `validation_data`, which must then not be the test set you report. Default None.
 
     Returns:
       A `TrainingResult`.
@@ -266,6 +288,14 @@ def train(
         raise ValueError("`resume=True` needs the `run_dir` to resume from.")
     kl_warmup_epochs = check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
     lr_schedule = check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
+    stopper = None
+    if early_stopping is not None:
+        early_stopping = check_int(early_stopping, "early_stopping")
+        if validation_data is None:
+            raise ValueError("`early_stopping` needs `validation_data` to monitor (a split held out from training).")
+        stopper = _EarlyStopping(
+            monitor="val_loss", patience=early_stopping, restore_best_weights=True, start_from_epoch=kl_warmup_epochs
+        )
     min_lr_fraction = check_float(min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False)
     schedules = [KLWarmup(kl_warmup_epochs)] if kl_warmup_epochs else []
     if lr_schedule != "constant":
@@ -299,7 +329,7 @@ def train(
             initial_epoch=start,
             batch_size=None if isinstance(x, tf.data.Dataset) else batch_size,
             validation_data=validation_data,
-            callbacks=[guard, *schedules, *(callbacks or [])],
+            callbacks=[guard, *schedules, *([stopper] if stopper else []), *(callbacks or [])],
             verbose=verbose,
         )
     finally:
@@ -323,4 +353,8 @@ def train(
         )
     if guard.interrupted and guard.run_dir is not None:
         guard.save(merge_history=False)  # the weights as they are: no finished batch is lost
-    return TrainingResult(guard.completed, model.training_history, guard.interrupted)
+    best_epoch = None
+    if stopper is not None and stopper.best_weights is not None:
+        model.set_weights(stopper.best_weights)
+        best_epoch = stopper.best_epoch + 1
+    return TrainingResult(guard.completed, model.training_history, guard.interrupted, best_epoch)
