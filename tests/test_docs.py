@@ -272,8 +272,6 @@ def _option_value(action: argparse.Action) -> str:
     elif action.type is not None:
         name = getattr(action.type, "__name__", str(action.type))
         words = {
-            "_positive_int": "integer >= 1",
-            "_non_negative_int": "integer >= 0",
             "int": "integer",
             "float": "number",
         }
