@@ -63,8 +63,10 @@ def test_mirrored_matches_single_device(train_samples):
         assert m["loss"] == pytest.approx(m["nll"] + m["kl"], rel=1e-6)
     else:  # the IWAE bound: the same on one device or two
         assert m["loss"] == pytest.approx(s["loss"], abs=0.05)
-    # One SGD step on the same global batch: the same update, not one per replica (2x).
-    assert r["mirrored_update"] == pytest.approx(r["single_update"], rel=0.05)
+    # One SGD step on the same global batch: the same update, not one per replica (2x). The
+    # replicas draw other z than the single device, which moves the update's size by up to
+    # ~6% (seen over repeated runs), so the bound sits between that noise and the 2x bug.
+    assert r["mirrored_update"] == pytest.approx(r["single_update"], rel=0.25)
     assert r["mirrored_num_weights"] == r["single_num_weights"]
 
 
