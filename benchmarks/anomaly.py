@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -49,9 +50,9 @@ def _auroc_table(model, normal: np.ndarray, anomalous: np.ndarray, k: int, seed:
     s_norm = compute_scores(model.likelihood, held_out, SCORES, typical_nll=typical, **kw)
     s_anom = compute_scores(model.likelihood, anomalous, SCORES, typical_nll=typical, **kw)
     for scores, x in ((s_norm, held_out), (s_anom, anomalous)):
-        xb = binarize(x, 0)  # the images compute_scores scored (binarize_seed=0)
-        bits = {c: compressed_bits(xb, compressor=c) for c in ("context", "zlib")}
-        scores["complexity_zlib"] = scores["complexity"] - bits["context"] + bits["zlib"]
+        # log2 p(x) of the binary images compute_scores scored (binarize_seed=0), plus zlib's L(x).
+        zlib_bits = compressed_bits(binarize(x, 0), compressor="zlib")
+        scores["complexity_zlib"] = scores["log_prob"] / math.log(2) + zlib_bits
     for name in COLUMNS:  # say so when a model calls images impossible (-inf) or fails (NaN)
         bad = int((~np.isfinite(s_anom[name])).sum() + (~np.isfinite(s_norm[name])).sum())
         if bad:

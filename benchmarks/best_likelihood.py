@@ -35,7 +35,9 @@ import numpy as np
 
 import tfpvae
 from tfpvae._keras import tf, tfk
+from tfpvae.config import PRIORS
 from tfpvae.likelihood import LikelihoodEstimator
+from tfpvae.schedules import LR_SCHEDULES
 from tfpvae.training import train
 
 
@@ -57,11 +59,11 @@ def main(argv=None) -> int:
     p.add_argument("--architecture", default="mlp")
     p.add_argument("--latent-dim", type=int, default=32)
     p.add_argument("--hidden-units", type=int, default=256)
-    p.add_argument("--prior", default="normal", choices=("normal", "learned_normal", "mixture"))
+    p.add_argument("--prior", default="normal", choices=PRIORS)
     p.add_argument("--num-components", type=int, default=10)
     p.add_argument("--train-samples", type=int, default=1, help="IWAE importance samples k in training")
     p.add_argument("--kl-warmup-epochs", type=int, default=0)
-    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine", "exponential"))
+    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES)
     p.add_argument(
         "--early-stopping",
         type=int,

@@ -18,9 +18,9 @@ Raw likelihood fails on simpler foreign images: a model of Fashion-MNIST gives M
 typical is this for my data" with "how compressible is this image at all"; `complexity`
 subtracts the second part with a generic compressor (an adaptive context-model coder of
 the binary image, `context_code_length`), which works as a likelihood ratio against a
-universal background model. Use `complexity` for
-dataset shift between image domains, `log_prob`/`elbo` for defects within one domain, and
-look at several scores with `evaluate` before choosing.
+universal background model. Use `complexity` for dataset shift between image domains,
+`log_prob`/`elbo` for defects within one domain, and look at several scores with
+`evaluate` before choosing.
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def context_code_length(
     context is the bit pattern of its `template` neighbours that are already coded (0
     outside the image), and its probability is the estimate
     (count of its value + a) / (count of the context + 2a) from the pixels seen so far
-    *in this image* (a = 1/2: Krichevsky-Trofimov). An arithmetic coder driven by this model (the JBIG family of
-    bi-level image coders) writes -sum log2 p bits to within 2 bits, so this is a lossless
-    compressed length that assumes nothing about any dataset: a universal code.
+    *in this image* (a = 1/2: Krichevsky-Trofimov). An arithmetic coder driven by this
+    model (the JBIG family of bi-level image coders) writes -sum log2 p bits to within 2
+    bits, so this is a lossless compressed length that assumes nothing about any dataset:
+    a universal code.
 
     Args:
       x: binary images, array (n, H, W, C) (or (n, H, W)) of 0/1 values.
