@@ -76,8 +76,10 @@ def _state_arrays(model) -> dict[str, np.ndarray]:
 
 
 def _build_optimizer(model) -> None:
-    if not model.optimizer.variables:
-        model.optimizer.build(model.trainable_variables)
+    # Not "if not optimizer.variables": a new optimizer already holds its iteration count,
+    # and skipping the build then left Adam's moments out of checkpoints and restores.
+    # Keras optimizers' build returns at once when they are built.
+    model.optimizer.build(model.trainable_variables)
 
 
 def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
@@ -152,10 +154,14 @@ def restore_checkpoint(model, run_dir: str | Path) -> int:
     if model.optimizer is None:
         model.compile()
     _build_optimizer(model)
-    for i, v in enumerate(model.optimizer.variables):
-        key = f"o{i:04d}"
-        if key not in arrays or arrays[key].shape != tuple(v.shape):
-            raise ValueError(f"The optimizer state in {run_dir} does not match the model's optimizer.")
+    variables = model.optimizer.variables
+    saved = sorted(key for key in arrays if key[0] == "o" and key[1:].isdigit())
+    if len(saved) != len(variables) or any(arrays[key].shape != tuple(v.shape) for key, v in zip(saved, variables)):
+        raise ValueError(
+            f"The optimizer state in {run_dir} ({len(saved)} arrays) does not match the model's optimizer "
+            f"({len(variables)} variables)."
+        )
+    for key, v in zip(saved, variables):
         v.assign(arrays[key])
     model.binarize_rng.reset(arrays["rng_state"])
     model.training_history = meta["history"]
