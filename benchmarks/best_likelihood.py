@@ -11,9 +11,11 @@ The Python equivalent of the recipes in docs/benchmarks.md, for dynamically bina
 
 and for binarized_mnist the same with `--hidden-units 256 --epochs 220 --early-stopping 20`
 (it has a valid split; a bigger model only overfits sooner) and no `--binarize-seed`, with
-a wall-clock cap (`--max-minutes`) that ends training after the epoch that crosses it, and
-`--threads` to pin a run to one core. Every option defaults to the old 2026-11-22 recipe
-(ELBO, normal prior, constant rate, 256 units): pass the recipe's flags. Training goes
+a wall-clock cap (`--max-minutes`) that ends training after the epoch that crosses it,
+`--threads` to pin a run to one core, and `--resume` to continue the run in `--out` from its
+last checkpoint (`--epochs` is then the new total; the cosine rate spans it). Every option
+defaults to the old 2026-11-22 recipe (ELBO, normal prior, constant rate, 256 units): pass
+the recipe's flags. Training goes
 through `tfpvae.training.train` (atomic per-epoch checkpoints in the run folder, resumable
 with `tfpvae train --resume`); the score is `LikelihoodEstimator.log_prob` as in `tfpvae
 evaluate`: IWAE k=1000, seed 0, mean over the test images with its standard error.
@@ -79,6 +81,11 @@ def main(argv=None) -> int:
     p.add_argument("--test-images", type=int, help="score only the first N test images (pilot runs)")
     p.add_argument("--train-images", type=int, help="train on the first N training images (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint; --epochs is the total, the other flags must match",
+    )
     args = p.parse_args(argv)
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -116,6 +123,7 @@ def main(argv=None) -> int:
         kl_warmup_epochs=args.kl_warmup_epochs,
         lr_schedule=args.lr_schedule,
         early_stopping=args.early_stopping,
+        resume=args.resume,
     )
     train_s = time.time() - t0
     model.save(args.out)

@@ -128,3 +128,9 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     assert summary["recipe"]["train_samples"] == 3 and summary["recipe"]["lr_schedule"] == "cosine"
     reloaded = tfpvae.load(out)
     assert reloaded.config.train_samples == 3 and reloaded.config.prior == "mixture"
+    # --resume continues the checkpoint to the new total (--epochs counts all epochs).
+    argv[argv.index("--epochs") + 1] = "4"
+    assert _script("best_likelihood").main([*argv, "--resume"]) == 0
+    resumed = json.loads((out / "best_likelihood.json").read_text())
+    assert resumed["epochs_completed"] == 4 and resumed["recipe"]["resume"] is True
+    assert len(tfpvae.load(out).training_history["loss"]) == 4
