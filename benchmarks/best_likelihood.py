@@ -5,22 +5,21 @@ The Python equivalent of the recipes in docs/benchmarks.md, for dynamically bina
     tfpvae train --dataset mnist --data-dir ../shared/data --architecture mlp --latent-dim 32 \\
         --hidden-units 384 --prior mixture --num-components 50 --train-samples 4 \\
         --kl-warmup-epochs 20 --lr-schedule cosine --learning-rate 1e-3 --batch-size 128 \\
-        --epochs 313 --seed 0 \\
-        --no-progress --out runs/best
+        --epochs 313 --seed 0 --no-progress --out runs/best
     tfpvae evaluate --model runs/best --dataset mnist --data-dir ../shared/data \\
         --num-samples 5000 --binarize-seed 0
 
 and for binarized_mnist the same with `--hidden-units 256 --num-components 10 --epochs 220
---early-stopping 20`
-(it has a valid split; a bigger model only overfits sooner) and no `--binarize-seed`, with
+--early-stopping 20` (it has a valid split; a bigger model only overfits sooner) and no
+`--binarize-seed`, with
 a wall-clock cap (`--max-minutes`) that ends training after the epoch that crosses it,
 `--threads` to pin a run to one core, and `--resume` to continue the run in `--out` from its
 last checkpoint (`--epochs` is then the new total; the cosine rate spans it). Every option
 defaults to the old 2026-11-22 recipe (ELBO, normal prior, constant rate, 256 units): pass
-the recipe's flags. Training goes
-through `tfpvae.training.train` (atomic per-epoch checkpoints in the run folder, resumable
-with `tfpvae train --resume`); the score is `LikelihoodEstimator.log_prob` as in `tfpvae
-evaluate`: IWAE k=1000, seed 0, mean over the test images with its standard error.
+the recipe's flags. Training goes through `tfpvae.training.train` (atomic per-epoch
+checkpoints in the run folder, resumable with `tfpvae train --resume`); the score is
+`LikelihoodEstimator.log_prob` as in `tfpvae evaluate`: IWAE (`--num-samples`, default
+k=1000), seed 0, mean over the test images with its standard error.
 
     python benchmarks/best_likelihood.py --dataset mnist --out runs/best --threads 2 \\
         --max-minutes 118 --prior mixture --num-components 50 --hidden-units 384 \\

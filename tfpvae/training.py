@@ -69,17 +69,13 @@ class _EarlyStopping(tfk.callbacks.EarlyStopping):
 def _state_arrays(model) -> dict[str, np.ndarray]:
     arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
     if model.optimizer is not None:
-        _build_optimizer(model)
+        # Build unconditionally (Keras returns at once when built): a new optimizer already
+        # holds its iteration count, so "no variables yet" is not "unbuilt", and Adam's
+        # moments would be left out of checkpoints and restores.
+        model.optimizer.build(model.trainable_variables)
         arrays.update({f"o{i:04d}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
     arrays["rng_state"] = model.binarize_rng.state.numpy()
     return arrays
-
-
-def _build_optimizer(model) -> None:
-    # Not "if not optimizer.variables": a new optimizer already holds its iteration count,
-    # and skipping the build then left Adam's moments out of checkpoints and restores.
-    # Keras optimizers' build returns at once when they are built.
-    model.optimizer.build(model.trainable_variables)
 
 
 def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
@@ -153,7 +149,7 @@ def restore_checkpoint(model, run_dir: str | Path) -> int:
     model.set_weights(weights)
     if model.optimizer is None:
         model.compile()
-    _build_optimizer(model)
+    model.optimizer.build(model.trainable_variables)  # no-op when built; see _state_arrays
     variables = model.optimizer.variables
     saved = sorted(key for key in arrays if key[0] == "o" and key[1:].isdigit())
     if len(saved) != len(variables) or any(arrays[key].shape != tuple(v.shape) for key, v in zip(saved, variables)):
