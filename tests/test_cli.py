@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tfpvae.cli import main
+from tfpvae.datasets import load_split
 
 
 def test_train_sample_info_round_trip_on_digits(tmp_path, capsys):
@@ -511,22 +512,53 @@ def test_train_early_stopping_validates_on_held_out_training_images(tmp_path, mo
     assert json.loads((run / "train_args.json").read_text())["early_stopping"] == 2
 
 
-def test_train_early_stopping_uses_the_valid_split_of_binarized_mnist(tmp_path, monkeypatch, data_dir):
-    import tfpvae.training
+class _TrainCalled(Exception):
+    """Raised in place of training, once the CLI has prepared its arguments."""
 
-    class Stop(Exception):
-        pass
+
+def _stop_at_the_train_call(monkeypatch) -> list:
+    """The validation_data each `tfpvae train` passes to training.train, which then stops it."""
+    import tfpvae.training
 
     seen = []
 
     def stop_at_the_call(*args, **kwargs):  # only the arguments matter here
         seen.append(kwargs["validation_data"])
-        raise Stop
+        raise _TrainCalled
 
     monkeypatch.setattr(tfpvae.training, "train", stop_at_the_call)
+    return seen
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(None, 60), ("25", 25), ("0", 0)])
+def test_train_validation_images_limits_the_per_epoch_validation(tmp_path, monkeypatch, flag, expected):
+    seen = _stop_at_the_train_call(monkeypatch)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--limit", "60", "--out", str(run)]
+    argv += [] if flag is None else ["--validation-images", flag]
+    with pytest.raises(_TrainCalled):
+        main(argv)
+    x_test = load_split("digits", "test")[0][:60]
+    if expected:
+        np.testing.assert_array_equal(seen[0], x_test[:expected])  # the first N test images
+    else:
+        assert seen[0] is None
+    saved = json.loads((run / "train_args.json").read_text())["validation_images"]
+    assert saved == (None if flag is None else int(flag))  # a resumed run validates the same way
+
+
+def test_train_refuses_early_stopping_without_validation(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--limit", "60", "--early-stopping", "2", "--validation-images", "0"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert "`--validation-images 0` turns validation off, which `--early-stopping` needs" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_early_stopping_uses_the_valid_split_of_binarized_mnist(tmp_path, monkeypatch, data_dir):
+    seen = _stop_at_the_train_call(monkeypatch)
     argv = ["train", "--dataset", "binarized_mnist", "--data-dir", str(data_dir), "--limit", "50"]
     argv += ["--early-stopping", "3", "--out", str(tmp_path / "run")]
-    with pytest.raises(Stop):
+    with pytest.raises(_TrainCalled):
         main(argv)
-    valid = tfpvae.datasets.load_split("binarized_mnist", "valid", data_dir)[0][:50]
+    valid = load_split("binarized_mnist", "valid", data_dir)[0][:50]
     np.testing.assert_array_equal(seen[0], valid)

@@ -250,7 +250,8 @@ def steps_of_text(text: str) -> list[Step]:
 
 # --------------------------------------------------------------------------- CLI reference
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    # Help strings are argparse format strings: "%%" is how they write a literal "%".
+    return " ".join(str(text).split()).replace("%%", "%").replace("|", "\\|")
 
 
 def _option_name(action: argparse.Action) -> str:

@@ -75,9 +75,15 @@ _RESUMED_ARGS = (
     "kl_warmup_epochs",
     "lr_schedule",
     "early_stopping",
+    "validation_images",
 )
 # What a run folder written before an argument existed used: its train_args.json lacks it.
-_RESUMED_ARG_DEFAULTS = {"kl_warmup_epochs": 0, "lr_schedule": "constant", "early_stopping": None}
+_RESUMED_ARG_DEFAULTS = {
+    "kl_warmup_epochs": 0,
+    "lr_schedule": "constant",
+    "early_stopping": None,
+    "validation_images": None,
+}
 # Share of the training images held out to monitor --early-stopping when the dataset has
 # no valid split of its own.
 _HOLDOUT_FRACTION = 0.1
@@ -130,6 +136,12 @@ def _cmd_train(args) -> int:
     x_valid = x_test
     if args.early_stopping:
         x_train, x_valid = _early_stopping_split(args, x_train)
+    if args.validation_images is not None:
+        if args.validation_images == 0 and args.early_stopping:
+            raise ValueError("`--validation-images 0` turns validation off, which `--early-stopping` needs.")
+        # Validation is a full forward pass per epoch (10,000 test images cost MNIST runs about
+        # a sixth of their epoch time), so long runs may monitor a subset or nothing.
+        x_valid = x_valid[: args.validation_images] if args.validation_images else None
     if not args.resume:
         config = VAEConfig(
             input_shape=x_train.shape[1:],
@@ -582,6 +594,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when the validation loss has not improved for PATIENCE epochs and keep the best epoch's "
         "weights; validates on the dataset's valid split (binarized_mnist) or else on the last 10%% of the "
         "training images, which are then not trained on (default: no early stopping; validate on the test split)",
+    )
+    p.add_argument(
+        "--validation-images",
+        type=_non_negative_int,
+        metavar="N",
+        help="validate after each epoch on only the first N validation images (the test split, or the "
+        "--early-stopping hold-out); 0: no per-epoch validation (default: all of them)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
