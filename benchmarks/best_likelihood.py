@@ -5,13 +5,13 @@ The Python equivalent of the recipes in docs/benchmarks.md, for dynamically bina
     tfpvae train --dataset mnist --data-dir ../shared/data --architecture mlp --latent-dim 32 \\
         --hidden-units 384 --prior mixture --num-components 50 --train-samples 4 \\
         --kl-warmup-epochs 20 --lr-schedule cosine --learning-rate 1e-3 --batch-size 128 \\
-        --epochs 313 --seed 0 --no-progress --out runs/best
+        --epochs 260 --seed 0 --validation-images 0 --no-progress --out runs/best
     tfpvae evaluate --model runs/best --dataset mnist --data-dir ../shared/data \\
         --num-samples 5000 --binarize-seed 0
 
 and for binarized_mnist the same with `--hidden-units 256 --num-components 10 --epochs 220
---early-stopping 20` (it has a valid split; a bigger model only overfits sooner) and no
-`--binarize-seed`, with
+--early-stopping 20` (it has a valid split; a bigger model only overfits sooner) and neither
+`--binarize-seed` nor `--validation-images 0` (early stopping validates on that split). This script adds
 a wall-clock cap (`--max-minutes`) that ends training after the epoch that crosses it,
 `--threads` to pin a run to one core, and `--resume` to continue the run in `--out` from its
 last checkpoint (`--epochs` is then the new total; the cosine rate spans it). Every option
@@ -23,7 +23,7 @@ k=1000), seed 0, mean over the test images with its standard error.
 
     python benchmarks/best_likelihood.py --dataset mnist --out runs/best --threads 2 \\
         --max-minutes 118 --prior mixture --num-components 50 --hidden-units 384 \\
-        --train-samples 4 --kl-warmup-epochs 20 --lr-schedule cosine --batch-size 128 --epochs 313
+        --train-samples 4 --kl-warmup-epochs 20 --lr-schedule cosine --batch-size 128 --epochs 260
 """
 
 from __future__ import annotations
