@@ -447,8 +447,9 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
     common = ["--no-progress", "--score-limit", "20"]
     argv = ["train", "--dataset", "digits", "--limit", "200", "--epochs", "2", "--latent-dim", "2", "--seed", "0"]
     argv += ["--train-samples", "2", "--kl-warmup-epochs", "3", "--lr-schedule", "cosine", "--out", str(run)]
-    assert main(argv + common) == 0
-    assert json.loads((run / "config.json").read_text())["train_samples"] == 2
+    assert main([*argv, "--dropout", "0.25", *common]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train_samples"] == 2 and config["dropout"] == 0.25
     saved = json.loads((run / "train_args.json").read_text())
     assert saved["kl_warmup_epochs"] == 3 and saved["lr_schedule"] == "cosine"
     assert calls[-1]["kl_warmup_epochs"] == 3 and calls[-1]["lr_schedule"] == "cosine"
@@ -459,7 +460,8 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
     from tfpvae.serialization import load
 
     model = load(run)
-    assert model.config.train_samples == 2 and len(model.training_history["loss"]) == 3
+    assert model.config.train_samples == 2 and model.config.dropout == 0.25
+    assert len(model.training_history["loss"]) == 3
     # A run folder written before these flags existed resumes with no warm-up and a constant rate.
     for key in ("kl_warmup_epochs", "lr_schedule"):
         del saved[key]
@@ -482,6 +484,14 @@ def test_bad_best_likelihood_flags_exit_2_naming_the_flag(flags, match, capsys):
         main(["train", "--dataset", "digits", "--out", "r", *flags])
     assert e.value.code == 2
     assert match in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_dropout_outside_a_fraction_is_a_one_line_error(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--dropout", "1.5", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`dropout` must be a fraction in [0, 1); got 1.5" in err[0]
+    assert not (tmp_path / "r").exists()
 
 
 def test_iwae_with_an_autoencoder_is_a_one_line_error(tmp_path, capsys):

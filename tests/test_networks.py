@@ -35,3 +35,34 @@ def test_default_is_the_lean_mlp():
     assert widths == [2 * config.hidden_units, config.hidden_units]
     widths = [layer.units for layer in dec.layers if hasattr(layer, "units")]
     assert widths == [config.hidden_units, 2 * config.hidden_units, 784]
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_dropout_acts_only_in_training_and_rescales_the_kept_units(architecture):
+    rate = 0.4
+    config = VAEConfig(input_shape=(8, 8, 1), architecture=architecture, filters=4, hidden_units=64, seed=0)
+    plain, dropped = encoder_body(config), encoder_body(config.replace(dropout=rate))
+    dropped.set_weights(plain.get_weights())  # dropout adds no weights: the same network
+    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
+    reference = plain(x, training=True).numpy()
+    # Inference (Keras' default outside fit) sees the whole network.
+    np.testing.assert_allclose(dropped(x).numpy(), reference, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dropped(x, training=False).numpy(), reference, rtol=1e-6, atol=1e-6)
+    out = dropped(x, training=True).numpy()
+    kept = out != 0
+    # The last layer's mask: about `rate` of the units zeroed, the rest scaled by 1 / (1 - rate).
+    assert abs((1 - kept.mean()) - rate) < 0.05  # 2,048 units: 4.6 standard errors
+    if architecture == "conv":  # one dropout layer, so the kept units are exact rescalings
+        np.testing.assert_allclose(out[kept], reference[kept] / (1 - rate), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(dropped(x, training=True).numpy(), out)  # a fresh mask every call
+
+
+def test_dropout_layers_follow_every_hidden_dense_layer():
+    config = VAEConfig(dropout=0.2, seed=0)
+    for body, hidden in ((encoder_body(config), 2), (decoder_body(config), 2)):
+        names = [type(layer).__name__ for layer in body.layers]
+        assert names.count("Dropout") == hidden
+        # Each Dropout comes straight after a hidden Dense; the output layer keeps no mask.
+        assert all(names[i - 1] == "Dense" for i, n in enumerate(names) if n == "Dropout")
+        assert all(layer.rate == 0.2 for layer in body.layers if type(layer).__name__ == "Dropout")
+    assert "Dropout" not in [type(layer).__name__ for layer in encoder_body(VAEConfig()).layers]

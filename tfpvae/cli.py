@@ -158,6 +158,7 @@ def _cmd_train(args) -> int:
             hidden_units=args.hidden_units,
             filters=args.filters,
             activation=args.activation,
+            dropout=args.dropout,
             seed=args.seed,
         )
         run.mkdir(parents=True, exist_ok=True)
@@ -559,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--hidden-units", dict(type=_positive_int), "hidden_units", "width of the dense layers"),
         ("--filters", dict(type=_positive_int), "filters", "channels of the first conv block"),
         ("--activation", dict(choices=ACTIVATIONS), "activation", "hidden activation"),
+        ("--dropout", dict(type=float), "dropout", "fraction of hidden dense units dropped in training"),
         ("--beta", dict(type=float), "beta", "KL weight"),
         ("--binarize", dict(choices=BINARIZE), "binarize", "training binarisation"),
         ("--learning-rate", dict(type=float), "learning_rate", "Adam step size"),

@@ -55,12 +55,23 @@ class _Init:
         return seeded_initializer(self.config, self.count)
 
 
+def _hidden_dense(x, units: int, config: VAEConfig, init: _Init):
+    """A hidden Dense layer with the config's activation, then Dropout if `config.dropout` > 0."""
+    x = tfkl.Dense(units, activation=config.activation, kernel_initializer=init())(x)
+    if config.dropout:
+        # Seeded like the weights, so a seeded config trains reproducibly; Keras applies the
+        # mask only with training=True, so scoring and sampling see the whole network.
+        seed = None if config.seed is None else config.seed * 1000 + init.count
+        x = tfkl.Dropout(config.dropout, seed=seed)(x)
+    return x
+
+
 def encoder_body(config: VAEConfig) -> tfk.Model:
     """Builds the encoder's feature extractor.
 
     Args:
       config: the model config; uses input_shape, architecture, filters, hidden_units,
-        activation, seed.
+        activation, dropout, seed.
 
     Returns:
       A Keras model mapping images (n, H, W, C) in [0, 1] to features (n, hidden_units).
@@ -72,7 +83,7 @@ def encoder_body(config: VAEConfig) -> tfk.Model:
     x = tfkl.Rescaling(1.0, offset=-0.5, name="centre")(inputs)
     if config.architecture == "mlp":
         x = tfkl.Flatten()(x)
-        x = tfkl.Dense(2 * config.hidden_units, activation=act, kernel_initializer=init())(x)
+        x = _hidden_dense(x, 2 * config.hidden_units, config, init)
     else:
         for i in range(_num_blocks(config)):
             filters = config.filters * 2**i
@@ -83,7 +94,7 @@ def encoder_body(config: VAEConfig) -> tfk.Model:
             else:
                 x = tfkl.Conv2D(filters, 3, strides=2, padding="same", activation=act, kernel_initializer=init())(x)
         x = tfkl.Flatten()(x)
-    x = tfkl.Dense(config.hidden_units, activation=act, kernel_initializer=init())(x)
+    x = _hidden_dense(x, config.hidden_units, config, init)
     return tfk.Model(inputs, x, name="encoder_body")
 
 
@@ -92,7 +103,7 @@ def decoder_body(config: VAEConfig) -> tfk.Model:
 
     Args:
       config: the model config; uses input_shape, latent_dim, architecture, filters,
-        hidden_units, activation, seed.
+        hidden_units, activation, dropout, seed.
 
     Returns:
       A Keras model mapping codes (n, latent_dim) to flat Bernoulli logits (n, H*W*C).
@@ -101,15 +112,15 @@ def decoder_body(config: VAEConfig) -> tfk.Model:
     init, act = _Init(config, 500), config.activation
     height, width, channels = config.input_shape
     inputs = tfkl.Input(shape=(config.latent_dim,), name="z")
-    x = tfkl.Dense(config.hidden_units, activation=act, kernel_initializer=init())(inputs)
+    x = _hidden_dense(inputs, config.hidden_units, config, init)
     if config.architecture == "mlp":
-        x = tfkl.Dense(2 * config.hidden_units, activation=act, kernel_initializer=init())(x)
+        x = _hidden_dense(x, 2 * config.hidden_units, config, init)
         logits = tfkl.Dense(height * width * channels, kernel_initializer=init())(x)
         return tfk.Model(inputs, logits, name="decoder_body")
     blocks = _num_blocks(config)
     h0, w0 = _strided_sizes(height, blocks)[-1], _strided_sizes(width, blocks)[-1]
     top = config.filters * 2 ** (blocks - 1)
-    x = tfkl.Dense(h0 * w0 * top, activation=act, kernel_initializer=init())(x)
+    x = _hidden_dense(x, h0 * w0 * top, config, init)
     x = tfkl.Reshape((h0, w0, top))(x)
     for i in reversed(range(blocks)):
         filters = config.filters * 2**i
