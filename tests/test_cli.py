@@ -1,3 +1,4 @@
+import csv
 import json
 import subprocess
 import sys
@@ -361,7 +362,7 @@ def test_interpolate_writes_paths(digits_run, tmp_path):
     )
 
 
-def test_train_writes_figures_scores_and_evolution(tmp_path):
+def test_train_writes_figures_scores_and_evolution(tmp_path, capsys):
     run = tmp_path / "run"
     assert (
         main(
@@ -402,6 +403,16 @@ def test_train_writes_figures_scores_and_evolution(tmp_path):
     assert Image.open(run / "evolution.gif").n_frames == 3  # before training and after each epoch
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["num_images"] == 50 and ev["iwae_nll"] <= -ev["elbo"] + 1e-6 + 3 * ev["iwae_nll_stderr"]
+    # Trained on dynamic binarisations, scored on the fixed one `evaluate --binarize-seed 0` uses.
+    assert ev["binarize_seed"] == 0
+    capsys.readouterr()  # the training log
+    argv = ["evaluate", "--model", str(run), "--dataset", "digits", "--limit", "50", "--num-samples", "100"]
+    assert main([*argv, "--binarize-seed", "0", "--quiet"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(ev["iwae_nll"], evaluated["iwae_nll"], rtol=1e-5)
+    with open(run / "scores.csv") as f:
+        log_p = [float(row["log_prob"]) for row in csv.DictReader(f)]
+    np.testing.assert_allclose(-np.mean(log_p), evaluated["iwae_nll"], rtol=1e-5)
 
 
 def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, capsys):
@@ -447,9 +458,12 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
     common = ["--no-progress", "--score-limit", "20"]
     argv = ["train", "--dataset", "digits", "--limit", "200", "--epochs", "2", "--latent-dim", "2", "--seed", "0"]
     argv += ["--train-samples", "2", "--kl-warmup-epochs", "3", "--lr-schedule", "cosine", "--out", str(run)]
-    assert main([*argv, "--dropout", "0.25", *common]) == 0
+    assert main([*argv, "--dropout", "0.25", "--binarize", "none", *common]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["train_samples"] == 2 and config["dropout"] == 0.25
+    # Trained on the grey values (--binarize none): those are what it scored.
+    assert config["binarize"] == "none"
+    assert json.loads((run / "evaluation.json").read_text())["binarize_seed"] is None
     saved = json.loads((run / "train_args.json").read_text())
     assert saved["kl_warmup_epochs"] == 3 and saved["lr_schedule"] == "cosine"
     assert calls[-1]["kl_warmup_epochs"] == 3 and calls[-1]["lr_schedule"] == "cosine"
