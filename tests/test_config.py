@@ -45,6 +45,11 @@ def test_bad_values_name_the_field(field, value, match):
         VAEConfig().replace(**{field: value})
 
 
+def test_vamp_prior_needs_a_vae():
+    with pytest.raises(ValueError, match="`prior='vamp'` needs model_type='vae'"):
+        VAEConfig(prior="vamp", model_type="ae")
+
+
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="Unknown config field"):
         VAEConfig.from_dict({**VAEConfig().to_dict(), "evil": 1})

@@ -63,9 +63,10 @@ def test_beta_weights_only_the_kl(digit_batch):
     np.testing.assert_allclose(r["elbo"], -(r["nll"] + r["kl"]), rtol=1e-5)
 
 
-def test_mixture_kl_is_monte_carlo_and_counted_once(digit_batch):
+@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+def test_mixture_kl_is_monte_carlo_and_counted_once(prior, digit_batch):
     x = digit_batch
-    model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior="mixture", num_components=3, seed=2)
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior=prior, num_components=3, seed=2)
     q = model.encode(x)
     z = q.sample(4000, seed=5)
     kl_ref = (q.log_prob(z) - model.prior.log_prob(z)).numpy().mean()
@@ -74,7 +75,7 @@ def test_mixture_kl_is_monte_carlo_and_counted_once(digit_batch):
     assert abs(np.mean(kls) - kl_ref) < 5 * np.std(kls) / np.sqrt(len(kls)) + 0.01
 
 
-@pytest.mark.parametrize("prior", ["learned_normal", "mixture"])
+@pytest.mark.parametrize("prior", ["learned_normal", "mixture", "vamp"])
 def test_learned_prior_variables_receive_gradients(prior, digit_batch):
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior=prior, seed=0)
     prior_vars = model.prior_layer.trainable_weights
@@ -321,3 +322,30 @@ def test_dropout_trains_and_scores_with_the_whole_network(digits, tmp_path):
     again = load(tmp_path / "m")
     assert again.config.dropout == 0.3
     np.testing.assert_array_equal(again.log_prob(xt[:50], 16, seed=1), model.log_prob(xt[:50], 16, seed=1))
+
+
+def test_vamp_prior_mixes_the_encoders_posteriors_and_follows_training(digits, tmp_path):
+    from tfpvae.serialization import load
+
+    (x, _), (xt, _) = digits
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior="vamp", num_components=4, train_samples=2, seed=0)
+    z = np.random.default_rng(0).normal(size=(6, 2)).astype(np.float32)
+
+    def reference():  # log (1/K) sum_j q(z | u_j) through the model's own encoder
+        q = model.encode(model.prior_layer.pseudo_inputs.numpy())
+        lq = np.stack([q[j].log_prob(z).numpy() for j in range(4)], axis=1).astype(np.float64)
+        return np.log(np.exp(lq).mean(axis=1))
+
+    np.testing.assert_allclose(model.prior.log_prob(z), reference(), rtol=1e-5)
+    estimator = model.likelihood  # built before training: it must see the trained prior
+    model.compile()
+    model.fit(x, epochs=2, batch_size=64, verbose=0)
+    np.testing.assert_allclose(model.prior.log_prob(z), reference(), rtol=1e-5)
+    fresh = type(estimator).from_model(model)
+    np.testing.assert_allclose(estimator.log_prob(xt[:20], 8, seed=1), fresh.log_prob(xt[:20], 8, seed=1), rtol=1e-6)
+    model.save(tmp_path / "m")
+    again = load(tmp_path / "m")
+    assert again.config.prior == "vamp"
+    np.testing.assert_array_equal(again.prior_layer.pseudo_inputs.numpy(), model.prior_layer.pseudo_inputs.numpy())
+    np.testing.assert_allclose(again.log_prob(xt[:20], 8, seed=1), model.log_prob(xt[:20], 8, seed=1), rtol=1e-6)
+    assert again.sample(3, seed=0).shape == (3, 8, 8, 1)

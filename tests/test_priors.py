@@ -50,7 +50,7 @@ def test_bad_temperature_raises():
 
 
 def test_unknown_kind_lists_valid_ones():
-    with pytest.raises(ValueError, match="'normal', 'learned_normal', 'mixture'"):
+    with pytest.raises(ValueError, match="'normal', 'learned_normal', 'mixture', 'vamp'"):
         Prior("flat", 2)
 
 
@@ -60,3 +60,43 @@ def test_tf_import_is_keras2():
     from tfpvae._keras import tfk
 
     assert tfk is tf_keras and tf.__version__.startswith("2.")
+
+
+def _diagonal_posterior(u):
+    """A stand-in encoder: loc = (mean pixel, 2 * mean pixel), scale diag(0.5, 1.5)."""
+    from tfpvae._keras import tfd
+
+    m = tf.reduce_mean(u, axis=[1, 2, 3])
+    loc = tf.stack([m, 2 * m], axis=-1)
+    return tfd.MultivariateNormalTriL(loc=loc, scale_tril=tf.linalg.diag(tf.ones_like(loc) * [0.5, 1.5]))
+
+
+def test_vamp_prior_is_the_mixture_of_the_pseudo_inputs_posteriors():
+    p = Prior("vamp", 2, num_components=3, seed=0, input_shape=(4, 4, 1))
+    assert not p.exact_kl and [w.name.split(":")[0] for w in p.trainable_weights][-1].endswith("pseudo_logits")
+    u = p.pseudo_inputs.numpy()
+    assert u.shape == (3, 4, 4, 1) and np.all((u > 0) & (u < 1)) and abs(u.mean() - 0.05) < 0.01
+    p.attach_posterior(_diagonal_posterior)
+    z = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+    m = u.mean(axis=(1, 2, 3))
+    locs, scales = np.stack([m, 2 * m], -1), np.array([0.5, 1.5])
+    comp = -0.5 * (((z[:, None] - locs) / scales) ** 2).sum(-1) - np.log(scales).sum() - np.log(2 * np.pi)
+    expected = np.log(np.exp(comp).mean(axis=1))  # equal weights 1/K
+    np.testing.assert_allclose(p.distribution.log_prob(z), expected, rtol=1e-5)
+    # Read afresh: moving the pseudo-images moves the prior.
+    p.pseudo_logits.assign(p.pseudo_logits + 3.0)
+    assert np.abs(p.distribution.log_prob(z).numpy() - expected).max() > 0.1
+
+
+def test_vamp_prior_misuse_is_a_clear_error():
+    with pytest.raises(ValueError, match="`input_shape`"):
+        Prior("vamp", 2)
+    p = Prior("vamp", 2, input_shape=(4, 4, 1))
+    with pytest.raises(RuntimeError, match="attach_posterior"):
+        _ = p.distribution
+    with pytest.raises(TypeError, match="`posterior_fn` must be callable"):
+        p.attach_posterior("encoder")
+    with pytest.raises(ValueError, match="Only prior='vamp'"):
+        Prior("mixture", 2).attach_posterior(_diagonal_posterior)
+    with pytest.raises(AttributeError, match="Only prior='vamp' has pseudo-inputs"):
+        _ = Prior("normal", 2).pseudo_inputs

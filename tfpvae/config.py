@@ -8,7 +8,7 @@ from typing import Any
 
 from tfpvae._validation import check_choice, check_float, check_int, check_shape
 
-PRIORS = ("normal", "learned_normal", "mixture")
+PRIORS = ("normal", "learned_normal", "mixture", "vamp")
 ARCHITECTURES = ("conv", "mlp", "dcgan")
 MODEL_TYPES = ("vae", "ae")
 BINARIZE = ("dynamic", "none")
@@ -29,9 +29,11 @@ class VAEConfig:
         and scores about 8x faster, so it reaches a lower NLL within a fixed time budget
         (docs/benchmarks.md). "conv" may do better given many hours (not measured here).
       prior: "normal" (fixed N(0, I), exact KL), "learned_normal" (trainable loc and
-        scale_tril, exact KL) or "mixture" (learned Gaussian mixture, Monte Carlo KL).
-      num_components: mixture components. Default 10, one per
-        MNIST class; unused by the other priors.
+        scale_tril, exact KL), "mixture" (learned Gaussian mixture, Monte Carlo KL) or
+        "vamp" (VampPrior: the mixture of the encoder's posteriors of learned
+        pseudo-images, Monte Carlo KL; each step also encodes the pseudo-images).
+      num_components: mixture components ("mixture") or pseudo-images ("vamp"). Default
+        10, one per MNIST class; unused by the other priors. The VampPrior paper uses 500.
       beta: weight of the KL term in the loss (1.0 gives the ELBO). Default 1.0.
       model_type: "vae" (default) or "ae", a plain autoencoder with a deterministic
         bottleneck and the same networks, for comparing latent spaces.
@@ -99,6 +101,9 @@ class VAEConfig:
         if self.train_samples > 1 and self.model_type != "vae":
             # A point-mass code has no density to weight samples by, and every draw is the same.
             raise ValueError(f"`train_samples` > 1 needs model_type='vae'; got model_type={self.model_type!r}.")
+        if self.prior == "vamp" and self.model_type != "vae":
+            # The VampPrior is a mixture of q(z|u); a point-mass code has no such density.
+            raise ValueError(f"`prior='vamp'` needs model_type='vae'; got model_type={self.model_type!r}.")
         if self.seed is not None:
             check_int(self.seed, "seed", minimum=0)
 

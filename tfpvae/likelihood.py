@@ -227,7 +227,9 @@ class LikelihoodEstimator:
         every TFP distribution does.
       decode: codes, float32 tensor (m, d) -> p(x|z), batch shape (m,) and event shape
         (H, W, C); e.g. `Independent(Bernoulli)` or `Independent(Normal)`.
-      prior: p(z), a distribution with event shape (d,).
+      prior: p(z), a distribution with event shape (d,), or a callable with no arguments
+        that returns it, read on every call (for a prior that depends on trained weights,
+        such as the VampPrior, so the estimator follows further training).
       image_shape: (H, W, C) the images must have; checked on every call when given.
         Default None (any shape the decoder accepts).
       max_batch_elements: default number of (image, sample) pairs decoded per call; each
@@ -246,7 +248,7 @@ class LikelihoodEstimator:
         self,
         encode: Callable[[tf.Tensor], tfd.Distribution],
         decode: Callable[[tf.Tensor], tfd.Distribution],
-        prior: tfd.Distribution,
+        prior: tfd.Distribution | Callable[[], tfd.Distribution],
         *,
         image_shape: tuple[int, int, int] | None = None,
         max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS,
@@ -255,15 +257,26 @@ class LikelihoodEstimator:
             if not callable(value):
                 raise TypeError(f"`{name}` must be callable; got {type(value).__name__}.")
         prior = _unwrap(prior)
-        if not isinstance(prior, tfd.Distribution):
-            raise TypeError(f"`prior` must be a tfd.Distribution; got {type(prior).__name__}.")
+        if not isinstance(prior, tfd.Distribution) and not callable(prior):
+            kind = type(prior).__name__
+            raise TypeError(f"`prior` must be a tfd.Distribution or a callable returning one; got {kind}.")
         self._encode = encode
         self._decode = decode
-        self.prior = prior
+        self._prior = prior
         self.image_shape = None if image_shape is None else tuple(int(v) for v in image_shape)
         self.max_batch_elements = check_int(max_batch_elements, "max_batch_elements")
         # One tf.function per estimator: it traces once per chunk shape and is reused.
         self._chunk_fn = tf.function(self._chunk)
+
+    @property
+    def prior(self) -> tfd.Distribution:
+        """p(z) as it is now (a callable prior is called afresh)."""
+        if isinstance(self._prior, tfd.Distribution):
+            return self._prior
+        prior = _unwrap(self._prior())
+        if not isinstance(prior, tfd.Distribution):
+            raise TypeError(f"The `prior` callable must return a tfd.Distribution; got {type(prior).__name__}.")
+        return prior
 
     @classmethod
     def from_model(cls, model: Any, *, max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS) -> LikelihoodEstimator:
@@ -283,7 +296,7 @@ class LikelihoodEstimator:
         return cls(
             lambda x: model.encoder(x, training=False),
             lambda z: model.decoder(z, training=False),
-            model.prior,
+            lambda: model.prior,  # read per call: a VampPrior moves with the encoder's weights
             image_shape=model.image_shape,
             max_batch_elements=max_batch_elements,
         )
@@ -323,7 +336,8 @@ class LikelihoodEstimator:
         z = tf.reshape(z, [b, blocks * block, -1])  # (b, blocks * block, d)
         z = tf.slice(z, [0, offset, 0], [b, samples, -1])  # (b, samples, d)
         lqz = tf.slice(tf.reshape(lq, [b, blocks * block]), [0, offset], [b, samples])
-        lpz = self.prior.log_prob(z)
+        prior = self.prior  # once per chunk: a VampPrior encodes its pseudo-images on each read
+        lpz = prior.log_prob(z)
         px = _unwrap(self._decode(tf.reshape(z, [b * samples, -1])))
         event = tf.TensorShape(px.event_shape)
         if event.is_fully_defined() and event != x.shape[1:]:
@@ -351,7 +365,7 @@ class LikelihoodEstimator:
         else:
             out["lpx"] = tf.reshape(px.log_prob(xr), [b, samples])
         try:
-            out["kl"] = tfd.kl_divergence(q, self.prior)
+            out["kl"] = tfd.kl_divergence(q, prior)
         except NotImplementedError:
             pass  # no closed form (e.g. a mixture prior): the rate is estimated from the draws
         return out

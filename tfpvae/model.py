@@ -28,6 +28,21 @@ def _unwrap(distribution: tfd.Distribution) -> tfd.Distribution:
     return getattr(distribution, "tensor_distribution", distribution)
 
 
+def posterior_from_params(params: tf.Tensor, event_size: int, scale_floor: float = 1e-5) -> tfd.Distribution:
+    """q(z|x) from the encoder head's output: loc, then scale_tril with a floored softplus diagonal.
+
+    Args:
+      params: float tensor (..., event_size + event_size * (event_size + 1) / 2).
+      event_size: latent dimension d.
+      scale_floor: added to the softplus diagonal of scale_tril. Default 1e-5.
+
+    Returns:
+      `MultivariateNormalTriL` with batch shape params.shape[:-1] and event shape (d,).
+    """
+    fill = tfb.FillScaleTriL(diag_shift=np.array(scale_floor, params.dtype.as_numpy_dtype))
+    return tfd.MultivariateNormalTriL(loc=params[..., :event_size], scale_tril=fill(params[..., event_size:]))
+
+
 class KLOnceMultivariateNormalTriL(tfpl.MultivariateNormalTriL):
     """`tfp.layers.MultivariateNormalTriL` whose activity regularizer runs once per call.
 
@@ -46,8 +61,7 @@ class KLOnceMultivariateNormalTriL(tfpl.MultivariateNormalTriL):
 
     def __init__(self, event_size: int, scale_floor: float = 1e-5, **kwargs: Any) -> None:
         def make_posterior(params):
-            fill = tfb.FillScaleTriL(diag_shift=np.array(scale_floor, params.dtype.as_numpy_dtype))
-            return tfd.MultivariateNormalTriL(loc=params[..., :event_size], scale_tril=fill(params[..., event_size:]))
+            return posterior_from_params(params, event_size, scale_floor)
 
         # Skip MultivariateNormalTriL.__init__, whose only job is to fix the floor at 1e-5.
         tfpl.DistributionLambda.__init__(self, make_posterior, tfd.Distribution.sample, **kwargs)
@@ -82,12 +96,21 @@ def build_encoder(config: VAEConfig, prior: Prior) -> tfk.Model:
         loc = tfkl.Dense(d, kernel_initializer=seeded_initializer(config, 999), name="code")(features)
         q = tfpl.DistributionLambda(_point_mass, name="posterior")(loc)
     else:
-        params = tfkl.Dense(
+        head = tfkl.Dense(
             tfpl.MultivariateNormalTriL.params_size(d),
             kernel_initializer=seeded_initializer(config, 999),
             name="posterior_params",
-        )(features)
-        kl = tfpl.KLDivergenceRegularizer(prior.distribution, use_exact_kl=prior.exact_kl)
+        )
+        params = head(features)
+        if config.prior == "vamp":
+            # The VampPrior mixes q(z|u) of its pseudo-images u through these same layers, in
+            # inference mode (no dropout), so the prior moves with every encoder update.
+            prior.attach_posterior(
+                lambda u: posterior_from_params(head(body(u, training=False)), d, config.posterior_scale_floor)
+            )
+        # A callable target: the regularizer reads the prior afresh on every call, which
+        # the VampPrior (rebuilt from the encoder's weights) needs.
+        kl = tfpl.KLDivergenceRegularizer(lambda: prior.distribution, use_exact_kl=prior.exact_kl)
         q = KLOnceMultivariateNormalTriL(
             d, scale_floor=config.posterior_scale_floor, activity_regularizer=kl, name="posterior"
         )(params)
@@ -131,7 +154,14 @@ class VAE(tfk.Model):
             raise TypeError(f"`config` must be a VAEConfig or None; got {type(config).__name__}.")
         config = (config or VAEConfig()).replace(**overrides)
         self.config = config
-        self.prior_layer = Prior(config.prior, config.latent_dim, config.num_components, seed=config.seed, name="prior")
+        self.prior_layer = Prior(
+            config.prior,
+            config.latent_dim,
+            config.num_components,
+            seed=config.seed,
+            input_shape=config.input_shape,
+            name="prior",
+        )
         self.encoder = build_encoder(config, self.prior_layer)
         self.decoder = build_decoder(config)
         self.kl_weight = tf.Variable(config.beta, trainable=False, dtype=tf.float32, name="kl_weight")

@@ -3,14 +3,18 @@
 Keeping the variables in a layer means the VAE tracks, saves and trains them like any
 other weight; the `tfd.Distribution` built on top reads them lazily, so the same object
 can be handed to `tfp.layers.KLDivergenceRegularizer` once and still see every update.
+The VampPrior depends on the encoder as well, so its distribution is rebuilt from the
+current weights each time it is read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tfpvae._keras import tf, tfb, tfd, tfkl, tfp
-from tfpvae._validation import check_choice, check_float, check_int
+from tfpvae._validation import check_choice, check_float, check_int, check_shape
 from tfpvae.config import PRIORS
 
 
@@ -19,27 +23,42 @@ class Prior(tfkl.Layer):
 
     Args:
       kind: "normal" (fixed standard normal), "learned_normal" (trainable loc and
-        scale_tril) or "mixture" (trainable mixture of `num_components` diagonal Gaussians).
+        scale_tril), "mixture" (trainable mixture of `num_components` diagonal Gaussians)
+        or "vamp" (VampPrior, Tomczak & Welling 2018: the equally weighted mixture of the
+        encoder's posteriors q(z|u_j) of `num_components` trainable pseudo-images u_j).
       latent_dim: dimension of z.
-      num_components: mixture components; used by "mixture" only. Default 10.
-      seed: seed for the mixture's initial component locations. Default None.
+      num_components: mixture components or pseudo-images; used by "mixture" and "vamp".
+        Default 10.
+      seed: seed for the initial component locations or pseudo-images. Default None.
+      input_shape: (H, W, C) of the pseudo-images; required by "vamp" only.
 
     Attributes:
-      distribution: a `tfd.Distribution` with event shape (latent_dim,).
+      distribution: a `tfd.Distribution` with event shape (latent_dim,). For "vamp" it is
+        a `MixtureSameFamily` of `MultivariateNormalTriL`, rebuilt from the encoder's
+        current weights each time this attribute is read (see `attach_posterior`).
       exact_kl: whether KL(MultivariateNormalTriL || distribution) has a closed form
-        registered in TFP (True for the Gaussian kinds, False for the mixture).
+        registered in TFP (True for the Gaussian kinds, False for the mixtures).
     """
 
-    def __init__(self, kind: str, latent_dim: int, num_components: int = 10, seed: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        kind: str,
+        latent_dim: int,
+        num_components: int = 10,
+        seed: int | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.kind = check_choice(kind, "prior", PRIORS)
         self.latent_dim = check_int(latent_dim, "latent_dim")
         self.num_components = check_int(num_components, "num_components")
+        self._posterior_fn = None
         d = self.latent_dim
         if kind == "normal":
             # MultivariateNormalDiag, not Independent(Normal): TFP registers an exact KL
             # from MultivariateNormalTriL only to the MVN family.
-            self.distribution = tfd.MultivariateNormalDiag(loc=tf.zeros(d), scale_diag=tf.ones(d))
+            self._distribution = tfd.MultivariateNormalDiag(loc=tf.zeros(d), scale_diag=tf.ones(d))
             self.exact_kl = True
         elif kind == "learned_normal":
             fill = tfb.FillScaleTriL()
@@ -48,10 +67,23 @@ class Prior(tfkl.Layer):
             self.raw_scale_tril = self.add_weight(
                 name="raw_scale_tril", shape=raw.shape, initializer=tf.constant_initializer(raw)
             )
-            self.distribution = tfd.MultivariateNormalTriL(
+            self._distribution = tfd.MultivariateNormalTriL(
                 loc=self.loc, scale_tril=tfp.util.DeferredTensor(self.raw_scale_tril, fill)
             )
             self.exact_kl = True
+        elif kind == "vamp":
+            if input_shape is None:
+                raise ValueError("`input_shape` (H, W, C) is needed for prior='vamp', the shape of its pseudo-images.")
+            shape = (self.num_components, *check_shape(input_shape, "input_shape"))
+            # Pseudo-images as logits, so the sigmoid keeps their pixels in (0, 1) like real
+            # images; they start near 0.05 with a little noise, as in the paper.
+            start = np.random.default_rng(seed).normal(0.05, 0.01, size=shape).clip(1e-3, 1 - 1e-3)
+            self.pseudo_logits = self.add_weight(
+                name="pseudo_logits",
+                shape=shape,
+                initializer=tf.constant_initializer(np.log(start / (1 - start)).astype(np.float32)),
+            )
+            self.exact_kl = False
         else:
             k = self.num_components
             rng = np.random.default_rng(seed)
@@ -65,13 +97,44 @@ class Prior(tfkl.Layer):
             self.raw_scales = self.add_weight(
                 name="raw_scales", shape=(k, d), initializer=tf.constant_initializer(0.5413249)
             )
-            self.distribution = tfd.MixtureSameFamily(
+            self._distribution = tfd.MixtureSameFamily(
                 mixture_distribution=tfd.Categorical(logits=self.logits),
                 components_distribution=tfd.MultivariateNormalDiag(
                     loc=self.locs, scale_diag=tfp.util.DeferredTensor(self.raw_scales, tf.math.softplus)
                 ),
             )
             self.exact_kl = False
+
+    @property
+    def pseudo_inputs(self) -> tf.Tensor:
+        """The VampPrior's pseudo-images, float32 (num_components, H, W, C) in (0, 1)."""
+        if self.kind != "vamp":
+            raise AttributeError(f"Only prior='vamp' has pseudo-inputs; this prior is {self.kind!r}.")
+        return tf.sigmoid(self.pseudo_logits)
+
+    def attach_posterior(self, posterior_fn: Callable[[tf.Tensor], tfd.Distribution]) -> None:
+        """Gives a "vamp" prior the encoder it mixes: images (K, H, W, C) -> q(z|u), batch (K,).
+
+        `tfpvae.model.build_encoder` calls this with the encoder's body and posterior head.
+        """
+        if self.kind != "vamp":
+            raise ValueError(f"Only prior='vamp' mixes encoder posteriors; this prior is {self.kind!r}.")
+        if not callable(posterior_fn):
+            raise TypeError(f"`posterior_fn` must be callable; got {type(posterior_fn).__name__}.")
+        self._posterior_fn = posterior_fn
+
+    @property
+    def distribution(self) -> tfd.Distribution:  # noqa: D102 - documented in the class
+        if self.kind != "vamp":
+            return self._distribution
+        if self._posterior_fn is None:
+            raise RuntimeError("This VampPrior has no encoder yet: call `attach_posterior` (build_encoder does).")
+        components = self._posterior_fn(self.pseudo_inputs)
+        components = getattr(components, "tensor_distribution", components)
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=tf.zeros([self.num_components], components.dtype)),
+            components_distribution=components,
+        )
 
     def call(self, inputs=None):  # noqa: D102 - the layer is used through `.distribution`
         return self.distribution
