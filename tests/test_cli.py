@@ -286,6 +286,23 @@ def test_plot_every_kind_writes_a_png_with_content(kind, digits_run, tmp_path):
     assert pixels.std() > 5
 
 
+def test_vamp_run_shows_its_pseudo_inputs(digits_run, tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "vamp"
+    argv = ["train", "--dataset", "digits", "--limit", "200", "--epochs", "1", "--latent-dim", "2", "--seed", "0"]
+    argv += ["--prior", "vamp", "--num-components", "9", "--no-progress", "--score-limit", "20", "--out", str(run)]
+    assert main(argv) == 0
+    assert json.loads((run / "config.json").read_text())["prior"] == "vamp"
+    assert (run / "pseudo_inputs.png").is_file()
+    out = tmp_path / "u.png"
+    assert main(["plot", "pseudo-inputs", "--model", str(run), "--num-images", "3", "--out", str(out)]) == 0
+    assert np.asarray(Image.open(out).convert("L"), dtype=np.float32).std() > 5
+    capsys.readouterr()
+    assert main(["plot", "pseudo-inputs", "--model", str(digits_run), "--out", str(tmp_path / "n.png")]) == 2
+    assert "needs a model with prior='vamp'; this one has 'normal'" in capsys.readouterr().err
+
+
 def test_plot_roc_and_histogram_need_anomalous(digits_run, tmp_path, capsys):
     assert (
         main(["plot", "roc", "--model", str(digits_run), "--dataset", "digits", "--out", str(tmp_path / "r.png")]) == 2

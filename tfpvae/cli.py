@@ -240,6 +240,8 @@ def _write_run_figures(model, x_test, y_test, run: Path, seed: int) -> None:
     kinds = {"samples": "samples", "reconstructions": "reconstructions", "curves": "training_curves"}
     if model.config.model_type == "vae":
         kinds.update({"manifold": "manifold", "scatter": "latent_scatter", "interpolation": "interpolation"})
+    if model.config.prior == "vamp":
+        kinds["pseudo-inputs"] = "pseudo_inputs"
     for kind, name in kinds.items():
         x, y = x_test[:2000], None if y_test is None else y_test[:2000]
         fig = make_figure(kind, model, x, y, seed=seed, max_points=1000)

@@ -25,11 +25,12 @@ FIGURES = (
     "uncertainty",
     "pixel-likelihood",
     "curves",
+    "pseudo-inputs",
     "histogram",
     "roc",
 )
 # Kinds that need images (and for some, labels) besides the model.
-NEEDS_DATA = frozenset(FIGURES) - {"samples", "curves"}
+NEEDS_DATA = frozenset(FIGURES) - {"samples", "curves", "pseudo-inputs"}
 
 
 def make_figure(
@@ -54,7 +55,8 @@ def make_figure(
       kind: one of `FIGURES`.
       model: a trained `tfpvae.VAE`.
       x: images (n, H, W, C) the figure is about (test data). Needed by all kinds but
-        "samples" and "curves".
+        "samples", "curves" and "pseudo-inputs" (a VampPrior's learned pseudo-images, the
+        first num_images**2 of them).
       y: labels (n,) for per-class reconstructions and coloured scatters. Default None.
       x_anomalous: anomalous images for "histogram" and "roc" (x is then the normal set).
       num_images: images per row or pairs/rows shown. Default 8.
@@ -126,6 +128,15 @@ def make_figure(
         )
     if kind == "curves":
         return plots.training_curves(model.training_history, title="training curves")
+    if kind == "pseudo-inputs":
+        if model.config.prior != "vamp":
+            raise ValueError(
+                f"Figure 'pseudo-inputs' needs a model with prior='vamp'; this one has {model.config.prior!r}."
+            )
+        u = model.prior_layer.pseudo_inputs.numpy()[: num_images * num_images]
+        return plots.image_grid(
+            u, ncols=num_images, title=f"VampPrior pseudo-inputs ({len(u)} of {model.config.num_components})"
+        )
     from tfpvae.anomaly import compute_scores
 
     names = ("log_prob", "elbo", "complexity")
