@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--prior", default="normal", choices=PRIORS)
     p.add_argument("--num-components", type=int, default=10)
     p.add_argument("--train-samples", type=int, default=1, help="IWAE importance samples k in training")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden dense layer (training only)")
     p.add_argument("--kl-warmup-epochs", type=int, default=0)
     p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES)
     p.add_argument(
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
         prior=args.prior,
         num_components=args.num_components,
         train_samples=args.train_samples,
+        dropout=args.dropout,
         learning_rate=args.learning_rate,
         seed=args.seed,
     )

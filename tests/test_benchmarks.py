@@ -120,6 +120,7 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     argv = ["--dataset", "binarized_mnist", "--data-dir", str(data_dir), "--out", str(out), "--train-images", "512"]
     argv += ["--test-images", "16", "--num-samples", "8", "--epochs", "3", "--latent-dim", "4", "--prior", "mixture"]
     argv += ["--train-samples", "3", "--kl-warmup-epochs", "1", "--lr-schedule", "cosine", "--early-stopping", "1"]
+    argv += ["--dropout", "0.1"]
     assert _script("best_likelihood").main(argv) == 0
     summary = json.loads((out / "best_likelihood.json").read_text())
     assert summary["num_images"] == 16 and summary["num_samples"] == 8
@@ -127,7 +128,7 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     assert 0 < summary["iwae_nll"] < 784 * math.log(2) and summary["iwae_nll_stderr"] > 0
     assert summary["recipe"]["train_samples"] == 3 and summary["recipe"]["lr_schedule"] == "cosine"
     reloaded = tfpvae.load(out)
-    assert reloaded.config.train_samples == 3 and reloaded.config.prior == "mixture"
+    assert reloaded.config.train_samples == 3 and reloaded.config.prior == "mixture" and reloaded.config.dropout == 0.1
     # --resume continues the checkpoint to the new total (--epochs counts all epochs).
     argv[argv.index("--epochs") + 1] = "4"
     assert _script("best_likelihood").main([*argv, "--resume"]) == 0
