@@ -135,3 +135,18 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     resumed = json.loads((out / "best_likelihood.json").read_text())
     assert resumed["epochs_completed"] == 4 and resumed["recipe"]["resume"] is True
     assert len(tfpvae.load(out).training_history["loss"]) == 4
+
+
+def test_step_time_reports_every_candidate(data_dir, capsys):
+    step_time = _script("step_time")
+    argv = ["--data-dir", str(data_dir), "--base", "latent_dim=2,hidden_units=8,train_samples=2,seed=0"]
+    argv += ["--candidate", "plain:", "--candidate", "vamp:prior=vamp,num_components=3"]
+    argv += ["--steps", "2", "--rounds", "2"]
+    assert step_time.main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["candidate"] for r in rows] == ["plain", "vamp"]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["fields"] == {"prior": "vamp", "num_components": 3}
+    assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == 2 for r in rows)
+    assert step_time.parse_fields("a=1,b=mlp,c=1e-3", "--base") == {"a": 1, "b": "mlp", "c": 1e-3}
+    with pytest.raises(SystemExit):
+        step_time.main(["--candidate", "x:latent_dim"])  # no '=': a usage error naming --candidate
