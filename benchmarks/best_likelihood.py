@@ -9,8 +9,8 @@ The Python equivalent of the recipes in docs/benchmarks.md, for dynamically bina
     tfpvae evaluate --model runs/best --dataset mnist --data-dir ../shared/data \\
         --num-samples 5000 --binarize-seed 0
 
-and for binarized_mnist the same with `--hidden-units 256 --num-components 10 --epochs 220
---early-stopping 20` (it has a valid split; a bigger model only overfits sooner) and neither
+and for binarized_mnist the same with `--hidden-units 256 --num-components 10 --epochs 260
+--dropout 0.05 --early-stopping 20` (it has a valid split; a bigger model only overfits sooner) and neither
 `--binarize-seed` nor `--validation-images 0` (early stopping validates on that split). This script adds
 a wall-clock cap (`--max-minutes`) that ends training after the epoch that crosses it,
 `--threads` to pin a run to one core, and `--resume` to continue the run in `--out` from its
