@@ -100,3 +100,22 @@ def test_vamp_prior_misuse_is_a_clear_error():
         Prior("mixture", 2).attach_posterior(_diagonal_posterior)
     with pytest.raises(AttributeError, match="Only prior='vamp' has pseudo-inputs"):
         _ = Prior("normal", 2).pseudo_inputs
+
+
+def test_posterior_mixture_log_prob_matches_tfps_mixture():
+    from tfpvae._keras import tfd
+    from tfpvae.priors import PosteriorMixture
+
+    rng = np.random.default_rng(0)
+    k, d = 5, 3
+    scale_tril = np.tril(rng.normal(size=(k, d, d)) * 0.3) + np.eye(d) * rng.uniform(0.5, 2.0, size=(k, 1, 1))
+    parts = dict(
+        mixture_distribution=tfd.Categorical(logits=rng.normal(size=k).astype(np.float32)),
+        components_distribution=tfd.MultivariateNormalTriL(
+            loc=rng.normal(size=(k, d)).astype(np.float32), scale_tril=scale_tril.astype(np.float32)
+        ),
+    )
+    z = rng.normal(size=(4, 6, d)).astype(np.float32) * 2  # any leading shape
+    fast, reference = PosteriorMixture(**parts).log_prob(z), tfd.MixtureSameFamily(**parts).log_prob(z)
+    assert fast.shape == (4, 6)
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)

@@ -18,6 +18,35 @@ from tfpvae._validation import check_choice, check_float, check_int, check_shape
 from tfpvae.config import PRIORS
 
 
+class PosteriorMixture(tfd.MixtureSameFamily):
+    """A `MixtureSameFamily` of `MultivariateNormalTriL` components with a fast `log_prob`.
+
+    TFP's log_prob of z against K full-covariance components broadcasts the K scale_tril
+    matrices to every point and solves each (point, component) pair on its own, about 16x
+    slower than one triangular solve per component for all points at once, which is what
+    this does (the VampPrior, with K in the hundreds, spent most of its step there).
+    Everything else (sampling, moments, the components) is `MixtureSameFamily`'s.
+    """
+
+    def _log_prob(self, x):
+        components = self.components_distribution
+        loc = components.loc  # (K, d)
+        scale_tril = components.scale.to_dense()  # (K, d, d)
+        x = tf.convert_to_tensor(x, loc.dtype)
+        d = tf.shape(loc)[-1]
+        points = tf.reshape(x, [-1, d])  # (N, d)
+        # Whitened residuals L_j^{-1} (z_n - mu_j) of every point, one solve per component.
+        residuals = tf.transpose(points[None] - loc[:, None], [0, 2, 1])  # (K, d, N)
+        white = tf.linalg.triangular_solve(scale_tril, residuals, lower=True)
+        log_det = tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(scale_tril))), axis=-1)  # (K,)
+        half_log_2pi = 0.5 * np.log(2 * np.pi).astype(loc.dtype.as_numpy_dtype)
+        log_comp = -0.5 * tf.reduce_sum(tf.square(white), axis=1) - log_det[:, None]
+        log_comp -= tf.cast(d, loc.dtype) * half_log_2pi  # (K, N)
+        log_weights = tf.math.log_softmax(self.mixture_distribution.logits)  # (K,)
+        log_p = tf.reduce_logsumexp(log_comp + log_weights[:, None], axis=0)  # (N,)
+        return tf.reshape(log_p, tf.shape(x)[:-1])
+
+
 class Prior(tfkl.Layer):
     """Prior over the latent space, with trainable variables for the learned kinds.
 
@@ -34,7 +63,7 @@ class Prior(tfkl.Layer):
 
     Attributes:
       distribution: a `tfd.Distribution` with event shape (latent_dim,). For "vamp" it is
-        a `MixtureSameFamily` of `MultivariateNormalTriL`, rebuilt from the encoder's
+        a `PosteriorMixture` of `MultivariateNormalTriL`, rebuilt from the encoder's
         current weights each time this attribute is read (see `attach_posterior`).
       exact_kl: whether KL(MultivariateNormalTriL || distribution) has a closed form
         registered in TFP (True for the Gaussian kinds, False for the mixtures).
@@ -131,7 +160,7 @@ class Prior(tfkl.Layer):
             raise RuntimeError("This VampPrior has no encoder yet: call `attach_posterior` (build_encoder does).")
         components = self._posterior_fn(self.pseudo_inputs)
         components = getattr(components, "tensor_distribution", components)
-        return tfd.MixtureSameFamily(
+        return PosteriorMixture(
             mixture_distribution=tfd.Categorical(logits=tf.zeros([self.num_components], components.dtype)),
             components_distribution=components,
         )
