@@ -75,6 +75,21 @@ def test_mixture_kl_is_monte_carlo_and_counted_once(prior, digit_batch):
     assert abs(np.mean(kls) - kl_ref) < 5 * np.std(kls) / np.sqrt(len(kls)) + 0.01
 
 
+@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+def test_iwae_kl_metric_averages_the_k_draws(prior, digit_batch):
+    x = digit_batch
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior=prior, num_components=3, train_samples=16, seed=2)
+    q = model.encode(x)
+    z = q.sample(4000, seed=5)
+    kl_ref = (q.log_prob(z) - model.prior.log_prob(z)).numpy().mean()
+    kls = _repeat_losses(model, x, reps=40)[:, 2]
+    assert abs(kls.mean() - kl_ref) < 5 * kls.std(ddof=1) / np.sqrt(len(kls)) + 0.01
+    # A mean over the k = 16 draws of each image, not the regularizer's single draw: a
+    # quarter of its spread across repetitions (asserted with room for the estimate's noise).
+    single = [model(x) is not None and float(model.losses[0]) for _ in range(40)]
+    assert kls.std() < 0.5 * np.std(single), (kls.std(), np.std(single))
+
+
 @pytest.mark.parametrize("prior", ["learned_normal", "mixture", "vamp"])
 def test_learned_prior_variables_receive_gradients(prior, digit_batch):
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior=prior, seed=0)

@@ -218,8 +218,10 @@ class VAE(tfk.Model):
         """Returns (loss, nll, kl), scalars in nats per image, for a batch x (n, H, W, C).
 
         nll is the batch mean of -log p(x|z) over the posterior draws and kl the batch mean
-        KL(q(z|x) || p(z)) from the encoder's regularizer. With `config.train_samples` k = 1
-        the loss is nll + beta * kl; with k > 1 it is the negative importance-weighted bound
+        KL(q(z|x) || p(z)): the encoder regularizer's, or with k > 1 and a prior without a
+        closed-form KL, the mean of log q(z|x) - log p(z) over the k draws. With
+        `config.train_samples` k = 1 the loss is nll + beta * kl; with k > 1 it is the
+        negative importance-weighted bound
         -mean_i [logsumexp_j log w_ij - log k], log w_ij = log p(x_i|z_ij) + beta * (log p(z_ij)
         - log q(z_ij|x_i)), z_i1..z_ik ~ q(z|x_i); beta is `kl_weight`.
         """
@@ -240,7 +242,14 @@ class VAE(tfk.Model):
         log_px = tf.reshape(px.log_prob(tf.tile(x, [k, 1, 1, 1])), [k, -1])  # (k, n)
         log_w = log_px + self.kl_weight * (log_pz - log_q)
         bound = tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(tf.cast(k, log_w.dtype))  # (n,)
-        return -tf.reduce_mean(bound), -tf.reduce_mean(log_px), self._kl_from_regularizer()
+        if self.prior_layer.exact_kl:
+            kl = self._kl_from_regularizer()
+        else:
+            # The KL is only reported here, and a Monte Carlo one can come from these k draws:
+            # the regularizer's own single draw would be noisier and, left unread, its prior
+            # log-density (for the VampPrior, an encoder pass over the pseudo-images) is pruned.
+            kl = tf.reduce_mean(log_q - log_pz)
+        return -tf.reduce_mean(bound), -tf.reduce_mean(log_px), kl
 
     def _kl_from_regularizer(self):
         # The encoder's only loss is the KL regularizer's (mean over the batch); the
