@@ -42,7 +42,7 @@ class PosteriorMixture(tfd.MixtureSameFamily):
         half_log_2pi = 0.5 * np.log(2 * np.pi).astype(loc.dtype.as_numpy_dtype)
         log_comp = -0.5 * tf.reduce_sum(tf.square(white), axis=1) - log_det[:, None]
         log_comp -= tf.cast(d, loc.dtype) * half_log_2pi  # (K, N)
-        log_weights = tf.math.log_softmax(self.mixture_distribution.logits)  # (K,)
+        log_weights = tf.math.log_softmax(self.mixture_distribution.logits_parameter())  # (K,)
         log_p = tf.reduce_logsumexp(log_comp + log_weights[:, None], axis=0)  # (N,)
         return tf.reshape(log_p, tf.shape(x)[:-1])
 
