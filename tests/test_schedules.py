@@ -61,8 +61,9 @@ def test_kl_warmup_callback_sets_the_weight_and_resumes_by_epoch_index(x):
     resumed.compile()
     part = _fit(resumed, x, 5, [KLWarmup(3)], initial_epoch=1)
     assert part.kl == {e: full.kl[e] for e in range(1, 5)}
-    # An explicit beta overrides the config's.
+    # An explicit beta overrides the config's, and a run shorter than the warm-up ends at beta.
     assert _fit(model, x, 1, [KLWarmup(2, beta=2.0)]).kl[0] == pytest.approx(1.0)
+    assert float(model.kl_weight.numpy()) == pytest.approx(2.0)
 
 
 def test_cosine_endpoints_are_exact_and_the_curve_falls():

@@ -289,5 +289,35 @@ def test_early_stopping_keeps_the_best_epoch_and_a_resumable_checkpoint(x, tmp_p
     assert result.epochs_completed == result.best_epoch + 2  # patience
     for got, best in zip(m.get_weights(), record.weights[result.best_epoch - 1]):
         np.testing.assert_array_equal(got, best)
-    # The checkpoint keeps the last epoch's state, for resume.
+    # The checkpoint keeps the last epoch's state, for resume; the run folder's model is the returned one.
     assert read_checkpoint_meta(tmp_path)["epoch"] == result.epochs_completed
+    for got, best in zip(tfpvae.load(tmp_path).get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(got, best)
+
+
+def test_the_run_folder_ends_at_the_last_epoch_and_a_cut_short_warmup_at_beta(x, tmp_path):
+    # 3 epochs, a checkpoint every 2 and a 5-epoch warm-up: the run ends between checkpoints
+    # and before the warm-up does.
+    m = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, beta=0.8, seed=0)
+    result = train(m, x, epochs=3, batch_size=32, run_dir=tmp_path, checkpoint_every=2, kl_warmup_epochs=5, verbose=0)
+    assert result.epochs_completed == 3 and read_checkpoint_meta(tmp_path)["epoch"] == 3
+    loaded = tfpvae.load(tmp_path)
+    for got, want in zip(loaded.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert float(m.kl_weight.numpy()) == float(loaded.kl_weight.numpy()) == pytest.approx(0.8)
+    # Resuming continues the warm-up where it was cut (epoch 4 of 5: weight 4/5 * beta), not at beta.
+    resumed = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, beta=0.8, seed=0)
+    weights = []
+    record = tfk.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: weights.append(float(resumed.kl_weight.numpy())))
+    train(
+        resumed,
+        x,
+        epochs=4,
+        batch_size=32,
+        run_dir=tmp_path,
+        resume=True,
+        kl_warmup_epochs=5,
+        verbose=0,
+        callbacks=[record],
+    )
+    assert weights == [pytest.approx(0.8 * 4 / 5)]

@@ -205,7 +205,6 @@ def _cmd_train(args) -> int:
 
     if not is_chief(strategy):
         return 0  # the chief writes the run folder
-    model.save(run)
     _write_history_csv(model.training_history, run / "history.csv")
     _write_run_figures(model, x_test, y_test, run, args.seed or 0)
     if evolution is not None:
@@ -560,7 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder to write (required unless --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--epochs", type=_positive_int, help="total passes over the data (default 10)")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=1, help="epochs between checkpoints (default 1)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=1,
+        help="epochs between checkpoints; the last epoch is always checkpointed (default 1)",
+    )
     p.add_argument("--clip-norm", type=float, help="clip the global gradient norm (default: no clipping)")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default 128)")
     # Model flags take their defaults from VAEConfig, so the CLI and Python agree.

@@ -116,7 +116,8 @@ class KLWarmup(tfk.callbacks.Callback):
     Early epochs then fit the decoder before the KL pulls the posteriors to the prior,
     which leaves fewer inactive latent units. The reported `elbo` metric is the true
     ELBO throughout; `loss` uses the current weight (see `VAEConfig.train_samples` for
-    the weighted IWAE bound).
+    the weighted IWAE bound). When training ends the weight is beta, even after a run
+    shorter than the warm-up.
 
     Args:
       epochs: warm-up length in epochs, >= 0 (0: the weight is beta from the start).
@@ -138,6 +139,11 @@ class KLWarmup(tfk.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.kl_weight.assign(self.weight(epoch))
+
+    def on_train_end(self, logs=None):
+        # A run shorter than the warm-up must not leave (and save) a model whose loss and
+        # `evaluate` use a partial weight; a resumed run sets its epoch's weight again.
+        self.model.kl_weight.assign(self.weight(self.epochs))
 
 
 class LearningRateDecay(tfk.callbacks.Callback):

@@ -170,7 +170,7 @@ class _RunGuard(tfk.callbacks.Callback):
     def __init__(self, run_dir: Path | None, every: int, start_epoch: int) -> None:
         super().__init__()
         self.run_dir, self.every = run_dir, every
-        self.completed = start_epoch
+        self.completed = self.checkpointed = start_epoch
         self.failure: str | None = None
         self.interrupted = False
         self.epoch_logs: dict[str, list[float]] = {}
@@ -209,6 +209,7 @@ class _RunGuard(tfk.callbacks.Callback):
         try:
             save_checkpoint(self.model, self.run_dir, self.completed)
             self.model.save(self.run_dir)
+            self.checkpointed = self.completed
         finally:
             self.model.training_history = history
 
@@ -248,8 +249,11 @@ def train(
       epochs: total number of epochs, counting those of a resumed run.
       batch_size: images per step for array input. Default 128.
       validation_data: images evaluated after each epoch. Default None.
-      run_dir: folder for `checkpoint.npz` and the model files. Default None: no checkpoints.
-      checkpoint_every: epochs between checkpoints. Default 1.
+      run_dir: folder for `checkpoint.npz` (the training state of the last completed
+        epoch, to resume from) and the model files (`tfpvae.load` gives the model this
+        returns: with `early_stopping`, the best epoch's weights). Default None: no files.
+      checkpoint_every: epochs between checkpoints; the run's last epoch is always
+        checkpointed. Default 1.
       resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history).
         Default False.
       clip_norm: clip the global gradient norm to this value. Default None (no clipping).
@@ -353,10 +357,16 @@ def train(
             f"Training stopped: {guard.failure}. Restored the weights of epoch {guard.completed}{where}. "
             "Try a lower learning rate, clip_norm, or a larger posterior_scale_floor."
         )
-    if guard.interrupted and guard.run_dir is not None:
-        guard.save(merge_history=False)  # the weights as they are: no finished batch is lost
+    if guard.run_dir is not None and (guard.interrupted or guard.checkpointed < guard.completed):
+        # The last epoch whatever `checkpoint_every`, or after an interrupt the weights as
+        # they are: no finished batch is lost.
+        save_checkpoint(model, guard.run_dir, guard.completed)
     best_epoch = None
     if stopper is not None and stopper.best_weights is not None:
         model.set_weights(stopper.best_weights)
         best_epoch = stopper.best_epoch + 1
+    if guard.run_dir is not None:
+        # The run folder's model is the one returned: the best epoch's weights, and the KL
+        # weight a warm-up cut short by the end of the run leaves at beta (KLWarmup).
+        model.save(guard.run_dir)
     return TrainingResult(guard.completed, model.training_history, guard.interrupted, best_epoch)
