@@ -301,6 +301,7 @@ def test_the_run_folder_ends_at_the_last_epoch_and_a_cut_short_warmup_at_beta(x,
     m = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, beta=0.8, seed=0)
     result = train(m, x, epochs=3, batch_size=32, run_dir=tmp_path, checkpoint_every=2, kl_warmup_epochs=5, verbose=0)
     assert result.epochs_completed == 3 and read_checkpoint_meta(tmp_path)["epoch"] == 3
+    assert len(m.training_history["loss"]) == len(read_checkpoint_meta(tmp_path)["history"]["loss"]) == 3
     loaded = tfpvae.load(tmp_path)
     for got, want in zip(loaded.get_weights(), m.get_weights()):
         np.testing.assert_array_equal(got, want)
@@ -321,3 +322,11 @@ def test_the_run_folder_ends_at_the_last_epoch_and_a_cut_short_warmup_at_beta(x,
         callbacks=[record],
     )
     assert weights == [pytest.approx(0.8 * 4 / 5)]
+
+
+def test_history_has_one_entry_per_epoch_without_a_run_folder(x):
+    m = _model()
+    result = train(m, x, epochs=3, batch_size=32, seed=0, verbose=0)
+    assert len(result.history["loss"]) == len(m.training_history["loss"]) == 3
+    train(m, x, epochs=2, batch_size=32, seed=0, verbose=0)  # two more epochs, continuing the history
+    assert len(m.training_history["loss"]) == 5

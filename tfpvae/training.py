@@ -319,7 +319,9 @@ def train(
 
     # With several workers only the chief writes: the others would race on the same files.
     guard = _RunGuard(run_dir if is_chief() else None, checkpoint_every, start)
-    history_before = model.training_history
+    # A copy: `VAE.fit` extends the model's history in place, and the `finally` below
+    # rebuilds it from this and the guard's completed epochs.
+    history_before = {k: list(v) for k, v in model.training_history.items()}
     handler_installed = threading.current_thread() is threading.main_thread()
     if handler_installed:
 
