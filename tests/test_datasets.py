@@ -134,6 +134,40 @@ def test_load_images_from_npy_npz_and_png(tmp_path):
         load_images(tmp_path / "nothing.npy")
 
 
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array([1, 2]), r"one label per image, shape \(3,\); got shape \(2,\)"),
+        (np.array([[1, 2, 3]]), r"shape \(3,\); got shape \(1, 3\)"),
+        (np.array([0.5, 1.0, 2.0]), "whole numbers; got dtype float64"),
+        (np.array(["a", "b", "c"]), "whole numbers"),
+    ],
+)
+def test_npz_labels_must_match_the_images(tmp_path, labels, match):
+    np.savez(tmp_path / "b.npz", x=np.zeros((3, 4, 4), np.uint8), y=labels)
+    with pytest.raises(ValueError, match=match):
+        load_images(tmp_path / "b.npz")
+    np.savez(tmp_path / "ok.npz", x=np.zeros((3, 4, 4), np.uint8), labels=np.array([1.0, 2.0, 3.0]))
+    assert load_images(tmp_path / "ok.npz")[1].tolist() == [1, 2, 3]
+
+
+def test_png_bit_depths_and_alpha_keep_their_scale(tmp_path):
+    from PIL import Image
+
+    grey = np.array([[0, 64, 128, 255]], np.uint8)
+    cases = {
+        "16bit": Image.fromarray(grey.astype(np.uint16) * 257),  # 0..65535, opened as "I;16"/"I"
+        "alpha": Image.fromarray(np.stack([grey, np.full_like(grey, 200)], -1), mode="LA"),
+    }
+    for name, image in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        image.save(folder / "0.png")
+        x, _ = load_images(folder)
+        assert x.shape == (1, 1, 4, 1), name  # grey, one channel: the alpha is dropped
+        np.testing.assert_allclose(x[0, 0, :, 0], grey[0] / 255.0, rtol=1e-6, err_msg=name)
+
+
 def test_to_dataset_batches(digits):
     (x, _), _ = digits
     batches = list(datasets.to_dataset(x[:100], batch_size=32, seed=0))

@@ -40,6 +40,23 @@ def test_folder_holds_only_plain_data(saved):
     assert meta["format_version"] == 1 and len(meta["weights_sha256"]) == 64
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_get_the_mode_of_a_plain_open(tmp_path, umask):
+    # Atomic writes go through a private temporary file; the saved files must not stay 0600.
+    import os
+
+    previous = os.umask(umask)
+    try:
+        model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+        model.save(tmp_path / "m")
+        reference = tmp_path / "plain.txt"
+        reference.write_text("x")
+    finally:
+        os.umask(previous)
+    for f in (tmp_path / "m").iterdir():
+        assert f.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
+
+
 def test_missing_folder_and_files(saved, tmp_path):
     with pytest.raises(ModelFormatError, match="does not exist"):
         tfpvae.load(tmp_path / "nope")

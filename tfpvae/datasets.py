@@ -281,10 +281,25 @@ def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]
             raise ValueError(f"{path} must hold an array named 'x' or 'images'; found {sorted(data)}.")
         x = data[key]
         label_key = next((k for k in ("y", "labels") if k in data), None)
-        labels = None if label_key is None else data[label_key].astype(np.int64)
+        labels = None if label_key is None else data[label_key]
     else:
         raise ValueError(f"`path` {path} must be a .npy or .npz file or a folder of PNG files.")
-    return check_images(x, str(path)), labels
+    x = check_images(x, str(path))
+    if labels is not None:
+        labels = _check_labels(labels, len(x), f"{path}: '{label_key}'")
+    return x, labels
+
+
+def _check_labels(labels: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Labels as int64 (n,): one whole number per image."""
+    if labels.shape != (n,):
+        raise ValueError(f"{name} must hold one label per image, shape ({n},); got shape {labels.shape}.")
+    whole = np.issubdtype(labels.dtype, np.integer) or (
+        np.issubdtype(labels.dtype, np.floating) and bool(np.all(np.isfinite(labels) & (labels == np.round(labels))))
+    )
+    if not whole:
+        raise ValueError(f"{name} labels must be whole numbers; got dtype {labels.dtype}.")
+    return labels.astype(np.int64)
 
 
 def _read_png_folder(folder: Path) -> np.ndarray:
@@ -298,7 +313,14 @@ def _read_png_folder(folder: Path) -> np.ndarray:
         try:
             with Image.open(f) as im:
                 im.load()
-                arr = np.asarray(im.convert("L") if im.mode in ("L", "P", "1", "I", "I;16") else im.convert("RGB"))
+                if im.mode in ("I", "I;16", "I;16B", "I;16L"):
+                    # 16-bit grey (Pillow opens it as "I;16" or "I"): scale 0..65535 to
+                    # 0..255; convert("L") would clip everything above 255 to white.
+                    arr = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255)
+                elif im.mode in ("L", "LA", "P", "1"):
+                    arr = np.asarray(im.convert("L"))  # grey, the alpha channel dropped
+                else:
+                    arr = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
             raise ValueError(f"Cannot read PNG file {f}: {err}") from None
         images.append(arr)
