@@ -71,15 +71,36 @@ def test_user_errors_print_one_line_and_exit_2(argv, match, capsys, monkeypatch,
     assert len(err) == 1 and err[0].startswith("tfpvae: error:") and match in err[0]
 
 
-def test_argparse_errors_exit_2():
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "--dataset", "cifar", "--out", "r"], "argument --dataset: invalid choice: 'cifar'"),
+        (["train", "--epochs", "-1"], "argument --epochs: expected an integer >= 1, got '-1'"),
+        (["detect", "--model", "m", "--target-fpr", "2"], "argument --target-fpr: expected a number in (0.0, 1.0)"),
+        (["sample"], "the following arguments are required: --model, --out"),
+        (["sample", "--model", "m", "--out", "s.jpg"], "argument --out: expected a file name ending in .png or .npy"),
+        (["plot", "samples", "--model", "m", "--out", "p.gif"], "ending in .png or .pdf or .svg, got 'p.gif'"),
+        (["interpolate", "--model", "m", "--dataset", "digits", "--out", "i.npy"], "ending in .png or .npz"),
+    ],
+)
+def test_argparse_errors_are_one_line_and_exit_2(argv, match, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["train", "--dataset", "cifar", "--out", "r"])
+        main(argv)
     assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and err[0].endswith("--help`)"), err
 
 
 def test_console_entry_point_and_module_help():
     out = subprocess.run([sys.executable, "-m", "tfpvae", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "train" in out.stdout and "sample" in out.stdout
+
+
+def test_parsing_arguments_does_not_import_tensorflow():
+    # --help and argument errors answer at once: TensorFlow comes in only for the work.
+    code = "import sys; from tfpvae.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +324,16 @@ def test_vamp_run_shows_its_pseudo_inputs(digits_run, tmp_path, capsys):
     assert "needs a model with prior='vamp'; this one has 'normal'" in capsys.readouterr().err
 
 
+def test_plots_ask_for_images_only_when_they_need_them(digits_run, tmp_path, capsys):
+    # A 2-d latent space is its own manifold plane: no images needed. A scatter of codes needs them.
+    out = tmp_path / "m.png"
+    assert main(["plot", "manifold", "--model", str(digits_run), "--grid-size", "5", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert main(["plot", "scatter", "--model", str(digits_run), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tfpvae: error: Figure 'scatter' needs images: `--dataset NAME` or `--input FILE`."]
+
+
 def test_plot_roc_and_histogram_need_anomalous(digits_run, tmp_path, capsys):
     assert (
         main(["plot", "roc", "--model", str(digits_run), "--dataset", "digits", "--out", str(tmp_path / "r.png")]) == 2
@@ -485,9 +516,14 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
     assert saved["kl_warmup_epochs"] == 3 and saved["lr_schedule"] == "cosine"
     assert calls[-1]["kl_warmup_epochs"] == 3 and calls[-1]["lr_schedule"] == "cosine"
     # Resumed without the flags (or with others): the run's own schedule and config continue.
-    assert main(["train", "--resume", str(run), "--epochs", "3", "--lr-schedule", "constant", *common]) == 0
+    resume = ["train", "--resume", str(run), "--epochs", "3", "--lr-schedule", "constant", "--latent-dim", "4"]
+    assert main([*resume, *common]) == 0
     assert calls[-1]["kl_warmup_epochs"] == 3 and calls[-1]["lr_schedule"] == "cosine" and calls[-1]["resume"]
-    assert "--lr-schedule constant ignored: the resumed run keeps its own (cosine)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--lr-schedule constant ignored: the resumed run keeps its own (cosine)" in err
+    assert "--latent-dim 4 ignored: the resumed run keeps its own (2)" in err
+    # train_args.json holds the new total, which a later --resume without --epochs continues to.
+    assert json.loads((run / "train_args.json").read_text())["epochs"] == 3
     from tfpvae.serialization import load
 
     model = load(run)
@@ -521,7 +557,7 @@ def test_dropout_outside_a_fraction_is_a_one_line_error(tmp_path, capsys):
     argv = ["train", "--dataset", "digits", "--dropout", "1.5", "--out", str(tmp_path / "r")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "`dropout` must be a fraction in [0, 1); got 1.5" in err[0]
+    assert len(err) == 1 and "`dropout` must be a finite number in [0.0, 1.0); got 1.5" in err[0]
     assert not (tmp_path / "r").exists()
 
 

@@ -36,7 +36,7 @@ def test_replace_rejects_unknown_fields():
         ("train_samples", 0, "`train_samples` must be an int >= 1; got 0"),
         ("train_samples", 2.0, "`train_samples` must be an int"),
         ("dropout", -0.1, "`dropout` must be a finite number in \\[0.0"),
-        ("dropout", 1.0, r"`dropout` must be a fraction in \[0, 1\); got 1.0"),
+        ("dropout", 1.0, r"`dropout` must be a finite number in \[0.0, 1.0\); got 1.0"),
         ("dropout", "0.2", "`dropout` must be a number"),
     ],
 )

@@ -26,6 +26,7 @@ def test_rank_3_gets_a_channel_axis():
         (np.full((1, 8, 8, 1), np.inf), ValueError, "NaN or Inf"),
         (np.full((1, 8, 8, 1), 3.0), ValueError, r"must lie in \[0, 1\].*got range \[3, 3\]"),
         (np.full((1, 8, 8, 1), -0.1), ValueError, r"must lie in \[0, 1\]"),
+        (np.full((1, 8, 8, 1), 200, np.int64), ValueError, r"int64 pixel values must lie in \[0, 1\] \(only uint8"),
         (np.array([["a"]]), TypeError, "numeric dtype"),
         (np.zeros((1, 7, 8, 1)), ValueError, r"must have shape \(8, 8, 1\) to match the model; got \(7, 8, 1\)"),
     ],
@@ -40,7 +41,12 @@ def test_scalar_checks():
         check_int(0, "num_samples")
     with pytest.raises(TypeError, match="`epochs` must be an int"):
         check_int(True, "epochs")
-    with pytest.raises(ValueError, match=r"`temperature` must be a finite number in \(0.0"):
+    with pytest.raises(ValueError, match=r"`temperature` must be a finite number > 0.0; got 0.0"):
         check_float(0.0, "temperature", minimum=0.0, min_inclusive=False)
+    with pytest.raises(ValueError, match=r"`rate` must be a finite number in \[0.0, 1.0\); got 1.0"):
+        check_float(1.0, "rate", minimum=0.0, maximum=1.0, max_inclusive=False)
+    with pytest.raises(ValueError, match=r"`shift` must be a finite number <= 2.0; got inf"):
+        check_float(float("inf"), "shift", maximum=2.0)
+    assert check_float(0.5, "rate", minimum=0.0, maximum=1.0, max_inclusive=False) == 0.5
     with pytest.raises(ValueError, match="`score` must be one of 'a', 'b'; got 'c'"):
         check_choice("c", "score", ["a", "b"])

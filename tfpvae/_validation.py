@@ -30,15 +30,23 @@ def check_float(
     minimum: float = -math.inf,
     maximum: float = math.inf,
     min_inclusive: bool = True,
+    max_inclusive: bool = True,
 ) -> float:
     """Returns `value` as a finite float within the given bounds, or raises."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"`{name}` must be a number; got {value!r} ({type(value).__name__}).")
     value = float(value)
     low_ok = value >= minimum if min_inclusive else value > minimum
-    if not math.isfinite(value) or not low_ok or value > maximum:
-        low = "[" if min_inclusive else "("
-        raise ValueError(f"`{name}` must be a finite number in {low}{minimum}, {maximum}]; got {value}.")
+    high_ok = value <= maximum if max_inclusive else value < maximum
+    if not (math.isfinite(value) and low_ok and high_ok):
+        low, high = ">=" if min_inclusive else ">", "<=" if max_inclusive else "<"
+        if maximum == math.inf:
+            bound = f"{low} {minimum}"
+        elif minimum == -math.inf:
+            bound = f"{high} {maximum}"
+        else:
+            bound = f"in {'[' if min_inclusive else '('}{minimum}, {maximum}{']' if max_inclusive else ')'}"
+        raise ValueError(f"`{name}` must be a finite number {bound}; got {value}.")
     return value
 
 
@@ -96,6 +104,7 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
         )
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / np.float32(255.0)
+    kind = "float" if np.issubdtype(arr.dtype, np.floating) else str(arr.dtype)
     arr = arr.astype(np.float32, copy=False)
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
@@ -103,6 +112,7 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(
-            f"`{name}` float pixel values must lie in [0, 1] (or pass uint8 0..255); got range [{lo:g}, {hi:g}]."
+            f"`{name}` {kind} pixel values must lie in [0, 1] (only uint8 is read as 0..255); "
+            f"got range [{lo:g}, {hi:g}]."
         )
     return arr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,43 @@ def _int_at_least(minimum: int):
 
 
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _float_in(low: float, high: float = float("inf")):
+    """An argparse type: a number in the open interval (low, high), with an error that says so."""
+    name = f"number > {low}" if high == float("inf") else f"number in ({low}, {high})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not low < value < high:
+            raise argparse.ArgumentTypeError(f"expected a {name}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _file_ending(*suffixes: str):
+    """An argparse type: a file name ending in one of `suffixes`, checked before any work."""
+    allowed = " or ".join(suffixes)
+
+    def parse(text: str) -> str:
+        if Path(text).suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"expected a file name ending in {allowed}, got {text!r}")
+        return text
+
+    parse.__name__ = f"{allowed} file"
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line, as every other user error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -115,8 +153,10 @@ def _cmd_train(args) -> int:
             raise FileNotFoundError(
                 f"`--resume` {run} has no {_TRAIN_ARGS_FILE}: it is not a run folder of tfpvae train."
             )
-        for key in _RESUMED_ARGS:
-            value = saved[key] if key in saved else _RESUMED_ARG_DEFAULTS[key]
+        config = VAEConfig.from_dict(read_checkpoint_meta(run)["config"])
+        kept = {key: saved[key] if key in saved else _RESUMED_ARG_DEFAULTS[key] for key in _RESUMED_ARGS}
+        kept.update((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if hasattr(args, f.name))
+        for key, value in kept.items():
             flag = "--" + key.replace("_", "-")
             given = any(a == flag or a.startswith(flag + "=") for a in getattr(args, "argv", ()))
             if given and getattr(args, key) != value:
@@ -126,7 +166,8 @@ def _cmd_train(args) -> int:
                 )
             setattr(args, key, value)
         args.epochs = args.epochs or saved["epochs"]
-        config = VAEConfig.from_dict(read_checkpoint_meta(run)["config"])
+        # The new total, so a later --resume without --epochs continues to it.
+        (run / _TRAIN_ARGS_FILE).write_text(json.dumps({**saved, "epochs": args.epochs}, indent=2))
     else:
         if not args.dataset or not args.out:
             raise ValueError("`--dataset` and `--out` are required unless `--resume RUN_DIR` is given.")
@@ -292,13 +333,12 @@ def _cmd_sample(args) -> int:
 
     model = load(args.model)
     images = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
-    out = Path(args.out)
-    if out.suffix == ".npy":
-        np.save(out, images, allow_pickle=False)
-    elif out.suffix == ".png":
-        plots.save_figure(plots.image_grid(images), out)
+    out = Path(args.out)  # .png or .npy: the parser checked
+    if out.suffix.lower() == ".npy":
+        with open(out, "wb") as f:  # a file, not a name: numpy would add ".npy" to "X.NPY"
+            np.save(f, images, allow_pickle=False)
     else:
-        raise ValueError(f"`--out` must end in .png or .npy; got {out.name!r}.")
+        plots.save_figure(plots.image_grid(images), out)
     print(f"wrote {len(images)} samples to {out}")
     return 0
 
@@ -476,12 +516,14 @@ def _cmd_detect(args) -> int:
 def _cmd_plot(args) -> int:
     from tfpvae import plots
     from tfpvae.datasets import load_split
-    from tfpvae.figures import NEEDS_DATA, make_figure
+    from tfpvae.figures import make_figure, needs_data
     from tfpvae.serialization import load
 
     model = load(args.model)
     x = y = x_anomalous = None
-    if args.kind in NEEDS_DATA:
+    if needs_data(args.kind, model):
+        if not (args.dataset or args.input):
+            raise ValueError(f"Figure {args.kind!r} needs images: `--dataset NAME` or `--input FILE`.")
         x, y = _images_for_scoring(args)
     if args.anomalous:
         x_anomalous, _ = load_split(args.anomalous, args.split, args.data_dir)
@@ -500,8 +542,6 @@ def _cmd_plot(args) -> int:
         temperature=args.temperature,
         seed=args.seed,
     )
-    if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ValueError(f"`--out` must end in .png, .pdf or .svg; got {args.out!r}.")
     plots.save_figure(fig, args.out)
     print(f"wrote {args.kind} figure to {args.out}")
     return 0
@@ -523,14 +563,13 @@ def _cmd_interpolate(args) -> int:
     else:
         pairs = np.random.default_rng(args.seed).choice(len(x), size=(min(args.pairs, len(x) // 2), 2), replace=False)
     path = model.interpolate(x[pairs[:, 0]], x[pairs[:, 1]], num_steps=args.steps, method=args.method)
-    out = Path(args.out)
-    if out.suffix == ".npz":
-        np.savez(out, images=path.images, log_prior=path.log_prior, latents=path.latents, pairs=pairs)
-    elif out.suffix == ".png":
+    out = Path(args.out)  # .png or .npz: the parser checked
+    if out.suffix.lower() == ".npz":
+        with open(out, "wb") as f:  # a file, not a name: numpy would add ".npz" to "X.NPZ"
+            np.savez(f, images=path.images, log_prior=path.log_prior, latents=path.latents, pairs=pairs)
+    else:
         labels = [f"{a} -> {b}" for a, b in pairs]
         plots.save_figure(plots.interpolation_strips(path.images, path.log_prior, row_labels=labels), out)
-    else:
-        raise ValueError(f"`--out` must end in .png or .npz; got {out.name!r}.")
     print(f"wrote {len(pairs)} interpolations of {args.steps} steps to {out}")
     return 0
 
@@ -547,11 +586,10 @@ def _cmd_export(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `tfpvae` command."""
     from tfpvae.anomaly import SCORES
-    from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, MODEL_TYPES, PRIORS, VAEConfig
+    from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, LR_SCHEDULES, MODEL_TYPES, PRIORS, VAEConfig
     from tfpvae.figures import FIGURES
-    from tfpvae.schedules import LR_SCHEDULES
 
-    parser = argparse.ArgumentParser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
+    parser = _Parser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model and write it with samples and plots")
@@ -565,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="epochs between checkpoints; the last epoch is always checkpointed (default 1)",
     )
-    p.add_argument("--clip-norm", type=float, help="clip the global gradient norm (default: no clipping)")
+    p.add_argument("--clip-norm", type=_float_in(0.0), help="clip the global gradient norm (default: no clipping)")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default 128)")
     # Model flags take their defaults from VAEConfig, so the CLI and Python agree.
     d = VAEConfig()
@@ -646,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num-samples", type=_positive_int, default=64, help="number of images (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior spread multiplier (default 1.0)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
-    p.add_argument("--out", required=True, help="output .png (grid) or .npy (array)")
+    p.add_argument("--out", required=True, type=_file_ending(".png", ".npy"), help="output .png (grid) or .npy (array)")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("info", help="print a model's config, metrics and parameter count")
@@ -693,10 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
     p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
     p.add_argument("--anomalous", choices=DATASETS, help="anomalous dataset for the histogram and roc figures")
-    p.add_argument("--out", required=True, help="output .png (or .pdf/.svg)")
+    p.add_argument("--out", required=True, type=_file_ending(".png", ".pdf", ".svg"), help="output .png (or .pdf/.svg)")
     p.add_argument("--num-images", type=_positive_int, default=8, help="images per row / rows (default 8)")
     p.add_argument("--index", type=int, default=0, help="image the traversal/uncertainty figures start from")
-    p.add_argument("--grid-size", type=_positive_int, default=15, help="manifold grid cells per side (default 15)")
+    p.add_argument("--grid-size", type=_int_at_least(2), default=15, help="manifold grid cells per side (default 15)")
     p.add_argument("--method", choices=("auto", "direct", "pca", "tsne"), default="auto", help="scatter embedding")
     p.add_argument("--num-samples", type=_positive_int, default=64, help="Monte Carlo samples (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior temperature for samples (default 1.0)")
@@ -711,10 +749,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
     p.add_argument("--indices", type=int, nargs="+", help="pairs of image indices: i1 j1 i2 j2 ...")
     p.add_argument("--pairs", type=_positive_int, default=6, help="random pairs when --indices is not given")
-    p.add_argument("--steps", type=_positive_int, default=10, help="images per path (default 10)")
+    p.add_argument("--steps", type=_int_at_least(2), default=10, help="images per path (default 10)")
     p.add_argument("--method", choices=("linear", "slerp"), default="slerp", help="path shape (default slerp)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random pairs (default 0)")
-    p.add_argument("--out", required=True, help="output .png (strips) or .npz (images, log_prior, latents)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=_file_ending(".png", ".npz"),
+        help="output .png (strips) or .npz (images, log_prior, latents)",
+    )
     p.set_defaults(func=_cmd_interpolate)
 
     p = sub.add_parser("export", help="write a TensorFlow SavedModel with log_prob, elbo and sample signatures")
@@ -729,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anomalous", choices=DATASETS, required=True, help="dataset of anomalies")
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--limit", type=_positive_int, help="use N anomalous and 2N normal test images")
-    p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate of the threshold")
+    p.add_argument("--target-fpr", type=_float_in(0.0, 1.0), default=0.05, help="false-positive rate of the threshold")
     p.set_defaults(func=_cmd_detect)
     return parser
 

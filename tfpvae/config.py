@@ -13,6 +13,12 @@ ARCHITECTURES = ("conv", "mlp", "dcgan")
 MODEL_TYPES = ("vae", "ae")
 BINARIZE = ("dynamic", "none")
 ACTIVATIONS = ("relu", "elu", "swish", "leaky_relu", "tanh")
+# Learning-rate schedules of `tfpvae.schedules` (here, free of TensorFlow, for the CLI's parser).
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+# The floor that the decaying schedules reach at the last epoch, as a fraction of the
+# initial learning rate: small enough to settle the weights, large enough that the last
+# epochs still learn.
+DEFAULT_MIN_LR_FRACTION = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +97,7 @@ class VAEConfig:
         check_int(self.filters, "filters")
         check_int(self.hidden_units, "hidden_units")
         check_choice(self.activation, "activation", ACTIVATIONS)
-        check_float(self.dropout, "dropout", minimum=0.0)
-        if self.dropout >= 1.0:
-            raise ValueError(f"`dropout` must be a fraction in [0, 1); got {self.dropout}.")
+        check_float(self.dropout, "dropout", minimum=0.0, maximum=1.0, max_inclusive=False)
         check_choice(self.binarize, "binarize", BINARIZE)
         check_float(self.learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
         check_float(self.posterior_scale_floor, "posterior_scale_floor", minimum=0.0)

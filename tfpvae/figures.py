@@ -29,8 +29,14 @@ FIGURES = (
     "histogram",
     "roc",
 )
-# Kinds that need images (and for some, labels) besides the model.
+# Kinds that need images (and for some, labels) besides the model; see `needs_data`.
 NEEDS_DATA = frozenset(FIGURES) - {"samples", "curves", "pseudo-inputs"}
+
+
+def needs_data(kind: str, model: Any) -> bool:
+    """Whether figure `kind` of `model` needs images: `NEEDS_DATA`, except the manifold of a
+    two-dimensional latent space, which is the latent plane itself (no PCA of codes)."""
+    return kind in NEEDS_DATA and not (kind == "manifold" and model.config.latent_dim == 2)
 
 
 def make_figure(
@@ -73,7 +79,7 @@ def make_figure(
     """
     kind = check_choice(kind, "kind", FIGURES)
     num_images = check_int(num_images, "num_images")
-    if kind in NEEDS_DATA and x is None:
+    if x is None and needs_data(kind, model):
         raise ValueError(f"Figure {kind!r} needs images: pass `x` (CLI: --dataset or --input).")
     if kind in ("histogram", "roc") and x_anomalous is None:
         raise ValueError(f"Figure {kind!r} needs anomalous images: pass `x_anomalous` (CLI: --anomalous).")

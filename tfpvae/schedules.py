@@ -13,12 +13,7 @@ import math
 
 from tfpvae._keras import tfk
 from tfpvae._validation import check_choice, check_float, check_int
-
-LR_SCHEDULES = ("constant", "cosine", "exponential")
-# The floor that the decaying schedules reach at the last epoch, as a fraction of the
-# initial learning rate: small enough to settle the weights, large enough that the last
-# epochs still learn.
-DEFAULT_MIN_LR_FRACTION = 0.05
+from tfpvae.config import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES
 
 __all__ = [
     "DEFAULT_MIN_LR_FRACTION",
