@@ -128,8 +128,7 @@ def main(argv=None) -> int:
         early_stopping=args.early_stopping,
         resume=args.resume,
     )
-    train_s = time.time() - t0
-    model.save(args.out)
+    train_s = time.time() - t0  # train saved the model (the best epoch's weights) in args.out
     t0 = time.time()
     binarize_seed = 0 if args.dataset == "mnist" else None
     est = LikelihoodEstimator.from_model(model)

@@ -147,8 +147,10 @@ def test_npz_labels_must_match_the_images(tmp_path, labels, match):
     np.savez(tmp_path / "b.npz", x=np.zeros((3, 4, 4), np.uint8), y=labels)
     with pytest.raises(ValueError, match=match):
         load_images(tmp_path / "b.npz")
-    np.savez(tmp_path / "ok.npz", x=np.zeros((3, 4, 4), np.uint8), labels=np.array([1.0, 2.0, 3.0]))
-    assert load_images(tmp_path / "ok.npz")[1].tolist() == [1, 2, 3]
+    for good in (np.array([1.0, 2.0, 3.0]), np.array([[1], [2], [3]]), np.array([True, False, True])):
+        np.savez(tmp_path / "ok.npz", x=np.zeros((3, 4, 4), np.uint8), labels=good)
+        y = load_images(tmp_path / "ok.npz")[1]
+        assert y.dtype == np.int64 and y.tolist() == good.ravel().astype(int).tolist()
 
 
 def test_png_bit_depths_and_alpha_keep_their_scale(tmp_path):

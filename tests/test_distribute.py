@@ -106,7 +106,7 @@ def test_two_workers_on_localhost_train_the_same_model(tmp_path):
             "--score-limit",
             "20",
             "--out",
-            str(tmp_path / "run"),
+            str(tmp_path / ("run" if i == 0 else "run_worker1")),
         ]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = []
@@ -121,6 +121,9 @@ def test_two_workers_on_localhost_train_the_same_model(tmp_path):
                 p.kill()
     chief = json.loads(outputs[0].strip().splitlines()[-1])
     assert chief["epochs"] == 2 and '"run"' not in outputs[1]  # only the chief reports and writes
+    # Worker 1 was told another folder: it must write nothing at all (on a shared disk it
+    # would race the chief on the same files).
+    assert not (tmp_path / "run_worker1").exists()
     import tfpvae
 
     model = tfpvae.load(tmp_path / "run")

@@ -101,6 +101,16 @@ def test_nan_loss_restores_and_saves_last_good_weights(x, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_run_diverging_in_its_warmup_leaves_the_kl_weight_at_beta(x, tmp_path):
+    m = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, beta=0.8, seed=0)
+    with pytest.raises(TrainingDivergedError, match="epoch 2, batch 1"):
+        poison = [_PoisonAt(1, 0)]
+        train(m, x, epochs=4, batch_size=32, run_dir=tmp_path, kl_warmup_epochs=5, verbose=0, callbacks=poison)
+    # The last good epoch (the first, at weight 0.16) is restored, but not its partial KL weight.
+    assert float(m.kl_weight.numpy()) == float(tfpvae.load(tmp_path).kl_weight.numpy()) == pytest.approx(0.8)
+    assert read_checkpoint_meta(tmp_path)["epoch"] == 1
+
+
 class _InterruptAt(tfk.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch == 3 and len(self.model.training_history.get("loss", [])) == 0:
@@ -292,6 +302,12 @@ def test_early_stopping_keeps_the_best_epoch_and_a_resumable_checkpoint(x, tmp_p
     # The checkpoint keeps the last epoch's state, for resume; the run folder's model is the returned one.
     assert read_checkpoint_meta(tmp_path)["epoch"] == result.epochs_completed
     for got, best in zip(tfpvae.load(tmp_path).get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(got, best)
+    # "Resuming" a finished run trains nothing and returns that run's model, the best epoch's weights.
+    again = _model()
+    done = train(again, x, epochs=result.epochs_completed, batch_size=32, run_dir=tmp_path, resume=True, verbose=0)
+    assert done.epochs_completed == result.epochs_completed
+    for got, best in zip(again.get_weights(), m.get_weights()):
         np.testing.assert_array_equal(got, best)
 
 

@@ -70,6 +70,11 @@ def _file_ending(*suffixes: str):
 class _Parser(argparse.ArgumentParser):
     """argparse, except that a usage error is one line, as every other user error of the CLI."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        # No abbreviated flags: `--resume` must see which flags were typed (to note the ignored ones).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
@@ -143,9 +148,13 @@ def _early_stopping_split(args, x_train):
 def _cmd_train(args) -> int:
     from tfpvae import plots
     from tfpvae.config import VAEConfig
+    from tfpvae.distribute import is_chief, make_strategy
     from tfpvae.model import VAE
+    from tfpvae.serialization import _atomic_write
     from tfpvae.training import TrainingDivergedError, read_checkpoint_meta, train
 
+    strategy = make_strategy(args.strategy)
+    chief = is_chief(strategy)  # with several workers only the chief writes the run folder
     if args.resume:
         run = Path(args.resume)
         saved = json.loads((run / _TRAIN_ARGS_FILE).read_text()) if (run / _TRAIN_ARGS_FILE).is_file() else None
@@ -153,7 +162,13 @@ def _cmd_train(args) -> int:
             raise FileNotFoundError(
                 f"`--resume` {run} has no {_TRAIN_ARGS_FILE}: it is not a run folder of tfpvae train."
             )
-        config = VAEConfig.from_dict(read_checkpoint_meta(run)["config"])
+        missing = [k for k in (*_RESUMED_ARGS, "epochs") if k not in saved and k not in _RESUMED_ARG_DEFAULTS]
+        if missing:
+            raise ValueError(
+                f"`--resume` {run / _TRAIN_ARGS_FILE} lacks {', '.join(missing)}: not written by tfpvae train."
+            )
+        checkpoint = read_checkpoint_meta(run)
+        config = VAEConfig.from_dict(checkpoint["config"])
         kept = {key: saved[key] if key in saved else _RESUMED_ARG_DEFAULTS[key] for key in _RESUMED_ARGS}
         kept.update((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if hasattr(args, f.name))
         for key, value in kept.items():
@@ -166,8 +181,10 @@ def _cmd_train(args) -> int:
                 )
             setattr(args, key, value)
         args.epochs = args.epochs or saved["epochs"]
-        # The new total, so a later --resume without --epochs continues to it.
-        (run / _TRAIN_ARGS_FILE).write_text(json.dumps({**saved, "epochs": args.epochs}, indent=2))
+        if chief and args.epochs != saved["epochs"] and args.epochs >= checkpoint["epoch"]:
+            # The new total, so that a later --resume without --epochs continues to it.
+            text = json.dumps({**saved, "epochs": args.epochs}, indent=2).encode()
+            _atomic_write(run / _TRAIN_ARGS_FILE, lambda f: f.write(text))
     else:
         if not args.dataset or not args.out:
             raise ValueError("`--dataset` and `--out` are required unless `--resume RUN_DIR` is given.")
@@ -202,12 +219,10 @@ def _cmd_train(args) -> int:
             dropout=args.dropout,
             seed=args.seed,
         )
-        run.mkdir(parents=True, exist_ok=True)
-        keep = {k: getattr(args, k) for k in (*_RESUMED_ARGS, "epochs")}
-        (run / _TRAIN_ARGS_FILE).write_text(json.dumps(keep, indent=2))
-    from tfpvae.distribute import make_strategy
-
-    strategy = make_strategy(args.strategy)
+        if chief:
+            run.mkdir(parents=True, exist_ok=True)
+            keep = {k: getattr(args, k) for k in (*_RESUMED_ARGS, "epochs")}
+            (run / _TRAIN_ARGS_FILE).write_text(json.dumps(keep, indent=2))
     with strategy.scope():
         model = VAE(config)
         model.compile(_optimizer(config, args.clip_norm))
@@ -242,9 +257,7 @@ def _cmd_train(args) -> int:
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
-    from tfpvae.distribute import is_chief
-
-    if not is_chief(strategy):
+    if not chief:
         return 0  # the chief writes the run folder
     _write_history_csv(model.training_history, run / "history.csv")
     _write_run_figures(model, x_test, y_test, run, args.seed or 0)

@@ -248,16 +248,19 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Arrays, 
 def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """Loads user images from a .npy file, an .npz file or a folder of PNG files.
 
-    A .npz may hold `x` (or `images`) and optionally `y` (or `labels`); a .npy holds the
-    images alone. Arrays are (n, H, W) or (n, H, W, C), uint8 0..255 or float in [0, 1].
-    PNG files in a folder are read in sorted name order and must share one size.
+    A .npz may hold `x` (or `images`) and optionally `y` (or `labels`, one whole number or
+    bool per image, shape (n,) or (n, 1)); a .npy holds the images alone. Arrays are
+    (n, H, W) or (n, H, W, C), uint8 0..255 or float in [0, 1]. PNG files in a folder are
+    read in sorted name order and must share one size; grey (8- or 16-bit, alpha dropped)
+    gives one channel, colour three.
 
     Returns:
       (images float32 (n, H, W, C) in [0, 1], labels int64 (n,) or None).
 
     Raises:
       FileNotFoundError: `path` does not exist.
-      ValueError: unreadable, corrupt or pickled files, or images of unequal size.
+      ValueError: unreadable, corrupt or pickled files, images of unequal size, or labels
+        that are not one whole number per image.
     """
     from tfpvae._validation import check_images
 
@@ -291,11 +294,18 @@ def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]
 
 
 def _check_labels(labels: np.ndarray, n: int, name: str) -> np.ndarray:
-    """Labels as int64 (n,): one whole number per image."""
+    """Labels as int64 (n,): one whole number (or bool) per image; (n, 1) is accepted."""
+    if labels.shape == (n, 1):
+        labels = labels[:, 0]
     if labels.shape != (n,):
         raise ValueError(f"{name} must hold one label per image, shape ({n},); got shape {labels.shape}.")
-    whole = np.issubdtype(labels.dtype, np.integer) or (
-        np.issubdtype(labels.dtype, np.floating) and bool(np.all(np.isfinite(labels) & (labels == np.round(labels))))
+    whole = (
+        np.issubdtype(labels.dtype, np.integer)
+        or labels.dtype == np.bool_
+        or (
+            np.issubdtype(labels.dtype, np.floating)
+            and bool(np.all(np.isfinite(labels) & (labels == np.round(labels))))
+        )
     )
     if not whole:
         raise ValueError(f"{name} labels must be whole numbers; got dtype {labels.dtype}.")

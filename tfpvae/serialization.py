@@ -33,7 +33,9 @@ def _sha256(path: Path) -> str:
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    # The only way to read the umask is to set it: put it straight back. 0o077 meanwhile, so a
+    # file another thread creates in that instant can only be more private, never less.
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 
@@ -42,10 +44,14 @@ def _atomic_write(path: Path, write) -> None:
     """Writes via a temporary file in the same folder, then renames: never a half file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would, so
-        # a model folder others may read stays readable after the rename.
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file private (0600); give it the mode a plain open() would, so
+            # a model folder others may read stays readable after the rename. Best effort:
+            # some filesystems (FAT, some network mounts) refuse chmod, and the file stays private.
+            try:
+                os.chmod(tmp, 0o666 & ~_umask())
+            except OSError:
+                pass
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -1,7 +1,7 @@
 """Training runs that survive: checkpoints, resume, NaN recovery and Ctrl-C.
 
-`train` wraps `VAE.fit` for runs that write to a folder. Every `checkpoint_every` epochs it
-writes `checkpoint.npz` atomically (temporary file, then rename): model weights, optimizer
+`train` wraps `VAE.fit` for runs that write to a folder. Every `checkpoint_every` epochs and
+after the last it writes `checkpoint.npz` atomically (temporary file, then rename): model weights, optimizer
 state, the binarisation RNG state, the epoch count and the history, all as plain arrays.
 A killed run resumes from its last complete checkpoint; a NaN/Inf loss restores and saves
 the last good weights and raises `TrainingDivergedError`; SIGINT stops at the end of the
@@ -313,12 +313,18 @@ def train(
         model.compile(tfk.optimizers.Adam(model.config.learning_rate, global_clipnorm=clip_norm))
     start = restore_checkpoint(model, run_dir) if resume else 0
     if start >= epochs:
+        # Nothing left to train: the result is the finished run's model (with early stopping,
+        # its best epoch's weights), which its folder holds, not the checkpoint's last epoch.
+        from tfpvae.serialization import load
+
+        model.set_weights(load(run_dir).get_weights())
         return TrainingResult(start, model.training_history)
 
     from tfpvae.distribute import is_chief
 
     # With several workers only the chief writes: the others would race on the same files.
-    guard = _RunGuard(run_dir if is_chief() else None, checkpoint_every, start)
+    # The model's strategy, not the current one: `train` is called outside `strategy.scope()`.
+    guard = _RunGuard(run_dir if is_chief(model.distribute_strategy) else None, checkpoint_every, start)
     # A copy: `VAE.fit` extends the model's history in place, and the `finally` below
     # rebuilds it from this and the guard's completed epochs.
     history_before = {k: list(v) for k, v in model.training_history.items()}
@@ -351,6 +357,8 @@ def train(
 
     if guard.failure:
         guard.restore_good_state()
+        if kl_warmup_epochs:
+            model.kl_weight.assign(model.config.beta)  # as KLWarmup leaves it; a resume sets it again
         where = ""
         if guard.run_dir is not None:
             guard.save(merge_history=False)
