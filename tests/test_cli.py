@@ -78,6 +78,7 @@ def test_user_errors_print_one_line_and_exit_2(argv, match, capsys, monkeypatch,
         (["train", "--epochs", "-1"], "argument --epochs: expected an integer >= 1, got '-1'"),
         (["detect", "--model", "m", "--target-fpr", "2"], "argument --target-fpr: expected a number in (0.0, 1.0)"),
         (["sample"], "the following arguments are required: --model, --out"),
+        (["train", "--dataset", "digits", "--latent", "4"], "unrecognized arguments: --latent 4"),  # no abbreviations
         (["sample", "--model", "m", "--out", "s.jpg"], "argument --out: expected a file name ending in .png or .npy"),
         (["plot", "samples", "--model", "m", "--out", "p.gif"], "ending in .png or .pdf or .svg, got 'p.gif'"),
         (["interpolate", "--model", "m", "--dataset", "digits", "--out", "i.npy"], "ending in .png or .npz"),
@@ -535,6 +536,12 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
     (run / "train_args.json").write_text(json.dumps(saved))
     assert main(["train", "--resume", str(run), "--epochs", "4", *common]) == 0
     assert calls[-1]["kl_warmup_epochs"] == 0 and calls[-1]["lr_schedule"] == "constant"
+    # One whose train_args.json lacks a key with no default is refused in one line.
+    del saved["dataset"]
+    (run / "train_args.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "5", *common]) == 2
+    assert "train_args.json lacks dataset: not written by tfpvae train" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
