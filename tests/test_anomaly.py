@@ -63,6 +63,22 @@ def test_score_family_from_known_likelihood():
         compute_scores(_FakeEstimator(), x, ("typicality",))
     with pytest.raises(ValueError, match="`score` must be one of 'log_prob'"):
         compute_scores(_FakeEstimator(), x, ("waic",))
+    assert list(compute_scores(_FakeEstimator(), x, "rate")) == ["rate"]  # one name, not its letters
+    with pytest.raises(ValueError, match="`binarize_seed` must be"):
+        compute_scores(_FakeEstimator(), x, ("log_prob",), binarize_seed=-1)
+
+
+def test_shards_of_grey_images_score_as_the_whole_set():
+    # Grey images: "complexity" scores a fixed binarisation, which a shard must draw as the whole set does.
+    grey = np.random.default_rng(2).random((6, 4, 4, 1)).astype(np.float32)
+    for kw in ({}, {"binarize_seed": 5}):
+        whole = compute_scores(_FakeEstimator(), grey, ("complexity", "log_prob"), **kw)
+        parts = [
+            compute_scores(_FakeEstimator(), grey[i : i + 2], ("complexity", "log_prob"), index_offset=i, **kw)
+            for i in (0, 2, 4)
+        ]
+        for name in whole:
+            np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), whole[name])
 
 
 @pytest.mark.parametrize("compressor", ["context", "zlib"])

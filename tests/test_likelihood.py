@@ -170,6 +170,14 @@ def test_binarize_draws_bernoulli_pixels(perturbed, x):
     np.testing.assert_array_equal(
         perturbed.elbo(x, 3, seed=1, binarize_seed=9), perturbed.elbo(binarize(x, seed=9), 3, seed=1)
     )
+    # Shards binarise as the whole set: image i of a shard at offset o gets the whole set's draw
+    # of image o + i, for even and odd numbers of skipped pixels (3x5 images: 15 per image).
+    odd = np.random.default_rng(1).random((9, 3, 5, 1)).astype(np.float32)
+    whole = binarize(odd, seed=3)
+    for offset in range(9):
+        np.testing.assert_array_equal(binarize(odd[offset:], seed=3, index_offset=offset), whole[offset:])
+    shards = [perturbed.log_prob(x[i : i + 3], 5, seed=2, binarize_seed=9, index_offset=i) for i in (0, 3)]
+    np.testing.assert_array_equal(np.concatenate(shards), perturbed.log_prob(x[:6], 5, seed=2, binarize_seed=9))
     # An int32 Bernoulli decoder refuses grey images (see the bad-input test) but scores binary ones.
     int_decoder = LikelihoodEstimator(perturbed._encode, _int_bernoulli_decoder, perturbed.prior)
     assert np.all(np.isfinite(int_decoder.elbo(x, 3, seed=1, binarize_seed=9)))

@@ -208,9 +208,27 @@ def test_likelihood_methods_agree_with_the_estimator(digit_batch):
 
 
 def test_autoencoder_refuses_likelihoods(digit_batch):
+    from tfpvae.anomaly import AnomalyDetector, compute_scores
+    from tfpvae.likelihood import LikelihoodEstimator
+
     ae = VAE(input_shape=(8, 8, 1), latent_dim=2, model_type="ae", seed=0)
-    with pytest.raises(ValueError, match="plain autoencoder"):
-        ae.log_prob(digit_batch)
+    # Its q(z|x) is a point mass: log p(x|z) + log p(z) - log q bounds nothing, by any route.
+    estimator = LikelihoodEstimator.from_model(ae)
+    refusals = [
+        lambda: ae.log_prob(digit_batch),
+        lambda: ae.bits_per_dim(digit_batch),
+        lambda: estimator.elbo(digit_batch),
+        lambda: compute_scores(estimator, digit_batch, ("distortion", "elbo")),
+        lambda: AnomalyDetector(ae, score="log_prob"),
+    ]
+    for refusal in refusals:
+        with pytest.raises(ValueError, match="plain autoencoder"):
+            refusal()
+    # Its reconstruction term is still there, and scores it.
+    distortion = compute_scores(estimator, digit_batch, ("distortion",), num_samples=10)["distortion"]
+    np.testing.assert_allclose(distortion, -ae.rate_distortion(digit_batch, seed=0)["distortion"], rtol=1e-5)
+    detector = AnomalyDetector(ae, score="distortion", num_samples=10, progress=False).fit(digit_batch)
+    assert set(detector.predict(digit_batch)) <= {-1, 1}
 
 
 # ------------------------------------------------------------------ IWAE training objective

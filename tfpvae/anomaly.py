@@ -152,7 +152,7 @@ def compute_scores(
     Args:
       estimator: a `tfpvae.likelihood.LikelihoodEstimator`.
       x: images (n, H, W, C) in [0, 1].
-      scores: names from `SCORES`. Default: all.
+      scores: names from `SCORES` (or one name). Default: all.
       num_samples: importance samples for log_prob-based scores; ELBO, rate and distortion
         use `max(1, num_samples // 10)` samples. Default 100.
       typical_nll: mean -log p(x) of normal data; required by "typicality".
@@ -170,14 +170,19 @@ def compute_scores(
     Returns:
       dict name -> float64 array (n,), higher = more normal.
     """
+    from tfpvae.likelihood import _check_seed, binarize
+
+    scores = (scores,) if isinstance(scores, str) else tuple(scores)
     for name in scores:
         check_choice(name, "score", SCORES)
     num_samples = check_int(num_samples, "num_samples")
     check_choice(compressor, "compressor", COMPRESSORS)
-    if binarize_seed is not None:
-        from tfpvae.likelihood import binarize
-
-        x = binarize(x, binarize_seed)  # every score then sees the same binary images
+    index_offset = check_int(index_offset, "index_offset", minimum=0)
+    if not getattr(estimator, "defines_likelihood", True) and set(scores) - {"distortion"}:
+        estimator.require_likelihood(", ".join(sorted(set(scores) - {"distortion"})))
+    if _check_seed(binarize_seed, "binarize_seed") is not None:
+        # Every score then sees the same binary images; a shard draws them as the whole set does.
+        x = binarize(x, binarize_seed, index_offset)
     kw = dict(seed=seed, progress=progress, index_offset=index_offset)
     out: dict[str, np.ndarray] = {}
     if {"log_prob", "typicality", "complexity"} & set(scores):
@@ -195,9 +200,7 @@ def compute_scores(
                 # L(x) is the code length of one binary image, so the likelihood must be
                 # of that same image: for grey input, score a fixed binarisation (the
                 # grey log-likelihood is an average over binarisations and does not match).
-                from tfpvae.likelihood import binarize
-
-                xb = binarize(x, 0 if seed is None else seed)
+                xb = binarize(x, 0 if seed is None else seed, index_offset)
                 log_pb = np.asarray(estimator.log_prob(xb, num_samples=num_samples, **kw), np.float64)
                 out["complexity"] = log_pb / math.log(2) + compressed_bits(xb, compressor=compressor)
     if {"elbo", "rate", "distortion"} & set(scores):
@@ -319,6 +322,8 @@ class AnomalyDetector:
             if model is None:
                 raise ValueError("Pass a trained `model` or an `estimator`.")
             estimator = LikelihoodEstimator.from_model(model)
+        if self.score != "distortion" and not getattr(estimator, "defines_likelihood", True):
+            estimator.require_likelihood(self.score)  # a plain autoencoder: only "distortion"
         self.model, self.estimator = model, estimator
 
     def _check_fitted(self) -> None:

@@ -431,7 +431,6 @@ def _parse_shard(text: str | None, n: int) -> tuple[int, int]:
 
 def _cmd_score(args) -> int:
     from tfpvae.anomaly import compute_scores
-    from tfpvae.likelihood import binarize
     from tfpvae.serialization import load
 
     model = load(args.model)
@@ -440,8 +439,6 @@ def _cmd_score(args) -> int:
         raise ValueError(
             "`--score typicality` needs `--typical-nll` (the mean NLL of normal data, e.g. from evaluate)."
         )
-    if args.binarize_seed is not None:
-        x = binarize(x, args.binarize_seed)  # binarise the whole set first: shards then agree with it
     start, stop = _parse_shard(args.shard, len(x))
     scores = compute_scores(
         model.likelihood,
@@ -450,6 +447,7 @@ def _cmd_score(args) -> int:
         num_samples=args.num_samples,
         typical_nll=args.typical_nll,
         seed=args.seed,
+        binarize_seed=args.binarize_seed,  # with index_offset, a shard binarises as the whole set
         index_offset=start,
         progress=not args.quiet,
     )

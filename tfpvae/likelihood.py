@@ -101,20 +101,33 @@ def _check_seed(seed: Any, name: str) -> int | None:
     return None if seed is None else check_int(seed, name, minimum=0)
 
 
-def binarize(x: Any, seed: int | None = None) -> np.ndarray:
+def binarize(x: Any, seed: int | None = None, index_offset: int = 0) -> np.ndarray:
     """Draws binary images b ~ Bernoulli(x), pixel by pixel.
 
     Args:
       x: images, array of shape (n, H, W, C) (or (n, H, W)) with float values in [0, 1]
         or uint8 0..255, read as the probability that each pixel is on.
       seed: int >= 0 for a reproducible draw. Default None (a fresh draw each call).
+      index_offset: position of x[0] in a larger set: with a seed, image i gets the draw
+        that image index_offset + i gets when the whole set is binarised in one call, so
+        shards binarise exactly as the whole. Default 0.
 
     Returns:
       float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.
     """
     x = check_images(x, "x")
     seed = _check_seed(seed, "seed")
-    u = np.random.default_rng(seed).random(x.shape, dtype=np.float32)
+    index_offset = check_int(index_offset, "index_offset", minimum=0)
+    generator = np.random.default_rng(seed)
+    if index_offset:
+        # The whole set's uniforms are one float32 stream, image after image; PCG64 yields
+        # two float32 per step, so skip the earlier images' draws: advance by half of them,
+        # then one more float32 when their count is odd (tested against the whole-set draw).
+        skipped = index_offset * int(np.prod(x.shape[1:]))
+        generator.bit_generator.advance(skipped // 2)
+        if skipped % 2:
+            generator.random(1, dtype=np.float32)
+    u = generator.random(x.shape, dtype=np.float32)
     # u < 1 always, so x = 1 gives 1 and x = 0 gives 0.
     return (u < x).astype(np.float32)
 
@@ -234,6 +247,10 @@ class LikelihoodEstimator:
         Default None (any shape the decoder accepts).
       max_batch_elements: default number of (image, sample) pairs decoded per call; each
         method can override it. Default 1024.
+      defines_likelihood: False for a model whose q(z|x) is a point mass (a plain
+        autoencoder): `elbo`, `log_prob` and `bits_per_dim` then refuse, since
+        log p(x|z) + log p(z) - log q(z|x) bounds nothing; `rate_distortion` and
+        `pixel_log_prob` still give its reconstruction terms. Default True.
 
     All methods take images `x` of shape (n, H, W, C) (or (n, H, W)), float in [0, 1] or
     uint8 0..255, and the keywords `seed`, `binarize_seed`, `max_batch_elements` and
@@ -252,6 +269,7 @@ class LikelihoodEstimator:
         *,
         image_shape: tuple[int, int, int] | None = None,
         max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS,
+        defines_likelihood: bool = True,
     ) -> None:
         for value, name in ((encode, "encode"), (decode, "decode")):
             if not callable(value):
@@ -265,6 +283,9 @@ class LikelihoodEstimator:
         self._prior = prior
         self.image_shape = None if image_shape is None else tuple(int(v) for v in image_shape)
         self.max_batch_elements = check_int(max_batch_elements, "max_batch_elements")
+        if not isinstance(defines_likelihood, bool):
+            raise TypeError(f"`defines_likelihood` must be True or False; got {defines_likelihood!r}.")
+        self.defines_likelihood = defines_likelihood
         # One tf.function per estimator: it traces once per chunk shape and is reused.
         self._chunk_fn = tf.function(self._chunk)
 
@@ -299,7 +320,16 @@ class LikelihoodEstimator:
             lambda: model.prior,  # read per call: a VampPrior moves with the encoder's weights
             image_shape=model.image_shape,
             max_batch_elements=max_batch_elements,
+            defines_likelihood=getattr(getattr(model, "config", None), "model_type", "vae") != "ae",
         )
+
+    def require_likelihood(self, what: str) -> None:
+        """Raises ValueError naming `what` if this estimator's model defines no likelihood."""
+        if not self.defines_likelihood:
+            raise ValueError(
+                f"`{what}` needs a VAE; this model is a plain autoencoder (model_type='ae'), which defines no "
+                "likelihood. Use rate_distortion(x)['distortion'] (score 'distortion') for its reconstruction NLL."
+            )
 
     # ------------------------------------------------------------------ core
     def _chunk(self, x, seeds, offset, first_sample, num_samples, *, samples, block, blocks, pixels):
@@ -370,9 +400,12 @@ class LikelihoodEstimator:
             pass  # no closed form (e.g. a mixture prior): the rate is estimated from the draws
         return out
 
-    def _prepare(self, x: Any, num_samples: Any, seed: Any, binarize_seed: Any, budget: Any, progress: Any):
-        """Validates the shared arguments; returns (x, k, seed, budget, progress)."""
+    def _prepare(
+        self, x: Any, num_samples: Any, seed: Any, binarize_seed: Any, budget: Any, progress: Any, index_offset: Any
+    ):
+        """Validates the shared arguments; returns (x, k, seed, budget, progress, index_offset)."""
         x = check_images(x, "x", self.image_shape)
+        index_offset = check_int(index_offset, "index_offset", minimum=0)
         k = check_int(num_samples, "num_samples")
         seed = _check_seed(seed, "seed")
         binarize_seed = _check_seed(binarize_seed, "binarize_seed")
@@ -380,16 +413,17 @@ class LikelihoodEstimator:
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")
         if binarize_seed is not None:
-            x = binarize(x, binarize_seed)
+            x = binarize(x, binarize_seed, index_offset)  # a shard binarises as in the whole set
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
-        return x, k, seed, budget, progress
+        return x, k, seed, budget, progress, index_offset
 
     def _run(
         self, x, num_samples, seed, binarize_seed, max_batch_elements, progress, pixels=False, index_offset=0
     ) -> _Stats:
-        x, k, seed, budget, progress = self._prepare(x, num_samples, seed, binarize_seed, max_batch_elements, progress)
-        index_offset = check_int(index_offset, "index_offset", minimum=0)
+        x, k, seed, budget, progress, index_offset = self._prepare(
+            x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset
+        )
         n = len(x)
         plan = _Plan.make(n, k, budget)
         stats = _Stats(n, x.shape[1:], pixels)
@@ -459,6 +493,7 @@ class LikelihoodEstimator:
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (elbo, stderr).
         """
+        self.require_likelihood("elbo")
         s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         elbo = s.sum_lw / k
@@ -506,6 +541,7 @@ class LikelihoodEstimator:
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (log_prob, stderr).
         """
+        self.require_likelihood("log_prob")
         s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         with np.errstate(divide="ignore"):

@@ -493,17 +493,9 @@ class VAE(tfk.Model):
             object.__setattr__(self, "_estimator", LikelihoodEstimator.from_model(self))
         return self._estimator
 
-    def _require_vae(self, what: str) -> None:
-        if self.config.model_type != "vae":
-            raise ValueError(
-                f"`{what}` needs a VAE; this model is a plain autoencoder (model_type='ae'), which defines no "
-                "likelihood. Use rate_distortion(x)['distortion'] for its reconstruction NLL."
-            )
-
     def elbo(self, x: Any, num_samples: int = 1, **kwargs: Any) -> np.ndarray:
         """Per-image ELBO in nats, array (n,). See `LikelihoodEstimator.elbo` for keywords
         (seed, binarize_seed, return_stderr, max_batch_elements, progress)."""
-        self._require_vae("elbo")
         return self.likelihood.elbo(x, num_samples, **kwargs)
 
     def log_prob(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray:
@@ -512,12 +504,10 @@ class VAE(tfk.Model):
         Pass `return_stderr=True` for its Monte Carlo standard error; see
         `LikelihoodEstimator.log_prob` for the other keywords.
         """
-        self._require_vae("log_prob")
         return self.likelihood.log_prob(x, num_samples, **kwargs)
 
     def bits_per_dim(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray:
         """Per-image -log p(x) / (H * W * C * ln 2), array (n,)."""
-        self._require_vae("bits_per_dim")
         return self.likelihood.bits_per_dim(x, num_samples, **kwargs)
 
     def rate_distortion(self, x: Any, num_samples: int = 1, **kwargs: Any) -> dict[str, np.ndarray]:
