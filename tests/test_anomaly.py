@@ -176,6 +176,10 @@ def test_detector_errors():
         AnomalyDetector(estimator=_FakeEstimator(), score="nope")
     with pytest.raises(ValueError, match="`target_fpr`"):
         AnomalyDetector(estimator=_FakeEstimator(), target_fpr=1.5)
+    with pytest.raises(ValueError, match="`seed` must be an int >= 0"):
+        AnomalyDetector(estimator=_FakeEstimator(), seed=-1)
+    with pytest.raises(TypeError, match="`binarize_seed` must be an int"):
+        AnomalyDetector(estimator=_FakeEstimator(), binarize_seed=1.5)
 
 
 def test_real_vae_flags_noise_images(digits):

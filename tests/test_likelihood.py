@@ -259,6 +259,9 @@ def _int_bernoulli_decoder(z):
         (lambda e, x: LikelihoodEstimator.from_model(object()), "`model` must be a tfpvae.VAE"),
         (lambda e, x: nats_to_bits_per_dim(1.0, 0), "`num_dims`"),
         (lambda e, x: binarize(x, seed=1.5), "`seed`"),
+        (lambda e, x: binarize(x, seed=1, index_offset=-1), "`index_offset`"),
+        (lambda e, x: LikelihoodEstimator(e._encode, e._decode, e.prior, image_shape=(2, 2)), "`image_shape` must be"),
+        (lambda e, x: LikelihoodEstimator(e._encode, e._decode, e.prior, defines_likelihood=1), "`defines_likelihood`"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, match, exact, x):

@@ -13,6 +13,13 @@ def test_uint8_is_scaled_and_float_passes_through():
     np.testing.assert_array_equal(check_images(f), f)
 
 
+def test_one_image_is_named_as_such():
+    with pytest.raises(ValueError, match=r"`x` is one image of shape \(8, 8, 1\); pass a batch .* e.g. x\[None\]"):
+        check_images(np.zeros((8, 8, 1)), "x", image_shape=(8, 8, 1))
+    # (1, H, W) images are a batch of one (n, H, W) when H = 1 cannot be told apart: left alone.
+    assert check_images(np.zeros((1, 8, 8)), "x", image_shape=(8, 8, 1)).shape == (1, 8, 8, 1)
+
+
 def test_rank_3_gets_a_channel_axis():
     assert check_images(np.zeros((2, 4, 4)), image_shape=(4, 4, 1)).shape == (2, 4, 4, 1)
 

@@ -90,6 +90,12 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
         raise TypeError(f"`{name}` must be a numeric array of images; could not convert it ({err}).") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"`{name}` must have a numeric dtype; got dtype {arr.dtype}.")
+    if image_shape is not None and arr.shape == tuple(image_shape) and image_shape[0] != 1:
+        # Read as (n, H, W) this would fail with a puzzling shape: say what it is.
+        raise ValueError(
+            f"`{name}` is one image of shape {arr.shape}; pass a batch of shape (n, *{tuple(image_shape)}), "
+            f"e.g. x[None]."
+        )
     if arr.ndim == 3 and (image_shape is None or image_shape[2] == 1):
         arr = arr[..., None]
     if arr.ndim != 4:

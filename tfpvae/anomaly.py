@@ -313,7 +313,9 @@ class AnomalyDetector:
         self.calibration_fraction = check_float(
             calibration_fraction, "calibration_fraction", minimum=0.0, maximum=1.0, min_inclusive=False
         )
-        self.seed, self.binarize_seed = seed, binarize_seed
+        from tfpvae.likelihood import _check_seed
+
+        self.seed, self.binarize_seed = _check_seed(seed, "seed"), _check_seed(binarize_seed, "binarize_seed")
         self.compressor = check_choice(compressor, "compressor", COMPRESSORS)
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")

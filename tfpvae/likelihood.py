@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from tfpvae._keras import tf, tfd, tfk
-from tfpvae._validation import check_images, check_int
+from tfpvae._validation import check_images, check_int, check_shape
 
 __all__ = ["LikelihoodEstimator", "binarize", "nats_to_bits_per_dim"]
 
@@ -281,7 +281,7 @@ class LikelihoodEstimator:
         self._encode = encode
         self._decode = decode
         self._prior = prior
-        self.image_shape = None if image_shape is None else tuple(int(v) for v in image_shape)
+        self.image_shape = None if image_shape is None else check_shape(image_shape, "image_shape")
         self.max_batch_elements = check_int(max_batch_elements, "max_batch_elements")
         if not isinstance(defines_likelihood, bool):
             raise TypeError(f"`defines_likelihood` must be True or False; got {defines_likelihood!r}.")
