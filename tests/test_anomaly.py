@@ -160,6 +160,8 @@ def test_contamination_threshold_and_typicality():
     assert np.mean(det.calibration_scores_ < det.threshold_) == pytest.approx(0.2, abs=0.05)
     typ = AnomalyDetector(estimator=_FakeEstimator(), score="typicality").fit(normal)
     assert typ.typical_nll_ == pytest.approx(2 * 0.3 * 16, rel=0.05)
+    # Only typicality holds images back for its reference; the other scores calibrate on all.
+    assert len(det.calibration_scores_) == 2000 and len(typ.calibration_scores_) == 1000
     # Too little ink is atypical too: typicality flags it, raw likelihood prefers it.
     empty = np.zeros((10, 4, 4, 1), np.float32)
     assert np.all(typ.predict(empty) == -1)

@@ -255,9 +255,10 @@ def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:
 class AnomalyDetector:
     """Flags images a trained VAE finds abnormal; scikit-learn conventions.
 
-    `fit` takes normal images the model was *not* trained on, splits them into a reference
-    part (the typical NLL for "typicality") and a calibration part whose scores set the
-    threshold and the conformal p-values.
+    `fit` takes normal images the model was *not* trained on; their scores set the threshold
+    and the conformal p-values. For "typicality" it first splits them into a reference part
+    (the typical NLL) and the calibration part, since the calibration scores must not come
+    from the images that defined the typical NLL.
 
     Args:
       model: a trained `tfpvae.VAE`, or any object `LikelihoodEstimator.from_model` accepts;
@@ -268,8 +269,9 @@ class AnomalyDetector:
         "contamination" (flag the `contamination` fraction). Default "fpr".
       target_fpr: false-positive rate on normal data for threshold="fpr". Default 0.05.
       contamination: expected outlier fraction for threshold="contamination". Default 0.1.
-      calibration_fraction: share of the fit data used for calibration; the rest is the
-        reference for "typicality". Default 0.5.
+      calibration_fraction: for "typicality", the share of the fit data used for
+        calibration; the rest is the reference. Other scores calibrate on all of it.
+        Default 0.5.
       seed: seed for the split and for the Monte Carlo scores. Default 0.
       binarize_seed: score a fixed binarisation of grey images. Default None.
       compressor: L(x) of the "complexity" score, "context" (default) or "zlib".
@@ -362,10 +364,11 @@ class AnomalyDetector:
         x = self._images(x)
         if len(x) < 4:
             raise ValueError(f"`x` must hold at least 4 normal images to calibrate; got {len(x)}.")
-        order = np.random.default_rng(self.seed).permutation(len(x))
-        n_cal = min(len(x) - 1, max(1, int(round(self.calibration_fraction * len(x)))))
-        calibration, reference = x[order[:n_cal]], x[order[n_cal:]]
+        calibration = x
         if self.score == "typicality":
+            order = np.random.default_rng(self.seed).permutation(len(x))
+            n_cal = min(len(x) - 1, max(1, int(round(self.calibration_fraction * len(x)))))
+            calibration, reference = x[order[:n_cal]], x[order[n_cal:]]
             log_p = self.estimator.log_prob(
                 reference,
                 num_samples=self.num_samples,
