@@ -260,6 +260,8 @@ def _int_bernoulli_decoder(z):
         (lambda e, x: nats_to_bits_per_dim(1.0, 0), "`num_dims`"),
         (lambda e, x: binarize(x, seed=1.5), "`seed`"),
         (lambda e, x: binarize(x, seed=1, index_offset=-1), "`index_offset`"),
+        (lambda e, x: e.log_prob(x, 2, return_stderr="yes"), "`return_stderr` must be True or False; got 'yes'"),
+        (lambda e, x: e.elbo(x, 2, return_stderr=1), "`return_stderr`"),
         (lambda e, x: LikelihoodEstimator(e._encode, e._decode, e.prior, image_shape=(2, 2)), "`image_shape` must be"),
         (lambda e, x: LikelihoodEstimator(e._encode, e._decode, e.prior, defines_likelihood=1), "`defines_likelihood`"),
     ],

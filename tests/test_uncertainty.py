@@ -144,6 +144,8 @@ def test_posterior_spread_matches_closed_forms_from_scale_tril(images):
     expected = cov[:, i, j] / np.sqrt(cov[:, i, i] * cov[:, j, j])
     np.testing.assert_allclose(r.correlation[:, i, j], expected, rtol=1e-10)
     assert uncertainty.posterior_uncertainty(model, xt).correlation is None
+    with pytest.raises(TypeError, match="`correlation` must be True or False; got 'no'"):
+        uncertainty.posterior_uncertainty(model, xt, correlation="no")
 
     ae = VAE(input_shape=(8, 8, 1), latent_dim=2, model_type="ae", seed=0)
     with pytest.raises(ValueError, match="model_type 'ae'"):

@@ -50,6 +50,13 @@ def check_float(
     return value
 
 
+def check_bool(value: Any, name: str, allow_none: bool = False) -> bool | None:
+    """Returns `value` if it is True or False (or None, with `allow_none`), else raises."""
+    if isinstance(value, bool) or (allow_none and value is None):
+        return value
+    raise TypeError(f"`{name}` must be True{', False or None' if allow_none else ' or False'}; got {value!r}.")
+
+
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     """Returns `value` if it is one of `choices`, else raises listing the valid ones."""
     choices = tuple(choices)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from tfpvae._validation import check_choice, check_float, check_images, check_int
+from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int
 
 SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
 THRESHOLDS = ("fpr", "contamination")
@@ -319,9 +319,7 @@ class AnomalyDetector:
 
         self.seed, self.binarize_seed = _check_seed(seed, "seed"), _check_seed(binarize_seed, "binarize_seed")
         self.compressor = check_choice(compressor, "compressor", COMPRESSORS)
-        if progress is not None and not isinstance(progress, bool):
-            raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")
-        self.progress = progress
+        self.progress = check_bool(progress, "progress", allow_none=True)
         if estimator is None:
             if model is None:
                 raise ValueError("Pass a trained `model` or an `estimator`.")

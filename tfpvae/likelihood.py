@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from tfpvae._keras import tf, tfd, tfk
-from tfpvae._validation import check_images, check_int, check_shape
+from tfpvae._validation import check_bool, check_images, check_int, check_shape
 
 __all__ = ["LikelihoodEstimator", "binarize", "nats_to_bits_per_dim"]
 
@@ -283,9 +283,7 @@ class LikelihoodEstimator:
         self._prior = prior
         self.image_shape = None if image_shape is None else check_shape(image_shape, "image_shape")
         self.max_batch_elements = check_int(max_batch_elements, "max_batch_elements")
-        if not isinstance(defines_likelihood, bool):
-            raise TypeError(f"`defines_likelihood` must be True or False; got {defines_likelihood!r}.")
-        self.defines_likelihood = defines_likelihood
+        self.defines_likelihood = check_bool(defines_likelihood, "defines_likelihood")
         # One tf.function per estimator: it traces once per chunk shape and is reused.
         self._chunk_fn = tf.function(self._chunk)
 
@@ -410,8 +408,7 @@ class LikelihoodEstimator:
         seed = _check_seed(seed, "seed")
         binarize_seed = _check_seed(binarize_seed, "binarize_seed")
         budget = self.max_batch_elements if budget is None else check_int(budget, "max_batch_elements")
-        if progress is not None and not isinstance(progress, bool):
-            raise TypeError(f"`progress` must be True, False or None; got {progress!r}.")
+        progress = check_bool(progress, "progress", allow_none=True)
         if binarize_seed is not None:
             x = binarize(x, binarize_seed, index_offset)  # a shard binarises as in the whole set
         if seed is None:
@@ -494,6 +491,7 @@ class LikelihoodEstimator:
           float64 array (n,) in nats; with `return_stderr`, the pair (elbo, stderr).
         """
         self.require_likelihood("elbo")
+        check_bool(return_stderr, "return_stderr")
         s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         elbo = s.sum_lw / k
@@ -542,6 +540,7 @@ class LikelihoodEstimator:
           float64 array (n,) in nats; with `return_stderr`, the pair (log_prob, stderr).
         """
         self.require_likelihood("log_prob")
+        check_bool(return_stderr, "return_stderr")
         s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         with np.errstate(divide="ignore"):
@@ -619,8 +618,7 @@ class LikelihoodEstimator:
         Returns:
           dict with float64 arrays (n,) "rate" and "distortion", in nats.
         """
-        if not isinstance(analytic_kl, bool):
-            raise TypeError(f"`analytic_kl` must be True or False; got {analytic_kl!r}.")
+        check_bool(analytic_kl, "analytic_kl")
         s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
         k = int(num_samples)
         rate = s.kl.astype(np.float64) if analytic_kl and s.kl is not None else (s.sum_lqz - s.sum_lpz) / k

@@ -477,7 +477,7 @@ class VAE(tfk.Model):
         return predictive_uncertainty(self, x, num_samples=num_samples, seed=seed)
 
     def reconstruct(self, x: Any) -> np.ndarray:
-        """Returns E[x | z = mean of q(z|x)], a float32 array shaped like `x`, in [0, 1]."""
+        """Returns E[x | z = mean of q(z|x)], a float32 array (n, H, W, C) in [0, 1]."""
         return self.decode_mean(self.encode(x).mean())
 
     # ------------------------------------------------------------------ likelihoods
@@ -493,12 +493,12 @@ class VAE(tfk.Model):
             object.__setattr__(self, "_estimator", LikelihoodEstimator.from_model(self))
         return self._estimator
 
-    def elbo(self, x: Any, num_samples: int = 1, **kwargs: Any) -> np.ndarray:
+    def elbo(self, x: Any, num_samples: int = 1, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Per-image ELBO in nats, array (n,). See `LikelihoodEstimator.elbo` for keywords
         (seed, binarize_seed, return_stderr, max_batch_elements, progress)."""
         return self.likelihood.elbo(x, num_samples, **kwargs)
 
-    def log_prob(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray:
+    def log_prob(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Per-image importance-weighted estimate of log p(x) in nats, array (n,).
 
         Pass `return_stderr=True` for its Monte Carlo standard error; see
@@ -506,7 +506,7 @@ class VAE(tfk.Model):
         """
         return self.likelihood.log_prob(x, num_samples, **kwargs)
 
-    def bits_per_dim(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray:
+    def bits_per_dim(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Per-image -log p(x) / (H * W * C * ln 2), array (n,)."""
         return self.likelihood.bits_per_dim(x, num_samples, **kwargs)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfpvae._keras import tf
-from tfpvae._validation import check_images, check_int
+from tfpvae._validation import check_bool, check_images, check_int
 
 if TYPE_CHECKING:
     from tfpvae.model import VAE
@@ -90,6 +90,7 @@ def posterior_uncertainty(model: VAE, x: Any, correlation: bool = False) -> Post
       A `PosteriorUncertainty`.
     """
     x = check_images(x, "x", model.image_shape)
+    correlation = check_bool(correlation, "correlation")
     means, trils = [], []
     for i in range(0, len(x), 1024):
         q = model.encode(x[i : i + 1024])
