@@ -136,6 +136,16 @@ def test_compressor_input_errors():
         compressed_bits(np.zeros((1, 4, 4, 1)), binarize_threshold=None)
     with pytest.raises(ValueError, match="`compressor` must be one of"):
         AnomalyDetector(estimator=_FakeEstimator(), compressor="gzip")
+    with pytest.raises(ValueError, match=r"`binarize_threshold` must be a finite number in \(0.0, 1.0\]"):
+        compressed_bits(np.zeros((1, 4, 4, 1)), binarize_threshold=2.0)
+    with pytest.raises(ValueError, match="`typical_nll` must be a finite number"):
+        compute_scores(_FakeEstimator(), np.zeros((1, 4, 4, 1)), ("typicality",), typical_nll=float("nan"))
+    # uint8 images are read as 0..255 (so 100 is below the 0.5 threshold), like everywhere else.
+    grey = np.array([0, 100, 200, 255] * 4, np.uint8).reshape(1, 4, 4, 1)
+    for compressor in ("context", "zlib"):
+        np.testing.assert_array_equal(
+            compressed_bits(grey, compressor=compressor), compressed_bits(grey / 255.0, compressor=compressor)
+        )
 
 
 def test_detector_threshold_fpr_and_conformal_p_values():

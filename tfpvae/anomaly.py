@@ -111,9 +111,10 @@ def compressed_bits(x: np.ndarray, binarize_threshold: float | None = 0.5, compr
     """Lossless compressed length L(x) in bits of each image.
 
     Args:
-      x: images, float array (n, H, W, C) in [0, 1].
-      binarize_threshold: compress the image thresholded at this value (matching a binary
-        Bernoulli model), or None to compress the 8-bit grey image (zlib only). Default 0.5.
+      x: images (n, H, W, C), float in [0, 1] or uint8 0..255 (scaled to [0, 1]).
+      binarize_threshold: compress the image thresholded at this value in (0, 1] (matching
+        a binary Bernoulli model), or None to compress the 8-bit grey image (zlib only).
+        Default 0.5.
       compressor: "context" (default), the adaptive context-model code length of
         `context_code_length`, or "zlib" (level 9, on the packed bits or grey bytes), a
         much weaker coder for images this small whose fixed header cost is the same for
@@ -122,7 +123,11 @@ def compressed_bits(x: np.ndarray, binarize_threshold: float | None = 0.5, compr
     Returns:
       float64 array (n,) of bit counts.
     """
-    x = np.asarray(x)
+    x = check_images(x, "x")
+    if binarize_threshold is not None:
+        binarize_threshold = check_float(
+            binarize_threshold, "binarize_threshold", minimum=0.0, maximum=1.0, min_inclusive=False
+        )
     if check_choice(compressor, "compressor", COMPRESSORS) == "context":
         if binarize_threshold is None:
             raise ValueError("compressor='context' codes binary images: pass a `binarize_threshold`, not None.")
@@ -177,6 +182,8 @@ def compute_scores(
         check_choice(name, "score", SCORES)
     num_samples = check_int(num_samples, "num_samples")
     check_choice(compressor, "compressor", COMPRESSORS)
+    if typical_nll is not None:
+        typical_nll = check_float(typical_nll, "typical_nll")
     index_offset = check_int(index_offset, "index_offset", minimum=0)
     if not getattr(estimator, "defines_likelihood", True) and set(scores) - {"distortion"}:
         estimator.require_likelihood(", ".join(sorted(set(scores) - {"distortion"})))
