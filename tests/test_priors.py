@@ -44,9 +44,12 @@ def test_seeded_samples_repeat():
     np.testing.assert_array_equal(sample_prior(d, 5, seed=1), sample_prior(d, 5, seed=1))
 
 
-def test_bad_temperature_raises():
+def test_bad_temperature_and_seed_raise():
     with pytest.raises(ValueError, match="`temperature`"):
         sample_prior(Prior("normal", 2).distribution, 3, temperature=0.0)
+    # A seed past int32 would wrap and repeat a smaller seed's draws: refused instead.
+    with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 2147483647\]; got 4294967301"):
+        sample_prior(Prior("normal", 2).distribution, 3, seed=2**32 + 5)
 
 
 def test_unknown_kind_lists_valid_ones():

@@ -122,6 +122,8 @@ def test_predictive_seeds_log_prob_and_autoencoder(images):
     np.testing.assert_allclose(r.mean, ae.reconstruct(xt), atol=1e-6)
     with pytest.raises(ValueError, match="`num_samples`"):
         uncertainty.predictive_uncertainty(model, xt, num_samples=0)
+    with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 2147483647\]"):
+        uncertainty.predictive_uncertainty(model, xt, num_samples=2, seed=2**31)
 
 
 def test_posterior_spread_matches_closed_forms_from_scale_tril(images):

@@ -48,6 +48,8 @@ def test_scalar_checks():
         check_int(0, "num_samples")
     with pytest.raises(TypeError, match="`epochs` must be an int"):
         check_int(True, "epochs")
+    with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 9\]; got 10"):
+        check_int(10, "seed", minimum=0, maximum=9)
     with pytest.raises(ValueError, match=r"`temperature` must be a finite number > 0.0; got 0.0"):
         check_float(0.0, "temperature", minimum=0.0, min_inclusive=False)
     with pytest.raises(ValueError, match=r"`rate` must be a finite number in \[0.0, 1.0\); got 1.0"):

@@ -14,13 +14,19 @@ from typing import Any
 import numpy as np
 
 
-def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    """Returns `value` as an int, or raises if it is not an int >= `minimum`."""
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """Returns `value` as an int, or raises if it is not an int in [minimum, maximum]."""
+    bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int >= {minimum}; got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}.")
+        raise TypeError(f"`{name}` must be an int {bound}; got {value!r} ({type(value).__name__}).")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"`{name}` must be an int {bound}; got {value}.")
     return int(value)
+
+
+# Largest seed that fits the int32 words of a TensorFlow stateless seed: a larger one would
+# wrap around silently and repeat a smaller seed's draws.
+MAX_INT32_SEED = 2**31 - 1
 
 
 def check_float(
