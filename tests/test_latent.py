@@ -170,6 +170,8 @@ def test_traverse_moves_one_dimension_in_prior_std_steps(trained, data):
     post = latent.traverse(trained, x, dims=[1], num_steps=3, span=1.0, scale="posterior")
     std = trained.encode(x[None]).stddev().numpy()[0]
     np.testing.assert_allclose(post.latents[0, :, 1], center[1] + np.array([-1, 0, 1]) * std[1], rtol=1e-5)
+    one = latent.traverse(trained, x, dims=1, num_steps=3, span=1.0, scale="posterior")  # one int: that row
+    np.testing.assert_array_equal(one.latents, post.latents)
     with pytest.raises(ValueError, match="`dims`"):
         latent.traverse(trained, x, dims=[2])
     with pytest.raises(ValueError, match="needs an image"):

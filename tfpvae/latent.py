@@ -355,7 +355,7 @@ def traverse(
     Args:
       model: a `tfpvae.VAE`.
       x: one image (H, W, C) or (1, H, W, C); None centres on the prior mean. Default None.
-      dims: latent dimensions to vary (0-based). Default None: all of them.
+      dims: latent dimensions to vary (0-based), a sequence or one int. Default None: all.
       num_steps: codes per row, >= 2. Default 9 (odd, so the centre code is shown).
       span: half-width of the walk in std units, > 0. Default 3.0.
       scale: "prior" or "posterior" (needs `x` and a VAE). Default "prior".
@@ -367,6 +367,8 @@ def traverse(
     span = check_float(span, "span", minimum=0.0, min_inclusive=False)
     scale = check_choice(scale, "scale", ("prior", "posterior"))
     d = _latent_dim(model)
+    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+        dims = [dims]
     dims = np.arange(d) if dims is None else np.asarray([_check_dim(k, d, "dims") for k in dims], dtype=np.int64)
     if len(dims) == 0:
         raise ValueError("`dims` must name at least one latent dimension; got an empty sequence.")
