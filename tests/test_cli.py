@@ -264,6 +264,31 @@ def test_detect_reports_every_score(digits_run, capsys, data_dir):
     assert all(0.2 < r["auroc"] < 0.8 for r in report.values())
 
 
+def test_a_plain_autoencoder_is_scored_by_its_distortion_only(tmp_path, capsys):
+    import csv
+
+    import tfpvae
+
+    ae = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, model_type="ae", seed=0)
+    ae.compile()
+    ae.save(tmp_path / "ae")
+    data = ["--dataset", "digits", "--limit", "20", "--num-samples", "4", "--quiet"]
+    # score, without --score: the scores this model can give (with one, a clear refusal).
+    assert main(["score", "--model", str(tmp_path / "ae"), *data, "--out", str(tmp_path / "s.csv")]) == 0
+    with open(tmp_path / "s.csv") as f:
+        assert next(csv.reader(f)) == ["index", "label", "distortion"]
+    capsys.readouterr()
+    argv = ["score", "--model", str(tmp_path / "ae"), *data, "--score", "elbo", "--out", str(tmp_path / "e.csv")]
+    assert main(argv) == 2
+    assert "`elbo` needs a VAE; this model is a plain autoencoder" in capsys.readouterr().err
+    # detect and the ROC figure: distortion alone.
+    argv = ["detect", "--model", str(tmp_path / "ae"), "--normal", "digits", "--anomalous", "digits", "--limit", "20"]
+    assert main([*argv, "--num-samples", "4", "--quiet"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["scores"]) == {"distortion"}
+    argv = ["plot", "roc", "--model", str(tmp_path / "ae"), *data[:4], "--anomalous", "digits"]
+    assert main([*argv, "--out", str(tmp_path / "roc.png")]) == 0 and (tmp_path / "roc.png").is_file()
+
+
 @pytest.mark.parametrize(
     "kind",
     [

@@ -13,6 +13,22 @@ def test_uint8_is_scaled_and_float_passes_through():
     np.testing.assert_array_equal(check_images(f), f)
 
 
+def test_shapes_and_flags_accept_array_like_values():
+    from tfpvae._keras import tf
+    from tfpvae._validation import check_bool, check_shape
+
+    for shape in ((8, 8, 1), [8, 8, 1], np.array([8, 8, 1]), tf.TensorShape([8, 8, 1])):
+        assert check_shape(shape, "image_shape") == (8, 8, 1)
+    for bad in ("881", (8, 8), 8):
+        with pytest.raises(ValueError, match="`image_shape` must be"):
+            check_shape(bad, "image_shape")
+    with pytest.raises(TypeError, match=r"`image_shape\[2\]`"):
+        check_shape(tf.TensorShape([8, 8, None]), "image_shape")
+    assert check_bool(np.bool_(True), "flag") is True and check_bool(None, "flag", allow_none=True) is None
+    with pytest.raises(TypeError, match="`flag` must be True or False; got 1"):
+        check_bool(1, "flag")
+
+
 def test_one_image_is_named_as_such():
     with pytest.raises(ValueError, match=r"`x` is one image of shape \(8, 8, 1\); pass a batch .* e.g. x\[None\]"):
         check_images(np.zeros((8, 8, 1)), "x", image_shape=(8, 8, 1))

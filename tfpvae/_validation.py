@@ -8,7 +8,7 @@ for a mistake in their own input.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -58,8 +58,8 @@ def check_float(
 
 def check_bool(value: Any, name: str, allow_none: bool = False) -> bool | None:
     """Returns `value` if it is True or False (or None, with `allow_none`), else raises."""
-    if isinstance(value, bool) or (allow_none and value is None):
-        return value
+    if isinstance(value, (bool, np.bool_)) or (allow_none and value is None):
+        return None if value is None else bool(value)
     raise TypeError(f"`{name}` must be True{', False or None' if allow_none else ' or False'}; got {value!r}.")
 
 
@@ -73,9 +73,14 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
 
 def check_shape(value: Any, name: str) -> tuple[int, int, int]:
     """Returns an image shape `(height, width, channels)` as a tuple of positive ints."""
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3:
+    try:  # any iterable of three: a tuple, list, numpy array or tf.TensorShape
+        values = None if isinstance(value, str) else tuple(value)
+    except TypeError:
+        values = None
+    if values is None or len(values) != 3:
         raise ValueError(f"`{name}` must be (height, width, channels); got {value!r}.")
-    return tuple(check_int(v, f"{name}[{i}]") for i, v in enumerate(value))  # type: ignore[return-value]
+    values = tuple(int(v) if hasattr(v, "__index__") and not isinstance(v, bool) else v for v in values)
+    return tuple(check_int(v, f"{name}[{i}]") for i, v in enumerate(values))  # type: ignore[return-value]
 
 
 def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | None = None) -> np.ndarray:
@@ -106,8 +111,8 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
     if image_shape is not None and arr.shape == tuple(image_shape) and image_shape[0] != 1:
         # Read as (n, H, W) this would fail with a puzzling shape: say what it is.
         raise ValueError(
-            f"`{name}` is one image of shape {arr.shape}; pass a batch of shape (n, *{tuple(image_shape)}), "
-            f"e.g. x[None]."
+            f"`{name}` is one image of shape {arr.shape}; pass a batch of shape "
+            f"(n, {', '.join(map(str, image_shape))}), e.g. x[None]."
         )
     if arr.ndim == 3 and (image_shape is None or image_shape[2] == 1):
         arr = arr[..., None]

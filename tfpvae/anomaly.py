@@ -139,6 +139,12 @@ def compressed_bits(x: np.ndarray, binarize_threshold: float | None = 0.5, compr
     return np.array([8.0 * len(zlib.compress(d, 9)) for d in data])
 
 
+def available_scores(estimator: Any) -> tuple[str, ...]:
+    """The `SCORES` an estimator can give: all of them, or for a model without a likelihood
+    (a plain autoencoder, `LikelihoodEstimator.defines_likelihood` False) only "distortion"."""
+    return SCORES if getattr(estimator, "defines_likelihood", True) else ("distortion",)
+
+
 def compute_scores(
     estimator: Any,
     x: np.ndarray,
@@ -185,8 +191,10 @@ def compute_scores(
     if typical_nll is not None:
         typical_nll = check_float(typical_nll, "typical_nll")
     index_offset = check_int(index_offset, "index_offset", minimum=0)
-    if not getattr(estimator, "defines_likelihood", True) and set(scores) - {"distortion"}:
-        estimator.require_likelihood(", ".join(sorted(set(scores) - {"distortion"})))
+    unavailable = [name for name in scores if name not in available_scores(estimator)]
+    if unavailable:
+        estimator.require_likelihood(unavailable[0])
+    x = check_images(x, "x", getattr(estimator, "image_shape", None))
     if _check_seed(binarize_seed, "binarize_seed") is not None:
         # Every score then sees the same binary images; a shard draws them as the whole set does.
         x = binarize(x, binarize_seed, index_offset)
@@ -331,7 +339,7 @@ class AnomalyDetector:
             if model is None:
                 raise ValueError("Pass a trained `model` or an `estimator`.")
             estimator = LikelihoodEstimator.from_model(model)
-        if self.score != "distortion" and not getattr(estimator, "defines_likelihood", True):
+        if self.score not in available_scores(estimator):
             estimator.require_likelihood(self.score)  # a plain autoencoder: only "distortion"
         self.model, self.estimator = model, estimator
 

@@ -430,10 +430,13 @@ def _parse_shard(text: str | None, n: int) -> tuple[int, int]:
 
 
 def _cmd_score(args) -> int:
-    from tfpvae.anomaly import compute_scores
+    from tfpvae.anomaly import available_scores, compute_scores
     from tfpvae.serialization import load
 
     model = load(args.model)
+    if not any(a == "--score" or a.startswith("--score=") for a in getattr(args, "argv", ())):
+        # The default list: the scores this model can give.
+        args.score = [s for s in available_scores(model.likelihood) if s in args.score]
     x, y = _images_for_scoring(args)
     if "typicality" in args.score and args.typical_nll is None:
         raise ValueError(
@@ -491,7 +494,7 @@ def _cmd_merge_scores(args) -> int:
 def _cmd_detect(args) -> int:
     import numpy as np
 
-    from tfpvae.anomaly import SCORES, compute_scores, evaluate
+    from tfpvae.anomaly import available_scores, compute_scores, evaluate
     from tfpvae.datasets import load_split
     from tfpvae.likelihood import LikelihoodEstimator
     from tfpvae.serialization import load
@@ -505,14 +508,19 @@ def _cmd_detect(args) -> int:
     order = np.random.default_rng(args.seed).permutation(len(normal))
     fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
     est = LikelihoodEstimator.from_model(model)
+    names = available_scores(est)  # a plain autoencoder has only "distortion"
     kw = dict(num_samples=args.num_samples, seed=args.seed, binarize_seed=args.binarize_seed, progress=not args.quiet)
-    fit_scores = compute_scores(est, fit_part, SCORES, typical_nll=0.0, **kw)
-    typical_nll = float(-fit_scores["log_prob"].mean())
-    fit_scores["typicality"] = -np.abs(-fit_scores["log_prob"] - typical_nll)
-    normal_scores = compute_scores(est, eval_part, SCORES, typical_nll=typical_nll, **kw)
-    anomalous_scores = compute_scores(est, anomalous, SCORES, typical_nll=typical_nll, **kw)
+    typical_nll = None
+    if "typicality" in names:  # its typical NLL comes from the calibration half
+        fit_scores = compute_scores(est, fit_part, tuple(n for n in names if n != "typicality"), **kw)
+        typical_nll = float(-fit_scores["log_prob"].mean())
+        fit_scores["typicality"] = -np.abs(-fit_scores["log_prob"] - typical_nll)
+    else:
+        fit_scores = compute_scores(est, fit_part, names, **kw)
+    normal_scores = compute_scores(est, eval_part, names, typical_nll=typical_nll, **kw)
+    anomalous_scores = compute_scores(est, anomalous, names, typical_nll=typical_nll, **kw)
     report = {}
-    for name in SCORES:
+    for name in names:
         threshold = float(np.quantile(fit_scores[name], args.target_fpr))
         report[name] = {
             **evaluate(normal_scores[name], anomalous_scores[name]),

@@ -143,9 +143,11 @@ def make_figure(
         return plots.image_grid(
             u, ncols=num_images, title=f"VampPrior pseudo-inputs ({len(u)} of {model.config.num_components})"
         )
-    from tfpvae.anomaly import compute_scores
+    from tfpvae.anomaly import available_scores, compute_scores
 
-    names = ("log_prob", "elbo", "complexity")
+    # Three complementary scores; a plain autoencoder has only its reconstruction term.
+    names = tuple(n for n in ("log_prob", "elbo", "complexity") if n in available_scores(model.likelihood))
+    names = names or ("distortion",)
     normal = compute_scores(model.likelihood, x, names, num_samples=num_samples, seed=seed)
     anomalous = compute_scores(model.likelihood, x_anomalous, names, num_samples=num_samples, seed=seed)
     if kind == "histogram":

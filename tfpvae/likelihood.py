@@ -572,6 +572,7 @@ class LikelihoodEstimator:
           float64 array (n,) in bits per dimension; with `return_stderr`, the pair
           (bits_per_dim, stderr in the same units).
         """
+        self.require_likelihood("bits_per_dim")
         result = self.log_prob(
             x,
             num_samples,
