@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="short run: 12 s budget, 100 test images (< 2 min)")
     mode.add_argument("--smoke", action="store_true", help="test-size run: tiny subsets, seconds; numbers meaningless")
-    p.add_argument("--budget", type=float, help="training seconds per model (default: 300 full, 15 quick)")
+    p.add_argument("--budget", type=float, help="training seconds per model (default: 300 full, 12 quick)")
     p.add_argument("--data-dir", default=os.environ.get("TFPVAE_DATA_DIR", "../shared/data"))
     p.add_argument("--references", nargs="*", default=["tfp_example", "keras_example"], choices=reference_models.NAMES)
     p.add_argument("--tfpvae", nargs="*", default=[], metavar="FIELD=VALUE", help="VAEConfig overrides")
