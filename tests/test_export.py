@@ -77,3 +77,13 @@ def test_export_refuses_autoencoders_and_existing_folders(tmp_path, trained):
     export(trained[0], tmp_path / "s", num_samples=2)
     with pytest.raises(ValueError, match="already holds a SavedModel"):
         export(trained[0], tmp_path / "s")
+
+
+def test_served_calls_name_bad_inputs(trained):
+    module = ServingModule(trained[0], num_samples=2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`num_samples` must be >= 0"):
+        module.sample(tf.constant(-1), tf.constant(0))
+    assert module.sample(tf.constant(0), tf.constant(0))["images"].shape == (0, 8, 8, 1)
+    for signature in (module.log_prob, module.elbo):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="`images` must hold at least one image"):
+            signature(tf.zeros([0, 8, 8, 1]), tf.constant(0))

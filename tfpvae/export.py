@@ -27,6 +27,13 @@ from tfpvae._keras import tf
 from tfpvae._validation import check_int
 
 
+def _after(check: Any, value: tf.Tensor) -> tf.Tensor:
+    """`value`, available only once the `check` op passed. A served call gets no Python
+    checks, and in a graph an unconnected assert may run after the op it guards has failed."""
+    with tf.control_dependencies([check]):
+        return tf.identity(value)
+
+
 class ServingModule(tf.Module):
     """The tf.Module behind the exported signatures (also callable in-process).
 
@@ -55,6 +62,8 @@ class ServingModule(tf.Module):
 
     def _log_weights(self, images, seed):
         """log p(x|z_j) + log p(z_j) - log q(z_j|x) for k draws per image: (k, n)."""
+        check = tf.debugging.assert_positive(tf.shape(images)[0], message="`images` must hold at least one image")
+        images = _after(check, images)
         encoder, decoder, prior = self._networks()
         q = encoder(images, training=False)
         q = getattr(q, "tensor_distribution", q)
@@ -75,6 +84,8 @@ class ServingModule(tf.Module):
         return {"elbo": tf.reduce_mean(self._log_weights(images, seed), axis=0)}
 
     def _sample(self, num_samples, seed):
+        check = tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be >= 0")
+        num_samples = _after(check, num_samples)
         _, decoder, prior = self._networks()
         z = prior.sample(num_samples, seed=tf.stack([seed, 1]))
         return {"images": decoder(z, training=False).mean()}
