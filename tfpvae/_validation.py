@@ -24,6 +24,11 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = 
     return int(value)
 
 
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """Returns `seed` as an int >= 0, or None for None (a fresh draw), or raises naming it."""
+    return None if seed is None else check_int(seed, name, minimum=0)
+
+
 # Largest seed that fits the int32 words of a TensorFlow stateless seed: a larger one would
 # wrap around silently and repeat a smaller seed's draws.
 MAX_INT32_SEED = 2**31 - 1

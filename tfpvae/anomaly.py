@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int
+from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int, check_seed
 
 SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
 THRESHOLDS = ("fpr", "contamination")
@@ -181,7 +181,7 @@ def compute_scores(
     Returns:
       dict name -> float64 array (n,), higher = more normal.
     """
-    from tfpvae.likelihood import _check_seed, binarize
+    from tfpvae.likelihood import binarize
 
     scores = (scores,) if isinstance(scores, str) else tuple(scores)
     for name in scores:
@@ -195,7 +195,7 @@ def compute_scores(
     if unavailable:
         estimator.require_likelihood(unavailable[0])
     x = check_images(x, "x", getattr(estimator, "image_shape", None))
-    if _check_seed(binarize_seed, "binarize_seed") is not None:
+    if check_seed(binarize_seed, "binarize_seed") is not None:
         # Every score then sees the same binary images; a shard draws them as the whole set does.
         x = binarize(x, binarize_seed, index_offset)
     kw = dict(seed=seed, progress=progress, index_offset=index_offset)
@@ -330,9 +330,7 @@ class AnomalyDetector:
         self.calibration_fraction = check_float(
             calibration_fraction, "calibration_fraction", minimum=0.0, maximum=1.0, min_inclusive=False
         )
-        from tfpvae.likelihood import _check_seed
-
-        self.seed, self.binarize_seed = _check_seed(seed, "seed"), _check_seed(binarize_seed, "binarize_seed")
+        self.seed, self.binarize_seed = check_seed(seed, "seed"), check_seed(binarize_seed, "binarize_seed")
         self.compressor = check_choice(compressor, "compressor", COMPRESSORS)
         self.progress = check_bool(progress, "progress", allow_none=True)
         if estimator is None:

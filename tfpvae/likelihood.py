@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from tfpvae._keras import tf, tfd, tfk
-from tfpvae._validation import check_bool, check_images, check_int, check_shape
+from tfpvae._validation import check_bool, check_images, check_int, check_seed, check_shape
 
 __all__ = ["LikelihoodEstimator", "binarize", "nats_to_bits_per_dim"]
 
@@ -97,10 +97,6 @@ def _block_seeds(seed: int, images: np.ndarray, blocks: np.ndarray) -> np.ndarra
     return words.view(np.int32)
 
 
-def _check_seed(seed: Any, name: str) -> int | None:
-    return None if seed is None else check_int(seed, name, minimum=0)
-
-
 def binarize(x: Any, seed: int | None = None, index_offset: int = 0) -> np.ndarray:
     """Draws binary images b ~ Bernoulli(x), pixel by pixel.
 
@@ -116,7 +112,7 @@ def binarize(x: Any, seed: int | None = None, index_offset: int = 0) -> np.ndarr
       float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.
     """
     x = check_images(x, "x")
-    seed = _check_seed(seed, "seed")
+    seed = check_seed(seed, "seed")
     index_offset = check_int(index_offset, "index_offset", minimum=0)
     generator = np.random.default_rng(seed)
     if index_offset:
@@ -405,8 +401,8 @@ class LikelihoodEstimator:
         x = check_images(x, "x", self.image_shape)
         index_offset = check_int(index_offset, "index_offset", minimum=0)
         k = check_int(num_samples, "num_samples")
-        seed = _check_seed(seed, "seed")
-        binarize_seed = _check_seed(binarize_seed, "binarize_seed")
+        seed = check_seed(seed, "seed")
+        binarize_seed = check_seed(binarize_seed, "binarize_seed")
         budget = self.max_batch_elements if budget is None else check_int(budget, "max_batch_elements")
         progress = check_bool(progress, "progress", allow_none=True)
         if binarize_seed is not None:
