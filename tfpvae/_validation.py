@@ -24,9 +24,9 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = 
     return int(value)
 
 
-def check_seed(seed: Any, name: str = "seed") -> int | None:
-    """Returns `seed` as an int >= 0, or None for None (a fresh draw), or raises naming it."""
-    return None if seed is None else check_int(seed, name, minimum=0)
+def check_seed(seed: Any, name: str = "seed", maximum: int | None = None) -> int | None:
+    """Returns `seed` as an int in [0, maximum], or None for None (a fresh draw), or raises naming it."""
+    return None if seed is None else check_int(seed, name, minimum=0, maximum=maximum)
 
 
 # Largest seed that fits the int32 words of a TensorFlow stateless seed: a larger one would
@@ -84,7 +84,6 @@ def check_shape(value: Any, name: str) -> tuple[int, int, int]:
         values = None
     if values is None or len(values) != 3:
         raise ValueError(f"`{name}` must be (height, width, channels); got {value!r}.")
-    values = tuple(int(v) if hasattr(v, "__index__") and not isinstance(v, bool) else v for v in values)
     return tuple(check_int(v, f"{name}[{i}]") for i, v in enumerate(values))  # type: ignore[return-value]
 
 

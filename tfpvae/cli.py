@@ -18,53 +18,48 @@ from pathlib import Path
 DATASETS = ("digits", "mnist", "fashion_mnist", "binarized_mnist")
 
 
-def _int_at_least(minimum: int):
-    """An argparse type: an integer >= minimum, with an error that says so."""
+def _arg_type(convert, ok, name: str):
+    """An argparse type: `convert(text)` where `ok` accepts it, else an error naming `name`.
 
-    def parse(text: str) -> int:
+    `name` (e.g. "integer >= 1") is also how argparse and the CLI reference show the type.
+    """
+    article = "an" if name[0] in "aeiou" else "a"
+
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"  # how argparse and the CLI reference name the type
-    return parse
-
-
-_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
-
-
-def _float_in(low: float, high: float = float("inf")):
-    """An argparse type: a number in the open interval (low, high), with an error that says so."""
-    name = f"number > {low}" if high == float("inf") else f"number in ({low}, {high})"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is None or not low < value < high:
-            raise argparse.ArgumentTypeError(f"expected a {name}, got {text!r}")
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {article} {name}, got {text!r}")
         return value
 
     parse.__name__ = name
     return parse
 
 
+def _int_at_least(minimum: int):
+    return _arg_type(int, lambda v: v >= minimum, f"integer >= {minimum}")
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _float_in(low: float, high: float = float("inf")):
+    """A number in the open interval (low, high)."""
+    name = f"number > {low}" if high == float("inf") else f"number in ({low}, {high})"
+    return _arg_type(float, lambda v: low < v < high, name)
+
+
 def _file_ending(*suffixes: str):
-    """An argparse type: a file name ending in one of `suffixes`, checked before any work."""
-    allowed = " or ".join(suffixes)
+    """A file name ending in one of `suffixes`, checked before any work."""
+    return _arg_type(str, lambda v: Path(v).suffix.lower() in suffixes, f"file name ending in {' or '.join(suffixes)}")
 
-    def parse(text: str) -> str:
-        if Path(text).suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(f"expected a file name ending in {allowed}, got {text!r}")
-        return text
 
-    parse.__name__ = f"{allowed} file"
-    return parse
+def _typed(args, key: str) -> bool:
+    """Whether the flag of `key` (e.g. "latent_dim" for --latent-dim) was typed, not defaulted."""
+    flag = "--" + key.replace("_", "-")
+    return any(a == flag or a.startswith(flag + "=") for a in getattr(args, "argv", ()))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,9 +167,8 @@ def _cmd_train(args) -> int:
         kept = {key: saved[key] if key in saved else _RESUMED_ARG_DEFAULTS[key] for key in _RESUMED_ARGS}
         kept.update((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if hasattr(args, f.name))
         for key, value in kept.items():
-            flag = "--" + key.replace("_", "-")
-            given = any(a == flag or a.startswith(flag + "=") for a in getattr(args, "argv", ()))
-            if given and getattr(args, key) != value:
+            if _typed(args, key) and getattr(args, key) != value:
+                flag = "--" + key.replace("_", "-")
                 print(
                     f"tfpvae: note: {flag} {getattr(args, key)} ignored: the resumed run keeps its own ({value}).",
                     file=sys.stderr,
@@ -434,8 +428,7 @@ def _cmd_score(args) -> int:
     from tfpvae.serialization import load
 
     model = load(args.model)
-    if not any(a == "--score" or a.startswith("--score=") for a in getattr(args, "argv", ())):
-        # The default list: the scores this model can give.
+    if not _typed(args, "score"):  # the default list: the scores this model can give
         args.score = [s for s in available_scores(model.likelihood) if s in args.score]
     x, y = _images_for_scoring(args)
     if "typicality" in args.score and args.typical_nll is None:
@@ -510,13 +503,11 @@ def _cmd_detect(args) -> int:
     est = LikelihoodEstimator.from_model(model)
     names = available_scores(est)  # a plain autoencoder has only "distortion"
     kw = dict(num_samples=args.num_samples, seed=args.seed, binarize_seed=args.binarize_seed, progress=not args.quiet)
+    fit_scores = compute_scores(est, fit_part, tuple(n for n in names if n != "typicality"), **kw)
     typical_nll = None
     if "typicality" in names:  # its typical NLL comes from the calibration half
-        fit_scores = compute_scores(est, fit_part, tuple(n for n in names if n != "typicality"), **kw)
         typical_nll = float(-fit_scores["log_prob"].mean())
         fit_scores["typicality"] = -np.abs(-fit_scores["log_prob"] - typical_nll)
-    else:
-        fit_scores = compute_scores(est, fit_part, names, **kw)
     normal_scores = compute_scores(est, eval_part, names, typical_nll=typical_nll, **kw)
     anomalous_scores = compute_scores(est, anomalous, names, typical_nll=typical_nll, **kw)
     report = {}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from tfpvae._keras import tfk
-from tfpvae._validation import check_choice, check_float, check_images, check_int
+from tfpvae._validation import check_choice, check_float, check_images, check_int, check_seed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -184,8 +184,7 @@ def fit_aggregate_posterior(model: VAE, x: Any, num_components: int = 10, seed: 
     from sklearn.mixture import GaussianMixture
 
     num_components = check_int(num_components, "num_components")
-    if seed is not None:
-        seed = check_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     z = posterior_means(model, x)
     if num_components > len(z):
         raise ValueError(f"`num_components` must be <= the number of images ({len(z)}); got {num_components}.")
@@ -230,8 +229,7 @@ def sample_aggregate_posterior(
       (images, codes float32 (num_samples, latent_dim)).
     """
     num_samples = check_int(num_samples, "num_samples")
-    if seed is not None:
-        seed = check_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     if not hasattr(gmm, "means_") or not hasattr(gmm, "covariances_"):
         raise TypeError(f"`gmm` must be a fitted sklearn GaussianMixture; got {type(gmm).__name__}.")
     d = _latent_dim(model)

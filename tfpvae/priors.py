@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tfpvae._keras import tf, tfb, tfd, tfkl, tfp
-from tfpvae._validation import MAX_INT32_SEED, check_choice, check_float, check_int, check_shape
+from tfpvae._validation import MAX_INT32_SEED, check_choice, check_float, check_int, check_seed, check_shape
 from tfpvae.config import PRIORS
 
 
@@ -190,8 +190,7 @@ def sample_prior(
     """
     num_samples = check_int(num_samples, "num_samples")
     temperature = check_float(temperature, "temperature", minimum=0.0, min_inclusive=False)
-    if seed is not None:
-        seed = check_int(seed, "seed", minimum=0, maximum=MAX_INT32_SEED)
+    seed = check_seed(seed, maximum=MAX_INT32_SEED)
     # A length-2 int tensor is a stateless seed in TFP: the same seed always gives the same
     # draws (a plain int would seed a stateful op, which differs call to call).
     seeds = tfp.random.split_seed(tf.constant([seed, 0], tf.int32), 2) if seed is not None else (None, None)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfpvae._keras import tf
-from tfpvae._validation import MAX_INT32_SEED, check_bool, check_images, check_int
+from tfpvae._validation import MAX_INT32_SEED, check_bool, check_images, check_int, check_seed
 
 if TYPE_CHECKING:
     from tfpvae.model import VAE
@@ -131,8 +131,7 @@ def predictive_uncertainty(model: VAE, x: Any, num_samples: int = 64, seed: int 
     """
     x = check_images(x, "x", model.image_shape)
     num_samples = check_int(num_samples, "num_samples")
-    if seed is not None:
-        seed = check_int(seed, "seed", minimum=0, maximum=MAX_INT32_SEED)
+    seed = check_seed(seed, maximum=MAX_INT32_SEED)
     chunk = max(1, _DECODE_BUDGET // num_samples)
     sums = {k: [] for k in ("mean", "aleatoric", "epistemic")}
     for c, i in enumerate(range(0, len(x), chunk)):
