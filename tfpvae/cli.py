@@ -224,12 +224,12 @@ def _cmd_train(args) -> int:
     if args.evolution:
         from tfpvae.latent import LatentEvolution
 
-        evolution = LatentEvolution(x_test[:1000], None if y_test is None else y_test[:1000], seed=args.seed or 0)
+        evolution = LatentEvolution(*_spread(x_test, y_test, 1000)[:2], seed=args.seed or 0)
     callbacks = [evolution] if evolution is not None else []
     if args.tensorboard:
         from tfpvae.tensorboard import TensorBoardLogger
 
-        callbacks.append(TensorBoardLogger(args.tensorboard, images=x_test[:8], seed=args.seed or 0))
+        callbacks.append(TensorBoardLogger(args.tensorboard, images=_spread(x_test, None, 8)[0], seed=args.seed or 0))
     try:
         result = train(
             model,
@@ -259,7 +259,7 @@ def _cmd_train(args) -> int:
         evolution.save_gif(run / "evolution.gif")
         plots.save_figure(evolution.reconstructions_figure(), run / "reconstructions_by_epoch.png")
     if model.config.model_type == "vae" and not result.interrupted:
-        _write_run_scores(model, x_test[: args.score_limit], y_test, run, args)
+        _write_run_scores(model, x_test, y_test, run, args)
     if result.interrupted:
         print(
             f"tfpvae: interrupted after {result.epochs_completed} epochs; saved; resume with "
@@ -289,8 +289,8 @@ def _write_run_figures(model, x_test, y_test, run: Path, seed: int) -> None:
         kinds.update({"manifold": "manifold", "scatter": "latent_scatter", "interpolation": "interpolation"})
     if model.config.prior == "vamp":
         kinds["pseudo-inputs"] = "pseudo_inputs"
+    x, y, _ = _spread(x_test, y_test, 2000)
     for kind, name in kinds.items():
-        x, y = x_test[:2000], None if y_test is None else y_test[:2000]
         fig = make_figure(kind, model, x, y, seed=seed, max_points=1000)
         plots.save_figure(fig, run / f"{name}.png")
 
@@ -300,29 +300,44 @@ def _write_run_figures(model, x_test, y_test, run: Path, seed: int) -> None:
 _RUN_SCORES_BINARIZE_SEED = 0
 
 
-def _write_run_scores(model, x, y, run: Path, args) -> None:
-    """Per-image scores of the test split (scores.csv) and their summary (evaluation.json)."""
+def _spread(x, y, limit: int):
+    """(images, labels, indices): at most `limit` of x, evenly spread over the split, so that a
+    split stored in class order (binarized_mnist's test split) still shows every class."""
+    from tfpvae.datasets import evenly_spaced
+
+    idx = evenly_spaced(len(x), limit)
+    return x[idx], None if y is None else y[idx], idx
+
+
+def _write_run_scores(model, x_test, y_test, run: Path, args) -> None:
+    """Scores of --score-limit test images, evenly spread over the split (scores.csv, indexed by
+    position in the split), and their summary (evaluation.json)."""
     import numpy as np
 
     from tfpvae.anomaly import compute_scores
     from tfpvae.likelihood import binarize
 
+    x, y, idx = _spread(x_test, y_test, args.score_limit)
     # A model trained on Bernoulli draws of grey images models binary images: scoring the grey
     # values themselves gives a cross-entropy, not log p(x), and several nats above it.
     seed = _RUN_SCORES_BINARIZE_SEED if model.config.binarize == "dynamic" else None
     if seed is not None:
-        x = binarize(x, seed)
+        # Image i gets the draw it gets when the whole split is binarised with this seed, as
+        # `evaluate --binarize-seed 0` and `score --binarize-seed 0` do, so rows can be compared.
+        x = np.concatenate([binarize(x[j : j + 1], seed, index_offset=int(i)) for j, i in enumerate(idx)])
     names = ("log_prob", "elbo", "rate", "distortion", "complexity")
     scores = compute_scores(model.likelihood, x, names, num_samples=100, seed=0, progress=False)
     with open(run / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "label", *names])
-        for i in range(len(x)):
-            writer.writerow([i, "" if y is None else int(y[i]), *(f"{scores[n][i]:.6f}" for n in names)])
+        for j, i in enumerate(idx):
+            writer.writerow([int(i), "" if y is None else int(y[j]), *(f"{scores[n][j]:.6f}" for n in names)])
     n = len(x)
     summary = {
         "split": "test",
         "num_images": n,
+        "split_images": len(x_test),
+        "selection": "all" if n == len(x_test) else "evenly spaced (indices in scores.csv)",
         "num_samples": 100,
         "iwae_nll": float(-scores["log_prob"].mean()),
         "iwae_nll_stderr": float(scores["log_prob"].std(ddof=1) / np.sqrt(n)) if n > 1 else None,
@@ -685,7 +700,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tensorboard", metavar="DIR", help="log metrics, learning rate and images for TensorBoard")
     p.add_argument(
-        "--score-limit", type=_positive_int, default=1000, help="test images scored into scores.csv (default 1000)"
+        "--score-limit",
+        type=_positive_int,
+        default=1000,
+        help="test images scored into scores.csv, evenly spread over the split (default 1000)",
     )
     p.set_defaults(func=_cmd_train)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tfpvae._validation import check_choice
+from tfpvae._validation import check_choice, check_int
 
 NAMES = ("digits", "mnist", "fashion_mnist", "binarized_mnist")
 SPLITS = ("train", "valid", "test")
@@ -340,6 +340,34 @@ def _read_png_folder(folder: Path) -> np.ndarray:
     return np.stack(images).astype(np.uint8)
 
 
+def evenly_spaced(n: int, limit: int) -> np.ndarray:
+    """Indices of at most `limit` of `n` items, evenly spread from the first to the last.
+
+    A subset for figures and quick scores that still covers a split stored in class order
+    (binarized_mnist's test split is sorted by digit, so its first 1,000 images are all zeros).
+
+    Args:
+      n: number of items, int >= 0.
+      limit: most indices to return, int >= 1.
+
+    Returns:
+      int64 array of min(n, limit) increasing indices in [0, n): all of them when
+      n <= limit, else round(i * (n - 1) / (limit - 1)) for i < limit (0 and n - 1 included).
+
+    Example:
+      >>> evenly_spaced(10, 4)
+      array([0, 3, 6, 9])
+    """
+    n = check_int(n, "n", minimum=0)
+    limit = check_int(limit, "limit")
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    if limit == 1:
+        return np.zeros(1, dtype=np.int64)
+    # Spacing (n - 1) / (limit - 1) > 1 here, so the rounded indices are distinct.
+    return np.round(np.linspace(0, n - 1, limit)).astype(np.int64)
+
+
 def to_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True, seed: int | None = None) -> Any:
     """Wraps images in a cached, shuffled, batched, prefetched `tf.data.Dataset`.
 
@@ -350,7 +378,6 @@ def to_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True, seed:
       seed: shuffle seed. Default None.
     """
     from tfpvae._keras import tf
-    from tfpvae._validation import check_int
 
     batch_size = check_int(batch_size, "batch_size")
     ds = tf.data.Dataset.from_tensor_slices(x).cache()

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from tfpvae import plots
 from tfpvae._validation import check_choice, check_int
+from tfpvae.datasets import evenly_spaced
 
 FIGURES = (
     "samples",
@@ -64,6 +65,8 @@ def make_figure(
         "samples", "curves" and "pseudo-inputs" (a VampPrior's learned pseudo-images, the
         first num_images**2 of them).
       y: labels (n,) for per-class reconstructions and coloured scatters. Default None.
+        Without labels, "reconstructions" shows num_images images evenly spread over x, and
+        "manifold" takes its PCA plane from up to max_points images spread the same way.
       x_anomalous: anomalous images for "histogram" and "roc" (x is then the normal set).
       num_images: images per row or pairs/rows shown. Default 8.
       index: which image of x "traversal", "uncertainty" and "pixel-likelihood" start from.
@@ -97,8 +100,14 @@ def make_figure(
         return plots.image_grid(images, ncols=num_images, title="samples from the aggregate posterior")
     if kind == "reconstructions":
         if y is not None:
-            return plots.reconstructions(x, model.reconstruct(x), labels=y, title="reconstructions, one per class")
-        return plots.reconstructions(x[:num_images], model.reconstruct(x[:num_images]), title="reconstructions")
+            # Only the first image of each class is shown: reconstruct just those.
+            _, first = np.unique(np.asarray(y), return_index=True)
+            sel = x[first]
+            return plots.reconstructions(
+                sel, model.reconstruct(sel), labels=np.asarray(y)[first], title="reconstructions, one per class"
+            )
+        sel = x[evenly_spaced(len(x), num_images)]
+        return plots.reconstructions(sel, model.reconstruct(sel), title="reconstructions")
     if kind == "interpolation":
         rng = np.random.default_rng(seed)
         pairs = rng.choice(len(x), size=(min(num_images, len(x) // 2), 2), replace=False)
@@ -108,7 +117,7 @@ def make_figure(
         t = model.traverse(x[index], dims=list(range(min(model.config.latent_dim, num_images))))
         return plots.traversal_grid(t.images, t.dims, t.offsets, title=f"latent traversals around image {index}")
     if kind == "manifold":
-        plane_data = None if model.config.latent_dim == 2 else x[:max_points]
+        plane_data = None if model.config.latent_dim == 2 else x[evenly_spaced(len(x), max_points)]
         grid = model.manifold_grid(grid_size=grid_size, x=plane_data)
         return plots.manifold_grid(grid.images, grid.coords, grid.axis_labels, title="decoded latent manifold")
     if kind == "scatter":

@@ -1,0 +1,58 @@
+"""tfpvae.figures: which images each figure is drawn from, on a split stored in class order."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from tfpvae.datasets import evenly_spaced
+from tfpvae.figures import make_figure
+from tfpvae.model import VAE
+
+
+@pytest.fixture(scope="module")
+def sorted_digits(digits):
+    """The digits test split sorted by class, as binarized_mnist's test split is stored."""
+    _, (x, y) = digits
+    order = np.argsort(y, kind="stable")
+    return x[order], y[order]
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """An untrained 4-d VAE whose reconstruct and manifold_grid record the images they get."""
+    model = VAE(input_shape=(8, 8, 1), latent_dim=4, architecture="mlp", seed=0)
+    seen = {}
+    for name in ("reconstruct", "manifold_grid"):
+        real = getattr(model, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen[_name] = np.array(kwargs["x"] if "x" in kwargs else args[0])
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(model, name, spy)
+    return model, seen
+
+
+def test_reconstructions_without_labels_span_a_sorted_split(sorted_digits, spied):
+    x, y = sorted_digits
+    model, seen = spied
+    plt.close(make_figure("reconstructions", model, x, num_images=8))
+    np.testing.assert_array_equal(seen["reconstruct"], x[evenly_spaced(len(x), 8)])
+    # The first 8 images are all zeros; the spread ones cover the classes from first to last.
+    assert set(y[:8]) == {0}
+    assert len(set(y[evenly_spaced(len(x), 8)])) >= 7
+
+
+def test_reconstructions_with_labels_reconstruct_one_image_per_class(sorted_digits, spied):
+    x, y = sorted_digits
+    model, seen = spied
+    plt.close(make_figure("reconstructions", model, x, y))
+    _, first = np.unique(y, return_index=True)
+    np.testing.assert_array_equal(seen["reconstruct"], x[first])  # 10 images, not all 359
+
+
+def test_manifold_plane_comes_from_images_spread_over_the_split(sorted_digits, spied):
+    x, _ = sorted_digits
+    model, seen = spied
+    plt.close(make_figure("manifold", model, x, max_points=50, grid_size=3))
+    np.testing.assert_array_equal(seen["manifold_grid"], x[evenly_spaced(len(x), 50)])
