@@ -501,6 +501,41 @@ def test_train_writes_figures_scores_and_evolution(tmp_path, capsys):
     assert gaps["0"] < 0.15 < 0.3 < gaps["1"]
 
 
+def test_run_scores_of_a_whole_small_split_are_evaluates_and_validation_images_are_spread(
+    tmp_path, capsys, monkeypatch
+):
+    import tfpvae.training
+
+    calls = []
+    real_train = tfpvae.training.train
+    monkeypatch.setattr(tfpvae.training, "train", lambda *a, **kw: calls.append(kw) or real_train(*a, **kw))
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--limit", "60", "--epochs", "1", "--latent-dim", "2", "--seed", "0"]
+    assert main([*argv, "--validation-images", "7", "--no-progress", "--out", str(run)]) == 0
+    x_test = load_split("digits", "test")[0][:60]
+    np.testing.assert_array_equal(calls[-1]["validation_data"], x_test[evenly_spaced(60, 7)])
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert ev["selection"] == "all" and ev["num_images"] == ev["split_images"] == ev["limit"] == 60
+    capsys.readouterr()  # the training log
+    argv = ["evaluate", "--model", str(run), "--dataset", "digits", "--limit", "60", "--num-samples", "100"]
+    assert main([*argv, "--binarize-seed", "0", "--quiet"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(ev["iwae_nll"], evaluated["iwae_nll"], rtol=1e-6)
+    np.testing.assert_allclose(ev["iwae_nll_stderr"], evaluated["iwae_nll_stderr"], rtol=1e-6)
+
+
+def test_train_on_one_test_image_skips_the_figures_that_need_more(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--limit", "1", "--epochs", "1", "--seed", "0", "--no-progress"]
+    assert main([*argv, "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    for name, needed in (("manifold", 3), ("latent_scatter", 2), ("interpolation", 2)):
+        assert f"{name}.png skipped: it needs >= {needed} test images; got 1" in err
+        assert not (run / f"{name}.png").exists()
+    assert (run / "reconstructions.png").is_file() and (run / "samples.png").is_file()
+    assert json.loads((run / "evaluation.json").read_text())["num_images"] == 1
+
+
 def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, capsys):
     common = [
         "--model",

@@ -51,6 +51,14 @@ def test_reconstructions_with_labels_reconstruct_one_image_per_class(sorted_digi
     np.testing.assert_array_equal(seen["reconstruct"], x[first])  # 10 images, not all 359
 
 
+def test_reconstructions_refuse_labels_that_do_not_match_the_images(sorted_digits, spied):
+    x, y = sorted_digits
+    model, _ = spied
+    for labels in (y[:5], np.r_[y, y], y[:, None]):
+        with pytest.raises(ValueError, match=rf"`y` must have shape \({len(x)},\)"):
+            make_figure("reconstructions", model, x, labels)
+
+
 def test_manifold_plane_comes_from_images_spread_over_the_split(sorted_digits, spied):
     x, _ = sorted_digits
     model, seen = spied

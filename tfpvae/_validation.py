@@ -68,6 +68,14 @@ def check_bool(value: Any, name: str, allow_none: bool = False) -> bool | None:
     raise TypeError(f"`{name}` must be True{', False or None' if allow_none else ' or False'}; got {value!r}.")
 
 
+def check_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
+    """Returns `labels` as an array of shape (n,), one per image, or raises naming it."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"`{name}` must have shape ({n},), one per image; got {labels.shape}.")
+    return labels
+
+
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     """Returns `value` if it is one of `choices`, else raises listing the valid ones."""
     choices = tuple(choices)

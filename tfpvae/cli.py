@@ -193,7 +193,7 @@ def _cmd_train(args) -> int:
             raise ValueError("`--validation-images 0` turns validation off, which `--early-stopping` needs.")
         # Validation is a full forward pass per epoch (10,000 test images cost MNIST runs about
         # a sixth of their epoch time), so long runs may monitor a subset or nothing.
-        x_valid = x_valid[: args.validation_images] if args.validation_images else None
+        x_valid = _spread(x_valid, None, args.validation_images)[0] if args.validation_images else None
     if not args.resume:
         config = VAEConfig(
             input_shape=x_train.shape[1:],
@@ -279,10 +279,15 @@ def _optimizer(config, clip_norm):
     return tfk.optimizers.Adam(config.learning_rate, global_clipnorm=clip_norm)
 
 
+# Test images a run-folder figure needs: a PCA plane is spanned by >= 3 codes, an interpolation
+# joins a pair, and a scatter of one point shows nothing.
+_RUN_FIGURE_MIN_IMAGES = {"manifold": 3, "interpolation": 2, "scatter": 2}
+
+
 def _write_run_figures(model, x_test, y_test, run: Path, seed: int) -> None:
     """The main figures of a trained model, as PNGs in its run folder."""
     from tfpvae import plots
-    from tfpvae.figures import make_figure
+    from tfpvae.figures import make_figure, needs_data
 
     kinds = {"samples": "samples", "reconstructions": "reconstructions", "curves": "training_curves"}
     if model.config.model_type == "vae":
@@ -291,6 +296,10 @@ def _write_run_figures(model, x_test, y_test, run: Path, seed: int) -> None:
         kinds["pseudo-inputs"] = "pseudo_inputs"
     x, y, _ = _spread(x_test, y_test, 2000)
     for kind, name in kinds.items():
+        needed = _RUN_FIGURE_MIN_IMAGES.get(kind, 1) if needs_data(kind, model) else 0
+        if len(x) < needed:  # a tiny --limit: the other figures and the scores still get written
+            print(f"tfpvae: note: {name}.png skipped: it needs >= {needed} test images; got {len(x)}", file=sys.stderr)
+            continue
         fig = make_figure(kind, model, x, y, seed=seed, max_points=1000)
         plots.save_figure(fig, run / f"{name}.png")
 
@@ -336,7 +345,8 @@ def _write_run_scores(model, x_test, y_test, run: Path, args) -> None:
     summary = {
         "split": "test",
         "num_images": n,
-        "split_images": len(x_test),
+        "split_images": len(x_test),  # after --limit
+        "limit": args.limit,
         "selection": "all" if n == len(x_test) else "evenly spaced (indices in scores.csv)",
         "num_samples": 100,
         "iwae_nll": float(-scores["log_prob"].mean()),
@@ -682,8 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation-images",
         type=_non_negative_int,
         metavar="N",
-        help="validate after each epoch on only the first N validation images (the test split, or the "
-        "--early-stopping hold-out); 0: no per-epoch validation (default: all of them)",
+        help="validate after each epoch on only N validation images (the test split, or the "
+        "--early-stopping hold-out), spread evenly over them; 0: no per-epoch validation (default: all of them)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")

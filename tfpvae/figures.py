@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tfpvae import plots
-from tfpvae._validation import check_choice, check_int
+from tfpvae._validation import check_choice, check_int, check_labels
 from tfpvae.datasets import evenly_spaced
 
 FIGURES = (
@@ -101,7 +101,8 @@ def make_figure(
     if kind == "reconstructions":
         if y is not None:
             # Only the first image of each class is shown: reconstruct just those.
-            _, first = np.unique(np.asarray(y), return_index=True)
+            y = check_labels(y, len(x), "y")
+            _, first = np.unique(y, return_index=True)
             sel = x[first]
             return plots.reconstructions(
                 sel, model.reconstruct(sel), labels=np.asarray(y)[first], title="reconstructions, one per class"

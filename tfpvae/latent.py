@@ -17,6 +17,7 @@ import numpy as np
 
 from tfpvae._keras import tfk
 from tfpvae._validation import check_choice, check_float, check_images, check_int, check_seed
+from tfpvae.datasets import evenly_spaced
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -599,8 +600,9 @@ class LatentEvolution(tfk.callbacks.Callback):
       x: images (n, H, W, C) whose codes are scattered.
       y: class labels (n,) to colour the scatter. Default None.
       every: snapshot period in epochs, >= 1. Default 1.
-      x_reconstruct: images to reconstruct at each snapshot. Default None: the first
-        `num_reconstructions` images of `x`.
+      x_reconstruct: images to reconstruct at each snapshot. Default None:
+        `num_reconstructions` images of `x` spread evenly over it
+        (`tfpvae.datasets.evenly_spaced`), so a set stored in class order shows every class.
       num_reconstructions: how many images when `x_reconstruct` is None. Default 8.
       max_points: at most this many points in the scatter (a seeded random subset).
         Default 1000.
@@ -641,7 +643,10 @@ class LatentEvolution(tfk.callbacks.Callback):
             if y.shape != (len(x),):
                 raise ValueError(f"`y` must have shape ({len(x)},) to match `x`; got {y.shape}.")
             self.labels = y[self.indices]
-        self.x_reconstruct = x[:num_reconstructions] if x_reconstruct is None else check_images(x_reconstruct)
+        if x_reconstruct is None:
+            self.x_reconstruct = x[evenly_spaced(len(x), num_reconstructions)]
+        else:
+            self.x_reconstruct = check_images(x_reconstruct)
         self.epochs: list[int] = []
         self.latents: list[np.ndarray] = []
         self.reconstructions: list[np.ndarray] = []

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from tfpvae._validation import check_int  # noqa: E402
+from tfpvae._validation import check_int, check_labels  # noqa: E402
 
 # More classes than this get a colour bar rather than a legend in `latent_scatter`.
 _MAX_LEGEND_CLASSES = 20
@@ -112,7 +112,7 @@ def reconstructions(
         )
     captions = None
     if labels is not None:
-        labels = _check_labels(labels, len(originals), "labels")
+        labels = check_labels(labels, len(originals), "labels")
         classes, first = np.unique(labels, return_index=True)
         originals, reconstructed = originals[first], reconstructed[first]
         captions = [_class_name(c, class_names) for c in classes]
@@ -158,13 +158,6 @@ def training_curves(history: dict[str, Sequence[float]], title: str | None = Non
 
 
 # ---------------------------------------------------------------------------- shared helpers
-def _check_labels(labels: Any, n: int, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise ValueError(f"`{name}` must have shape ({n},), one per image; got {labels.shape}.")
-    return labels
-
-
 def _class_name(label: Any, class_names: Mapping[Any, str] | None) -> str:
     key = label.item() if hasattr(label, "item") else label
     if class_names is not None and key in class_names:
@@ -434,7 +427,7 @@ def latent_scatter(
     size = float(np.clip(12000.0 / n, 5.0, 30.0))  # smaller points when there are many
     fig, ax = plt.subplots(figsize=(6.2, 5.0), dpi=dpi, layout="constrained")
     if labels is not None:
-        labels = _check_labels(labels, n, "labels")
+        labels = check_labels(labels, n, "labels")
         classes = np.unique(labels)
         if len(classes) > _MAX_LEGEND_CLASSES:
             # Too many for a legend: colour by label value with a colour bar instead.
