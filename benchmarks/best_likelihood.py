@@ -80,7 +80,12 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--max-minutes", type=float, default=1e9)
     p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--test-images", type=int, help="score only the first N test images (pilot runs)")
+    p.add_argument(
+        "--test-images",
+        type=int,
+        help="score only the first N test images (pilot runs; in split order, and binarized_mnist's test split "
+        "is sorted by digit, so compare such pilots with each other, not with the whole split)",
+    )
     p.add_argument("--train-images", type=int, help="train on the first N training images (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
