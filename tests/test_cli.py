@@ -559,9 +559,41 @@ def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, caps
     shards = [str(tmp_path / f"s{i}.csv") for i in (2, 0, 1)]
     assert main(["merge-scores", *shards, "--out", str(tmp_path / "merged.csv")]) == 0
     assert (tmp_path / "merged.csv").read_text() == (tmp_path / "all.csv").read_text()
-    assert main(["merge-scores", shards[0], shards[1], "--out", str(tmp_path / "bad.csv")]) == 2
-    assert "do not cover" in capsys.readouterr().err
-    assert main(["score", *common, "--shard", "3/3", "--out", str(tmp_path / "x.csv")]) == 2
+    # Each CSV has its settings beside it; the merged one has the unsharded run's.
+    settings = json.loads((tmp_path / "s1.csv.json").read_text())
+    assert settings["shard"] == [1, 3] and settings["rows"] == [10, 20] and settings["num_images"] == 30
+    merged = json.loads((tmp_path / "merged.csv.json").read_text())
+    assert merged == json.loads((tmp_path / "all.csv.json").read_text())
+    capsys.readouterr()
+
+    def refused(inputs, match):
+        assert main(["merge-scores", *inputs, "--out", str(tmp_path / "bad.csv")]) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / "bad.csv").exists()
+
+    # Any missing shard, the last one included (its rows would be past the others' indices).
+    refused(shards[1:], "give every shard of one split exactly once")
+    refused([shards[1], shards[1], shards[2], shards[0]], "give every shard of one split exactly once")
+    # A shard of other settings or of another image set.
+    assert main(["score", *common, "--seed", "1", "--shard", "2/3", "--out", str(tmp_path / "o.csv")]) == 0
+    refused([str(tmp_path / "o.csv"), *shards[1:]], "scored with other seed")
+    limit29 = ["29" if a == "30" else a for a in common]
+    assert main(["score", *limit29, "--shard", "2/3", "--out", str(tmp_path / "p.csv")]) == 0
+    refused([str(tmp_path / "p.csv"), *shards[1:]], "scored with other num_images, images_sha256")
+    # A CSV cut short, or without its settings.
+    lines = (tmp_path / "s2.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "short.csv").write_text("".join(lines[:-1]))
+    (tmp_path / "short.csv.json").write_text((tmp_path / "s2.csv.json").read_text())
+    refused([str(tmp_path / "short.csv"), *shards[1:]], "do not cover indices [29]")
+    (tmp_path / "s2.csv.json").unlink()
+    refused(shards, "has no settings file s2.csv.json")
+
+    # Shard specs: checked when parsed, and against the number of images.
+    with pytest.raises(SystemExit) as e:
+        main(["score", *common, "--shard", "3/3", "--out", str(tmp_path / "x.csv")])
+    assert e.value.code == 2 and "expected a shard I/N with 0 <= I < N, got '3/3'" in capsys.readouterr().err
+    assert main(["score", *common, "--shard", "0/31", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "30 images cannot fill 31 shards" in capsys.readouterr().err
 
 
 def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monkeypatch, capsys):

@@ -45,6 +45,15 @@ def _int_at_least(minimum: int):
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
+def _split_shard(text: str) -> tuple[int, int]:
+    i, count = (int(v) for v in text.split("/"))  # a ValueError unless exactly two integers
+    return i, count
+
+
+# --shard I/N: shard I of N, numbered from 0.
+_shard = _arg_type(_split_shard, lambda v: 0 <= v[0] < v[1], "shard I/N with 0 <= I < N")
+
+
 def _float_in(low: float, high: float = float("inf")):
     """A number in the open interval (low, high)."""
     name = f"number > {low}" if high == float("inf") else f"number in ({low}, {high})"
@@ -435,22 +444,23 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _parse_shard(text: str | None, n: int) -> tuple[int, int]:
-    """--shard i/n -> the [start, stop) image range of shard i of n (contiguous, balanced)."""
-    if text is None:
+def _shard_rows(shard: tuple[int, int] | None, n: int) -> tuple[int, int]:
+    """--shard (i, count) -> the [start, stop) image range of shard i of count (contiguous, balanced)."""
+    if shard is None:
         return 0, n
-    try:
-        i, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"`--shard` must look like i/n, e.g. 0/4; got {text!r}.") from None
-    if count < 1 or not 0 <= i < count:
-        raise ValueError(f"`--shard` i/n needs n >= 1 and 0 <= i < n; got {text!r}.")
+    i, count = shard
+    if count > n:
+        raise ValueError(f"`--shard {i}/{count}`: {n} images cannot fill {count} shards; use N <= {n}.")
     return i * n // count, (i + 1) * n // count
 
 
 def _cmd_score(args) -> int:
+    import hashlib
+
+    import numpy as np
+
     from tfpvae.anomaly import available_scores, compute_scores
-    from tfpvae.serialization import load
+    from tfpvae.serialization import load, read_metadata
 
     model = load(args.model)
     if not _typed(args, "score"):  # the default list: the scores this model can give
@@ -460,7 +470,7 @@ def _cmd_score(args) -> int:
         raise ValueError(
             "`--score typicality` needs `--typical-nll` (the mean NLL of normal data, e.g. from evaluate)."
         )
-    start, stop = _parse_shard(args.shard, len(x))
+    start, stop = _shard_rows(args.shard, len(x))
     scores = compute_scores(
         model.likelihood,
         x[start:stop],
@@ -479,13 +489,56 @@ def _cmd_score(args) -> int:
         for i in range(start, stop):
             label = "" if y is None else int(y[i])
             writer.writerow([i, label, *(f"{scores[s][i - start]:.6f}" for s in scores)])
-    print(f"wrote {stop - start} rows of scores ({', '.join(scores)}) to {out}")
+    # What merge-scores checks: shards of one model, one image set and one set of settings.
+    settings = {
+        "shard": list(args.shard or (0, 1)),
+        "rows": [start, stop],
+        "num_images": len(x),
+        "images_sha256": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
+        "weights_sha256": read_metadata(args.model).get("weights_sha256"),
+        "scores": list(scores),
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+        "binarize_seed": args.binarize_seed,
+        "typical_nll": args.typical_nll,
+    }
+    _settings_path(out).write_text(json.dumps(settings, indent=2))
+    print(f"wrote {stop - start} rows of scores ({', '.join(scores)}) to {out} (settings: {_settings_path(out)})")
     return 0
 
 
+def _settings_path(csv_path: Path) -> Path:
+    """The settings file `score` writes beside its CSV: scores.csv -> scores.csv.json."""
+    return csv_path.with_name(csv_path.name + ".json")
+
+
 def _cmd_merge_scores(args) -> int:
+    shards = []
+    for path in map(Path, args.inputs):
+        if not _settings_path(path).is_file():
+            raise ValueError(
+                f"{path} has no settings file {_settings_path(path).name} beside it (`tfpvae score` writes one); "
+                "merge-scores needs it to check that the shards belong together."
+            )
+        shards.append((path, json.loads(_settings_path(path).read_text())))
+    first_path, first = shards[0]
+    for path, settings in shards[1:]:
+        differ = [k for k in first if k not in ("shard", "rows") and settings.get(k) != first[k]]
+        if differ:
+            raise ValueError(
+                f"{path} was scored with other {', '.join(differ)} than {first_path}: "
+                + "; ".join(f"{k} {settings.get(k)!r} vs {first[k]!r}" for k in differ)
+                + ". Shards must share the model, the images and every scoring flag."
+            )
+    num_shards = {settings["shard"][1] for _, settings in shards}
+    have = sorted(settings["shard"][0] for _, settings in shards)
+    if len(num_shards) > 1 or have != list(range(num_shards.pop())):
+        raise ValueError(
+            f"The inputs are shards {', '.join('{}/{}'.format(*s['shard']) for _, s in shards)}; "
+            "give every shard of one split exactly once."
+        )
     rows, header = {}, None
-    for path in args.inputs:
+    for path, _ in shards:
         with open(path, newline="") as f:
             reader = csv.reader(f)
             head = next(reader, None)
@@ -498,14 +551,20 @@ def _cmd_merge_scores(args) -> int:
                 if int(row[0]) in rows:
                     raise ValueError(f"Image index {row[0]} appears in more than one shard (again in {path}).")
                 rows[int(row[0])] = row
-    missing = sorted(set(range(len(rows))) - set(rows))
-    if missing:
-        raise ValueError(f"The shards do not cover indices {missing[:5]}{'...' if len(missing) > 5 else ''}.")
-    with open(args.out, "w", newline="") as f:
+    missing = sorted(set(range(first["num_images"])) - set(rows))
+    if missing or len(rows) != first["num_images"]:
+        raise ValueError(
+            f"The shards do not cover indices {missing[:5]}{'...' if len(missing) > 5 else ''} of the "
+            f"{first['num_images']} images (a CSV was cut short or edited)."
+        )
+    out = Path(args.out)
+    with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows[i] for i in range(len(rows)))
-    print(f"merged {len(args.inputs)} shards, {len(rows)} rows, into {args.out}")
+    merged = {**first, "shard": [0, 1], "rows": [0, first["num_images"]]}
+    _settings_path(out).write_text(json.dumps(merged, indent=2))
+    print(f"merged {len(shards)} shards, {len(rows)} rows, into {out}")
     return 0
 
 
@@ -754,11 +813,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--score", nargs="+", choices=SCORES, default=[s for s in SCORES if s != "typicality"], help="scores"
     )
     p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
-    p.add_argument("--shard", metavar="I/N", help="score only shard I of N (contiguous); merge with merge-scores")
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="score only shard I of N (contiguous, from 0); merge with merge-scores",
+    )
     p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("merge-scores", help="merge score CSVs of shards into one, checking coverage")
-    p.add_argument("inputs", nargs="+", help="shard CSVs written by score --shard")
+    p = sub.add_parser(
+        "merge-scores",
+        help="merge the score CSVs of all shards of one run into one, checking that they belong together",
+    )
+    p.add_argument("inputs", nargs="+", help="shard CSVs written by score --shard, each with its .json beside it")
     p.add_argument("--out", required=True, help="merged CSV")
     p.set_defaults(func=_cmd_merge_scores)
 
