@@ -64,6 +64,11 @@ def test_score_family_from_known_likelihood():
     with pytest.raises(ValueError, match="`score` must be one of 'log_prob'"):
         compute_scores(_FakeEstimator(), x, ("waic",))
     assert list(compute_scores(_FakeEstimator(), x, "rate")) == ["rate"]  # one name, not its letters
+    # The default: every score, typicality only with its typical NLL.
+    assert tuple(compute_scores(_FakeEstimator(), x)) == tuple(n for n in SCORES if n != "typicality")
+    everything = compute_scores(_FakeEstimator(), x, typical_nll=10.0)
+    assert tuple(everything) == SCORES
+    np.testing.assert_allclose(everything["typicality"], s["typicality"])
     with pytest.raises(ValueError, match="`binarize_seed` must be"):
         compute_scores(_FakeEstimator(), x, ("log_prob",), binarize_seed=-1)
 
@@ -186,8 +191,9 @@ def test_detector_errors():
         det.fit(_images(3, 0.3, 0))
     with pytest.raises(ValueError, match="`score` must be one of"):
         AnomalyDetector(estimator=_FakeEstimator(), score="nope")
-    with pytest.raises(ValueError, match="`target_fpr`"):
-        AnomalyDetector(estimator=_FakeEstimator(), target_fpr=1.5)
+    for fpr in (1.5, 1.0, 0.0):  # open at both ends, as the CLI's --target-fpr
+        with pytest.raises(ValueError, match=r"`target_fpr` must be a finite number in \(0.0, 1.0\)"):
+            AnomalyDetector(estimator=_FakeEstimator(), target_fpr=fpr)
     with pytest.raises(ValueError, match="`seed` must be an int >= 0"):
         AnomalyDetector(estimator=_FakeEstimator(), seed=-1)
     with pytest.raises(TypeError, match="`binarize_seed` must be an int"):

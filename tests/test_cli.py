@@ -82,6 +82,15 @@ def test_user_errors_print_one_line_and_exit_2(argv, match, capsys, monkeypatch,
         (["sample", "--model", "m", "--out", "s.jpg"], "argument --out: expected a file name ending in .png or .npy"),
         (["plot", "samples", "--model", "m", "--out", "p.gif"], "ending in .png or .pdf or .svg, got 'p.gif'"),
         (["interpolate", "--model", "m", "--dataset", "digits", "--out", "i.npy"], "ending in .png or .npz"),
+        (
+            ["detect", "--model", "m", "--seed", "-1"],
+            "argument --seed: expected an integer in [0, 2147483647], got '-1'",
+        ),
+        (
+            ["score", "--model", "m", "--binarize-seed", "2147483648"],
+            "argument --binarize-seed: expected an integer in",
+        ),
+        (["detect", "--model", "m", "--limit", "3"], "argument --limit: expected an integer >= 4, got '3'"),
     ],
 )
 def test_argparse_errors_are_one_line_and_exit_2(argv, match, capsys):
@@ -235,6 +244,40 @@ def test_score_typicality_needs_reference(digits_run, tmp_path, capsys):
     assert "--typical-nll" in capsys.readouterr().err
 
 
+def test_images_of_another_shape_or_output_folder_are_refused_before_any_work(digits_run, data_dir, tmp_path, capsys):
+    model = ["--model", str(digits_run)]
+    mnist = ["--dataset", "mnist", "--data-dir", str(data_dir), "--limit", "10"]
+    np.save(tmp_path / "grey.npy", np.zeros((3, 8, 8, 1), np.float32))
+    cases = [
+        (
+            ["score", *model, *mnist, "--out", str(tmp_path / "s.csv")],
+            f"`--dataset mnist` images are 28x28x1 but the model in {digits_run} takes 8x8x1 images",
+        ),
+        (["evaluate", *model, *mnist], "`--dataset mnist` images are 28x28x1"),
+        (
+            ["detect", *model, "--normal", "digits", "--anomalous", "mnist", "--data-dir", str(data_dir)],
+            "`--anomalous mnist` images are 28x28x1",
+        ),
+        (
+            ["plot", "roc", *model, "--dataset", "digits", "--anomalous", "mnist", "--out", str(tmp_path / "r.png")],
+            "`--anomalous mnist` images are 28x28x1",
+        ),
+        (
+            ["score", *model, "--dataset", "digits", "--input", str(tmp_path / "grey.npy"), "--out", "s.csv"],
+            "Give `--dataset` or `--input`, not both",
+        ),
+        (
+            ["score", *model, "--dataset", "digits", "--out", str(tmp_path / "missing" / "s.csv")],
+            f"folder {tmp_path / 'missing'} does not exist",
+        ),
+    ]
+    for argv, match in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "r.png").exists()
+
+
 def test_detect_reports_every_score(digits_run, capsys, data_dir):
     capsys.readouterr()
     assert (
@@ -256,12 +299,34 @@ def test_detect_reports_every_score(digits_run, capsys, data_dir):
         )
         == 0
     )
-    report = json.loads(capsys.readouterr().out)["scores"]
-    from tfpvae.anomaly import SCORES
+    result = json.loads(capsys.readouterr().out)
+    report = result.pop("scores")
+    from tfpvae.anomaly import SCORES, compute_scores
+    from tfpvae.likelihood import LikelihoodEstimator
+    from tfpvae.serialization import load
 
     assert set(report) == set(SCORES)
     # Normal against the same distribution: no score can separate them much.
     assert all(0.2 < r["auroc"] < 0.8 for r in report.values())
+    assert result == {
+        "normal": "digits",
+        "anomalous": "digits",
+        "num_calibration": 40,
+        "num_normal_evaluated": 40,
+        "num_anomalous": 40,
+        "num_samples": 8,
+        "seed": 0,
+        "binarize_seed": None,
+        "target_fpr": 0.05,
+    }
+    # Typicality's threshold, computed independently: the typical NLL from one half of the 40
+    # calibration images, the 5% quantile from the other half (not from the same images).
+    normal = load_split("digits", "test")[0][:80]
+    calibration = normal[np.random.default_rng(0).permutation(80)[:40]]
+    estimator = LikelihoodEstimator.from_model(load(digits_run))
+    nll = -compute_scores(estimator, calibration, "log_prob", num_samples=8, seed=0, progress=False)["log_prob"]
+    expected = np.quantile(-np.abs(nll[:20] - nll[20:].mean()), 0.05)
+    np.testing.assert_allclose(report["typicality"]["threshold"], expected, rtol=1e-6)
 
 
 def test_a_plain_autoencoder_is_scored_by_its_distortion_only(tmp_path, capsys):
@@ -501,19 +566,10 @@ def test_train_writes_figures_scores_and_evolution(tmp_path, capsys):
     assert gaps["0"] < 0.15 < 0.3 < gaps["1"]
 
 
-def test_run_scores_of_a_whole_small_split_are_evaluates_and_validation_images_are_spread(
-    tmp_path, capsys, monkeypatch
-):
-    import tfpvae.training
-
-    calls = []
-    real_train = tfpvae.training.train
-    monkeypatch.setattr(tfpvae.training, "train", lambda *a, **kw: calls.append(kw) or real_train(*a, **kw))
+def test_run_scores_of_a_whole_small_split_are_evaluates(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--dataset", "digits", "--limit", "60", "--epochs", "1", "--latent-dim", "2", "--seed", "0"]
-    assert main([*argv, "--validation-images", "7", "--no-progress", "--out", str(run)]) == 0
-    x_test = load_split("digits", "test")[0][:60]
-    np.testing.assert_array_equal(calls[-1]["validation_data"], x_test[evenly_spaced(60, 7)])
+    assert main([*argv, "--no-progress", "--out", str(run)]) == 0
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["selection"] == "all" and ev["num_images"] == ev["split_images"] == ev["limit"] == 60
     capsys.readouterr()  # the training log
@@ -728,7 +784,8 @@ def test_train_validation_images_limits_the_per_epoch_validation(tmp_path, monke
         main(argv)
     x_test = load_split("digits", "test")[0][:60]
     if expected:
-        np.testing.assert_array_equal(seen[0], x_test[:expected])  # the first N test images
+        # N test images spread over the split: a split sorted by class still validates on every class.
+        np.testing.assert_array_equal(seen[0], x_test[evenly_spaced(60, expected)])
     else:
         assert seen[0] is None
     saved = json.loads((run / "train_args.json").read_text())["validation_images"]

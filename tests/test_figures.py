@@ -64,3 +64,16 @@ def test_manifold_plane_comes_from_images_spread_over_the_split(sorted_digits, s
     model, seen = spied
     plt.close(make_figure("manifold", model, x, max_points=50, grid_size=3))
     np.testing.assert_array_equal(seen["manifold_grid"], x[evenly_spaced(len(x), 50)])
+
+
+def test_histogram_and_roc_score_the_binarisation_asked_for(sorted_digits, spied, monkeypatch):
+    import tfpvae.anomaly
+
+    x, _ = sorted_digits
+    model, _ = spied
+    calls = []
+    real = tfpvae.anomaly.compute_scores
+    monkeypatch.setattr(tfpvae.anomaly, "compute_scores", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    for kind in ("histogram", "roc"):
+        plt.close(make_figure(kind, model, x[:20], x_anomalous=1.0 - x[:20], num_samples=4, binarize_seed=3))
+    assert len(calls) == 4 and all(kw["binarize_seed"] == 3 and kw["num_samples"] == 4 for kw in calls)

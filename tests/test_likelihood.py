@@ -105,6 +105,19 @@ def test_standard_errors_match_the_spread_over_draws(perturbed, x):
         assert 0.8 < ratio < 1.25, f"{method.__name__}: spread / reported stderr = {ratio:.3f}"
 
 
+def test_automatic_progress_bar_only_for_long_jobs_on_a_terminal(perturbed, x, capsys, monkeypatch):
+    import tfpvae.likelihood as likelihood
+
+    long_job = dict(seed=0, max_batch_elements=16)  # 5 images x 64 samples: 20 chunks of 16
+    perturbed.log_prob(x[:5], 64, **long_job)
+    assert capsys.readouterr().out == ""  # captured output is not a terminal
+    monkeypatch.setattr(likelihood, "_on_terminal", lambda: True)
+    perturbed.log_prob(x[:5], 64, **long_job)
+    assert "chunk" in capsys.readouterr().out
+    perturbed.log_prob(x[:5], 64, seed=0, max_batch_elements=64)  # 5 chunks: too short for a bar
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize("k,budgets", [(150, (300, 130, 16)), (10, (3,))])
 def test_chunking_over_images_and_samples_leaves_results_unchanged(perturbed, x, k, budgets, capsys):
     # Budgets: 300 splits the images, 130 splits each image's 150 samples at a block edge,

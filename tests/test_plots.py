@@ -158,6 +158,15 @@ def test_score_histograms_are_normalised_with_shared_bins(tmp_path, rng):
     assert outlier.axes[0].get_xlim()[1] < 100
     assert "1 beyond axis" in outlier.axes[0].get_legend().get_texts()[0].get_text()
 
+    # Anomalies with a heavy tail (4% far out) do not squeeze the normal scores into one bin:
+    # the range follows each group's 5-95 percentiles, and the tail is counted at the edge.
+    tail = -100.0 * (1.0 + rng.pareto(1.0, 12))
+    heavy = np.r_[rng.normal(-10, 3, 288), tail]
+    fig = plots.score_histograms({"normal": normal[:300], "anomalous": heavy}, bins=24)
+    bars = [p for p in fig.axes[0].patches if p.get_fill()]
+    assert sum(p.get_height() > 0 for p in bars[:24]) >= 3  # the normal group's bins (1 before)
+    assert f"{len(tail)} beyond axis" in fig.axes[0].get_legend().get_texts()[1].get_text()
+
     panels = plots.score_histograms({"nll": {"a": normal, "b": anomalous}, "kl": {"a": normal, "b": normal}})
     assert [ax.get_xlabel() for ax in panels.axes] == ["nll", "kl"]
     with pytest.raises(ValueError, match="NaN or Inf"):

@@ -148,7 +148,7 @@ def available_scores(estimator: Any) -> tuple[str, ...]:
 def compute_scores(
     estimator: Any,
     x: np.ndarray,
-    scores: tuple[str, ...] = SCORES,
+    scores: str | tuple[str, ...] | None = None,
     *,
     num_samples: int = 100,
     typical_nll: float | None = None,
@@ -163,7 +163,8 @@ def compute_scores(
     Args:
       estimator: a `tfpvae.likelihood.LikelihoodEstimator`.
       x: images (n, H, W, C) in [0, 1].
-      scores: names from `SCORES` (or one name). Default: all.
+      scores: names from `SCORES` (or one name). Default None: every score the estimator
+        gives (`available_scores`), with "typicality" only when `typical_nll` is given.
       num_samples: importance samples for log_prob-based scores; ELBO, rate and distortion
         use `max(1, num_samples // 10)` samples. Default 100.
       typical_nll: mean -log p(x) of normal data; required by "typicality".
@@ -183,6 +184,8 @@ def compute_scores(
     """
     from tfpvae.likelihood import binarize
 
+    if scores is None:
+        scores = tuple(s for s in available_scores(estimator) if s != "typicality" or typical_nll is not None)
     scores = (scores,) if isinstance(scores, str) else tuple(scores)
     for name in scores:
         check_choice(name, "score", SCORES)
@@ -206,7 +209,10 @@ def compute_scores(
             out["log_prob"] = log_p
         if "typicality" in scores:
             if typical_nll is None:
-                raise ValueError("The 'typicality' score needs `typical_nll` (fit an AnomalyDetector first).")
+                raise ValueError(
+                    "The 'typicality' score needs `typical_nll`, the mean -log p(x) of held-out normal images "
+                    "(AnomalyDetector(score='typicality').fit computes it as `typical_nll_`)."
+                )
             out["typicality"] = -np.abs(-log_p - typical_nll)
         if "complexity" in scores:
             if np.all((x == 0) | (x == 1)):
@@ -268,7 +274,10 @@ def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:
 
 
 class AnomalyDetector:
-    """Flags images a trained VAE finds abnormal; scikit-learn conventions.
+    """Flags images a trained VAE finds abnormal; scikit-learn's method names and sign conventions.
+
+    Not a full scikit-learn estimator: it holds a Keras model, so `sklearn.base.clone`,
+    pipelines and grid searches do not take it.
 
     `fit` takes normal images the model was *not* trained on; their scores set the threshold
     and the conformal p-values. For "typicality" it first splits them into a reference part
@@ -282,7 +291,8 @@ class AnomalyDetector:
       num_samples: importance samples per image. Default 100.
       threshold: "fpr" (flag the `target_fpr` lowest-scoring fraction of normal data) or
         "contamination" (flag the `contamination` fraction). Default "fpr".
-      target_fpr: false-positive rate on normal data for threshold="fpr". Default 0.05.
+      target_fpr: false-positive rate on normal data for threshold="fpr", in (0, 1).
+        Default 0.05.
       contamination: expected outlier fraction for threshold="contamination". Default 0.1.
       calibration_fraction: for "typicality", the share of the fit data used for
         calibration; the rest is the reference. Other scores calibrate on all of it.
@@ -325,7 +335,10 @@ class AnomalyDetector:
         self.score = check_choice(score, "score", SCORES)
         self.num_samples = check_int(num_samples, "num_samples")
         self.threshold = check_choice(threshold, "threshold", THRESHOLDS)
-        self.target_fpr = check_float(target_fpr, "target_fpr", minimum=0.0, maximum=1.0, min_inclusive=False)
+        # Open at both ends, as `tfpvae detect --target-fpr`: 0 flags nothing, 1 flags everything.
+        self.target_fpr = check_float(
+            target_fpr, "target_fpr", minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False
+        )
         self.contamination = check_float(contamination, "contamination", minimum=0.0, maximum=0.5, min_inclusive=False)
         self.calibration_fraction = check_float(
             calibration_fraction, "calibration_fraction", minimum=0.0, maximum=1.0, min_inclusive=False

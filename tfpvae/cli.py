@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tfpvae._validation import MAX_INT32_SEED
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "binarized_mnist")
 
 
@@ -43,6 +45,8 @@ def _int_at_least(minimum: int):
 
 
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+# Seeds reach TensorFlow's stateless ops, which take int32.
+_seed = _arg_type(int, lambda v: 0 <= v <= MAX_INT32_SEED, f"integer in [0, {MAX_INT32_SEED}]")
 
 
 def _split_shard(text: str) -> tuple[int, int]:
@@ -401,19 +405,34 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _images_for_scoring(args):
-    """(images, labels) from --input FILE or --dataset NAME --split S, cut to --limit."""
+def _images_for_scoring(args, model):
+    """(images, labels) from --input FILE or --dataset NAME --split S, cut to --limit, of the
+    image shape `model` takes."""
     from tfpvae.datasets import load_images, load_split
 
+    if args.input and args.dataset:
+        raise ValueError(f"Give `--dataset` or `--input`, not both; got --dataset {args.dataset} --input {args.input}.")
     if args.input:
         x, y = load_images(args.input)
     elif args.dataset:
         x, y = load_split(args.dataset, args.split, args.data_dir)
     else:
         raise ValueError("Give the images to score: `--dataset NAME` or `--input FILE`.")
+    _check_fits(model, x, f"--input {args.input}" if args.input else f"--dataset {args.dataset}", args.model)
     if args.limit:
         x, y = x[: args.limit], None if y is None else y[: args.limit]
     return x, y
+
+
+def _check_fits(model, x, source: str, model_dir: str) -> None:
+    """Raises naming the flag when images `x` are not of the shape `model` was trained on, before
+    any work is done with them."""
+    have, want = tuple(x.shape[1:]), tuple(model.config.input_shape)
+    if have != want:
+        raise ValueError(
+            f"`{source}` images are {'x'.join(map(str, have))} but the model in {model_dir} takes "
+            f"{'x'.join(map(str, want))} images."
+        )
 
 
 def _cmd_evaluate(args) -> int:
@@ -423,9 +442,9 @@ def _cmd_evaluate(args) -> int:
     from tfpvae.serialization import load
 
     model = load(args.model)
-    x, _ = _images_for_scoring(args)
+    x, _ = _images_for_scoring(args, model)
     est = LikelihoodEstimator.from_model(model)
-    kw = dict(seed=args.seed, binarize_seed=args.binarize_seed, progress=not args.quiet)
+    kw = dict(seed=args.seed, binarize_seed=args.binarize_seed, progress=False if args.quiet else None)
     elbo = est.elbo(x, num_samples=1, **kw)
     log_p, mc_se = est.log_prob(x, num_samples=args.num_samples, return_stderr=True, **kw)
     n, dims = len(x), int(np.prod(x.shape[1:]))
@@ -465,7 +484,7 @@ def _cmd_score(args) -> int:
     model = load(args.model)
     if not _typed(args, "score"):  # the default list: the scores this model can give
         args.score = [s for s in available_scores(model.likelihood) if s in args.score]
-    x, y = _images_for_scoring(args)
+    x, y = _images_for_scoring(args, model)
     if "typicality" in args.score and args.typical_nll is None:
         raise ValueError(
             "`--score typicality` needs `--typical-nll` (the mean NLL of normal data, e.g. from evaluate)."
@@ -480,7 +499,7 @@ def _cmd_score(args) -> int:
         seed=args.seed,
         binarize_seed=args.binarize_seed,  # with index_offset, a shard binarises as the whole set
         index_offset=start,
-        progress=not args.quiet,
+        progress=False if args.quiet else None,
     )
     out = Path(args.out)
     with open(out, "w", newline="") as f:
@@ -579,6 +598,8 @@ def _cmd_detect(args) -> int:
     model = load(args.model)
     normal, _ = load_split(args.normal, "test", args.data_dir)
     anomalous, _ = load_split(args.anomalous, "test", args.data_dir)
+    _check_fits(model, normal, f"--normal {args.normal}", args.model)
+    _check_fits(model, anomalous, f"--anomalous {args.anomalous}", args.model)
     if args.limit:
         normal, anomalous = normal[: 2 * args.limit], anomalous[: args.limit]
     # Held-out normal images: half calibrate (typical NLL, threshold), half are evaluated.
@@ -586,12 +607,20 @@ def _cmd_detect(args) -> int:
     fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
     est = LikelihoodEstimator.from_model(model)
     names = available_scores(est)  # a plain autoencoder has only "distortion"
-    kw = dict(num_samples=args.num_samples, seed=args.seed, binarize_seed=args.binarize_seed, progress=not args.quiet)
+    kw = dict(
+        num_samples=args.num_samples,
+        seed=args.seed,
+        binarize_seed=args.binarize_seed,
+        progress=False if args.quiet else None,
+    )
     fit_scores = compute_scores(est, fit_part, tuple(n for n in names if n != "typicality"), **kw)
     typical_nll = None
-    if "typicality" in names:  # its typical NLL comes from the calibration half
-        typical_nll = float(-fit_scores["log_prob"].mean())
-        fit_scores["typicality"] = -np.abs(-fit_scores["log_prob"] - typical_nll)
+    if "typicality" in names:
+        # As AnomalyDetector does: one half of the calibration images gives the typical NLL,
+        # the other half sets the threshold, so the threshold is not fitted to its own reference.
+        half = len(fit_part) // 2
+        typical_nll = float(-fit_scores["log_prob"][half:].mean())
+        fit_scores["typicality"] = -np.abs(-fit_scores["log_prob"][:half] - typical_nll)
     normal_scores = compute_scores(est, eval_part, names, typical_nll=typical_nll, **kw)
     anomalous_scores = compute_scores(est, anomalous, names, typical_nll=typical_nll, **kw)
     report = {}
@@ -603,7 +632,18 @@ def _cmd_detect(args) -> int:
             "fpr_at_threshold": float(np.mean(normal_scores[name] < threshold)),
             "tpr_at_threshold": float(np.mean(anomalous_scores[name] < threshold)),
         }
-    print(json.dumps({"normal": args.normal, "anomalous": args.anomalous, "scores": report}, indent=2))
+    settings = {
+        "normal": args.normal,
+        "anomalous": args.anomalous,
+        "num_calibration": len(fit_part),
+        "num_normal_evaluated": len(eval_part),
+        "num_anomalous": len(anomalous),
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+        "binarize_seed": args.binarize_seed,
+        "target_fpr": args.target_fpr,
+    }
+    print(json.dumps({**settings, "scores": report}, indent=2))
     return 0
 
 
@@ -618,9 +658,10 @@ def _cmd_plot(args) -> int:
     if needs_data(args.kind, model):
         if not (args.dataset or args.input):
             raise ValueError(f"Figure {args.kind!r} needs images: `--dataset NAME` or `--input FILE`.")
-        x, y = _images_for_scoring(args)
+        x, y = _images_for_scoring(args, model)
     if args.anomalous:
-        x_anomalous, _ = load_split(args.anomalous, args.split, args.data_dir)
+        x_anomalous, _ = load_split(args.anomalous, "test", args.data_dir)
+        _check_fits(model, x_anomalous, f"--anomalous {args.anomalous}", args.model)
         x_anomalous = x_anomalous[: args.limit] if args.limit else x_anomalous
     fig = make_figure(
         args.kind,
@@ -635,6 +676,7 @@ def _cmd_plot(args) -> int:
         num_samples=args.num_samples,
         temperature=args.temperature,
         seed=args.seed,
+        binarize_seed=args.binarize_seed,
     )
     plots.save_figure(fig, args.out)
     print(f"wrote {args.kind} figure to {args.out}")
@@ -648,7 +690,7 @@ def _cmd_interpolate(args) -> int:
     from tfpvae.serialization import load
 
     model = load(args.model)
-    x, _ = _images_for_scoring(args)
+    x, _ = _images_for_scoring(args, model)
     if args.indices:
         idx = np.asarray(args.indices)
         if len(idx) % 2 or idx.min() < 0 or idx.max() >= len(x):
@@ -754,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate after each epoch on only N validation images (the test split, or the "
         "--early-stopping hold-out), spread evenly over them; 0: no per-epoch validation (default: all of them)",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
+    p.add_argument("--seed", type=_seed, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
     p.add_argument(
         "--strategy",
@@ -780,9 +822,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("-n", "--num-samples", type=_positive_int, default=64, help="number of images (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior spread multiplier (default 1.0)")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    p.add_argument("--seed", type=_seed, default=None, help="seed for reproducible samples")
     p.add_argument("--out", required=True, type=_file_ending(".png", ".npy"), help="output .png (grid) or .npy (array)")
-    p.set_defaults(func=_cmd_sample)
+    p.set_defaults(func=_cmd_sample, out_is_file=True)
 
     p = sub.add_parser("info", help="print a model's config, metrics and parameter count")
     p.add_argument("--model", required=True, help="run folder written by train")
@@ -791,11 +833,13 @@ def build_parser() -> argparse.ArgumentParser:
     def add_scoring_args(p):
         p.add_argument("--model", required=True, help="run folder written by train")
         p.add_argument("--num-samples", type=_positive_int, default=100, help="importance samples (default 100)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws (default 0)")
+        p.add_argument("--seed", type=_seed, default=0, help="seed of the Monte Carlo draws (default 0)")
         p.add_argument(
-            "--binarize-seed", type=int, help="score a fixed binarisation of grey images drawn with this seed"
+            "--binarize-seed", type=_seed, help="score a fixed binarisation of grey images drawn with this seed"
         )
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--quiet", action="store_true", help="no progress bar (default: a bar for long jobs on a terminal)"
+        )
 
     p = sub.add_parser("evaluate", help="mean ELBO, IWAE NLL with standard errors, bits/dim (JSON)")
     add_scoring_args(p)
@@ -819,7 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="score only shard I of N (contiguous, from 0); merge with merge-scores",
     )
-    p.set_defaults(func=_cmd_score)
+    p.set_defaults(func=_cmd_score, out_is_file=True)
 
     p = sub.add_parser(
         "merge-scores",
@@ -827,7 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="shard CSVs written by score --shard, each with its .json beside it")
     p.add_argument("--out", required=True, help="merged CSV")
-    p.set_defaults(func=_cmd_merge_scores)
+    p.set_defaults(func=_cmd_merge_scores, out_is_file=True)
 
     p = sub.add_parser("plot", help="draw one figure of a trained model to a PNG")
     p.add_argument("kind", choices=FIGURES, metavar="KIND", help="one of: " + ", ".join(FIGURES))
@@ -835,7 +879,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, required=False)
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
     p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
-    p.add_argument("--anomalous", choices=DATASETS, help="anomalous dataset for the histogram and roc figures")
+    p.add_argument(
+        "--anomalous", choices=DATASETS, help="anomalous dataset for the histogram and roc figures (its test split)"
+    )
     p.add_argument("--out", required=True, type=_file_ending(".png", ".pdf", ".svg"), help="output .png (or .pdf/.svg)")
     p.add_argument("--num-images", type=_positive_int, default=8, help="images per row / rows (default 8)")
     p.add_argument("--index", type=int, default=0, help="image the traversal/uncertainty figures start from")
@@ -844,8 +890,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=_positive_int, default=64, help="Monte Carlo samples (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior temperature for samples (default 1.0)")
     p.add_argument("--no-labels", action="store_true", help="ignore the dataset's labels")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.set_defaults(func=_cmd_plot)
+    p.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
+    p.add_argument(
+        "--binarize-seed",
+        type=_seed,
+        help="histogram and roc: score a fixed binarisation of grey images drawn with this seed",
+    )
+    p.set_defaults(func=_cmd_plot, out_is_file=True)
 
     p = sub.add_parser("interpolate", help="decode paths between pairs of images (PNG strips or .npz)")
     p.add_argument("--model", required=True, help="run folder written by train")
@@ -856,14 +907,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_positive_int, default=6, help="random pairs when --indices is not given")
     p.add_argument("--steps", type=_int_at_least(2), default=10, help="images per path (default 10)")
     p.add_argument("--method", choices=("linear", "slerp"), default="slerp", help="path shape (default slerp)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the random pairs (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for the random pairs (default 0)")
     p.add_argument(
         "--out",
         required=True,
         type=_file_ending(".png", ".npz"),
         help="output .png (strips) or .npz (images, log_prior, latents)",
     )
-    p.set_defaults(func=_cmd_interpolate)
+    p.set_defaults(func=_cmd_interpolate, out_is_file=True)
 
     p = sub.add_parser("export", help="write a TensorFlow SavedModel with log_prob, elbo and sample signatures")
     p.add_argument("--model", required=True, help="run folder written by train")
@@ -876,7 +927,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normal", choices=DATASETS, required=True, help="dataset the model takes as normal")
     p.add_argument("--anomalous", choices=DATASETS, required=True, help="dataset of anomalies")
     p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--limit", type=_positive_int, help="use N anomalous and 2N normal test images")
+    p.add_argument(
+        "--limit", type=_int_at_least(4), help="use the first N anomalous and 2N normal test images (N >= 4)"
+    )
     p.add_argument("--target-fpr", type=_float_in(0.0, 1.0), default=0.05, help="false-positive rate of the threshold")
     p.set_defaults(func=_cmd_detect)
     return parser
@@ -888,6 +941,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # what was typed, to tell an explicit flag from its default
     try:
+        if getattr(args, "out_is_file", False) and not Path(args.out).parent.is_dir():
+            # Checked first: the output is written only after all the work.
+            raise NotADirectoryError(f"`--out {args.out}`: folder {Path(args.out).parent} does not exist.")
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

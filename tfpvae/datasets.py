@@ -204,14 +204,15 @@ def load_split(name: str, split: str = "train", data_dir: str | os.PathLike | No
             raise DatasetNotFoundError(
                 f"Dataset 'binarized_mnist' not found; searched: {searched}. Put {_BINARIZED_FILE} (uint8 arrays "
                 f"train/valid/test of shape (n, 784)) under DATA_DIR/binarized_mnist/ and pass data_dir=DATA_DIR "
-                f"or set {DATA_DIR_ENV}."
+                f"(CLI: --data-dir DATA_DIR) or set {DATA_DIR_ENV}."
             )
         try:
             fmt, path = _download(name)
         except Exception as err:  # offline: say where we looked and how to fix it
             raise DatasetNotFoundError(
                 f"Dataset {name!r} not found; searched: {searched}; download failed ({type(err).__name__}). "
-                f"Put the four IDX .gz files under DATA_DIR/{name}/ and pass data_dir=DATA_DIR or set {DATA_DIR_ENV}."
+                f"Put the four IDX .gz files under DATA_DIR/{name}/ and pass data_dir=DATA_DIR "
+                f"(CLI: --data-dir DATA_DIR) or set {DATA_DIR_ENV}."
             ) from None
     if fmt == "binarized":
         data = load_npz_arrays(path)

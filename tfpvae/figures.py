@@ -55,6 +55,7 @@ def make_figure(
     num_samples: int = 64,
     temperature: float = 1.0,
     seed: int = 0,
+    binarize_seed: int | None = None,
 ) -> Figure:
     """Builds figure `kind` for `model`.
 
@@ -76,6 +77,8 @@ def make_figure(
       num_samples: Monte Carlo / importance samples. Default 64.
       temperature: prior temperature for "samples". Default 1.0.
       seed: seed for every random choice. Default 0.
+      binarize_seed: "histogram" and "roc" score a fixed binarisation of grey images drawn
+        with this seed (as `tfpvae.anomaly.compute_scores` does). Default None: the grey values.
 
     Returns:
       The Figure.
@@ -158,10 +161,12 @@ def make_figure(
     # Three complementary scores; a plain autoencoder has only its reconstruction term.
     names = tuple(n for n in ("log_prob", "elbo", "complexity") if n in available_scores(model.likelihood))
     names = names or ("distortion",)
-    normal = compute_scores(model.likelihood, x, names, num_samples=num_samples, seed=seed)
-    anomalous = compute_scores(model.likelihood, x_anomalous, names, num_samples=num_samples, seed=seed)
+    kw = dict(num_samples=num_samples, seed=seed, binarize_seed=binarize_seed)
+    normal = compute_scores(model.likelihood, x, names, **kw)
+    anomalous = compute_scores(model.likelihood, x_anomalous, names, **kw)
     if kind == "histogram":
         return plots.score_histograms(
-            {n: {"normal": normal[n], "anomalous": anomalous[n]} for n in names}, title="anomaly scores"
+            {n: {"normal": normal[n], "anomalous": anomalous[n]} for n in names},
+            title="anomaly scores (higher = more normal)",
         )
     return plots.roc_curves(normal, anomalous, higher_is_anomalous=False, title="ROC, normal vs anomalous")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -65,10 +66,16 @@ DEFAULT_MAX_BATCH_ELEMENTS = 1024
 # Samples drawn per seeded block. Small enough that k=1000 does not waste draws, large
 # enough that the per-block loop is short.
 _SAMPLE_BLOCK = 64
-# With progress=None, a bar appears only for jobs of more chunks than this.
+# With progress=None, a bar appears only for jobs of more chunks than this, on a terminal.
 _PROGRESS_MIN_CHUNKS = 16
 
 _U64 = np.uint64
+
+
+def _on_terminal() -> bool:
+    """Whether standard output (where Keras draws progress bars) is a terminal, not a file or pipe."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _unwrap(distribution: Any) -> tfd.Distribution:
@@ -420,7 +427,7 @@ class LikelihoodEstimator:
         n = len(x)
         plan = _Plan.make(n, k, budget)
         stats = _Stats(n, x.shape[1:], pixels)
-        show = plan.num_chunks > _PROGRESS_MIN_CHUNKS if progress is None else progress
+        show = progress if progress is not None else plan.num_chunks > _PROGRESS_MIN_CHUNKS and _on_terminal()
         bar = tfk.utils.Progbar(plan.num_chunks, unit_name="chunk") if show else None
         padded = np.zeros((plan.images, *x.shape[1:]), np.float32)
         static = dict(samples=plan.samples, block=plan.block, blocks=plan.blocks, pixels=pixels)
@@ -481,7 +488,7 @@ class LikelihoodEstimator:
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks.
+          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
 
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (elbo, stderr).
@@ -530,7 +537,7 @@ class LikelihoodEstimator:
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks.
+          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
 
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (log_prob, stderr).
@@ -610,7 +617,7 @@ class LikelihoodEstimator:
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks.
+          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
 
         Returns:
           dict with float64 arrays (n,) "rate" and "distortion", in nats.
@@ -646,7 +653,7 @@ class LikelihoodEstimator:
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks.
+          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
 
         Returns:
           float32 array (n, H, W, C) in nats (<= 0 for Bernoulli decoders).

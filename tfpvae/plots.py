@@ -472,15 +472,19 @@ def _as_scores(values: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _histogram_range(pooled: np.ndarray) -> tuple[float, float]:
-    """The full range of the scores, unless a few extreme ones would squash the rest.
+def _histogram_range(groups: Sequence[np.ndarray]) -> tuple[float, float]:
+    """A range that shows the bulk of every group, unless extreme scores would squash it.
 
-    The range is cut at half the 1-99 percentile width beyond those percentiles, which
-    leaves ordinary tails alone and stops one huge -log p(x) from flattening the plot.
+    From the lowest 5th to the highest 95th percentile of the groups, widened by that
+    width on each side (never past the data). Percentiles per group, not of the pooled
+    scores: anomalies often have a heavy tail, which would otherwise set the range and
+    squeeze the normal scores into a bin or two.
     """
-    q1, q99 = np.percentile(pooled, [1, 99])
-    width = q99 - q1
-    lo, hi = max(pooled.min(), q1 - 0.5 * width), min(pooled.max(), q99 + 0.5 * width)
+    q = np.array([np.percentile(g, [5, 95]) for g in groups])
+    pooled = np.concatenate(groups)
+    q5, q95 = q[:, 0].min(), q[:, 1].max()
+    width = q95 - q5
+    lo, hi = max(pooled.min(), q5 - width), min(pooled.max(), q95 + width)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     return float(lo), float(hi)
@@ -499,8 +503,8 @@ def score_histograms(
       scores: group name -> scores (1-D), e.g. {"MNIST (normal)": s1, "Fashion (anomalous)": s2},
         for one panel; or score name -> {group name -> scores} for one panel per score.
       bins: number of bins shared by all groups of a panel. Default None: sqrt of the
-        number of scores, between 10 and 60. The bins span all scores unless a few lie
-        far out (beyond the 1-99 percentiles by more than half their width); those are
+        number of scores, between 10 and 60. The bins span all scores unless some lie far
+        out (beyond the groups' 5-95 percentiles by more than their width); those are
         counted in the edge bins and reported in the legend as "k beyond axis".
       xlabel: x-axis label for a single panel (panels use their score names). Default "score".
       title: figure title. Default None.
@@ -521,7 +525,7 @@ def score_histograms(
         if not groups:
             raise ValueError(f"`scores[{panel!r}]` has no groups.")
         data = {g: _as_scores(v, f"scores[{g!r}]") for g, v in groups.items()}
-        lo, hi = _histogram_range(np.concatenate(list(data.values())))
+        lo, hi = _histogram_range(list(data.values()))
         num_bins = bins or int(np.clip(np.sqrt(sum(len(v) for v in data.values())), 10, 60))
         edges = np.linspace(lo, hi, num_bins + 1)
         for k, (group, values) in enumerate(data.items()):
