@@ -263,12 +263,29 @@ def test_images_of_another_shape_or_output_folder_are_refused_before_any_work(di
             "`--anomalous mnist` images are 28x28x1",
         ),
         (
-            ["score", *model, "--dataset", "digits", "--input", str(tmp_path / "grey.npy"), "--out", "s.csv"],
+            [
+                "score",
+                *model,
+                "--dataset",
+                "digits",
+                "--input",
+                str(tmp_path / "grey.npy"),
+                "--out",
+                str(tmp_path / "s.csv"),
+            ],
             "Give `--dataset` or `--input`, not both",
         ),
         (
             ["score", *model, "--dataset", "digits", "--out", str(tmp_path / "missing" / "s.csv")],
             f"folder {tmp_path / 'missing'} does not exist",
+        ),
+        (
+            ["score", *model, "--dataset", "digits", "--out", str(tmp_path / "grey.npy" / "s.csv")],
+            f"folder {tmp_path / 'grey.npy'} is a file, not a folder",
+        ),
+        (
+            ["plot", "samples", *model, "--binarize-seed", "0", "--out", str(tmp_path / "r.png")],
+            "`--binarize-seed` applies to the histogram and roc figures, not to 'samples'",
         ),
     ]
     for argv, match in cases:
@@ -312,6 +329,7 @@ def test_detect_reports_every_score(digits_run, capsys, data_dir):
         "normal": "digits",
         "anomalous": "digits",
         "num_calibration": 40,
+        "num_typicality_reference": 20,
         "num_normal_evaluated": 40,
         "num_anomalous": 40,
         "num_samples": 8,
@@ -321,7 +339,8 @@ def test_detect_reports_every_score(digits_run, capsys, data_dir):
     }
     # Typicality's threshold, computed independently: the typical NLL from one half of the 40
     # calibration images, the 5% quantile from the other half (not from the same images).
-    normal = load_split("digits", "test")[0][:80]
+    digits = load_split("digits", "test")[0]
+    normal = digits[evenly_spaced(len(digits), 80)]  # --limit 40: 80 normal images spread over the split
     calibration = normal[np.random.default_rng(0).permutation(80)[:40]]
     estimator = LikelihoodEstimator.from_model(load(digits_run))
     nll = -compute_scores(estimator, calibration, "log_prob", num_samples=8, seed=0, progress=False)["log_prob"]
@@ -628,8 +647,8 @@ def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, caps
         assert not (tmp_path / "bad.csv").exists()
 
     # Any missing shard, the last one included (its rows would be past the others' indices).
-    refused(shards[1:], "give every shard of one split exactly once")
-    refused([shards[1], shards[1], shards[2], shards[0]], "give every shard of one split exactly once")
+    refused(shards[1:], "The inputs are shards 0/3, 1/3; missing 2/3; give every shard of one split exactly once")
+    refused([shards[1], shards[1], shards[2], shards[0]], "; repeated 0/3; give every shard")
     # A shard of other settings or of another image set.
     assert main(["score", *common, "--seed", "1", "--shard", "2/3", "--out", str(tmp_path / "o.csv")]) == 0
     refused([str(tmp_path / "o.csv"), *shards[1:]], "scored with other seed")
@@ -641,8 +660,16 @@ def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, caps
     (tmp_path / "short.csv").write_text("".join(lines[:-1]))
     (tmp_path / "short.csv.json").write_text((tmp_path / "s2.csv.json").read_text())
     refused([str(tmp_path / "short.csv"), *shards[1:]], "do not cover indices [29]")
+    (tmp_path / "long.csv").write_text("".join(lines) + "30,,-1.0,-1.0\n")
+    (tmp_path / "long.csv.json").write_text((tmp_path / "s2.csv.json").read_text())
+    refused([str(tmp_path / "long.csv"), *shards[1:]], "long.csv has a row for image 30, outside the 30 images")
+    # Settings files: missing, or lacking a key (in any of the files, the first one too).
+    lacking = {k: v for k, v in json.loads((tmp_path / "s0.csv.json").read_text()).items() if k != "seed"}
+    (tmp_path / "lacking.csv").write_text((tmp_path / "s0.csv").read_text())
+    (tmp_path / "lacking.csv.json").write_text(json.dumps(lacking))
+    refused([str(tmp_path / "lacking.csv"), shards[0], shards[2]], "lacking.csv.json lacks seed")
     (tmp_path / "s2.csv.json").unlink()
-    refused(shards, "has no settings file s2.csv.json")
+    refused(shards, "has no settings file s2.csv.json beside it")
 
     # Shard specs: checked when parsed, and against the number of images.
     with pytest.raises(SystemExit) as e:

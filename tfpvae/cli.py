@@ -345,7 +345,8 @@ def _write_run_scores(model, x_test, y_test, run: Path, args) -> None:
     seed = _RUN_SCORES_BINARIZE_SEED if model.config.binarize == "dynamic" else None
     if seed is not None:
         # Image i gets the draw it gets when the whole split is binarised with this seed, as
-        # `evaluate --binarize-seed 0` and `score --binarize-seed 0` do, so rows can be compared.
+        # `evaluate --binarize-seed 0` and `score --binarize-seed 0` do, so rows can be compared;
+        # image by image rather than binarise(x_test)[idx], which would copy a large split.
         x = np.concatenate([binarize(x[j : j + 1], seed, index_offset=int(i)) for j, i in enumerate(idx)])
     names = ("log_prob", "elbo", "rate", "distortion", "complexity")
     scores = compute_scores(model.likelihood, x, names, num_samples=100, seed=0, progress=False)
@@ -531,30 +532,60 @@ def _settings_path(csv_path: Path) -> Path:
     return csv_path.with_name(csv_path.name + ".json")
 
 
+# The settings every shard must share (all of `score`'s settings file but its shard and rows).
+_SHARED_SETTINGS = (
+    "num_images",
+    "images_sha256",
+    "weights_sha256",
+    "scores",
+    "num_samples",
+    "seed",
+    "binarize_seed",
+    "typical_nll",
+)
+
+
+def _read_settings(path: Path) -> dict:
+    """The settings `score` wrote beside `path`, checked to hold every key merge-scores compares."""
+    settings_path = _settings_path(path)
+    if not settings_path.is_file():
+        raise ValueError(
+            f"{path} has no settings file {settings_path.name} beside it, so it cannot be checked against the "
+            "other shards. Keep the .json with its CSV when moving it; a CSV from a tfpvae that wrote no settings "
+            "files must be scored again (`score --shard I/N`)."
+        )
+    try:
+        settings = json.loads(settings_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{settings_path} is not valid JSON ({err.msg}); score that shard again.") from None
+    missing = [k for k in ("shard", "rows", *_SHARED_SETTINGS) if k not in settings]
+    if missing:
+        raise ValueError(f"{settings_path} lacks {', '.join(missing)}; score that shard again.")
+    return settings
+
+
 def _cmd_merge_scores(args) -> int:
-    shards = []
-    for path in map(Path, args.inputs):
-        if not _settings_path(path).is_file():
-            raise ValueError(
-                f"{path} has no settings file {_settings_path(path).name} beside it (`tfpvae score` writes one); "
-                "merge-scores needs it to check that the shards belong together."
-            )
-        shards.append((path, json.loads(_settings_path(path).read_text())))
+    shards = [(path, _read_settings(path)) for path in map(Path, args.inputs)]
     first_path, first = shards[0]
     for path, settings in shards[1:]:
-        differ = [k for k in first if k not in ("shard", "rows") and settings.get(k) != first[k]]
+        differ = [k for k in _SHARED_SETTINGS if settings[k] != first[k]]
         if differ:
             raise ValueError(
                 f"{path} was scored with other {', '.join(differ)} than {first_path}: "
-                + "; ".join(f"{k} {settings.get(k)!r} vs {first[k]!r}" for k in differ)
+                + "; ".join(f"{k} {settings[k]!r} vs {first[k]!r}" for k in differ)
                 + ". Shards must share the model, the images and every scoring flag."
             )
     num_shards = {settings["shard"][1] for _, settings in shards}
     have = sorted(settings["shard"][0] for _, settings in shards)
-    if len(num_shards) > 1 or have != list(range(num_shards.pop())):
+    if len(num_shards) > 1 or have != list(range(next(iter(num_shards)))):
+        n = max(num_shards)
+        missing = sorted(set(range(n)) - set(have))
+        repeated = sorted({i for i in have if have.count(i) > 1})
         raise ValueError(
-            f"The inputs are shards {', '.join('{}/{}'.format(*s['shard']) for _, s in shards)}; "
-            "give every shard of one split exactly once."
+            f"The inputs are shards {', '.join('{}/{}'.format(*s['shard']) for _, s in shards)}"
+            + (f"; missing {', '.join(f'{i}/{n}' for i in missing)}" if missing else "")
+            + (f"; repeated {', '.join(f'{i}/{n}' for i in repeated)}" if repeated else "")
+            + "; give every shard of one split exactly once."
         )
     rows, header = {}, None
     for path, _ in shards:
@@ -567,11 +598,14 @@ def _cmd_merge_scores(args) -> int:
                 raise ValueError(f"{path} has columns {head}; the first file has {header}.")
             header = head
             for row in reader:
-                if int(row[0]) in rows:
-                    raise ValueError(f"Image index {row[0]} appears in more than one shard (again in {path}).")
-                rows[int(row[0])] = row
+                i = int(row[0])
+                if not 0 <= i < first["num_images"]:
+                    raise ValueError(f"{path} has a row for image {i}, outside the {first['num_images']} images.")
+                if i in rows:
+                    raise ValueError(f"Image index {i} appears in more than one shard (again in {path}).")
+                rows[i] = row
     missing = sorted(set(range(first["num_images"])) - set(rows))
-    if missing or len(rows) != first["num_images"]:
+    if missing:
         raise ValueError(
             f"The shards do not cover indices {missing[:5]}{'...' if len(missing) > 5 else ''} of the "
             f"{first['num_images']} images (a CSV was cut short or edited)."
@@ -591,7 +625,7 @@ def _cmd_detect(args) -> int:
     import numpy as np
 
     from tfpvae.anomaly import available_scores, compute_scores, evaluate
-    from tfpvae.datasets import load_split
+    from tfpvae.datasets import evenly_spaced, load_split
     from tfpvae.likelihood import LikelihoodEstimator
     from tfpvae.serialization import load
 
@@ -600,8 +634,11 @@ def _cmd_detect(args) -> int:
     anomalous, _ = load_split(args.anomalous, "test", args.data_dir)
     _check_fits(model, normal, f"--normal {args.normal}", args.model)
     _check_fits(model, anomalous, f"--anomalous {args.anomalous}", args.model)
-    if args.limit:
-        normal, anomalous = normal[: 2 * args.limit], anomalous[: args.limit]
+    if args.limit:  # spread over each split: a split stored in class order still gives every class
+        normal, anomalous = (
+            normal[evenly_spaced(len(normal), 2 * args.limit)],
+            anomalous[evenly_spaced(len(anomalous), args.limit)],
+        )
     # Held-out normal images: half calibrate (typical NLL, threshold), half are evaluated.
     order = np.random.default_rng(args.seed).permutation(len(normal))
     fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
@@ -636,6 +673,8 @@ def _cmd_detect(args) -> int:
         "normal": args.normal,
         "anomalous": args.anomalous,
         "num_calibration": len(fit_part),
+        # typicality: of the calibration images, these give the typical NLL, the rest its threshold
+        **({"num_typicality_reference": len(fit_part) - len(fit_part) // 2} if "typicality" in names else {}),
         "num_normal_evaluated": len(eval_part),
         "num_anomalous": len(anomalous),
         "num_samples": args.num_samples,
@@ -653,6 +692,8 @@ def _cmd_plot(args) -> int:
     from tfpvae.figures import make_figure, needs_data
     from tfpvae.serialization import load
 
+    if args.binarize_seed is not None and args.kind not in ("histogram", "roc"):
+        raise ValueError(f"`--binarize-seed` applies to the histogram and roc figures, not to {args.kind!r}.")
     model = load(args.model)
     x = y = x_anomalous = None
     if needs_data(args.kind, model):
@@ -928,7 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anomalous", choices=DATASETS, required=True, help="dataset of anomalies")
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument(
-        "--limit", type=_int_at_least(4), help="use the first N anomalous and 2N normal test images (N >= 4)"
+        "--limit",
+        type=_int_at_least(4),
+        help="use N anomalous and 2N normal test images (N >= 4), spread evenly over each split",
     )
     p.add_argument("--target-fpr", type=_float_in(0.0, 1.0), default=0.05, help="false-positive rate of the threshold")
     p.set_defaults(func=_cmd_detect)
@@ -941,9 +984,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # what was typed, to tell an explicit flag from its default
     try:
-        if getattr(args, "out_is_file", False) and not Path(args.out).parent.is_dir():
-            # Checked first: the output is written only after all the work.
-            raise NotADirectoryError(f"`--out {args.out}`: folder {Path(args.out).parent} does not exist.")
+        folder = Path(args.out).parent if getattr(args, "out_is_file", False) else None
+        if folder is not None and not folder.is_dir():  # checked first: the output comes after all the work
+            problem = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise NotADirectoryError(f"`--out {args.out}`: folder {folder} {problem}.")
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

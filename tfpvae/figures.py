@@ -108,7 +108,7 @@ def make_figure(
             _, first = np.unique(y, return_index=True)
             sel = x[first]
             return plots.reconstructions(
-                sel, model.reconstruct(sel), labels=np.asarray(y)[first], title="reconstructions, one per class"
+                sel, model.reconstruct(sel), labels=y[first], title="reconstructions, one per class"
             )
         sel = x[evenly_spaced(len(x), num_images)]
         return plots.reconstructions(sel, model.reconstruct(sel), title="reconstructions")

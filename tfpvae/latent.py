@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from tfpvae._keras import tfk
-from tfpvae._validation import check_choice, check_float, check_images, check_int, check_seed
+from tfpvae._validation import check_choice, check_float, check_images, check_int, check_labels, check_seed
 from tfpvae.datasets import evenly_spaced
 
 if TYPE_CHECKING:
@@ -639,10 +639,7 @@ class LatentEvolution(tfk.callbacks.Callback):
         self._x = x[self.indices]
         self.labels = None
         if y is not None:
-            y = np.asarray(y)
-            if y.shape != (len(x),):
-                raise ValueError(f"`y` must have shape ({len(x)},) to match `x`; got {y.shape}.")
-            self.labels = y[self.indices]
+            self.labels = check_labels(y, len(x), "y")[self.indices]
         if x_reconstruct is None:
             self.x_reconstruct = x[evenly_spaced(len(x), num_reconstructions)]
         else:

@@ -73,9 +73,10 @@ _U64 = np.uint64
 
 
 def _on_terminal() -> bool:
-    """Whether standard output (where Keras draws progress bars) is a terminal, not a file or pipe."""
+    """Whether standard output (where Keras draws progress bars) is read by a person: a terminal
+    or a Jupyter kernel (whose stdout says it is not a tty), not a file or pipe."""
     isatty = getattr(sys.stdout, "isatty", None)
-    return bool(isatty and isatty())
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def _unwrap(distribution: Any) -> tfd.Distribution:
