@@ -282,3 +282,16 @@ def _int_bernoulli_decoder(z):
 def test_bad_input_is_a_clear_error(call, match, exact, x):
     with pytest.raises((ValueError, TypeError), match=match):
         call(exact, x)
+
+
+def test_from_model_chunk_size_suits_the_decoder():
+    from tfpvae.likelihood import DEFAULT_MAX_BATCH_ELEMENTS, MLP_MAX_BATCH_ELEMENTS
+    from tfpvae.model import VAE
+
+    mlp = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="mlp", seed=0)
+    conv = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="conv", seed=0)
+    assert LikelihoodEstimator.from_model(mlp).max_batch_elements == MLP_MAX_BATCH_ELEMENTS == 4096
+    assert LikelihoodEstimator.from_model(conv).max_batch_elements == DEFAULT_MAX_BATCH_ELEMENTS == 1024
+    assert LikelihoodEstimator.from_model(conv, max_batch_elements=64).max_batch_elements == 64
+    with pytest.raises(ValueError, match="`max_batch_elements` must be an int >= 1"):
+        LikelihoodEstimator.from_model(mlp, max_batch_elements=0)
