@@ -350,11 +350,7 @@ def _write_run_scores(model, x_test, y_test, run: Path, args) -> None:
         x = np.concatenate([binarize(x[j : j + 1], seed, index_offset=int(i)) for j, i in enumerate(idx)])
     names = ("log_prob", "elbo", "rate", "distortion", "complexity")
     scores = compute_scores(model.likelihood, x, names, num_samples=100, seed=0, progress=False)
-    with open(run / "scores.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "label", *names])
-        for j, i in enumerate(idx):
-            writer.writerow([int(i), "" if y is None else int(y[j]), *(f"{scores[n][j]:.6f}" for n in names)])
+    _write_scores_csv(run / "scores.csv", idx, y, scores)
     n = len(x)
     summary = {
         "split": "test",
@@ -503,12 +499,7 @@ def _cmd_score(args) -> int:
         progress=False if args.quiet else None,
     )
     out = Path(args.out)
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "label", *scores])
-        for i in range(start, stop):
-            label = "" if y is None else int(y[i])
-            writer.writerow([i, label, *(f"{scores[s][i - start]:.6f}" for s in scores)])
+    _write_scores_csv(out, range(start, stop), None if y is None else y[start:stop], scores)
     # What merge-scores checks: shards of one model, one image set and one set of settings.
     settings = {
         "shard": list(args.shard or (0, 1)),
@@ -525,6 +516,16 @@ def _cmd_score(args) -> int:
     _settings_path(out).write_text(json.dumps(settings, indent=2))
     print(f"wrote {stop - start} rows of scores ({', '.join(scores)}) to {out} (settings: {_settings_path(out)})")
     return 0
+
+
+def _write_scores_csv(path: Path, indices, labels, scores: dict) -> None:
+    """One row per image: its index in the split, its label (blank without labels), then each score."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", *scores])
+        for row, i in enumerate(indices):
+            label = "" if labels is None else int(labels[row])
+            writer.writerow([int(i), label, *(f"{v[row]:.6f}" for v in scores.values())])
 
 
 def _settings_path(csv_path: Path) -> Path:
@@ -625,7 +626,7 @@ def _cmd_detect(args) -> int:
     import numpy as np
 
     from tfpvae.anomaly import available_scores, compute_scores, evaluate
-    from tfpvae.datasets import evenly_spaced, load_split
+    from tfpvae.datasets import load_split
     from tfpvae.likelihood import LikelihoodEstimator
     from tfpvae.serialization import load
 
@@ -635,10 +636,7 @@ def _cmd_detect(args) -> int:
     _check_fits(model, normal, f"--normal {args.normal}", args.model)
     _check_fits(model, anomalous, f"--anomalous {args.anomalous}", args.model)
     if args.limit:  # spread over each split: a split stored in class order still gives every class
-        normal, anomalous = (
-            normal[evenly_spaced(len(normal), 2 * args.limit)],
-            anomalous[evenly_spaced(len(anomalous), args.limit)],
-        )
+        normal, anomalous = _spread(normal, None, 2 * args.limit)[0], _spread(anomalous, None, args.limit)[0]
     # Held-out normal images: half calibrate (typical NLL, threshold), half are evaluated.
     order = np.random.default_rng(args.seed).permutation(len(normal))
     fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
