@@ -17,16 +17,34 @@ from tfpvae.anomaly import (
     evaluate,
 )
 
+_LOGIT = -2.0  # p(ink) = sigmoid(-2) for every pixel
 
-class _FakeEstimator:
-    """log p(x) = -(number of ink pixels) * 2: a known, deterministic likelihood."""
 
-    def log_prob(self, x, num_samples=100, **_):
-        return -2.0 * np.asarray(x).reshape(len(x), -1).sum(1)
+def _known_estimator():
+    """An estimator whose log p(x) is known in closed form: q(z|x) is the prior and p(x|z)
+    ignores z, so every log-weight is log p(x) = ink log s(-2) + (16 - ink) log s(2)."""
+    from tfpvae._keras import tf, tfd
+    from tfpvae.likelihood import LikelihoodEstimator
 
-    def rate_distortion(self, x, num_samples=1, **_):
-        ink = np.asarray(x).reshape(len(x), -1).sum(1)
-        return {"rate": 0.5 * ink, "distortion": 1.5 * ink}
+    def encode(x):
+        n = tf.shape(x)[0]
+        return tfd.MultivariateNormalDiag(loc=tf.zeros([n, 1]), scale_diag=tf.ones([n, 1]))
+
+    def decode(z):
+        logits = tf.fill([tf.shape(z)[0], 4, 4, 1], _LOGIT)
+        return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), 3)
+
+    prior = tfd.MultivariateNormalDiag(loc=[0.0], scale_diag=[1.0])
+    return LikelihoodEstimator(encode, decode, prior, image_shape=(4, 4, 1))
+
+
+def _known_log_prob(x):
+    ink = np.asarray(x, np.float64).reshape(len(x), -1).sum(1)
+    log_on, log_off = -np.log1p(np.exp(-_LOGIT)), -np.log1p(np.exp(_LOGIT))
+    return ink * log_on + (16 - ink) * log_off
+
+
+_FakeEstimator = _known_estimator
 
 
 def _images(n, ink, seed):
@@ -52,13 +70,18 @@ def test_evaluate_against_hand_computed_values():
 def test_score_family_from_known_likelihood():
     x = _images(5, 0.3, 0)
     ink = x.reshape(5, -1).sum(1)
-    s = compute_scores(_FakeEstimator(), x, SCORES, typical_nll=10.0)
-    np.testing.assert_allclose(s["log_prob"], -2 * ink)
-    np.testing.assert_allclose(s["elbo"], -2 * ink)
-    np.testing.assert_allclose(s["rate"], -0.5 * ink)
-    np.testing.assert_allclose(s["distortion"], -1.5 * ink)
-    np.testing.assert_allclose(s["typicality"], -np.abs(2 * ink - 10.0))
-    np.testing.assert_allclose(s["complexity"], -2 * ink / np.log(2) + compressed_bits(x))
+    log_p = _known_log_prob(x)
+    s = compute_scores(_FakeEstimator(), x, SCORES, typical_nll=10.0, num_samples=8, stderr=True)
+    np.testing.assert_allclose(s["log_prob"], log_p, rtol=1e-5)
+    np.testing.assert_allclose(s["elbo"], log_p, rtol=1e-5)
+    np.testing.assert_allclose(s["rate"], 0.0, atol=1e-6)  # q(z|x) is the prior
+    np.testing.assert_allclose(s["distortion"], log_p, rtol=1e-5)
+    np.testing.assert_allclose(s["typicality"], -np.abs(-log_p - 10.0), rtol=1e-5)
+    np.testing.assert_allclose(s["complexity"], log_p / np.log(2) + compressed_bits(x), rtol=1e-5)
+    # Equal weights: no Monte Carlo spread at all.
+    np.testing.assert_allclose(s["log_prob_stderr"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(s["elbo_stderr"], 0.0, atol=1e-5)
+    assert ink.max() > ink.min()  # the images differ, so the checks above compare something
     with pytest.raises(ValueError, match="typical_nll"):
         compute_scores(_FakeEstimator(), x, ("typicality",))
     with pytest.raises(ValueError, match="`score` must be one of 'log_prob'"):
@@ -174,7 +197,7 @@ def test_contamination_threshold_and_typicality():
     det = AnomalyDetector(estimator=_FakeEstimator(), threshold="contamination", contamination=0.2).fit(normal)
     assert np.mean(det.calibration_scores_ < det.threshold_) == pytest.approx(0.2, abs=0.05)
     typ = AnomalyDetector(estimator=_FakeEstimator(), score="typicality").fit(normal)
-    assert typ.typical_nll_ == pytest.approx(2 * 0.3 * 16, rel=0.05)
+    assert typ.typical_nll_ == pytest.approx(-_known_log_prob(np.full((1, 16), 0.3))[0], rel=0.05)
     # Only typicality holds images back for its reference; the other scores calibrate on all.
     assert len(det.calibration_scores_) == 2000 and len(typ.calibration_scores_) == 1000
     # Too little ink is atypical too: typicality flags it, raw likelihood prefers it.
@@ -216,12 +239,15 @@ def test_real_vae_flags_noise_images(digits):
 def test_detector_passes_progress_to_every_scoring_pass():
     calls = []
 
-    class Recording(_FakeEstimator):
-        def log_prob(self, x, num_samples=100, **kw):
-            calls.append(kw["progress"])
-            return super().log_prob(x, num_samples)
+    estimator = _FakeEstimator()
+    scores = estimator.scores
 
-    det = AnomalyDetector(estimator=Recording(), score="typicality", progress=False).fit(_images(20, 0.3, 0))
+    def recording(x, outputs, num_samples=100, **kw):
+        calls.append(kw["progress"])
+        return scores(x, outputs, num_samples, **kw)
+
+    estimator.scores = recording
+    det = AnomalyDetector(estimator=estimator, score="typicality", progress=False).fit(_images(20, 0.3, 0))
     det.score_samples(_images(5, 0.3, 1))
     assert calls == [False, False, False]  # reference, calibration, new images
     with pytest.raises(TypeError, match="`progress`"):

@@ -113,7 +113,7 @@ def test_automatic_progress_bar_only_for_long_jobs_on_a_terminal(perturbed, x, c
     assert capsys.readouterr().out == ""  # captured output is not a terminal
     monkeypatch.setattr(likelihood, "_on_terminal", lambda: True)
     perturbed.log_prob(x[:5], 64, **long_job)
-    assert "chunk" in capsys.readouterr().out
+    assert "image" in capsys.readouterr().out
     perturbed.log_prob(x[:5], 64, seed=0, max_batch_elements=64)  # 5 chunks: too short for a bar
     assert capsys.readouterr().out == ""
 
@@ -131,7 +131,7 @@ def test_chunking_over_images_and_samples_leaves_results_unchanged(perturbed, x,
         got = perturbed.log_prob(xs, k, return_stderr=True, seed=4, max_batch_elements=budget, progress=True)
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got[1], ref[1], rtol=1e-4, atol=1e-6)
-        assert "chunk" in capsys.readouterr().out  # the progress bar
+        assert "image" in capsys.readouterr().out  # the progress bar
         elbo = perturbed.elbo(xs, k, seed=4, max_batch_elements=budget)
         np.testing.assert_allclose(elbo, ref_elbo, rtol=1e-5, atol=1e-6)
     pix = perturbed.pixel_log_prob(xs, k, seed=4, max_batch_elements=budgets[-1])

@@ -46,4 +46,12 @@ tfpl = tfp.layers
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
-__all__ = ["tf", "tfp", "tfk", "tfkl", "tfpl", "tfd", "tfb"]
+
+
+def unwrap(distribution):
+    """The plain `tfd.Distribution` inside a Keras layer's tensor-coercible output wrapper
+    (a distribution layer returns one that also acts as a tensor); anything else unchanged."""
+    return getattr(distribution, "tensor_distribution", distribution)
+
+
+__all__ = ["tf", "tfp", "tfk", "tfkl", "tfpl", "tfd", "tfb", "unwrap"]

@@ -26,117 +26,27 @@ universal background model. Use `complexity` for dataset shift between image dom
 from __future__ import annotations
 
 import math
-import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int, check_seed
+from tfpvae.compression import COMPRESSORS, CONTEXT_TEMPLATE, compressed_bits, context_code_length
+from tfpvae.scoring import SCORES
 
-SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
+__all__ = [
+    "COMPRESSORS",
+    "CONTEXT_TEMPLATE",
+    "SCORES",
+    "AnomalyDetector",
+    "available_scores",
+    "compressed_bits",
+    "compute_scores",
+    "context_code_length",
+    "evaluate",
+]
 THRESHOLDS = ("fpr", "contamination")
-
-
-# Causal neighbours (row offset, column offset) that form a pixel's context in the
-# context-model compressor: west, north-west, north, north-east. Among templates of 1 to
-# 10 pixels (JBIG's 10-pixel one included) and estimators with 1/2, 1/4 and 1/16
-# pseudo-counts, this one with 1/2 (Krichevsky-Trofimov) gave the shortest codes on both
-# MNIST and Fashion-MNIST: a bigger template splits 784 pixels over too many contexts for
-# the counts to learn anything (docs/anomaly-benchmarks.md).
-CONTEXT_TEMPLATE = ((0, -1), (-1, -1), (-1, 0), (-1, 1))
-
-
-def context_code_length(
-    x: np.ndarray, template: tuple[tuple[int, int], ...] = CONTEXT_TEMPLATE, pseudo_count: float = 0.5
-) -> np.ndarray:
-    """Code length in bits of each binary image under an adaptive context model.
-
-    The pixels are coded in raster order (channel planes one after another). A pixel's
-    context is the bit pattern of its `template` neighbours that are already coded (0
-    outside the image), and its probability is the estimate
-    (count of its value + a) / (count of the context + 2a) from the pixels seen so far
-    *in this image* (a = 1/2: Krichevsky-Trofimov). An arithmetic coder driven by this
-    model (the JBIG family of bi-level image coders) writes -sum log2 p bits to within 2
-    bits, so this is a lossless compressed length that assumes nothing about any dataset:
-    a universal code.
-
-    Args:
-      x: binary images, array (n, H, W, C) (or (n, H, W)) of 0/1 values.
-      template: (row offset, column offset) of each context pixel; every offset must point
-        to an earlier pixel in raster order. Default `CONTEXT_TEMPLATE` (4 neighbours).
-      pseudo_count: a, > 0. Default 0.5.
-
-    Returns:
-      float64 array (n,) of bits.
-    """
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or not np.all((x == 0) | (x == 1)):
-        raise ValueError(f"`x` must be binary images (n, H, W[, C]) of 0/1 values; got shape {x.shape}.")
-    for dy, dx in template:
-        if dy > 0 or (dy == 0 and dx >= 0):
-            raise ValueError(
-                f"`template` offsets must point to earlier pixels (dy < 0, or dy == 0 and dx < 0); got {(dy, dx)}."
-            )
-    pseudo_count = check_float(pseudo_count, "pseudo_count", minimum=0.0, min_inclusive=False)
-    n, height, width, channels = x.shape
-    planes = np.moveaxis(x, -1, 1).astype(np.int64)  # (n, C, H, W)
-    reach_y = max([-dy for dy, _ in template] + [0])
-    reach_x = max([abs(dx) for _, dx in template] + [0])
-    padded = np.zeros((n, channels, height + reach_y, width + 2 * reach_x), np.int64)
-    padded[:, :, reach_y:, reach_x : reach_x + width] = planes
-    context = np.zeros_like(planes)
-    for bit, (dy, dx) in enumerate(template):
-        rows, cols = reach_y + dy, reach_x + dx
-        context |= padded[:, :, rows : rows + height, cols : cols + width] << bit
-    context, bits_in = context.reshape(n, -1), planes.reshape(n, -1)
-    # counts[i, c, v]: how often image i has coded value v in context c so far. One pass
-    # over the pixel positions, vectorised over the images.
-    counts = np.zeros((n, 1 << len(template), 2))
-    images = np.arange(n)
-    total = np.zeros(n)
-    for j in range(context.shape[1]):
-        c, v = context[:, j], bits_in[:, j]
-        seen = counts[images, c]
-        total -= np.log2((seen[images, v] + pseudo_count) / (seen.sum(axis=1) + 2 * pseudo_count))
-        counts[images, c, v] += 1.0
-    return total
-
-
-COMPRESSORS = ("context", "zlib")
-
-
-def compressed_bits(x: np.ndarray, binarize_threshold: float | None = 0.5, compressor: str = "context") -> np.ndarray:
-    """Lossless compressed length L(x) in bits of each image.
-
-    Args:
-      x: images (n, H, W, C), float in [0, 1] or uint8 0..255 (scaled to [0, 1]).
-      binarize_threshold: compress the image thresholded at this value in (0, 1] (matching
-        a binary Bernoulli model), or None to compress the 8-bit grey image (zlib only).
-        Default 0.5.
-      compressor: "context" (default), the adaptive context-model code length of
-        `context_code_length`, or "zlib" (level 9, on the packed bits or grey bytes), a
-        much weaker coder for images this small whose fixed header cost is the same for
-        every image (a shift that does not change rankings).
-
-    Returns:
-      float64 array (n,) of bit counts.
-    """
-    x = check_images(x, "x")
-    if binarize_threshold is not None:
-        binarize_threshold = check_float(
-            binarize_threshold, "binarize_threshold", minimum=0.0, maximum=1.0, min_inclusive=False
-        )
-    if check_choice(compressor, "compressor", COMPRESSORS) == "context":
-        if binarize_threshold is None:
-            raise ValueError("compressor='context' codes binary images: pass a `binarize_threshold`, not None.")
-        return context_code_length(x >= binarize_threshold)
-    if binarize_threshold is None:
-        data = [np.round(img * 255).astype(np.uint8).tobytes() for img in x]
-    else:
-        data = [np.packbits(img.reshape(-1) >= binarize_threshold).tobytes() for img in x]
-    return np.array([8.0 * len(zlib.compress(d, 9)) for d in data])
 
 
 def available_scores(estimator: Any) -> tuple[str, ...]:
@@ -154,87 +64,96 @@ def compute_scores(
     typical_nll: float | None = None,
     seed: int | None = 0,
     binarize_seed: int | None = None,
+    ids: Sequence[Any] | None = None,
     index_offset: int = 0,
     progress: bool | None = None,
     compressor: str = "context",
+    stderr: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Computes the named scores of every image, sharing the expensive passes.
+    """Computes the named scores of every image from one set of posterior draws.
+
+    Every score comes from the same k draws per image (`tfpvae.scoring.score_images`), keyed
+    by each image's id and the seed, so a row does not depend on the batch, order or shard
+    it is scored in.
 
     Args:
       estimator: a `tfpvae.likelihood.LikelihoodEstimator`.
       x: images (n, H, W, C) in [0, 1].
       scores: names from `SCORES` (or one name). Default None: every score the estimator
         gives (`available_scores`), with "typicality" only when `typical_nll` is given.
-      num_samples: importance samples for log_prob-based scores; ELBO, rate and distortion
-        use `max(1, num_samples // 10)` samples. Default 100.
+      num_samples: importance samples k per image, shared by every score. Default 100.
       typical_nll: mean -log p(x) of normal data; required by "typicality".
-      seed: seed for reproducible scores. Default 0.
+      seed: seed for reproducible scores, in [0, 2^31 - 1]. Default 0.
       binarize_seed: score a fixed binarisation of grey images drawn with this seed
         (`tfpvae.likelihood.binarize`). Default None (score the grey values; the
         "complexity" score still uses a fixed binarisation drawn with `seed`, because its
         compressed length is that of one binary image).
-      index_offset: position of x[0] in a larger set, for shards that reproduce the
-        scores of the whole set (see `LikelihoodEstimator`). Default 0.
+      ids: one id per image (str or int), which keys its draws. Default None: the row
+        index plus `index_offset`.
+      index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
       progress: show a progress bar. Default None (automatic).
-      compressor: the code length L(x) of "complexity": "context" (default) or "zlib";
-        see `compressed_bits`.
+      compressor: the code length L(x) of "complexity": "context" (default, computed in
+        the scoring graph) or "zlib"; see `compressed_bits`.
+      stderr: also return "log_prob_stderr" (and "elbo_stderr") beside "log_prob" (and
+        "elbo"), the Monte Carlo standard errors. Default False.
 
     Returns:
-      dict name -> float64 array (n,), higher = more normal.
+      dict name -> float64 array (n,), higher = more normal (the standard errors are
+      spreads, not scores).
     """
-    from tfpvae.likelihood import binarize
+    from tfpvae.likelihood import binarize, check_ids
 
     if scores is None:
         scores = tuple(s for s in available_scores(estimator) if s != "typicality" or typical_nll is not None)
     scores = (scores,) if isinstance(scores, str) else tuple(scores)
     for name in scores:
         check_choice(name, "score", SCORES)
-    num_samples = check_int(num_samples, "num_samples")
+    check_int(num_samples, "num_samples")
     check_choice(compressor, "compressor", COMPRESSORS)
-    if typical_nll is not None:
-        typical_nll = check_float(typical_nll, "typical_nll")
-    index_offset = check_int(index_offset, "index_offset", minimum=0)
+    check_bool(stderr, "stderr")
     unavailable = [name for name in scores if name not in available_scores(estimator)]
     if unavailable:
         estimator.require_likelihood(unavailable[0])
+    if "typicality" in scores and typical_nll is None:
+        raise ValueError(
+            "The 'typicality' score needs `typical_nll`, the mean -log p(x) of held-out normal images "
+            "(AnomalyDetector(score='typicality').fit computes it as `typical_nll_`)."
+        )
     x = check_images(x, "x", getattr(estimator, "image_shape", None))
-    if check_seed(binarize_seed, "binarize_seed") is not None:
-        # Every score then sees the same binary images; a shard draws them as the whole set does.
-        x = binarize(x, binarize_seed, index_offset)
-    kw = dict(seed=seed, progress=progress, index_offset=index_offset)
-    out: dict[str, np.ndarray] = {}
-    if {"log_prob", "typicality", "complexity"} & set(scores):
-        log_p = np.asarray(estimator.log_prob(x, num_samples=num_samples, **kw), np.float64)
-        if "log_prob" in scores:
-            out["log_prob"] = log_p
-        if "typicality" in scores:
-            if typical_nll is None:
-                raise ValueError(
-                    "The 'typicality' score needs `typical_nll`, the mean -log p(x) of held-out normal images "
-                    "(AnomalyDetector(score='typicality').fit computes it as `typical_nll_`)."
-                )
-            out["typicality"] = -np.abs(-log_p - typical_nll)
-        if "complexity" in scores:
-            if np.all((x == 0) | (x == 1)):
-                out["complexity"] = log_p / math.log(2) + compressed_bits(x, compressor=compressor)
-            else:
-                # L(x) is the code length of one binary image, so the likelihood must be
-                # of that same image: for grey input, score a fixed binarisation (the
-                # grey log-likelihood is an average over binarisations and does not match).
-                xb = binarize(x, 0 if seed is None else seed, index_offset)
-                log_pb = np.asarray(estimator.log_prob(xb, num_samples=num_samples, **kw), np.float64)
-                out["complexity"] = log_pb / math.log(2) + compressed_bits(xb, compressor=compressor)
-    if {"elbo", "rate", "distortion"} & set(scores):
-        k = max(1, num_samples // 10)
-        rd = estimator.rate_distortion(x, num_samples=k, **kw)
-        rate, distortion = np.asarray(rd["rate"], np.float64), np.asarray(rd["distortion"], np.float64)
-        if "elbo" in scores:
-            out["elbo"] = -(rate + distortion)
-        if "rate" in scores:
-            out["rate"] = -rate
-        if "distortion" in scores:
-            out["distortion"] = -distortion
-    return {name: out[name] for name in scores}
+    ids = check_ids(ids, len(x), check_int(index_offset, "index_offset", minimum=0))
+    outputs = [name for name in scores if not (name == "complexity" and compressor == "zlib")]
+    if stderr:
+        outputs += [f"{name}_stderr" for name in ("log_prob", "elbo") if name in scores]
+    if "complexity" in scores and compressor == "zlib":
+        outputs.append("log_prob")
+    # The graph's scores are log-likelihoods and KLs; anomaly scores are higher = more normal.
+    out = estimator.scores(
+        x,
+        tuple(dict.fromkeys(outputs)),
+        num_samples,
+        ids=ids,
+        seed=seed,
+        binarize_seed=binarize_seed,
+        typical_nll=typical_nll,
+        progress=progress,
+    )
+    if "rate" in out:
+        out["rate"] = -out["rate"]
+    if "distortion" in out:
+        out["distortion"] = -out["distortion"]
+    if "complexity" in scores and compressor == "zlib":
+        xb = x if binarize_seed is None else binarize(x, binarize_seed, ids=ids)
+        grey = ~np.all((xb == 0) | (xb == 1), axis=(1, 2, 3))
+        if grey.any():
+            # As the graph does: a grey image is scored as its fixed binarisation keyed by id and seed.
+            xb = xb.copy()
+            xb[grey] = binarize(xb[grey], 0 if seed is None else seed, ids=ids[grey])
+            log_pb = estimator.log_prob(xb, num_samples, ids=ids, seed=seed, progress=progress)
+        else:
+            log_pb = out["log_prob"]
+        out["complexity"] = log_pb / math.log(2) + compressed_bits(xb, compressor="zlib")
+    names = list(scores) + [name for name in outputs if name.endswith("_stderr")]
+    return {name: np.asarray(out[name], np.float64) for name in names}
 
 
 def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:

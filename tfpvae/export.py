@@ -1,30 +1,42 @@
 """Export a trained VAE as a TensorFlow SavedModel with serving signatures; no tfpvae needed to load it.
 
-Signatures (all float32 in, float32 out):
+Signatures (images float32 (n, H, W, C) in [0, 1]; outputs float32):
 
-* `log_prob(images (n, H, W, C) in [0, 1], seed int32 scalar)` -> `{"log_prob": (n,)}`:
-  the importance-weighted (IWAE) estimate of log p(x) with the number of importance samples
-  fixed at export time;
-* `elbo(images, seed)` -> `{"elbo": (n,)}`: the Monte Carlo ELBO with the same samples;
+* `score(images, ids (n,) string, seed int32 scalar)` -> one (n,) tensor per score:
+  `log_prob`, `log_prob_stderr`, `elbo`, `rate`, `distortion`, `complexity` (and
+  `typicality` when exported with a typical NLL): the columns of `tfpvae score`'s CSV,
+  computed by the same scoring core (`tfpvae.scoring.score_images`), so for the same ids
+  and seed the served rows equal the CSV's. As there, every score is higher for more
+  normal images: `rate` is -KL(q(z|x) || p(z)) and `distortion` is E_q log p(x|z);
+* `log_prob(images, seed)` -> `{"log_prob": (n,)}`: the importance-weighted (IWAE)
+  estimate of log p(x), with ids "0".."n-1";
+* `elbo(images, seed)` -> `{"elbo": (n,)}`: the Monte Carlo ELBO of the same draws;
 * `sample(num_samples int32 scalar, seed int32 scalar)` -> `{"images": (num_samples, H, W, C)}`:
   Bernoulli means of prior samples.
 
-Each request decodes n * num_samples codes at once: send batches sized for the serving
-machine (a 28x28 conv decoder needs about 250 KB per code). Draws are stateless given the
+The number of importance samples (and, optionally, a fixed binarisation seed and the
+typical NLL of normal data) are fixed at export time. Each request decodes
+n * min(k, max_batch_elements) codes at once: send batches sized for the serving machine
+(a 28x28 conv decoder needs about 250 KB per code). Draws are stateless given the ids and
 seed, so the same request gives the same answer. Load with plain TensorFlow:
 
     served = tf.saved_model.load(path)
-    served.signatures["log_prob"](images=x, seed=tf.constant(0))["log_prob"]
+    served.signatures["score"](images=x, ids=tf.constant(["a.png", "b.png"]), seed=tf.constant(0))
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from tfpvae._keras import tf
-from tfpvae._validation import check_int
+from tfpvae._validation import check_float, check_int, check_seed
+from tfpvae.scoring import ScoringPlan, score_images
+
+# The score signature's outputs: `tfpvae score`'s CSV columns (typicality only with a typical NLL).
+SERVED_SCORES = ("log_prob", "log_prob_stderr", "elbo", "rate", "distortion", "complexity")
 
 
 def _after(check: Any, value: tf.Tensor) -> tf.Tensor:
@@ -39,49 +51,89 @@ class ServingModule(tf.Module):
 
     Args:
       model: a trained `tfpvae.VAE` (model_type "vae").
-      num_samples: importance samples per image in `log_prob` and `elbo`. Default 64.
+      num_samples: importance samples per image in every score. Default 64.
+      binarize_seed: score the fixed binarisation keyed by (id, binarize_seed), as
+        `tfpvae score --binarize-seed`. Default None (score the images as sent).
+      typical_nll: mean -log p(x) of normal images; adds the `typicality` output.
+        Default None.
+      max_batch_elements: (image, sample) pairs per decoder batch; larger k is split into
+        steps inside the graph. Default None: the library's default for the model.
     """
 
-    def __init__(self, model: Any, num_samples: int = 64) -> None:
+    def __init__(
+        self,
+        model: Any,
+        num_samples: int = 64,
+        *,
+        binarize_seed: int | None = None,
+        typical_nll: float | None = None,
+        max_batch_elements: int | None = None,
+    ) -> None:
+        from tfpvae.likelihood import _default_batch_elements
+
         super().__init__(name="tfpvae_serving")
         if model.config.model_type != "vae":
             raise ValueError("Only VAEs can be exported for likelihood serving; this model is an autoencoder.")
         self.num_samples = check_int(num_samples, "num_samples")
+        self.binarize_seed = check_seed(binarize_seed, "binarize_seed", maximum=2**31 - 1)
+        self.typical_nll = None if typical_nll is None else check_float(typical_nll, "typical_nll")
+        budget = _default_batch_elements(model) if max_batch_elements is None else max_batch_elements
+        self.plan = ScoringPlan.make(self.num_samples, check_int(budget, "max_batch_elements"))
+        self.score_names = SERVED_SCORES + (("typicality",) if self.typical_nll is not None else ())
         # Track only the variables: attaching the Keras models would make the SavedModel
         # serialise Keras layer metadata (and re-trace the KL regularizer), which plain
         # TensorFlow does not need. The networks are reached through a closure instead.
         self.variables_ = list(model.variables)
         self._networks = lambda: (model.encoder, model.decoder, model.prior)
-        self.latent_dim = model.config.latent_dim
         h, w, c = model.config.input_shape
         images = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
+        ids = tf.TensorSpec([None], tf.string, name="ids")
         seed = tf.TensorSpec([], tf.int32, name="seed")
+        self.score = tf.function(self._score, input_signature=[images, ids, seed])
         self.log_prob = tf.function(self._log_prob, input_signature=[images, seed])
         self.elbo = tf.function(self._elbo, input_signature=[images, seed])
         self.sample = tf.function(self._sample, input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed])
 
-    def _log_weights(self, images, seed):
-        """log p(x|z_j) + log p(z_j) - log q(z_j|x) for k draws per image: (k, n)."""
-        check = tf.debugging.assert_positive(tf.shape(images)[0], message="`images` must hold at least one image")
-        images = _after(check, images)
+    def _scores(self, images, ids, seed, names):
+        n = tf.shape(images)[0]
+        checks = [
+            tf.debugging.assert_positive(n, message="`images` must hold at least one image"),
+            tf.debugging.assert_equal(tf.shape(ids)[0], n, message="`ids` must hold one id per image"),
+            tf.debugging.assert_non_negative(seed, message="`seed` must be >= 0"),
+            tf.debugging.Assert(
+                tf.reduce_all((images >= 0.0) & (images <= 1.0)), ["`images` must be float32 in [0, 1]"]
+            ),
+        ]
+        images = _after(tf.group(checks), images)
         encoder, decoder, prior = self._networks()
-        q = encoder(images, training=False)
-        q = getattr(q, "tensor_distribution", q)
-        z = q.sample(self.num_samples, seed=tf.stack([seed, 0]))  # (k, n, d)
-        k, n = self.num_samples, tf.shape(images)[0]
-        # A static latent size keeps the decoder's input shape known, so Keras returns
-        # the distribution (with an unknown size it hands back a plain tensor).
-        px = decoder(tf.reshape(z, [-1, self.latent_dim]), training=False)
-        tiled = tf.reshape(tf.broadcast_to(images[None], tf.concat([[k], tf.shape(images)], 0)), tf.shape(px.mean()))
-        log_px = tf.reshape(px.log_prob(tiled), [k, n])
-        return log_px + prior.log_prob(z) - q.log_prob(z)
+        out = score_images(
+            lambda x: encoder(x, training=False),
+            lambda z: decoder(z, training=False),
+            lambda: prior,
+            images,
+            ids,
+            seed,
+            tf.constant(-1 if self.binarize_seed is None else self.binarize_seed, tf.int32),
+            plan=self.plan,
+            outputs=names,
+            typical_nll=tf.constant(math.nan if self.typical_nll is None else self.typical_nll, tf.float64),
+        )
+        return {name: tf.cast(out[name], tf.float32) for name in names}
+
+    def _score(self, images, ids, seed):
+        out = self._scores(images, ids, seed, self.score_names)
+        # Anomaly-score signs, as in `compute_scores` and the CSV: higher = more normal.
+        return {**out, "rate": -out["rate"], "distortion": -out["distortion"]}
+
+    @staticmethod
+    def _row_ids(images):
+        return tf.strings.as_string(tf.range(tf.shape(images)[0]))
 
     def _log_prob(self, images, seed):
-        lw = self._log_weights(images, seed)
-        return {"log_prob": tf.reduce_logsumexp(lw, axis=0) - tf.math.log(tf.cast(self.num_samples, lw.dtype))}
+        return self._scores(images, self._row_ids(images), seed, ("log_prob",))
 
     def _elbo(self, images, seed):
-        return {"elbo": tf.reduce_mean(self._log_weights(images, seed), axis=0)}
+        return self._scores(images, self._row_ids(images), seed, ("elbo",))
 
     def _sample(self, num_samples, seed):
         check = tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be >= 0")
@@ -91,13 +143,23 @@ class ServingModule(tf.Module):
         return {"images": decoder(z, training=False).mean()}
 
 
-def export(model: Any, path: str | os.PathLike, num_samples: int = 64) -> Path:
-    """Writes `model` as a SavedModel with `log_prob`, `elbo` and `sample` signatures.
+def export(
+    model: Any,
+    path: str | os.PathLike,
+    num_samples: int = 64,
+    *,
+    binarize_seed: int | None = None,
+    typical_nll: float | None = None,
+) -> Path:
+    """Writes `model` as a SavedModel with `score`, `log_prob`, `elbo` and `sample` signatures.
 
     Args:
       model: a trained `tfpvae.VAE`.
       path: output folder (created; must not already hold a SavedModel).
-      num_samples: importance samples per image fixed into `log_prob`/`elbo`. Default 64.
+      num_samples: importance samples per image fixed into every score. Default 64.
+      binarize_seed: serve the scores of the fixed binarisation keyed by (id,
+        binarize_seed), as `tfpvae score --binarize-seed`. Default None.
+      typical_nll: mean -log p(x) of normal images, to serve `typicality`. Default None.
 
     Returns:
       The folder as a `Path`.
@@ -105,11 +167,9 @@ def export(model: Any, path: str | os.PathLike, num_samples: int = 64) -> Path:
     path = Path(path)
     if (path / "saved_model.pb").exists():
         raise ValueError(f"`path` {path} already holds a SavedModel; choose a new folder.")
-    module = ServingModule(model, num_samples)
+    module = ServingModule(model, num_samples, binarize_seed=binarize_seed, typical_nll=typical_nll)
     signatures = {
-        "log_prob": module.log_prob.get_concrete_function(),
-        "elbo": module.elbo.get_concrete_function(),
-        "sample": module.sample.get_concrete_function(),
+        name: getattr(module, name).get_concrete_function() for name in ("score", "log_prob", "elbo", "sample")
     }
     tf.saved_model.save(module, str(path), signatures=signatures)
     return path

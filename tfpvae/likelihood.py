@@ -18,6 +18,10 @@ With z_1..z_k ~ q(z|x) and log-weights log w_j = log p(x|z_j) + log p(z_j) - log
 * `rate_distortion`: rate KL(q(z|x) || p(z)) (closed form where TFP registers one) and
   distortion -E_q log p(x|z), the two terms of -ELBO, for anomaly scores.
 * `pixel_log_prob`: log p(x_hwc|z) per pixel, averaged over posterior draws.
+* `scores`: any of these (and the anomaly scores of `tfpvae.scoring`) from one pass.
+
+All of them are computed by `tfpvae.scoring.score_images`, the one scoring core that the
+exported SavedModel and the Beam pipeline run as well.
 
 Grey-level images: a Bernoulli decoder's log p(x|z) at grey x in [0, 1] is
 sum x log p + (1 - x) log(1 - p), minus the cross-entropy with grey targets. It is linear
@@ -28,38 +32,39 @@ default int32 Bernoulli casts grey values to 0, so such decoders are refused gre
 For the usual binarised-MNIST numbers, pass `binarize_seed` to score one fixed
 binarisation (or call `binarize` first).
 
-Batching and memory: every (image, sample) pair of a chunk goes through the decoder as
-one batch; a chunk holds at most `max_batch_elements` pairs (by default 4096 for an MLP
+Batching and memory: every (image, sample) pair of a call goes through the decoder as
+one batch; a call holds at most `max_batch_elements` pairs (by default 4096 for an MLP
 decoder, a few tens of MB, and 1024 for a conv decoder, a few hundred MB at 28x28). When
-k fits, a chunk holds several images with all their samples; when it does not, one
-image's samples are split over chunks and combined with a streaming log-sum-exp (float64
-sums of w and w^2 relative to a running max), so peak memory does not grow with n or k.
-Each chunk has a fixed shape (the last is padded), so the `tf.function` that computes it
-is traced once per call shape.
+k fits, a call holds several images with all their samples; when it does not, one image's
+samples are split over steps inside the graph and combined with a streaming log-sum-exp
+(float64 sums of w and w^2 relative to a running max), so peak memory does not grow with
+n or k. Each call has a fixed shape (the last is padded), so the `tf.function` that
+computes it is traced once per call shape.
 
-Seeds: each image's samples are drawn in blocks of `min(k, 64)` from that image's own
-q(z|x), with a stateless seed hashed from (seed, image index, block index). The draws
-therefore depend neither on the chunk budget nor on the other images in the call (only on
-each image's position in `x`), so results agree across budgets up to the float32 rounding
-of differently sized network batches. The same seed gives the same z in `elbo`,
-`log_prob`, `rate_distortion` and `pixel_log_prob` (so, for example, rate + distortion =
--ELBO exactly when `analytic_kl=False`, and log_prob >= elbo image by image).
+Seeds and ids: each image's draws come from stateless seeds keyed by (its id, `seed`,
+block of 64 samples), and `binarize_seed` draws its binarisation keyed by (id,
+binarize_seed). Ids default to the row index in `x` plus `index_offset` ("0", "1", ...);
+pass `ids` (file paths, `path:record`) to key draws by something stable across files. The
+same image, id and seed give the same score in any batch, chunk, order or process, and the
+same z in `elbo`, `log_prob`, `rate_distortion` and `pixel_log_prob` (so, for example,
+rate + distortion = -ELBO exactly when `analytic_kl=False`, and log_prob >= elbo image by
+image).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from tfpvae._keras import tf, tfd, tfk
-from tfpvae._validation import check_bool, check_images, check_int, check_seed, check_shape
+from tfpvae._keras import tf, tfd, tfk, unwrap
+from tfpvae._validation import check_bool, check_float, check_images, check_int, check_seed, check_shape
+from tfpvae.scoring import OUTPUTS, ScoringPlan, binarize_images, score_images
 
-__all__ = ["LikelihoodEstimator", "binarize", "nats_to_bits_per_dim"]
+__all__ = ["LikelihoodEstimator", "binarize", "check_ids", "nats_to_bits_per_dim"]
 
 # Default (image, sample) pairs decoded per call: 28x28 conv decoders need ~250 KB per
 # pair, and their CPU throughput barely improves past this size (4096 pairs: +4% for the
@@ -68,13 +73,14 @@ DEFAULT_MAX_BATCH_ELEMENTS = 1024
 # An MLP decoder needs a few KB per pair and scores ~28% more images/s with 4096 pairs per
 # call than with 1024 (default model, k=64, 2 cores, 4 interleaved rounds; 2026-12-02).
 MLP_MAX_BATCH_ELEMENTS = 4096
-# Samples drawn per seeded block. Small enough that k=1000 does not waste draws, large
-# enough that the per-block loop is short.
-_SAMPLE_BLOCK = 64
-# With progress=None, a bar appears only for jobs of more chunks than this, on a terminal.
+# With progress=None, a bar appears only for jobs of more calls than this, on a terminal.
 _PROGRESS_MIN_CHUNKS = 16
-
-_U64 = np.uint64
+# What an integer-dtype decoder distribution says when it meets grey pixels.
+_GREY_INTEGER_DECODER = (
+    "`x` has grey values but the decoder's distribution has an integer dtype, which would truncate them to 0; "
+    "pass binarize_seed=..., or build the decoder with a float dtype (e.g. tfd.Bernoulli(logits, "
+    "dtype=tf.float32), as tfp.layers.IndependentBernoulli does)."
+)
 
 
 def _on_terminal() -> bool:
@@ -84,61 +90,67 @@ def _on_terminal() -> bool:
     return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
-def _unwrap(distribution: Any) -> tfd.Distribution:
-    """The plain distribution inside a Keras layer's tensor-coercible output wrapper."""
-    return getattr(distribution, "tensor_distribution", distribution)
+def check_ids(ids: Any, n: int, index_offset: int = 0, name: str = "ids") -> np.ndarray:
+    """Image ids as a numpy array of n non-empty str; None gives the row indices "offset", "offset + 1", ...
 
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser, vectorised: a bijective, well-mixed hash of uint64 values."""
-    x = x + _U64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
-def _block_seeds(seed: int, images: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-    """Stateless seeds, (len, 2) int32, one per (image index, block index) pair.
-
-    A 64-bit hash of (seed, image, block): distinct pairs get unrelated Philox streams, and
-    a pair's seed does not depend on how the work is chunked.
+    Raises:
+      ValueError: not one id per image, an empty id.
+      TypeError: ids that are neither str nor int.
     """
-    h = _splitmix64(np.full(images.shape, seed % 2**64, dtype=_U64))
-    h = _splitmix64(h ^ images.astype(_U64))
-    h = _splitmix64(h ^ blocks.astype(_U64))
-    words = np.stack([h >> _U64(32), h & _U64(0xFFFFFFFF)], axis=-1).astype(np.uint32)
-    return words.view(np.int32)
+    if ids is None:
+        return np.arange(index_offset, index_offset + n).astype(str).astype(object)
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"`{name}` must be a sequence of one id per image, not a single string; got {ids!r}.")
+    values = list(ids)
+    if len(values) != n:
+        raise ValueError(f"`{name}` must hold one id per image ({n}); got {len(values)}.")
+    out = []
+    for value in values:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = str(int(value))
+        if not isinstance(value, str):
+            raise TypeError(f"`{name}` must be str or int ids; got {value!r} ({type(value).__name__}).")
+        if not value:
+            raise ValueError(f"`{name}` must not contain empty ids.")
+        out.append(value)
+    return np.array(out, dtype=object)
 
 
-def binarize(x: Any, seed: int | None = None, index_offset: int = 0) -> np.ndarray:
-    """Draws binary images b ~ Bernoulli(x), pixel by pixel.
+_binarize_graph = tf.function(
+    binarize_images,
+    input_signature=[
+        tf.TensorSpec([None, None, None, None], tf.float32),
+        tf.TensorSpec([None], tf.string),
+        tf.TensorSpec([], tf.int32),
+    ],
+)
+
+
+def binarize(x: Any, seed: int | None = None, index_offset: int = 0, ids: Sequence[Any] | None = None) -> np.ndarray:
+    """Draws binary images b ~ Bernoulli(x), pixel by pixel, each image keyed by its id.
 
     Args:
       x: images, array of shape (n, H, W, C) (or (n, H, W)) with float values in [0, 1]
         or uint8 0..255, read as the probability that each pixel is on.
-      seed: int >= 0 for a reproducible draw. Default None (a fresh draw each call).
-      index_offset: position of x[0] in a larger set: with a seed, image i gets the draw
-        that image index_offset + i gets when the whole set is binarised in one call, so
-        shards binarise exactly as the whole. Default 0.
+      seed: int in [0, 2^31 - 1] for a reproducible draw. Default None (a fresh draw each call).
+      index_offset: with the default ids, the position of x[0] in a larger set: image i
+        gets id str(index_offset + i), and so the draw it gets when the whole set is
+        binarised in one call. Default 0.
+      ids: one id per image (str or int); an image's draw depends only on its id and the
+        seed. Default None (row indices from `index_offset`).
 
     Returns:
       float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.
     """
     x = check_images(x, "x")
-    seed = check_seed(seed, "seed")
+    seed = check_seed(seed, "seed", maximum=2**31 - 1)
     index_offset = check_int(index_offset, "index_offset", minimum=0)
-    generator = np.random.default_rng(seed)
-    if index_offset:
-        # The whole set's uniforms are one float32 stream, image after image; PCG64 yields
-        # two float32 per step, so skip the earlier images' draws: advance by half of them,
-        # then one more float32 when their count is odd (tested against the whole-set draw).
-        skipped = index_offset * int(np.prod(x.shape[1:]))
-        generator.bit_generator.advance(skipped // 2)
-        if skipped % 2:
-            generator.random(1, dtype=np.float32)
-    u = generator.random(x.shape, dtype=np.float32)
-    # u < 1 always, so x = 1 gives 1 and x = 0 gives 0.
-    return (u < x).astype(np.float32)
+    ids = check_ids(ids, len(x), index_offset)
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    return _binarize_graph(tf.constant(x), tf.constant(ids.astype(str)), tf.constant(seed, tf.int32)).numpy()
 
 
 def nats_to_bits_per_dim(nats: Any, num_dims: int) -> np.ndarray:
@@ -159,91 +171,6 @@ def _default_batch_elements(model: Any) -> int:
     """The chunk size that suits `model`'s decoder: larger for an MLP, whose pairs are small."""
     architecture = getattr(getattr(model, "config", None), "architecture", None)
     return MLP_MAX_BATCH_ELEMENTS if architecture == "mlp" else DEFAULT_MAX_BATCH_ELEMENTS
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """How n images x k samples are cut into fixed-shape chunks.
-
-    Each chunk covers images [i0, i0 + images) and samples [j0, j0 + samples). Samples are
-    drawn in seeded blocks of `block`; a chunk draws `blocks` whole blocks starting at
-    block j0 // block and keeps `samples` of them from offset j0 % block.
-    """
-
-    num_images: int
-    num_samples: int
-    images: int
-    samples: int
-    block: int
-    blocks: int
-
-    @classmethod
-    def make(cls, n: int, k: int, budget: int) -> _Plan:
-        block = min(k, _SAMPLE_BLOCK)
-        if k <= budget:
-            # All of an image's samples in one chunk; as many images as fit, rounded to a
-            # power of two >= n (and >= 8) so that small calls neither pad much nor retrace often.
-            images = min(budget // k, max(8, 1 << (n - 1).bit_length()))
-            return cls(n, k, images, k, block, -(-k // block))
-        if budget >= block:
-            samples = budget // block * block  # whole blocks, so chunks start on a block
-            return cls(n, k, 1, samples, block, samples // block)
-        # A budget under one block: a divisor of the block, so no chunk straddles two.
-        samples = max(v for v in range(1, budget + 1) if block % v == 0)
-        return cls(n, k, 1, samples, block, 1)
-
-    def chunks(self):
-        """Yields (i0, j0) of every chunk, image-major."""
-        for i0 in range(0, self.num_images, self.images):
-            for j0 in range(0, self.num_samples, self.samples):
-                yield i0, j0
-
-    @property
-    def num_chunks(self) -> int:
-        return -(-self.num_images // self.images) * -(-self.num_samples // self.samples)
-
-
-class _Stats:
-    """Per-image running sums over posterior draws, in float64."""
-
-    def __init__(self, n: int, image_shape: tuple[int, ...], pixels: bool) -> None:
-        self.max = np.full(n, -np.inf)
-        self.sum_w = np.zeros(n)  # sum_j exp(log w_j - max)
-        self.sum_w2 = np.zeros(n)  # sum_j exp(2 (log w_j - max))
-        self.sum_lw = np.zeros(n)
-        self.sum_lw2 = np.zeros(n)
-        self.sum_lpx = np.zeros(n)
-        self.sum_lpz = np.zeros(n)
-        self.sum_lqz = np.zeros(n)
-        self.kl: np.ndarray | None = None
-        self.pixels = np.zeros((n, *image_shape)) if pixels else None
-
-    def update(self, rows: slice, out: dict[str, np.ndarray], num_valid: int) -> None:
-        """Adds the first `num_valid` samples of a chunk's outputs to images `rows`."""
-        nb = rows.stop - rows.start
-        lpx, lpz, lqz = (out[key][:nb, :num_valid].astype(np.float64) for key in ("lpx", "lpz", "lqz"))
-        lw = lpx + lpz - lqz
-        old = self.max[rows]
-        new = np.maximum(old, lw.max(axis=1))
-        # All weights zero so far (max -inf): shift by 0 so that no inf - inf appears.
-        shift = np.where(np.isfinite(new), new, 0.0)
-        with np.errstate(invalid="ignore", over="ignore"):
-            scale = np.exp(old - shift)
-            rel = np.exp(lw - shift[:, None])
-        self.sum_w[rows] = self.sum_w[rows] * scale + rel.sum(axis=1)
-        self.sum_w2[rows] = self.sum_w2[rows] * scale**2 + (rel**2).sum(axis=1)
-        self.max[rows] = new
-        self.sum_lw[rows] += lw.sum(axis=1)
-        self.sum_lw2[rows] += (lw**2).sum(axis=1)
-        self.sum_lpx[rows] += lpx.sum(axis=1)
-        self.sum_lpz[rows] += lpz.sum(axis=1)
-        self.sum_lqz[rows] += lqz.sum(axis=1)
-        if "kl" in out:
-            if self.kl is None:
-                self.kl = np.zeros_like(self.max)
-            self.kl[rows] = out["kl"][:nb]
-        if self.pixels is not None:
-            self.pixels[rows] += out["pixels"][:nb]
 
 
 class LikelihoodEstimator:
@@ -268,10 +195,11 @@ class LikelihoodEstimator:
         `pixel_log_prob` still give its reconstruction terms. Default True.
 
     All methods take images `x` of shape (n, H, W, C) (or (n, H, W)), float in [0, 1] or
-    uint8 0..255, and the keywords `seed`, `binarize_seed`, `max_batch_elements` and
-    `progress`. The same seed gives the same posterior draws in every method.
+    uint8 0..255, and the keywords `seed`, `ids`, `binarize_seed`, `max_batch_elements`
+    and `progress`. The same image, id and seed give the same posterior draws in every
+    method, in any batch.
 
-    Example:
+    Examples:
       >>> est = LikelihoodEstimator.from_model(model)
       >>> est.log_prob(x_test, num_samples=1000, seed=0).mean()
     """
@@ -289,7 +217,7 @@ class LikelihoodEstimator:
         for value, name in ((encode, "encode"), (decode, "decode")):
             if not callable(value):
                 raise TypeError(f"`{name}` must be callable; got {type(value).__name__}.")
-        prior = _unwrap(prior)
+        prior = unwrap(prior)
         if not isinstance(prior, tfd.Distribution) and not callable(prior):
             kind = type(prior).__name__
             raise TypeError(f"`prior` must be a tfd.Distribution or a callable returning one; got {kind}.")
@@ -299,15 +227,15 @@ class LikelihoodEstimator:
         self.image_shape = None if image_shape is None else check_shape(image_shape, "image_shape")
         self.max_batch_elements = check_int(max_batch_elements, "max_batch_elements")
         self.defines_likelihood = check_bool(defines_likelihood, "defines_likelihood")
-        # One tf.function per estimator: it traces once per chunk shape and is reused.
-        self._chunk_fn = tf.function(self._chunk)
+        # One tf.function per estimator: it traces once per chunk shape and settings, and is reused.
+        self._call_fn = tf.function(self._call)
 
     @property
     def prior(self) -> tfd.Distribution:
         """p(z) as it is now (a callable prior is called afresh)."""
         if isinstance(self._prior, tfd.Distribution):
             return self._prior
-        prior = _unwrap(self._prior())
+        prior = unwrap(self._prior())
         if not isinstance(prior, tfd.Distribution):
             raise TypeError(f"The `prior` callable must return a tfd.Distribution; got {type(prior).__name__}.")
         return prior
@@ -347,134 +275,124 @@ class LikelihoodEstimator:
             )
 
     # ------------------------------------------------------------------ core
-    def _chunk(self, x, seeds, offset, first_sample, num_samples, *, samples, block, blocks, pixels):
-        """Log-densities for every (image, sample) pair of one chunk.
+    def _call(self, x, ids, seed, binarize_seed, typical_nll, *, plan, outputs, analytic_kl):
+        """One call of the scoring core on a fixed-shape chunk (traced once per shape and settings)."""
+        return score_images(
+            self._encode,
+            self._decode,
+            lambda: self.prior,
+            x,
+            ids,
+            seed,
+            binarize_seed,
+            plan=plan,
+            outputs=outputs,
+            typical_nll=typical_nll,
+            analytic_kl=analytic_kl,
+        )
+
+    def scores(
+        self,
+        x: Any,
+        outputs: Sequence[str] = ("log_prob", "elbo", "rate", "distortion"),
+        num_samples: int = 100,
+        *,
+        ids: Sequence[Any] | None = None,
+        seed: int | None = None,
+        index_offset: int = 0,
+        binarize_seed: int | None = None,
+        typical_nll: float | None = None,
+        analytic_kl: bool = True,
+        max_batch_elements: int | None = None,
+        progress: bool | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Several per-image scores from one set of k posterior draws (`tfpvae.scoring`).
 
         Args:
-          x: float32 (b, H, W, C), the chunk's images (padded at the end of the data).
-          seeds: int32 (b * blocks, 2), a stateless seed per (image, block).
-          offset: int32 scalar, index of the chunk's first sample within its first block.
-          first_sample: int32 scalar, j0, the index of the chunk's first sample.
-          num_samples: int32 scalar, k; samples j >= k are padding.
-          samples: Python int, samples per image in the chunk.
-          block: Python int, samples per seeded block.
-          blocks: Python int, blocks drawn per image.
-          pixels: Python bool, also return per-pixel log-probabilities summed over samples.
+          x: images (n, H, W, C).
+          outputs: names from `tfpvae.scoring.OUTPUTS`: "log_prob", "log_prob_stderr",
+            "elbo", "elbo_stderr", "rate", "rate_mc", "distortion", "typicality",
+            "complexity", "pixels". Default log_prob, elbo, rate, distortion.
+          num_samples: draws k per image, >= 1. Default 100.
+          ids: one id per image (str or int) that keys its draws. Default None: the row
+            index plus `index_offset`.
+          seed: int in [0, 2^31 - 1] for reproducible draws. Default None (a fresh seed).
+          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
+          binarize_seed: int >= 0 to score the fixed binarisation keyed by (id,
+            binarize_seed) instead of `x`. Default None.
+          typical_nll: mean -log p(x) of normal data, for "typicality". Default None.
+          analytic_kl: "rate" in closed form where TFP has one. Default True.
+          max_batch_elements: (image, sample) pairs per decoder call. Default None: the
+            estimator's `max_batch_elements`.
+          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
 
         Returns:
-          dict of lpx, lpz, lqz (b, samples) and, where available, kl (b,) and pixels
-          (b, H, W, C).
+          dict name -> float64 array (n,) in nats ("complexity" in bits; "pixels" float32
+          (n, H, W, C)).
         """
-        b = x.shape[0]
-        q = _unwrap(self._encode(x))
-        image_of = tf.range(b * blocks) // blocks
-
-        def draw(args):
-            i, seed = args
-            # Each image's own q and seed: the draws do not depend on the chunking. log q
-            # comes with the draw (from the standard-normal noise), not by solving the
-            # scale_tril system again, which loses all precision for ill-conditioned q.
-            zi, lqi = q[i : i + 1].experimental_sample_and_log_prob(block, seed=seed)
-            return zi[:, 0], lqi[:, 0]
-
-        z, lq = tf.map_fn(draw, (image_of, seeds), fn_output_signature=(q.dtype, q.dtype))
-        z = tf.reshape(z, [b, blocks * block, -1])  # (b, blocks * block, d)
-        z = tf.slice(z, [0, offset, 0], [b, samples, -1])  # (b, samples, d)
-        lqz = tf.slice(tf.reshape(lq, [b, blocks * block]), [0, offset], [b, samples])
-        prior = self.prior  # once per chunk: a VampPrior encodes its pseudo-images on each read
-        lpz = prior.log_prob(z)
-        px = _unwrap(self._decode(tf.reshape(z, [b * samples, -1])))
-        event = tf.TensorShape(px.event_shape)
-        if event.is_fully_defined() and event != x.shape[1:]:
-            raise ValueError(
-                f"`x` images have shape {tuple(x.shape[1:])} but the decoder's distribution has event shape "
-                f"{tuple(event)}."
-            )
-        xr = tf.repeat(tf.cast(x, px.dtype), samples, axis=0)  # row r = image r // samples
-        out = {"lqz": lqz, "lpz": lpz}
-        if px.dtype.is_integer:
-            # TFP's default Bernoulli has dtype int32: log_prob would truncate grey x to 0.
-            out["grey"] = tf.reduce_any(tf.not_equal(x, tf.round(x)))
-        if pixels:
-            if not isinstance(px, tfd.Independent):
-                raise TypeError(
-                    "pixel_log_prob needs a decoder distribution that factorises over pixels, a "
-                    f"tfd.Independent such as Independent(Bernoulli); got {type(px).__name__}."
-                )
-            per_pixel = px.distribution.log_prob(xr)
-            per_pixel = tf.reshape(per_pixel, [b, samples, *x.shape[1:]])
-            valid = first_sample + tf.range(samples) < num_samples
-            mask = tf.reshape(valid, [1, samples] + [1] * (len(x.shape) - 1))
-            out["pixels"] = tf.reduce_sum(tf.where(mask, per_pixel, tf.zeros_like(per_pixel)), axis=1)
-            out["lpx"] = tf.reduce_sum(per_pixel, axis=list(range(2, len(x.shape) + 1)))
-        else:
-            out["lpx"] = tf.reshape(px.log_prob(xr), [b, samples])
-        try:
-            out["kl"] = tfd.kl_divergence(q, prior)
-        except NotImplementedError:
-            pass  # no closed form (e.g. a mixture prior): the rate is estimated from the draws
-        return out
-
-    def _prepare(
-        self, x: Any, num_samples: Any, seed: Any, binarize_seed: Any, budget: Any, progress: Any, index_offset: Any
-    ):
-        """Validates the shared arguments; returns (x, k, seed, budget, progress, index_offset)."""
+        outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        for name in outputs:
+            if name not in OUTPUTS:
+                raise ValueError(f"`outputs` must be names from {OUTPUTS}; got {name!r}.")
+        if any(name not in ("distortion", "rate", "rate_mc", "pixels") for name in outputs):
+            self.require_likelihood(next(n for n in outputs if n not in ("distortion", "rate", "rate_mc", "pixels")))
         x = check_images(x, "x", self.image_shape)
-        index_offset = check_int(index_offset, "index_offset", minimum=0)
         k = check_int(num_samples, "num_samples")
-        seed = check_seed(seed, "seed")
-        binarize_seed = check_seed(binarize_seed, "binarize_seed")
-        budget = self.max_batch_elements if budget is None else check_int(budget, "max_batch_elements")
+        index_offset = check_int(index_offset, "index_offset", minimum=0)
+        ids = check_ids(ids, len(x), index_offset)
+        seed = check_seed(seed, "seed", maximum=2**31 - 1)
+        binarize_seed = check_seed(binarize_seed, "binarize_seed", maximum=2**31 - 1)
+        if typical_nll is not None:
+            typical_nll = check_float(typical_nll, "typical_nll")
+        elif "typicality" in outputs:
+            raise ValueError(
+                "The 'typicality' score needs `typical_nll`, the mean -log p(x) of held-out normal images "
+                "(AnomalyDetector(score='typicality').fit computes it as `typical_nll_`)."
+            )
+        check_bool(analytic_kl, "analytic_kl")
+        budget = self.max_batch_elements
+        if max_batch_elements is not None:
+            budget = check_int(max_batch_elements, "max_batch_elements")
         progress = check_bool(progress, "progress", allow_none=True)
-        if binarize_seed is not None:
-            x = binarize(x, binarize_seed, index_offset)  # a shard binarises as in the whole set
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
-        return x, k, seed, budget, progress, index_offset
-
-    def _run(
-        self, x, num_samples, seed, binarize_seed, max_batch_elements, progress, pixels=False, index_offset=0
-    ) -> _Stats:
-        x, k, seed, budget, progress, index_offset = self._prepare(
-            x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset
-        )
         n = len(x)
-        plan = _Plan.make(n, k, budget)
-        stats = _Stats(n, x.shape[1:], pixels)
-        show = progress if progress is not None else plan.num_chunks > _PROGRESS_MIN_CHUNKS and _on_terminal()
-        bar = tfk.utils.Progbar(plan.num_chunks, unit_name="chunk") if show else None
+        plan = ScoringPlan.make(k, budget, n)
+        calls = -(-n // plan.images)
+        show = progress if progress is not None else calls * plan.steps > _PROGRESS_MIN_CHUNKS and _on_terminal()
+        bar = tfk.utils.Progbar(n, unit_name="image") if show else None
         padded = np.zeros((plan.images, *x.shape[1:]), np.float32)
-        static = dict(samples=plan.samples, block=plan.block, blocks=plan.blocks, pixels=pixels)
-        for step, (i0, j0) in enumerate(plan.chunks(), start=1):
+        static = dict(plan=plan, outputs=tuple(sorted(set(outputs))), analytic_kl=analytic_kl)
+        scalars = (
+            tf.constant(seed, tf.int32),
+            tf.constant(-1 if binarize_seed is None else binarize_seed, tf.int32),
+            tf.constant(math.nan if typical_nll is None else typical_nll, tf.float64),
+        )
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        for i0 in range(0, n, plan.images):
             i1 = min(i0 + plan.images, n)
+            chunk_ids = np.full(plan.images, "pad", dtype=object)
+            chunk_ids[: i1 - i0] = ids[i0:i1]
             if i1 - i0 == plan.images:
                 chunk = x[i0:i1]
             else:  # the last, short chunk: pad to the traced shape, drop the padding after
                 padded[: i1 - i0] = x[i0:i1]
                 padded[i1 - i0 :] = 0.0
                 chunk = padded
-            t0 = j0 // plan.block
-            images = np.repeat(np.arange(i0, i0 + plan.images) + index_offset, plan.blocks)
-            blocks = np.tile(np.arange(t0, t0 + plan.blocks), plan.images)
-            out = self._chunk_fn(
-                tf.constant(chunk),
-                tf.constant(_block_seeds(seed, images, blocks)),
-                tf.constant(j0 - t0 * plan.block, tf.int32),
-                tf.constant(j0, tf.int32),
-                tf.constant(k, tf.int32),
-                **static,
-            )
-            out = {key: v.numpy() for key, v in out.items()}
-            if out.pop("grey", False):
-                raise ValueError(
-                    "`x` has grey values but the decoder's distribution has an integer dtype, which would "
-                    "truncate them to 0; pass binarize_seed=..., or build the decoder with a float dtype "
-                    "(e.g. tfd.Bernoulli(logits, dtype=tf.float32), as tfp.layers.IndependentBernoulli does)."
-                )
-            stats.update(slice(i0, i1), out, min(plan.samples, k - j0))
+            try:
+                out = self._call_fn(tf.constant(chunk), tf.constant(chunk_ids.astype(str)), *scalars, **static)
+            except tf.errors.InvalidArgumentError as err:
+                if "integer dtype" in str(err):
+                    raise ValueError(_GREY_INTEGER_DECODER) from None
+                raise
+            for name in outputs:
+                parts[name].append(out[name].numpy()[: i1 - i0])
             if bar is not None:
-                bar.update(step)
-        return stats
+                bar.update(i1)
+        result = {name: np.concatenate(values) for name, values in parts.items()}
+        if "pixels" in result:
+            result["pixels"] = result["pixels"].astype(np.float32)
+        return result
 
     # ------------------------------------------------------------------ estimates
     def elbo(
@@ -484,6 +402,7 @@ class LikelihoodEstimator:
         *,
         return_stderr: bool = False,
         seed: int | None = None,
+        ids: Sequence[Any] | None = None,
         index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
@@ -497,27 +416,31 @@ class LikelihoodEstimator:
           return_stderr: also return the Monte Carlo standard error of each estimate,
             sd / sqrt(k) (NaN for k = 1). Default False.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          index_offset: position of x[0] in a larger set (for shards). Default 0.
+          ids: one id per image that keys its draws. Default None (row indices).
+          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
+          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
 
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (elbo, stderr).
         """
         self.require_likelihood("elbo")
         check_bool(return_stderr, "return_stderr")
-        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
-        k = int(num_samples)
-        elbo = s.sum_lw / k
-        if not return_stderr:
-            return elbo
-        if k == 1:
-            return elbo, np.full_like(elbo, np.nan)
-        var = np.maximum(s.sum_lw2 - s.sum_lw**2 / k, 0.0) / (k - 1)
-        return elbo, np.sqrt(var / k)
+        out = self.scores(
+            x,
+            ("elbo", "elbo_stderr") if return_stderr else ("elbo",),
+            num_samples,
+            ids=ids,
+            seed=seed,
+            index_offset=index_offset,
+            binarize_seed=binarize_seed,
+            max_batch_elements=max_batch_elements,
+            progress=progress,
+        )
+        return (out["elbo"], out["elbo_stderr"]) if return_stderr else out["elbo"]
 
     def log_prob(
         self,
@@ -526,6 +449,7 @@ class LikelihoodEstimator:
         *,
         return_stderr: bool = False,
         seed: int | None = None,
+        ids: Sequence[Any] | None = None,
         index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
@@ -546,30 +470,31 @@ class LikelihoodEstimator:
             measures the spread, not the bias, which is of order sd(w)^2 / (2 k mean(w)^2).
             Default False.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          index_offset: position of x[0] in a larger set (for shards). Default 0.
+          ids: one id per image that keys its draws. Default None (row indices).
+          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
+          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
 
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (log_prob, stderr).
         """
         self.require_likelihood("log_prob")
         check_bool(return_stderr, "return_stderr")
-        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
-        k = int(num_samples)
-        with np.errstate(divide="ignore"):
-            log_prob = np.where(np.isfinite(s.max), s.max, 0.0) + np.log(s.sum_w) - math.log(k)
-        log_prob = np.where(s.max == -np.inf, -np.inf, log_prob)
-        if not return_stderr:
-            return log_prob
-        if k == 1:
-            return log_prob, np.full_like(log_prob, np.nan)
-        mean = s.sum_w / k  # >= 1 / k: the largest weight is exp(0)
-        var = np.maximum(s.sum_w2 - s.sum_w**2 / k, 0.0) / (k - 1)
-        return log_prob, np.sqrt(var) / (math.sqrt(k) * mean)
+        out = self.scores(
+            x,
+            ("log_prob", "log_prob_stderr") if return_stderr else ("log_prob",),
+            num_samples,
+            ids=ids,
+            seed=seed,
+            index_offset=index_offset,
+            binarize_seed=binarize_seed,
+            max_batch_elements=max_batch_elements,
+            progress=progress,
+        )
+        return (out["log_prob"], out["log_prob_stderr"]) if return_stderr else out["log_prob"]
 
     def bits_per_dim(
         self,
@@ -578,6 +503,7 @@ class LikelihoodEstimator:
         *,
         return_stderr: bool = False,
         seed: int | None = None,
+        ids: Sequence[Any] | None = None,
         index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
@@ -595,6 +521,7 @@ class LikelihoodEstimator:
             num_samples,
             return_stderr=return_stderr,
             seed=seed,
+            ids=ids,
             index_offset=index_offset,
             binarize_seed=binarize_seed,
             max_batch_elements=max_batch_elements,
@@ -612,6 +539,7 @@ class LikelihoodEstimator:
         *,
         analytic_kl: bool = True,
         seed: int | None = None,
+        ids: Sequence[Any] | None = None,
         index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
@@ -626,21 +554,30 @@ class LikelihoodEstimator:
             for Gaussian priors; otherwise, or when False, the rate is the Monte Carlo
             mean of log q(z|x) - log p(z) over the same draws as the distortion. Default True.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          index_offset: position of x[0] in a larger set (for shards). Default 0.
+          ids: one id per image that keys its draws. Default None (row indices).
+          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
+          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
 
         Returns:
           dict with float64 arrays (n,) "rate" and "distortion", in nats.
         """
-        check_bool(analytic_kl, "analytic_kl")
-        s = self._run(x, num_samples, seed, binarize_seed, max_batch_elements, progress, index_offset=index_offset)
-        k = int(num_samples)
-        rate = s.kl.astype(np.float64) if analytic_kl and s.kl is not None else (s.sum_lqz - s.sum_lpz) / k
-        return {"rate": rate, "distortion": -s.sum_lpx / k}
+        out = self.scores(
+            x,
+            ("rate", "distortion"),
+            num_samples,
+            ids=ids,
+            seed=seed,
+            index_offset=index_offset,
+            binarize_seed=binarize_seed,
+            analytic_kl=analytic_kl,
+            max_batch_elements=max_batch_elements,
+            progress=progress,
+        )
+        return {"rate": out["rate"], "distortion": out["distortion"]}
 
     def pixel_log_prob(
         self,
@@ -648,6 +585,7 @@ class LikelihoodEstimator:
         num_samples: int = 16,
         *,
         seed: int | None = None,
+        ids: Sequence[Any] | None = None,
         index_offset: int = 0,
         binarize_seed: int | None = None,
         max_batch_elements: int | None = None,
@@ -662,17 +600,25 @@ class LikelihoodEstimator:
           x: images (n, H, W, C).
           num_samples: draws k per image, >= 1. Default 16.
           seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          index_offset: position of x[0] in a larger set (for shards). Default 0.
+          ids: one id per image that keys its draws. Default None (row indices).
+          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
           binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
             Default None.
           max_batch_elements: (image, sample) pairs per decoder call. Default None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 chunks, on a terminal.
+          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
 
         Returns:
           float32 array (n, H, W, C) in nats (<= 0 for Bernoulli decoders).
         """
-        s = self._run(
-            x, num_samples, seed, binarize_seed, max_batch_elements, progress, pixels=True, index_offset=index_offset
-        )
-        return (s.pixels / int(num_samples)).astype(np.float32)
+        return self.scores(
+            x,
+            ("pixels",),
+            num_samples,
+            ids=ids,
+            seed=seed,
+            index_offset=index_offset,
+            binarize_seed=binarize_seed,
+            max_batch_elements=max_batch_elements,
+            progress=progress,
+        )["pixels"]

@@ -13,19 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfpl
+from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfpl, unwrap
 from tfpvae._validation import check_float, check_images, check_int
 from tfpvae.config import VAEConfig
 from tfpvae.networks import decoder_body, encoder_body, seeded_initializer
 from tfpvae.priors import Prior, sample_prior
+from tfpvae.scoring import log_weight_terms
 
 # Codes decoded per call when turning many latents into images: bounds peak memory.
 _DECODE_CHUNK = 1024
-
-
-def _unwrap(distribution: tfd.Distribution) -> tfd.Distribution:
-    """The plain distribution inside a layer's tensor-coercible output wrapper."""
-    return getattr(distribution, "tensor_distribution", distribution)
 
 
 def posterior_from_params(params: tf.Tensor, event_size: int, scale_floor: float = 1e-5) -> tfd.Distribution:
@@ -233,15 +229,15 @@ class VAE(tfk.Model):
             return nll + self.kl_weight * kl, nll, kl
         # One encoder call (so the regularizer adds its KL once) and one decoder call over
         # all k * n codes, sample-major: row j * n + i holds draw j of image i.
-        q = _unwrap(self.encoder(x, training=training))
-        # log q(z|x) from the draw itself, as tfpvae.likelihood does: no triangular solve
+        q = unwrap(self.encoder(x, training=training))
+        # log q(z|x) from the draw itself, as the scoring core does: no triangular solve
         # against scale_tril, which is inaccurate for ill-conditioned posteriors.
         z, log_q = q.experimental_sample_and_log_prob(k)  # (k, n, d), (k, n)
-        log_pz = self.prior.log_prob(z)  # (k, n)
-        px = self.decoder(tf.reshape(z, [-1, self.config.latent_dim]), training=training)
-        log_px = tf.reshape(px.log_prob(tf.tile(x, [k, 1, 1, 1])), [k, -1])  # (k, n)
+        log_px, log_pz, log_q = log_weight_terms(
+            x, tf.transpose(z, [1, 0, 2]), tf.transpose(log_q), lambda c: self.decoder(c, training=training), self.prior
+        )  # (n, k) each
         log_w = log_px + self.kl_weight * (log_pz - log_q)
-        bound = tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(tf.cast(k, log_w.dtype))  # (n,)
+        bound = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))  # (n,)
         if self.prior_layer.exact_kl:
             kl = self._kl_from_regularizer()
         else:
@@ -353,7 +349,7 @@ class VAE(tfk.Model):
         Args:
           x: images, array of shape (n, H, W, C) in [0, 1] (or uint8 0..255).
         """
-        return _unwrap(self.encoder(check_images(x, "x", self.image_shape), training=False))
+        return unwrap(self.encoder(check_images(x, "x", self.image_shape), training=False))
 
     def _check_latents(self, z: Any) -> tf.Tensor:
         z = np.asarray(z.numpy() if hasattr(z, "numpy") else z)
@@ -371,7 +367,7 @@ class VAE(tfk.Model):
         Args:
           z: latent codes, array of shape (n, latent_dim).
         """
-        return _unwrap(self.decoder(self._check_latents(z), training=False))
+        return unwrap(self.decoder(self._check_latents(z), training=False))
 
     def decode_mean(self, z: Any) -> np.ndarray:
         """Bernoulli means E[x|z] as a numpy array (n, H, W, C), decoded in chunks."""

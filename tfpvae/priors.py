@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tfpvae._keras import tf, tfb, tfd, tfkl, tfp
+from tfpvae._keras import tf, tfb, tfd, tfkl, tfp, unwrap
 from tfpvae._validation import MAX_INT32_SEED, check_choice, check_float, check_int, check_seed, check_shape
 from tfpvae.config import PRIORS
 
@@ -159,7 +159,7 @@ class Prior(tfkl.Layer):
         if self._posterior_fn is None:
             raise RuntimeError("This VampPrior has no encoder yet: call `attach_posterior` (build_encoder does).")
         components = self._posterior_fn(self.pseudo_inputs)
-        components = getattr(components, "tensor_distribution", components)
+        components = unwrap(components)
         return PosteriorMixture(
             mixture_distribution=tfd.Categorical(logits=tf.zeros([self.num_components], components.dtype)),
             components_distribution=components,
