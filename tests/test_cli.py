@@ -191,15 +191,16 @@ def test_score_writes_one_row_per_image(digits_run, tmp_path):
 
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 20 and set(rows[0]) == {
-        "index",
+        "id",
         "label",
         "log_prob",
+        "log_prob_stderr",
         "elbo",
         "rate",
         "distortion",
         "complexity",
     }
-    assert [int(r["index"]) for r in rows] == list(range(20))
+    assert [int(r["id"]) for r in rows] == list(range(20))
     assert all(float(r["log_prob"]) < 0 and float(r["rate"]) <= 1e-9 for r in rows)
     np.save(tmp_path / "imgs.npy", np.zeros((3, 8, 8), np.float32))
     assert (
@@ -360,7 +361,7 @@ def test_a_plain_autoencoder_is_scored_by_its_distortion_only(tmp_path, capsys):
     # score, without --score: the scores this model can give (with one, a clear refusal).
     assert main(["score", "--model", str(tmp_path / "ae"), *data, "--out", str(tmp_path / "s.csv")]) == 0
     with open(tmp_path / "s.csv") as f:
-        assert next(csv.reader(f)) == ["index", "label", "distortion"]
+        assert next(csv.reader(f)) == ["id", "label", "distortion"]
     capsys.readouterr()
     argv = ["score", "--model", str(tmp_path / "ae"), *data, "--score", "elbo", "--out", str(tmp_path / "e.csv")]
     assert main(argv) == 2
@@ -568,7 +569,7 @@ def test_train_writes_figures_scores_and_evolution(tmp_path, capsys):
     assert ev["split_images"] == 200 and ev["selection"].startswith("evenly spaced")
     with open(run / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    idx = [int(r["index"]) for r in rows]
+    idx = [int(r["id"]) for r in rows]
     np.testing.assert_array_equal(idx, evenly_spaced(200, 50))
     log_p = np.array([float(r["log_prob"]) for r in rows])
     np.testing.assert_allclose(-log_p.mean(), ev["iwae_nll"], rtol=1e-6)
@@ -611,72 +612,34 @@ def test_train_on_one_test_image_skips_the_figures_that_need_more(tmp_path, caps
     assert json.loads((run / "evaluation.json").read_text())["num_images"] == 1
 
 
-def test_sharded_scores_merge_to_the_unsharded_result(digits_run, tmp_path, capsys):
-    common = [
-        "--model",
-        str(digits_run),
-        "--dataset",
-        "digits",
-        "--limit",
-        "30",
-        "--num-samples",
-        "8",
-        "--binarize-seed",
-        "4",
-        "--quiet",
-        "--score",
-        "log_prob",
-        "elbo",
-    ]
-    assert main(["score", *common, "--out", str(tmp_path / "all.csv")]) == 0
-    for i in range(3):
-        assert main(["score", *common, "--shard", f"{i}/3", "--out", str(tmp_path / f"s{i}.csv")]) == 0
-    shards = [str(tmp_path / f"s{i}.csv") for i in (2, 0, 1)]
-    assert main(["merge-scores", *shards, "--out", str(tmp_path / "merged.csv")]) == 0
-    assert (tmp_path / "merged.csv").read_text() == (tmp_path / "all.csv").read_text()
-    # Each CSV has its settings beside it; the merged one has the unsharded run's.
-    settings = json.loads((tmp_path / "s1.csv.json").read_text())
-    assert settings["shard"] == [1, 3] and settings["rows"] == [10, 20] and settings["num_images"] == 30
-    merged = json.loads((tmp_path / "merged.csv.json").read_text())
-    assert merged == json.loads((tmp_path / "all.csv.json").read_text())
-    capsys.readouterr()
+def test_scores_depend_only_on_image_id_and_seed(digits_run, tmp_path):
+    """Split, re-batched and shuffled inputs give the same rows: draws are keyed by (id, seed)."""
+    from PIL import Image
 
-    def refused(inputs, match):
-        assert main(["merge-scores", *inputs, "--out", str(tmp_path / "bad.csv")]) == 2
-        assert match in capsys.readouterr().err
-        assert not (tmp_path / "bad.csv").exists()
+    from tfpvae.datasets import load_split
 
-    # Any missing shard, the last one included (its rows would be past the others' indices).
-    refused(shards[1:], "The inputs are shards 0/3, 1/3; missing 2/3; give every shard of one split exactly once")
-    refused([shards[1], shards[1], shards[2], shards[0]], "; repeated 0/3; give every shard")
-    # A shard of other settings or of another image set.
-    assert main(["score", *common, "--seed", "1", "--shard", "2/3", "--out", str(tmp_path / "o.csv")]) == 0
-    refused([str(tmp_path / "o.csv"), *shards[1:]], "scored with other seed")
-    limit29 = ["29" if a == "30" else a for a in common]
-    assert main(["score", *limit29, "--shard", "2/3", "--out", str(tmp_path / "p.csv")]) == 0
-    refused([str(tmp_path / "p.csv"), *shards[1:]], "scored with other num_images, images_sha256")
-    # A CSV cut short, or without its settings.
-    lines = (tmp_path / "s2.csv").read_text().splitlines(keepends=True)
-    (tmp_path / "short.csv").write_text("".join(lines[:-1]))
-    (tmp_path / "short.csv.json").write_text((tmp_path / "s2.csv.json").read_text())
-    refused([str(tmp_path / "short.csv"), *shards[1:]], "do not cover indices [29]")
-    (tmp_path / "long.csv").write_text("".join(lines) + "30,,-1.0,-1.0\n")
-    (tmp_path / "long.csv.json").write_text((tmp_path / "s2.csv.json").read_text())
-    refused([str(tmp_path / "long.csv"), *shards[1:]], "long.csv has a row for image 30, outside the 30 images")
-    # Settings files: missing, or lacking a key (in any of the files, the first one too).
-    lacking = {k: v for k, v in json.loads((tmp_path / "s0.csv.json").read_text()).items() if k != "seed"}
-    (tmp_path / "lacking.csv").write_text((tmp_path / "s0.csv").read_text())
-    (tmp_path / "lacking.csv.json").write_text(json.dumps(lacking))
-    refused([str(tmp_path / "lacking.csv"), shards[0], shards[2]], "lacking.csv.json lacks seed")
-    (tmp_path / "s2.csv.json").unlink()
-    refused(shards, "has no settings file s2.csv.json beside it")
+    x = load_split("digits", "test")[0][:30]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(x):
+        prefix = "a" if i % 2 else "b"  # two interleaved halves, each its own glob
+        Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(folder / f"{prefix}{i:02d}.png")
+    common = ["--model", str(digits_run), "--num-samples", "8", "--binarize-seed", "4", "--quiet"]
 
-    # Shard specs: checked when parsed, and against the number of images.
-    with pytest.raises(SystemExit) as e:
-        main(["score", *common, "--shard", "3/3", "--out", str(tmp_path / "x.csv")])
-    assert e.value.code == 2 and "expected a shard I/N with 0 <= I < N, got '3/3'" in capsys.readouterr().err
-    assert main(["score", *common, "--shard", "0/31", "--out", str(tmp_path / "x.csv")]) == 2
-    assert "30 images cannot fill 31 shards" in capsys.readouterr().err
+    def rows(*argv):
+        out = tmp_path / f"s{len(list(tmp_path.glob('s*.csv')))}.csv"
+        assert main(["score", *common, *argv, "--out", str(out)]) == 0
+        with open(out, newline="") as f:
+            return {r[0]: r for r in list(csv.reader(f))[1:]}
+
+    whole = rows("--input", str(folder))
+    assert len(whole) == 30
+    assert rows("--input", str(folder), "--batch-size", "7") == whole
+    split = {**rows("--input", str(folder / "a*.png")), **rows("--input", str(folder / "b*.png"), "--batch-size", "3")}
+    assert split == whole
+    # Another seed changes every row.
+    other = rows("--input", str(folder), "--seed", "1")
+    assert all(other[k][2] != whole[k][2] for k in whole)
 
 
 def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monkeypatch, capsys):

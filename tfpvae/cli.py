@@ -49,15 +49,6 @@ _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 _seed = _arg_type(int, lambda v: 0 <= v <= MAX_INT32_SEED, f"integer in [0, {MAX_INT32_SEED}]")
 
 
-def _split_shard(text: str) -> tuple[int, int]:
-    i, count = (int(v) for v in text.split("/"))  # a ValueError unless exactly two integers
-    return i, count
-
-
-# --shard I/N: shard I of N, numbered from 0.
-_shard = _arg_type(_split_shard, lambda v: 0 <= v[0] < v[1], "shard I/N with 0 <= I < N")
-
-
 def _float_in(low: float, high: float = float("inf")):
     """A number in the open interval (low, high)."""
     name = f"number > {low}" if high == float("inf") else f"number in ({low}, {high})"
@@ -332,25 +323,24 @@ def _spread(x, y, limit: int):
 
 
 def _write_run_scores(model, x_test, y_test, run: Path, args) -> None:
-    """Scores of --score-limit test images, evenly spread over the split (scores.csv, indexed by
-    position in the split), and their summary (evaluation.json)."""
+    """Scores of --score-limit test images, evenly spread over the split (scores.csv, with each
+    image's index in the split as its id), and their summary (evaluation.json)."""
     import numpy as np
 
-    from tfpvae.anomaly import compute_scores
-    from tfpvae.likelihood import binarize
+    from tfpvae.bulk import iter_array_batches, score_to_csv
 
     x, y, idx = _spread(x_test, y_test, args.score_limit)
     # A model trained on Bernoulli draws of grey images models binary images: scoring the grey
     # values themselves gives a cross-entropy, not log p(x), and several nats above it.
     seed = _RUN_SCORES_BINARIZE_SEED if model.config.binarize == "dynamic" else None
-    if seed is not None:
-        # Image i gets the draw it gets when the whole split is binarised with this seed, as
-        # `evaluate --binarize-seed 0` and `score --binarize-seed 0` do, so rows can be compared;
-        # image by image rather than binarise(x_test)[idx], which would copy a large split.
-        x = np.concatenate([binarize(x[j : j + 1], seed, index_offset=int(i)) for j, i in enumerate(idx)])
+    # Ids are the split indices, so each image's draws (and binarisation) are those of
+    # `score --dataset ... --binarize-seed 0`, and rows can be compared.
+    batches = (type(b)(b.images, [str(idx[int(i)]) for i in b.ids], b.labels) for b in iter_array_batches(x, y))
     names = ("log_prob", "elbo", "rate", "distortion", "complexity")
-    scores = compute_scores(model.likelihood, x, names, num_samples=100, seed=0, progress=False)
-    _write_scores_csv(run / "scores.csv", idx, y, scores)
+    summary_csv = score_to_csv(
+        model.likelihood, batches, run / "scores.csv", names, num_samples=100, seed=0, binarize_seed=seed
+    )
+    scores = _read_score_columns(run / "scores.csv", ("log_prob", "elbo"))
     n = len(x)
     summary = {
         "split": "test",
@@ -363,8 +353,18 @@ def _write_run_scores(model, x_test, y_test, run: Path, args) -> None:
         "iwae_nll_stderr": float(scores["log_prob"].std(ddof=1) / np.sqrt(n)) if n > 1 else None,
         "elbo": float(scores["elbo"].mean()),
         "binarize_seed": seed,
+        "rows": summary_csv["rows"],
     }
     (run / "evaluation.json").write_text(json.dumps(summary, indent=2))
+
+
+def _read_score_columns(path: Path, columns) -> dict:
+    """Columns of a score CSV as float arrays."""
+    import numpy as np
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {c: np.array([float(r[c]) for r in rows]) for c in columns}
 
 
 def _cmd_sample(args) -> int:
@@ -460,166 +460,78 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _shard_rows(shard: tuple[int, int] | None, n: int) -> tuple[int, int]:
-    """--shard (i, count) -> the [start, stop) image range of shard i of count (contiguous, balanced)."""
-    if shard is None:
-        return 0, n
-    i, count = shard
-    if count > n:
-        raise ValueError(f"`--shard {i}/{count}`: {n} images cannot fill {count} shards; use N <= {n}.")
-    return i * n // count, (i + 1) * n // count
-
-
 def _cmd_score(args) -> int:
-    import hashlib
-
-    import numpy as np
-
-    from tfpvae.anomaly import available_scores, compute_scores
+    from tfpvae._keras import tfk
+    from tfpvae.anomaly import available_scores
+    from tfpvae.bulk import errors_path, iter_array_batches, score_to_csv
     from tfpvae.serialization import load, read_metadata
 
     model = load(args.model)
     if not _typed(args, "score"):  # the default list: the scores this model can give
         args.score = [s for s in available_scores(model.likelihood) if s in args.score]
-    x, y = _images_for_scoring(args, model)
     if "typicality" in args.score and args.typical_nll is None:
         raise ValueError(
             "`--score typicality` needs `--typical-nll` (the mean NLL of normal data, e.g. from evaluate)."
         )
-    start, stop = _shard_rows(args.shard, len(x))
-    scores = compute_scores(
+    bad = [] if args.skip_bad else None
+    total = None
+    if args.input and args.dataset:
+        raise ValueError(f"Give `--dataset` or `--input`, not both; got --dataset {args.dataset} --input {args.input}.")
+    if args.input:
+        from tfpvae.streaming import count_records, iter_batches
+
+        batches = iter_batches(
+            args.input,
+            batch_size=args.batch_size,
+            image_shape=model.config.input_shape,
+            on_error=None if bad is None else bad.append,
+        )
+        if not args.quiet:
+            total = count_records(args.input)
+        source = {"input": args.input}
+    elif args.dataset:
+        x, y = _images_for_scoring(args, model)  # in memory already: the named sets are small
+        batches = iter_array_batches(x, y, args.batch_size)
+        total = len(x)
+        source = {"dataset": args.dataset, "split": args.split}
+    else:
+        raise ValueError("Give the images to score: `--dataset NAME` or `--input FILE/FOLDER/GLOB`.")
+    if args.limit:
+        batches = _first_images(batches, args.limit)
+        total = args.limit if total is None else min(total, args.limit)
+    show = not args.quiet and total is not None and total > 1000 and sys.stdout.isatty()
+    out = Path(args.out)
+    summary = score_to_csv(
         model.likelihood,
-        x[start:stop],
-        tuple(args.score),
+        batches,
+        out,
+        args.score,
         num_samples=args.num_samples,
-        typical_nll=args.typical_nll,
         seed=args.seed,
-        binarize_seed=args.binarize_seed,  # with index_offset, a shard binarises as the whole set
-        index_offset=start,
-        progress=False if args.quiet else None,
+        binarize_seed=args.binarize_seed,
+        typical_nll=args.typical_nll,
+        bad_records=bad,
+        settings={**source, "limit": args.limit, "weights_sha256": read_metadata(args.model).get("weights_sha256")},
+        progress=tfk.utils.Progbar(total, unit_name="image") if show else None,
     )
-    out = Path(args.out)
-    _write_scores_csv(out, range(start, stop), None if y is None else y[start:stop], scores)
-    # What merge-scores checks: shards of one model, one image set and one set of settings.
-    settings = {
-        "shard": list(args.shard or (0, 1)),
-        "rows": [start, stop],
-        "num_images": len(x),
-        "images_sha256": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
-        "weights_sha256": read_metadata(args.model).get("weights_sha256"),
-        "scores": list(scores),
-        "num_samples": args.num_samples,
-        "seed": args.seed,
-        "binarize_seed": args.binarize_seed,
-        "typical_nll": args.typical_nll,
-    }
-    _settings_path(out).write_text(json.dumps(settings, indent=2))
-    print(f"wrote {stop - start} rows of scores ({', '.join(scores)}) to {out} (settings: {_settings_path(out)})")
+    skipped = (
+        f"; skipped {summary['bad_records']} bad records (listed in {errors_path(out)})" if bad is not None else ""
+    )
+    print(f"wrote {summary['rows']} rows of scores ({', '.join(summary['columns'])}) to {out}{skipped}")
     return 0
 
 
-def _write_scores_csv(path: Path, indices, labels, scores: dict) -> None:
-    """One row per image: its index in the split, its label (blank without labels), then each score."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "label", *scores])
-        for row, i in enumerate(indices):
-            label = "" if labels is None else int(labels[row])
-            writer.writerow([int(i), label, *(f"{v[row]:.6f}" for v in scores.values())])
-
-
-def _settings_path(csv_path: Path) -> Path:
-    """The settings file `score` writes beside its CSV: scores.csv -> scores.csv.json."""
-    return csv_path.with_name(csv_path.name + ".json")
-
-
-# The settings every shard must share (all of `score`'s settings file but its shard and rows).
-_SHARED_SETTINGS = (
-    "num_images",
-    "images_sha256",
-    "weights_sha256",
-    "scores",
-    "num_samples",
-    "seed",
-    "binarize_seed",
-    "typical_nll",
-)
-
-
-def _read_settings(path: Path) -> dict:
-    """The settings `score` wrote beside `path`, checked to hold every key merge-scores compares."""
-    settings_path = _settings_path(path)
-    if not settings_path.is_file():
-        raise ValueError(
-            f"{path} has no settings file {settings_path.name} beside it, so it cannot be checked against the "
-            "other shards. Keep the .json with its CSV when moving it; a CSV from a tfpvae that wrote no settings "
-            "files must be scored again (`score --shard I/N`)."
-        )
-    try:
-        settings = json.loads(settings_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{settings_path} is not valid JSON ({err.msg}); score that shard again.") from None
-    missing = [k for k in ("shard", "rows", *_SHARED_SETTINGS) if k not in settings]
-    if missing:
-        raise ValueError(f"{settings_path} lacks {', '.join(missing)}; score that shard again.")
-    return settings
-
-
-def _cmd_merge_scores(args) -> int:
-    shards = [(path, _read_settings(path)) for path in map(Path, args.inputs)]
-    first_path, first = shards[0]
-    for path, settings in shards[1:]:
-        differ = [k for k in _SHARED_SETTINGS if settings[k] != first[k]]
-        if differ:
-            raise ValueError(
-                f"{path} was scored with other {', '.join(differ)} than {first_path}: "
-                + "; ".join(f"{k} {settings[k]!r} vs {first[k]!r}" for k in differ)
-                + ". Shards must share the model, the images and every scoring flag."
-            )
-    num_shards = {settings["shard"][1] for _, settings in shards}
-    have = sorted(settings["shard"][0] for _, settings in shards)
-    if len(num_shards) > 1 or have != list(range(next(iter(num_shards)))):
-        n = max(num_shards)
-        missing = sorted(set(range(n)) - set(have))
-        repeated = sorted({i for i in have if have.count(i) > 1})
-        raise ValueError(
-            f"The inputs are shards {', '.join('{}/{}'.format(*s['shard']) for _, s in shards)}"
-            + (f"; missing {', '.join(f'{i}/{n}' for i in missing)}" if missing else "")
-            + (f"; repeated {', '.join(f'{i}/{n}' for i in repeated)}" if repeated else "")
-            + "; give every shard of one split exactly once."
-        )
-    rows, header = {}, None
-    for path, _ in shards:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            head = next(reader, None)
-            if head is None or head[:1] != ["index"]:
-                raise ValueError(f"{path} is not a score CSV written by `tfpvae score` (no index column).")
-            if header is not None and head != header:
-                raise ValueError(f"{path} has columns {head}; the first file has {header}.")
-            header = head
-            for row in reader:
-                i = int(row[0])
-                if not 0 <= i < first["num_images"]:
-                    raise ValueError(f"{path} has a row for image {i}, outside the {first['num_images']} images.")
-                if i in rows:
-                    raise ValueError(f"Image index {i} appears in more than one shard (again in {path}).")
-                rows[i] = row
-    missing = sorted(set(range(first["num_images"])) - set(rows))
-    if missing:
-        raise ValueError(
-            f"The shards do not cover indices {missing[:5]}{'...' if len(missing) > 5 else ''} of the "
-            f"{first['num_images']} images (a CSV was cut short or edited)."
-        )
-    out = Path(args.out)
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows[i] for i in range(len(rows)))
-    merged = {**first, "shard": [0, 1], "rows": [0, first["num_images"]]}
-    _settings_path(out).write_text(json.dumps(merged, indent=2))
-    print(f"merged {len(shards)} shards, {len(rows)} rows, into {out}")
-    return 0
+def _first_images(batches, limit: int):
+    """The batches cut to their first `limit` images in all."""
+    left = limit
+    for batch in batches:
+        if left <= 0:
+            return
+        if len(batch.ids) > left:
+            labels = None if batch.labels is None else batch.labels[:left]
+            batch = type(batch)(batch.images[:left], batch.ids[:left], labels)
+        left -= len(batch.ids)
+        yield batch
 
 
 def _cmd_detect(args) -> int:
@@ -753,8 +665,14 @@ def _cmd_export(args) -> int:
     from tfpvae.export import export
     from tfpvae.serialization import load
 
-    path = export(load(args.model), args.out, num_samples=args.num_samples)
-    print(f"wrote SavedModel with signatures log_prob, elbo, sample (k={args.num_samples}) to {path}")
+    path = export(
+        load(args.model),
+        args.out,
+        num_samples=args.num_samples,
+        binarize_seed=args.binarize_seed,
+        typical_nll=args.typical_nll,
+    )
+    print(f"wrote SavedModel with signatures score, log_prob, elbo, sample (k={args.num_samples}) to {path}")
     return 0
 
 
@@ -890,27 +808,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_scoring_args(p)
     _add_data_args(p, required=False)
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
-    p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
-    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument(
+        "--input",
+        metavar="FILES",
+        help="images streamed from files instead of --dataset: a file, folder or quoted glob of PNG/JPEG files, "
+        "TFRecord files of tf.train.Example (bytes feature 'image', optional int64 'label'), or .npy/.npz arrays",
+    )
+    p.add_argument("--out", required=True, help="CSV file to write (one row per image: id, label, scores)")
     p.add_argument(
         "--score", nargs="+", choices=SCORES, default=[s for s in SCORES if s != "typicality"], help="scores"
     )
     p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
     p.add_argument(
-        "--shard",
-        type=_shard,
-        metavar="I/N",
-        help="score only shard I of N (contiguous, from 0); merge with merge-scores",
+        "--batch-size",
+        type=_positive_int,
+        default=1024,
+        help="images read and scored at a time; memory holds one batch whatever the input size (default 1024)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip records that cannot be read, listing them with the reason in OUT.errors.csv (default: stop at "
+        "the first, naming it)",
     )
     p.set_defaults(func=_cmd_score, out_is_file=True)
-
-    p = sub.add_parser(
-        "merge-scores",
-        help="merge the score CSVs of all shards of one run into one, checking that they belong together",
-    )
-    p.add_argument("inputs", nargs="+", help="shard CSVs written by score --shard, each with its .json beside it")
-    p.add_argument("--out", required=True, help="merged CSV")
-    p.set_defaults(func=_cmd_merge_scores, out_is_file=True)
 
     p = sub.add_parser("plot", help="draw one figure of a trained model to a PNG")
     p.add_argument("kind", choices=FIGURES, metavar="KIND", help="one of: " + ", ".join(FIGURES))
@@ -955,10 +876,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_interpolate, out_is_file=True)
 
-    p = sub.add_parser("export", help="write a TensorFlow SavedModel with log_prob, elbo and sample signatures")
+    p = sub.add_parser("export", help="write a TensorFlow SavedModel with score, log_prob, elbo and sample signatures")
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("--out", required=True, help="folder for the SavedModel")
     p.add_argument("--num-samples", type=_positive_int, default=64, help="importance samples per image (default 64)")
+    p.add_argument("--binarize-seed", type=_seed, help="serve the scores of a fixed binarisation drawn with this seed")
+    p.add_argument("--typical-nll", type=float, help="mean NLL of normal data: also serve the typicality score")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("detect", help="fit a detector on held-out normal data and report metrics per score")
