@@ -797,3 +797,32 @@ def test_train_early_stopping_uses_the_valid_split_of_binarized_mnist(tmp_path, 
         main(argv)
     valid = load_split("binarized_mnist", "valid", data_dir)[0][:50]
     np.testing.assert_array_equal(seen[0], valid)
+
+
+def test_train_from_streamed_files(tmp_path, capsys):
+    """train --input streams PNG files; the run folder is as from a named dataset, without scores."""
+    import tfpvae
+    from PIL import Image
+
+    from tfpvae.datasets import load_split
+
+    x = load_split("digits", "train")[0][:300]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(x):
+        Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    argv = ["train", "--input", str(folder / "*.png"), "--epochs", "2", "--latent-dim", "2", "--seed", "0"]
+    assert main([*argv, "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert "pass --validation-input to score held-out images" in captured.err
+    model = tfpvae.load(tmp_path / "run")
+    assert model.config.input_shape == (8, 8, 1) and len(model.training_history["loss"]) == 2
+    assert (tmp_path / "run" / "samples.png").is_file() and not (tmp_path / "run" / "scores.csv").exists()
+    assert json.loads((tmp_path / "run" / "train_args.json").read_text())["input"] == str(folder / "*.png")
+    # Streamed input and named datasets do not mix; early stopping needs held-out files.
+    for extra, message in (
+        (["--dataset", "digits"], "`--dataset` applies to named datasets only"),
+        (["--early-stopping", "2"], "`--early-stopping` with `--input` needs `--validation-input`"),
+    ):
+        assert main([*argv, *extra, "--out", str(tmp_path / "other")]) == 2
+        assert message in capsys.readouterr().err

@@ -76,7 +76,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_workers_on_localhost_train_the_same_model(tmp_path):
+def _train_two_workers(tmp_path, data_flags):
+    """Runs `tfpvae train --strategy multiworker` as two local workers; returns their stdouts."""
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -90,10 +91,7 @@ def test_two_workers_on_localhost_train_the_same_model(tmp_path):
             "train",
             "--strategy",
             "multiworker",
-            "--dataset",
-            "digits",
-            "--limit",
-            "256",
+            *data_flags,
             "--epochs",
             "2",
             "--batch-size",
@@ -119,6 +117,52 @@ def test_two_workers_on_localhost_train_the_same_model(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    return outputs
+
+
+def _write_tfrecord_shards(x, y, folder, shards):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tfpvae._keras import tf
+
+    folder.mkdir()
+    for s in range(shards):
+        with tf.io.TFRecordWriter(str(folder / f"part-{s:03d}.tfrecord")) as writer:
+            for i in range(s, len(x), shards):
+                png = io.BytesIO()
+                Image.fromarray(np.round(x[i, ..., 0] * 255).astype(np.uint8)).save(png, "PNG")
+                feature = {
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.getvalue()])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])])),
+                }
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def test_two_workers_on_localhost_train_from_tfrecord_shards(tmp_path):
+    """Each worker streams its share of the files; both take the same number of steps."""
+    import tfpvae
+
+    (x, y), (xt, yt) = tfpvae.datasets.load("digits")
+    _write_tfrecord_shards(x, y, tmp_path / "train", 4)
+    _write_tfrecord_shards(xt[:100], yt[:100], tmp_path / "valid", 1)
+    flags = ["--input", str(tmp_path / "train" / "*.tfrecord"), "--validation-input", str(tmp_path / "valid")]
+    outputs = _train_two_workers(tmp_path, flags)
+    chief = json.loads(outputs[0].strip().splitlines()[-1])
+    assert chief["epochs"] == 2 and not (tmp_path / "run_worker1").exists()
+    # Files 0 and 2 (720 images) and 1 and 3 (718): min 718 // 32 per worker = 22 steps an
+    # epoch; one worker reading everything would take 1438 // 64 = 23.
+    assert "22/22" in outputs[0] and "22/22" in outputs[1] and "23/23" not in outputs[0]
+    model = tfpvae.load(tmp_path / "run")
+    assert len(model.training_history["loss"]) == 2
+    assert model.training_history["loss"][1] < model.training_history["loss"][0]
+    assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["num_images"] == 20
+
+
+def test_two_workers_on_localhost_train_the_same_model(tmp_path):
+    outputs = _train_two_workers(tmp_path, ["--dataset", "digits", "--limit", "256"])
     chief = json.loads(outputs[0].strip().splitlines()[-1])
     assert chief["epochs"] == 2 and '"run"' not in outputs[1]  # only the chief reports and writes
     # Worker 1 was told another folder: it must write nothing at all (on a shared disk it

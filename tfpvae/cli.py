@@ -108,6 +108,8 @@ _TRAIN_ARGS_FILE = "train_args.json"
 # Arguments a resumed run takes from the original run rather than the command line.
 _RESUMED_ARGS = (
     "dataset",
+    "input",
+    "validation_input",
     "data_dir",
     "limit",
     "batch_size",
@@ -121,6 +123,8 @@ _RESUMED_ARGS = (
 )
 # What a run folder written before an argument existed used: its train_args.json lacks it.
 _RESUMED_ARG_DEFAULTS = {
+    "input": None,
+    "validation_input": None,
     "kl_warmup_epochs": 0,
     "lr_schedule": "constant",
     "early_stopping": None,
@@ -184,23 +188,28 @@ def _cmd_train(args) -> int:
             text = json.dumps({**saved, "epochs": args.epochs}, indent=2).encode()
             _atomic_write(run / _TRAIN_ARGS_FILE, lambda f: f.write(text))
     else:
-        if not args.dataset or not args.out:
-            raise ValueError("`--dataset` and `--out` are required unless `--resume RUN_DIR` is given.")
+        if not (args.dataset or args.input) or not args.out:
+            raise ValueError("`--dataset` (or `--input`) and `--out` are required unless `--resume RUN_DIR` is given.")
         run = Path(args.out)
         args.epochs = args.epochs or 10
-    (x_train, _), (x_test, y_test) = _load_data(args)
-    x_valid = x_test
-    if args.early_stopping:
-        x_train, x_valid = _early_stopping_split(args, x_train)
-    if args.validation_images is not None:
-        if args.validation_images == 0 and args.early_stopping:
-            raise ValueError("`--validation-images 0` turns validation off, which `--early-stopping` needs.")
-        # Validation is a full forward pass per epoch (10,000 test images cost MNIST runs about
-        # a sixth of their epoch time), so long runs may monitor a subset or nothing.
-        x_valid = _spread(x_valid, None, args.validation_images)[0] if args.validation_images else None
+    if args.validation_images == 0 and args.early_stopping:
+        raise ValueError("`--validation-images 0` turns validation off, which `--early-stopping` needs.")
+    steps_per_epoch = None
+    if args.input:
+        x_train, steps_per_epoch, input_shape, x_valid, (x_test, y_test) = _file_data(args, strategy)
+    else:
+        (x_train, _), (x_test, y_test) = _load_data(args)
+        input_shape = x_train.shape[1:]
+        x_valid = x_test
+        if args.early_stopping:
+            x_train, x_valid = _early_stopping_split(args, x_train)
+        if args.validation_images is not None:
+            # Validation is a full forward pass per epoch (10,000 test images cost MNIST runs about
+            # a sixth of their epoch time), so long runs may monitor a subset or nothing.
+            x_valid = _spread(x_valid, None, args.validation_images)[0] if args.validation_images else None
     if not args.resume:
         config = VAEConfig(
-            input_shape=x_train.shape[1:],
+            input_shape=input_shape,
             latent_dim=args.latent_dim,
             architecture=args.architecture,
             prior=args.prior,
@@ -251,6 +260,7 @@ def _cmd_train(args) -> int:
             kl_warmup_epochs=args.kl_warmup_epochs,
             lr_schedule=args.lr_schedule,
             early_stopping=args.early_stopping,
+            steps_per_epoch=steps_per_epoch,
         )
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
@@ -262,7 +272,9 @@ def _cmd_train(args) -> int:
     if evolution is not None:
         evolution.save_gif(run / "evolution.gif")
         plots.save_figure(evolution.reconstructions_figure(), run / "reconstructions_by_epoch.png")
-    if model.config.model_type == "vae" and not result.interrupted:
+    if args.input and not args.validation_input:
+        print("tfpvae: note: no scores.csv: pass --validation-input to score held-out images", file=sys.stderr)
+    elif model.config.model_type == "vae" and not result.interrupted:
         _write_run_scores(model, x_test, y_test, run, args)
     if result.interrupted:
         print(
@@ -275,6 +287,35 @@ def _cmd_train(args) -> int:
     best = {} if result.best_epoch is None else {"best_epoch": result.best_epoch}
     print(json.dumps({"run": str(run), "epochs": result.epochs_completed, **best, **final}))
     return 0
+
+
+# Images of a file input (--validation-input, else --input) held in memory for the run's
+# figures and scores.
+_FILE_EVAL_IMAGES = 2000
+
+
+def _file_data(args, strategy):
+    """Training data streamed from --input: (dataset, steps per epoch, image shape, validation
+    dataset or None, (images, labels) for the figures and scores, at most 2,000 of them)."""
+    from tfpvae.distribute import file_dataset
+    from tfpvae.streaming import iter_batches, stream
+
+    if args.dataset or args.limit:
+        flag = "--dataset" if args.dataset else "--limit"
+        raise ValueError(f"`--input` streams its own files; `{flag}` applies to named datasets only.")
+    if args.early_stopping and not args.validation_input:
+        raise ValueError("`--early-stopping` with `--input` needs `--validation-input` images to monitor.")
+    data, steps, shape = file_dataset(args.input, global_batch_size=args.batch_size, strategy=strategy, seed=args.seed)
+    held_out = args.validation_input or args.input
+    first = next(iter_batches(held_out, batch_size=_FILE_EVAL_IMAGES, image_shape=shape))
+    valid = None
+    if args.validation_input and args.validation_images != 0:
+        valid = stream(args.validation_input, image_shape=shape).map(lambda e: e["image"])
+        if args.validation_images:
+            valid = valid.take(args.validation_images)  # the first N: a stream has no "evenly spread"
+        valid = valid.batch(args.batch_size)
+    labels = first.labels if first.labels is not None and bool((first.labels >= 0).all()) else None
+    return data, steps, shape, valid, (first.images, labels)
 
 
 def _optimizer(config, clip_norm):
@@ -687,6 +728,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and write it with samples and plots")
     _add_data_args(p, required=False)
+    p.add_argument(
+        "--input",
+        metavar="FILES",
+        help="train on images streamed from files instead of --dataset (bounded memory): a file, folder or quoted "
+        "glob of PNG/JPEG, TFRecord or .npy/.npz files; with --strategy multiworker each worker reads its share of "
+        "the files",
+    )
+    p.add_argument(
+        "--validation-input",
+        metavar="FILES",
+        help="held-out images (as --input) validated after each epoch and used for the run's figures and scores",
+    )
     p.add_argument("--out", help="run folder to write (required unless --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--epochs", type=_positive_int, help="total passes over the data (default 10)")

@@ -292,7 +292,7 @@ class VAE(tfk.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def _training_input(self, data: Any, name: str):
-        if data is None or isinstance(data, tf.data.Dataset):
+        if data is None or isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset)):
             return data
         if isinstance(data, tuple) and len(data) in (1, 2, 3) and name == "validation_data":
             data = data[0]  # (x, y) pairs as returned by tfpvae.datasets.load: labels unused

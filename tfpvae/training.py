@@ -239,13 +239,15 @@ def train(
     lr_schedule: str = "constant",
     min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
     early_stopping: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> TrainingResult:
     """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
 
     Args:
       model: a `tfpvae.VAE` (compiled or not; uncompiled models get Adam at
         `config.learning_rate`, with `clip_norm` if given).
-      x: training images, array (n, H, W, C) or a `tf.data.Dataset`.
+      x: training images, array (n, H, W, C), a `tf.data.Dataset` of batches, or a
+        distributed dataset (`tfpvae.distribute.file_dataset`).
       epochs: total number of epochs, counting those of a resumed run.
       batch_size: images per step for array input. Default 128.
       validation_data: images evaluated after each epoch. Default None.
@@ -277,6 +279,9 @@ def train(
         epoch's state, so `resume` continues where training stopped). Epochs of the KL
         warm-up are not compared, since their loss has a smaller KL weight. Needs
         `validation_data`, which must then not be the test set you report. Default None.
+      steps_per_epoch: batches per epoch, for a repeating dataset (as
+        `tfpvae.distribute.file_dataset` returns for several workers). Default None: one
+        pass over `x`.
 
     Returns:
       A `TrainingResult`.
@@ -288,6 +293,8 @@ def train(
     epochs = check_int(epochs, "epochs")
     batch_size = check_int(batch_size, "batch_size")
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
+    if steps_per_epoch is not None:
+        steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch")
     if clip_norm is not None:
         clip_norm = check_float(clip_norm, "clip_norm", minimum=0.0, min_inclusive=False)
     if resume and run_dir is None:
@@ -341,7 +348,8 @@ def train(
             x,
             epochs=epochs,
             initial_epoch=start,
-            batch_size=None if isinstance(x, tf.data.Dataset) else batch_size,
+            batch_size=None if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)) else batch_size,
+            steps_per_epoch=steps_per_epoch,
             validation_data=validation_data,
             callbacks=[guard, *schedules, *([stopper] if stopper else []), *(callbacks or [])],
             verbose=verbose,
