@@ -801,9 +801,9 @@ def test_train_early_stopping_uses_the_valid_split_of_binarized_mnist(tmp_path, 
 
 def test_train_from_streamed_files(tmp_path, capsys):
     """train --input streams PNG files; the run folder is as from a named dataset, without scores."""
-    import tfpvae
     from PIL import Image
 
+    import tfpvae
     from tfpvae.datasets import load_split
 
     x = load_split("digits", "train")[0][:300]
