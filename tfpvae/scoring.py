@@ -30,10 +30,9 @@ arrays, a file path, or `path:record` for TFRecord.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from tfpvae._keras import tf, tfd, unwrap
 from tfpvae.compression import CONTEXT_TEMPLATE, context_code_length_graph
@@ -133,8 +132,7 @@ def log_weight_terms(
     return log_px, prior.log_prob(z), log_q
 
 
-@dataclasses.dataclass(frozen=True)
-class ScoringPlan:
+class ScoringPlan(NamedTuple):
     """How k samples per image are cut into steps of at most `budget` (image, sample) pairs.
 
     A step draws `blocks` whole seeded blocks of `block` samples per image and keeps
