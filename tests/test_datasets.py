@@ -1,7 +1,9 @@
 import gzip
 import hashlib
+import io
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -107,7 +109,7 @@ def test_npz_with_pickle_is_refused_and_never_executed(tmp_path):
             return (open, (str(marker), "w"))
 
     np.savez(tmp_path / "evil.npz", x=np.array([Payload()], dtype=object))
-    with pytest.raises(ValueError, match="pickled"):
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "evil.npz")) + ".*refusing to unpickle"):
         load_images(tmp_path / "evil.npz")
     assert not marker.exists()
     assert pickle  # the payload above is a real pickle
@@ -127,10 +129,14 @@ def test_load_images_from_npy_npz_and_png(tmp_path):
         x, y = load_images(path)
         np.testing.assert_allclose(x[..., 0], imgs / 255.0, rtol=1e-6)
     assert list(load_images(tmp_path / "b.npz")[1]) == [1, 2, 3]
+    Image.fromarray(imgs[0, :, :5]).save(folder / "02b.png")
+    with pytest.raises(ValueError, match=re.escape(f"{folder / '02b.png'}: has shape (5, 5, 1); expected (5, 6, 1)")):
+        load_images(folder)  # images of unequal size
+    (folder / "02b.png").unlink()
     (folder / "03.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(ValueError, match="Cannot read PNG"):
+    with pytest.raises(ValueError, match=re.escape(str(folder / "03.png")) + ": cannot decode as a PNG"):
         load_images(folder)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nothing.npy")) + ".* does not exist"):
         load_images(tmp_path / "nothing.npy")
 
 
@@ -139,18 +145,65 @@ def test_load_images_from_npy_npz_and_png(tmp_path):
     [
         (np.array([1, 2]), r"one label per image, shape \(3,\); got shape \(2,\)"),
         (np.array([[1, 2, 3]]), r"shape \(3,\); got shape \(1, 3\)"),
-        (np.array([0.5, 1.0, 2.0]), "whole numbers; got dtype float64"),
-        (np.array(["a", "b", "c"]), "whole numbers"),
+        # Fractions are checked row by row as the labels stream in; the first one names its row.
+        (np.array([1.0, 0.5, 2.0]), r"^1: label 0\.5 in .*b\.npz is not a whole number"),
+        (np.array(["a", "b", "c"]), r"must be whole numbers; got dtype <U1"),
     ],
 )
 def test_npz_labels_must_match_the_images(tmp_path, labels, match):
     np.savez(tmp_path / "b.npz", x=np.zeros((3, 4, 4), np.uint8), y=labels)
     with pytest.raises(ValueError, match=match):
         load_images(tmp_path / "b.npz")
-    for good in (np.array([1.0, 2.0, 3.0]), np.array([[1], [2], [3]]), np.array([True, False, True])):
+    # -1 is a real label here, not the "no label" placeholder of a partly labelled input.
+    goods = (np.array([1.0, 2.0, 3.0]), np.array([[1], [2], [3]]), np.array([True, False, True]), np.array([-1, 1, -1]))
+    for good in goods:
         np.savez(tmp_path / "ok.npz", x=np.zeros((3, 4, 4), np.uint8), labels=good)
         y = load_images(tmp_path / "ok.npz")[1]
         assert y.dtype == np.int64 and y.tolist() == good.ravel().astype(int).tolist()
+
+
+def _example(image: np.ndarray, label: int | None) -> bytes:
+    from PIL import Image
+
+    from tfpvae._keras import tf
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()]))}
+    if label is not None:
+        feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_load_images_reads_tfrecord_shards_and_globs(tmp_path):
+    from tfpvae._keras import tf
+
+    imgs = (np.random.default_rng(1).random((7, 5, 6)) * 255).astype(np.uint8)
+    cuts = [0, 3, 7]
+    for s in range(2):
+        with tf.io.TFRecordWriter(str(tmp_path / f"shard-{s}.tfrecord")) as writer:
+            for i in range(cuts[s], cuts[s + 1]):
+                writer.write(_example(imgs[i], 10 + i))
+    x, y = load_images(tmp_path / "shard-0.tfrecord")
+    np.testing.assert_array_equal(x[..., 0], imgs[:3].astype(np.float32) / np.float32(255))
+    assert y.dtype == np.int64 and y.tolist() == [10, 11, 12]
+    x, y = load_images(str(tmp_path / "shard-*.tfrecord"))  # a glob: the shards in name order
+    np.testing.assert_array_equal(x[..., 0], imgs.astype(np.float32) / np.float32(255))
+    assert y.tolist() == list(range(10, 17))
+
+    # Labels on only some records: refused, naming the first record without one.
+    with tf.io.TFRecordWriter(str(tmp_path / "shard-2.tfrecord")) as writer:
+        writer.write(_example(imgs[0], 5))
+        writer.write(_example(imgs[1], None))
+    with pytest.raises(ValueError, match=re.escape(f"the first without one is '{tmp_path / 'shard-2.tfrecord'}:1'")):
+        load_images(str(tmp_path / "shard-*.tfrecord"))
+    # A whole batch (1024 images) without labels before the labelled records.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    np.save(mixed / "a.npy", np.zeros((1030, 5, 6), np.uint8))
+    (mixed / "b.tfrecord").write_bytes((tmp_path / "shard-0.tfrecord").read_bytes())
+    with pytest.raises(ValueError, match=re.escape(f"the first without one is '{mixed / 'a.npy'}:0'")):
+        load_images(mixed)
 
 
 def test_png_bit_depths_and_alpha_keep_their_scale(tmp_path):

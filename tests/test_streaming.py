@@ -96,7 +96,7 @@ def test_png_files_decode_exactly_with_the_path_as_id(tmp_path, mnist):
     np.testing.assert_array_equal(images, colour.astype(np.float32) / np.float32(255))
 
 
-def test_decode_image_modes_follow_the_folder_reader(mnist):
+def test_decode_image_modes_grey_alpha_palette_and_16_bit(mnist):
     _, u8, _ = mnist
     digit = u8[0]
     # 16-bit grey: v * 257 spans 0..65535 and must come back as v (divide by 257, round).
@@ -189,6 +189,10 @@ def test_unlabelled_batches_have_labels_none(tmp_path, mnist):
     first, second = iter_batches(path, batch_size=4)
     assert first.labels is None  # no record of this batch has a label
     np.testing.assert_array_equal(second.labels, y[4:6])
+    assert first.labelled is None and second.labelled is None  # none, then all, of the records have one
+    _, mixed = iter_batches(path, batch_size=3)  # records 3 (unlabelled), 4 and 5 (labelled)
+    np.testing.assert_array_equal(mixed.labels, [-1, y[4], y[5]])
+    assert mixed.labelled.tolist() == [False, True, True]  # tells "no label" from a real label -1
 
 
 # --------------------------------------------------------------------------- bad records

@@ -3,8 +3,12 @@
 Names: "mnist", "fashion_mnist", "binarized_mnist" (static binarisation, no labels) and
 "digits" (scikit-learn's bundled 8x8 digits, the default that needs no files). Files are
 searched, in order, in the `data_dir` argument, the `TFPVAE_DATA_DIR` setting and the
-Keras dataset cache (~/.keras/datasets); only then is the Keras downloader tried. Nothing
-here unpickles: every `np.load` uses `allow_pickle=False`.
+Keras dataset cache (~/.keras/datasets); only then is the Keras downloader tried.
+
+User files (PNG/JPEG, TFRecord, .npy/.npz) load whole with `load_images`, which reads
+through `tfpvae.streaming`; for files larger than memory use `tfpvae.streaming.iter_batches`
+directly, which holds one batch at a time. Nothing here unpickles: every `np.load` uses
+`allow_pickle=False`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tfpvae._validation import check_choice, check_int
+from tfpvae.streaming import iter_batches
 
 NAMES = ("digits", "mnist", "fashion_mnist", "binarized_mnist")
 SPLITS = ("train", "valid", "test")
@@ -247,98 +252,47 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Arrays, 
 
 
 def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """Loads user images from a .npy file, an .npz file or a folder of PNG files.
+    """Loads user images into memory: PNG/JPEG files, TFRecord shards or .npy/.npz arrays.
 
-    A .npz may hold `x` (or `images`) and optionally `y` (or `labels`, one whole number or
-    bool per image, shape (n,) or (n, 1)); a .npy holds the images alone. Arrays are
-    (n, H, W) or (n, H, W, C), uint8 0..255 or float in [0, 1]. PNG files in a folder are
-    read in sorted name order and must share one size; grey (8- or 16-bit, alpha dropped)
-    gives one channel, colour three.
+    Reads through `tfpvae.streaming.iter_batches`, so it takes what that reader takes and
+    decodes the same way: PNG/JPEG files (grey, 8- or 16-bit, alpha dropped, gives one
+    channel; colour three), TFRecord files of `tf.train.Example` (bytes feature `image`,
+    optional int64 feature `label`), .npy arrays and .npz arrays `x` or `images` with
+    optional labels `y` or `labels` (one whole number or bool per image, shape (n,) or
+    (n, 1)). Arrays are (n, H, W) or (n, H, W, C), uint8 0..255 or float in [0, 1].
+
+    Args:
+      path: a file, a folder (its files of those kinds, in sorted name order, not
+        recursive) or a glob such as "shards/*.tfrecord"; see `tfpvae.streaming.list_files`.
 
     Returns:
-      (images float32 (n, H, W, C) in [0, 1], labels int64 (n,) or None).
+      (images, labels): images float32 of shape (n, H, W, C) in [0, 1], in file order;
+      labels int64 of shape (n,), or None when no record has a label.
 
     Raises:
-      FileNotFoundError: `path` does not exist.
-      ValueError: unreadable, corrupt or pickled files, images of unequal size, or labels
-        that are not one whole number per image.
+      FileNotFoundError: `path` does not exist, matches no file, or is a folder without
+        one of those files; the message names it.
+      ValueError: an unreadable, corrupt or pickled file or record, images of unequal size,
+        labels that are not one whole number per image (a `tfpvae.streaming.BadRecordError`
+        whose message starts with the file or record id); no images at all; or labels on
+        only some records, naming the first record without one (a partial label array
+        would silently mix its -1 placeholders in with the real classes).
     """
-    from tfpvae._validation import check_images
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"`path` {path} does not exist; expected a .npy/.npz file or a folder of PNG files.")
-    labels = None
-    if path.is_dir():
-        x = _read_png_folder(path)
-    elif path.suffix == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"Cannot read {path}: {err} (pickled arrays are refused).") from None
-        except (OSError, EOFError) as err:
-            raise ValueError(f"Cannot read {path}: truncated or not a .npy file ({err}).") from None
-    elif path.suffix == ".npz":
-        data = load_npz_arrays(path)
-        key = next((k for k in ("x", "images") if k in data), None)
-        if key is None:
-            raise ValueError(f"{path} must hold an array named 'x' or 'images'; found {sorted(data)}.")
-        x = data[key]
-        label_key = next((k for k in ("y", "labels") if k in data), None)
-        labels = None if label_key is None else data[label_key]
-    else:
-        raise ValueError(f"`path` {path} must be a .npy or .npz file or a folder of PNG files.")
-    x = check_images(x, str(path))
-    if labels is not None:
-        labels = _check_labels(labels, len(x), f"{path}: '{label_key}'")
-    return x, labels
-
-
-def _check_labels(labels: np.ndarray, n: int, name: str) -> np.ndarray:
-    """Labels as int64 (n,): one whole number (or bool) per image; (n, 1) is accepted."""
-    if labels.shape == (n, 1):
-        labels = labels[:, 0]
-    if labels.shape != (n,):
-        raise ValueError(f"{name} must hold one label per image, shape ({n},); got shape {labels.shape}.")
-    whole = (
-        np.issubdtype(labels.dtype, np.integer)
-        or labels.dtype == np.bool_
-        or (
-            np.issubdtype(labels.dtype, np.floating)
-            and bool(np.all(np.isfinite(labels) & (labels == np.round(labels))))
+    images, labels, unlabelled = [], [], None
+    for batch in iter_batches(path, on_error=None):
+        images.append(batch.images)
+        if batch.labels is not None:
+            labels.append(batch.labels)
+        if unlabelled is None and (batch.labels is None or batch.labelled is not None):
+            unlabelled = batch.ids[0 if batch.labels is None else int(np.argmin(batch.labelled))]
+    if not images:
+        raise ValueError(f"`path` {os.fspath(path)!r} holds no images; expected at least one.")
+    if labels and unlabelled is not None:
+        raise ValueError(
+            f"`path` {os.fspath(path)!r} has labels on only some records; the first without one is "
+            f"{unlabelled!r}. Label every record or none."
         )
-    )
-    if not whole:
-        raise ValueError(f"{name} labels must be whole numbers; got dtype {labels.dtype}.")
-    return labels.astype(np.int64)
-
-
-def _read_png_folder(folder: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    files = sorted(folder.glob("*.png"))
-    if not files:
-        raise ValueError(f"Folder {folder} contains no .png files.")
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im.load()
-                if im.mode in ("I", "I;16", "I;16B", "I;16L"):
-                    # 16-bit grey (Pillow opens it as "I;16" or "I"): scale 0..65535 to
-                    # 0..255; convert("L") would clip everything above 255 to white.
-                    arr = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255)
-                elif im.mode in ("L", "LA", "P", "1"):
-                    arr = np.asarray(im.convert("L"))  # grey, the alpha channel dropped
-                else:
-                    arr = np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise ValueError(f"Cannot read PNG file {f}: {err}") from None
-        images.append(arr)
-    shapes = {a.shape for a in images}
-    if len(shapes) > 1:
-        raise ValueError(f"PNG files in {folder} have different sizes {sorted(shapes)}; all must match.")
-    return np.stack(images).astype(np.uint8)
+    return np.concatenate(images), np.concatenate(labels) if labels else None
 
 
 def evenly_spaced(n: int, limit: int) -> np.ndarray:

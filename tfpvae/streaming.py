@@ -114,11 +114,15 @@ class Batch:
       ids: list of b ids, one per image (see the module docstring).
       labels: int64 array of shape (b,), -1 for a record without a label; None when no
         record of this batch has a label.
+      labelled: bool array of shape (b,), True for the records that have a label, set only
+        when some but not all do; default None (all or none do, as `labels` says). It tells
+        a missing label from a real label -1, which `labels` alone cannot.
     """
 
     images: np.ndarray
     ids: list[str]
     labels: np.ndarray | None
+    labelled: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -288,7 +292,7 @@ def _decode_plain_png(data: bytes, id: str) -> np.ndarray | None:
 
 
 def _pil_to_array(im) -> np.ndarray:
-    # Same mode handling as tfpvae.datasets' PNG folder reader, so both give equal arrays.
+    # The one image decoder of tfpvae (datasets.load_images reads through it too); modes as in decode_image.
     if im.mode in ("I", "I;16", "I;16B", "I;16L"):
         # 16-bit grey: scale 0..65535 to 0..255; convert("L") would clip above 255 to white.
         arr = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
@@ -354,9 +358,10 @@ def read_records(path: str | os.PathLike, *, single_array: bool = True) -> Itera
           (`np.load(mmap_mode="r")`) and copied out about 256 KiB of rows at a time, never
           whole; no labels.
         - .npz: array `x` or `images` as for .npy, optional labels `y` or `labels` of shape
-          (n,) or (n, 1), whole numbers. A compressed member cannot be memory-mapped; it is
-          decompressed as a stream, again about 256 KiB of rows at a time. An array saved in
-          Fortran order cannot be read by rows and is loaded whole.
+          (n,) or (n, 1): int, bool or whole floats (any other dtype or shape makes the
+          file unreadable; a fraction, that row a bad record). A compressed member cannot
+          be memory-mapped; it is decompressed as a stream, again about 256 KiB of rows at
+          a time. An array saved in Fortran order cannot be read by rows and is loaded whole.
         Array row ids are str(row) when `single_array`, else f"{path}:{row}".
       single_array: whether `path` is the only file of the input, which gives array rows
         the bare row number as id. Default True.
@@ -510,7 +515,7 @@ def _array_records(prefix: str, chunks: Iterator[tuple[np.ndarray, np.ndarray | 
             if labels is None:
                 yield rid, images[i], None
             elif whole is not None and not whole[i]:
-                yield rid, BadRecordError(rid, f"label {labels[i]!r} is not a whole number."), None
+                yield rid, BadRecordError(rid, f"label {labels[i]:g} in {path} is not a whole number."), None
             else:
                 yield rid, images[i], int(labels[i])
 
@@ -595,10 +600,10 @@ def _read_npz(path: str, prefix: str, single_npy: bool = False) -> Iterator[Reco
                 if y_key is not None:
                     y_shape, y_source, y_dtype = _array_member(stack, zf, f"{y_key}.npy")
                     if tuple(y_shape) not in ((shape[0],), (shape[0], 1)):
-                        expected = f"({shape[0]},), one per image"
-                        raise ValueError(f"labels '{y_key}' have shape {y_shape}; expected {expected}")
+                        expected = f"one label per image, shape ({shape[0]},)"
+                        raise ValueError(f"labels '{y_key}' must hold {expected}; got shape {y_shape}")
                     if y_dtype.kind not in "biuf":
-                        raise ValueError(f"labels '{y_key}' have dtype {y_dtype}; expected whole numbers")
+                        raise ValueError(f"labels '{y_key}' must be whole numbers; got dtype {y_dtype}")
                     y_chunks = (y.reshape(-1) for y in y_source(step))
         except Exception as err:  # zipfile, zlib and numpy raise many types on a bad file
             yield path, BadRecordError(path, f"cannot read the {what} file: {err}."), None
@@ -699,9 +704,11 @@ def _batches(
 
 def _make_batch(buffer: np.ndarray, ids: list[str], labels: list[int | None]) -> Batch:
     images = buffer if len(buffer) == len(ids) else buffer[: len(ids)].copy()
-    has_label = any(label is not None for label in labels)
-    label_array = np.array([-1 if v is None else v for v in labels], dtype=np.int64) if has_label else None
-    return Batch(images=images, ids=ids, labels=label_array)
+    has = [label is not None for label in labels]
+    if not any(has):
+        return Batch(images=images, ids=ids, labels=None)
+    label_array = np.array([-1 if v is None else v for v in labels], dtype=np.int64)
+    return Batch(images=images, ids=ids, labels=label_array, labelled=None if all(has) else np.array(has))
 
 
 def iter_batches(
@@ -734,7 +741,8 @@ def iter_batches(
     Yields:
       `Batch`: images float32 (b, height, width, channels) in [0, 1] (uint8 divided by
       255, float as stored), b ids, and int64 labels (b,) with -1 for unlabelled records,
-      or None when no record of the batch has a label.
+      or None when no record of the batch has a label (`Batch.labelled` marks which have
+      one when only some do).
 
     Raises:
       FileNotFoundError, ValueError, TypeError: bad `source`, `files`, `batch_size`,
