@@ -1,8 +1,8 @@
 """tfpvae: variational autoencoders built from TensorFlow Probability layers.
 
 Public API: `VAE`, `VAEConfig`, `load`, `save`, `train`, `AnomalyDetector`,
-`LikelihoodEstimator`, the errors, and the modules (`datasets`, `latent`, `uncertainty`,
-`plots`, ...). Names are resolved on first use, so `import tfpvae` (and `tfpvae --help`)
+`LikelihoodEstimator`, the errors, and the modules (`datasets`, `streaming`, `scoring`,
+`latent`, `uncertainty`, `plots`, ...). Names are resolved on first use, so `import tfpvae` (and `tfpvae --help`)
 does not pay TensorFlow's start-up cost until a model is needed.
 """
 
@@ -36,7 +36,9 @@ _SUBMODULES = (
     "plots",
     "priors",
     "schedules",
+    "scoring",
     "serialization",
+    "streaming",
     "training",
     "uncertainty",
 )

@@ -891,7 +891,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder written by train")
     _add_data_args(p, required=False)
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
-    p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
+    p.add_argument(
+        "--input", help="images from files instead of --dataset: PNG/JPEG, TFRecord or .npy/.npz (file, folder, glob)"
+    )
     p.add_argument(
         "--anomalous", choices=DATASETS, help="anomalous dataset for the histogram and roc figures (its test split)"
     )
@@ -915,7 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder written by train")
     _add_data_args(p, required=False)
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
-    p.add_argument("--input", help="images from a .npy/.npz file or a folder of PNGs instead of --dataset")
+    p.add_argument(
+        "--input", help="images from files instead of --dataset: PNG/JPEG, TFRecord or .npy/.npz (file, folder, glob)"
+    )
     p.add_argument("--indices", type=int, nargs="+", help="pairs of image indices: i1 j1 i2 j2 ...")
     p.add_argument("--pairs", type=_positive_int, default=6, help="random pairs when --indices is not given")
     p.add_argument("--steps", type=_int_at_least(2), default=10, help="images per path (default 10)")
