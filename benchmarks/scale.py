@@ -2,7 +2,8 @@
 
 Two measurements, each from fresh processes on the same model, k and score set (the
 `tfpvae score` defaults: log_prob with its standard error, elbo, rate, distortion,
-complexity):
+complexity) of the fixed binarisation drawn with `--binarize-seed` (default 0), as
+binarised-MNIST likelihoods are reported:
 
 * `streaming`: `tfpvae score --input` over TFRecord shards of a small and a large number
   of 28x28 images (PNG-encoded MNIST, cycled with ids `path:record`), against in-memory
@@ -51,16 +52,17 @@ _CHILD = textwrap.dedent(
         from tfpvae.beam import run
         rc = run(args)
         n = None
-    else:  # in-memory: model, npy, k
+    else:  # in-memory: model, npy, k, binarize seed
         import numpy as np
         import tfpvae
         from tfpvae.anomaly import compute_scores
         model = tfpvae.load(args[0])
         x = np.load(args[1])
         names = ("log_prob", "elbo", "rate", "distortion", "complexity")
-        compute_scores(model.likelihood, x[:256], names, num_samples=int(args[2]), progress=False, stderr=True)
+        kw = dict(num_samples=int(args[2]), binarize_seed=int(args[3]), progress=False, stderr=True)
+        compute_scores(model.likelihood, x[:256], names, **kw)
         t0 = time.perf_counter()  # after loading and tracing, as a long in-memory job would be
-        compute_scores(model.likelihood, x, names, num_samples=int(args[2]), progress=False, stderr=True)
+        compute_scores(model.likelihood, x, names, **kw)
         rc, n = 0, len(x)
     seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -139,8 +141,9 @@ def _prepare(work: Path, sizes: dict[str, int]) -> tuple[Path, np.ndarray]:
     return run, xt
 
 
-def _score(run: Path, folder: Path, out: Path, k: int) -> dict:
-    result = _child("cli", "score", "--model", run, "--input", folder, "--out", out, "--num-samples", k, "--quiet")
+def _score(run: Path, folder: Path, out: Path, k: int, binarize_seed: int) -> dict:
+    flags = ("--num-samples", k, "--binarize-seed", binarize_seed, "--quiet")
+    result = _child("cli", "score", "--model", run, "--input", folder, "--out", out, *flags)
     rows = json.loads(Path(str(out) + ".json").read_text())["rows"]
     return {**result, "images": rows, "images_per_s": rows / result["seconds"]}
 
@@ -148,10 +151,11 @@ def _score(run: Path, folder: Path, out: Path, k: int) -> dict:
 def bench_streaming(args, work: Path) -> dict:
     run, _ = _prepare(work, {"small": args.small, "large": args.images})
     k = args.num_samples
-    memory_before = _child("memory", run, work / "inmemory.npy", k)
-    small = _score(run, work / "small", work / "small.csv", k)
-    large = _score(run, work / "large", work / "large.csv", k)
-    memory_after = _child("memory", run, work / "inmemory.npy", k)
+    b = args.binarize_seed
+    memory_before = _child("memory", run, work / "inmemory.npy", k, b)
+    small = _score(run, work / "small", work / "small.csv", k, b)
+    large = _score(run, work / "large", work / "large.csv", k, b)
+    memory_after = _child("memory", run, work / "inmemory.npy", k, b)
     in_memory = [m["images"] / m["seconds"] for m in (memory_before, memory_after)]
     reference = float(np.mean(in_memory))
     return {
@@ -173,7 +177,7 @@ def bench_beam(args, work: Path) -> dict:
     k = args.num_samples
     rounds = []
     for r in range(args.rounds):
-        score = _score(run, work / "beam", work / f"score{r}.csv", k)
+        score = _score(run, work / "beam", work / f"score{r}.csv", k, args.binarize_seed)
         prefix = work / f"beam{r}" / "scores"
         beam = _child(
             "beam",
@@ -185,6 +189,8 @@ def bench_beam(args, work: Path) -> dict:
             prefix,
             "--num-samples",
             k,
+            "--binarize-seed",
+            args.binarize_seed,
             "--direct_num_workers",
             "2",
             "--direct_running_mode",
@@ -214,6 +220,12 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=1_000_000, help="images of the large (or Beam) set")
     parser.add_argument("--small", type=int, default=10_000, help="images of the small streaming set")
     parser.add_argument("--num-samples", type=int, default=64, help="importance samples k (default 64)")
+    parser.add_argument(
+        "--binarize-seed",
+        type=int,
+        default=0,
+        help="score the fixed binarisation drawn with this seed, as for binarised-MNIST likelihoods (default 0)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="Beam: rounds of (score, beam) (default 2)")
     parser.add_argument("--work", help="folder for shards and model (kept); default a temporary one")
     parser.add_argument("--out", help="also write the JSON result here")

@@ -719,8 +719,16 @@ def _cmd_export(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `tfpvae` command."""
-    from tfpvae.anomaly import SCORES
-    from tfpvae.config import ACTIVATIONS, ARCHITECTURES, BINARIZE, LR_SCHEDULES, MODEL_TYPES, PRIORS, VAEConfig
+    from tfpvae.config import (
+        ACTIVATIONS,
+        ARCHITECTURES,
+        BINARIZE,
+        LR_SCHEDULES,
+        MODEL_TYPES,
+        PRIORS,
+        SCORES,
+        VAEConfig,
+    )
     from tfpvae.figures import FIGURES
 
     parser = _Parser(prog="tfpvae", description="Variational autoencoders from TFP layers.")

@@ -15,6 +15,8 @@ BINARIZE = ("dynamic", "none")
 ACTIVATIONS = ("relu", "elu", "swish", "leaky_relu", "tanh")
 # Learning-rate schedules of `tfpvae.schedules` (here, free of TensorFlow, for the CLI's parser).
 LR_SCHEDULES = ("constant", "cosine", "exponential")
+# The per-image scores of `tfpvae.scoring` (here, free of TensorFlow, for the CLI's parser).
+SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
 # The floor that the decaying schedules reach at the last epoch, as a fraction of the
 # initial learning rate: small enough to settle the weights, large enough that the last
 # epochs still learn.

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from tfpvae._keras import tf, tfd, unwrap
 from tfpvae.compression import CONTEXT_TEMPLATE, context_code_length_graph
+from tfpvae.config import SCORES  # the names a user asks for (CLI --score, compute_scores, AnomalyDetector)
 
 __all__ = [
     "OUTPUTS",
@@ -47,8 +48,6 @@ __all__ = [
     "seeds_from_keys",
 ]
 
-# The scores a user asks for by name (CLI --score, compute_scores, AnomalyDetector).
-SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
 # Everything `score_images` can return; the scores above plus their companions.
 OUTPUTS = (*SCORES, "log_prob_stderr", "elbo_stderr", "rate_mc", "pixels")
 # Samples drawn per seeded block: small enough that k=1000 wastes few draws, large enough
