@@ -35,6 +35,7 @@ import io
 import logging
 import math
 import os
+import re
 import struct
 import threading
 import zipfile
@@ -337,7 +338,9 @@ def decode_image(data: bytes, id: str) -> np.ndarray:
     except Exception as err:
         # Pillow raises many types on corrupt input (OSError, SyntaxError, struct.error,
         # DecompressionBombError, ...); every one means the same here: this record is bad.
-        detail = str(err) or type(err).__name__
+        # Pillow's messages name the in-memory file object by address ("<_io.BytesIO object
+        # at 0x7f...>"): drop it, so the same bad record gives the same reason in every run.
+        detail = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(err)).strip() or type(err).__name__
         raise BadRecordError(id, f"cannot decode as a PNG or JPEG image ({detail}).") from None
 
 
