@@ -609,32 +609,13 @@ def build_pipeline(
 # --------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors, as the `tfpvae` command has."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _arg_type(convert, ok, name: str):
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}")
-        return value
-
-    parse.__name__ = name
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of tfpvae.beam's own flags: those of `tfpvae score --input`, plus --output."""
-    positive = _arg_type(int, lambda v: v >= 1, "an integer >= 1")
-    seed = _arg_type(int, lambda v: 0 <= v <= MAX_INT32_SEED, f"an integer in [0, {MAX_INT32_SEED}]")
-    finite = _arg_type(float, math.isfinite, "a finite number")
+    # The `tfpvae` command's one-line parser and checked types, so both read flags alike.
+    from tfpvae.cli import _arg_type, _Parser, _positive_int, _seed
+
+    positive, seed = _positive_int, _seed
+    finite = _arg_type(float, math.isfinite, "finite number")
     p = _Parser(
         prog="tfpvae.beam",
         description="Score image files with Apache Beam into CSV shards (the rows of `tfpvae score --input`). "
