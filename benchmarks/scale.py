@@ -41,7 +41,7 @@ import numpy as np
 # Runs one scoring job in a fresh process and reports its wall time and peak memory.
 _CHILD = textwrap.dedent(
     """
-    import json, resource, sys, time
+    import json, sys, time
     t0 = time.perf_counter()
     kind, args = sys.argv[1], sys.argv[2:]
     if kind == "cli":
@@ -65,7 +65,10 @@ _CHILD = textwrap.dedent(
         compute_scores(model.likelihood, x, names, **kw)
         rc, n = 0, len(x)
     seconds = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, this process's own peak: ru_maxrss would also count the parent's resident size,
+    # which Linux carries into the child's maximum when it execs.
+    status = open("/proc/self/status").read()
+    peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
     print(json.dumps({"rc": rc, "seconds": seconds, "peak_mb": peak_mb, "images": n}))
     """
 )
@@ -179,6 +182,7 @@ def bench_beam(args, work: Path) -> dict:
     for r in range(args.rounds):
         score = _score(run, work / "beam", work / f"score{r}.csv", k, args.binarize_seed)
         prefix = work / f"beam{r}" / "scores"
+        prefix.parent.mkdir(exist_ok=True)
         beam = _child(
             "beam",
             "--model",
