@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import tfpvae
-from tfpvae.anomaly import SCORES, compressed_bits, compute_scores, evaluate
+from tfpvae.anomaly import SCORES, compressed_bits, compute_scores, detection_metrics
 from tfpvae.likelihood import binarize
 
 # The table's columns: every score, plus `complexity` with zlib as its compressor (the
@@ -57,7 +57,7 @@ def _auroc_table(model, normal: np.ndarray, anomalous: np.ndarray, k: int, seed:
         bad = int((~np.isfinite(s_anom[name])).sum() + (~np.isfinite(s_norm[name])).sum())
         if bad:
             print(f"note: {bad} non-finite {name} scores ({int(np.isnan(s_anom[name]).sum())} NaN)", flush=True)
-    return {name: round(evaluate(s_norm[name], s_anom[name])["auroc"], 4) for name in COLUMNS}
+    return {name: round(detection_metrics(s_norm[name], s_anom[name])["auroc"], 4) for name in COLUMNS}
 
 
 def main(argv=None) -> int:

@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 import tfpvae
+from tfpvae._arguments import add_config_flags, config_from_args
 from tfpvae._keras import tf, tfk
-from tfpvae.config import PRIORS
+from tfpvae.config import VAEConfig
 from tfpvae.likelihood import LikelihoodEstimator
 from tfpvae.schedules import LR_SCHEDULES
 from tfpvae.training import train
@@ -59,13 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="mnist", choices=("mnist", "binarized_mnist"))
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--out", required=True)
-    p.add_argument("--architecture", default="mlp")
-    p.add_argument("--latent-dim", type=int, default=32)
-    p.add_argument("--hidden-units", type=int, default=256)
-    p.add_argument("--prior", default="normal", choices=PRIORS)
-    p.add_argument("--num-components", type=int, default=10)
-    p.add_argument("--train-samples", type=int, default=1, help="IWAE importance samples k in training")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden dense layer (training only)")
+    # The model flags of `tfpvae train`, from VAEConfig's fields; this benchmark's own defaults.
+    add_config_flags(p, VAEConfig(latent_dim=32, learning_rate=1e-3))
     p.add_argument("--kl-warmup-epochs", type=int, default=0)
     p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES)
     p.add_argument(
@@ -76,7 +72,6 @@ def main(argv=None) -> int:
     )
     p.add_argument("--threads", type=int, help="intra-op threads (default: TensorFlow's choice)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--max-minutes", type=float, default=1e9)
     p.add_argument("--num-samples", type=int, default=1000)
@@ -100,18 +95,7 @@ def main(argv=None) -> int:
 
     (x_train, _), (x_test, _) = tfpvae.datasets.load(args.dataset, args.data_dir)
     x_train, x_test = x_train[: args.train_images], x_test[: args.test_images]
-    model = tfpvae.VAE(
-        input_shape=x_train.shape[1:],
-        architecture=args.architecture,
-        latent_dim=args.latent_dim,
-        hidden_units=args.hidden_units,
-        prior=args.prior,
-        num_components=args.num_components,
-        train_samples=args.train_samples,
-        dropout=args.dropout,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
+    model = tfpvae.VAE(config_from_args(args, input_shape=x_train.shape[1:], seed=args.seed))
     validation = None
     if args.early_stopping:
         if args.dataset != "binarized_mnist":

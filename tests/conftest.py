@@ -40,3 +40,26 @@ def mnist_small(data_dir):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def trained_digits(digits):
+    """One small VAE trained once on digits for the whole test run; tests must not change it.
+
+    8x8 images, a 2-D latent space (so latent figures and grids are exact planes), grey
+    targets (binarize="none") so every score is deterministic given its seed.
+    """
+    from tfpvae import VAE
+
+    (x, _), _ = digits
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, binarize="none", learning_rate=3e-3, seed=0)
+    model.fit(x, epochs=20, batch_size=64, verbose=0, shuffle=False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def trained_digits_dir(trained_digits, tmp_path_factory) -> Path:
+    """`trained_digits` saved as a model folder (read-only by convention)."""
+    from tfpvae import save
+
+    return save(trained_digits, tmp_path_factory.mktemp("trained_digits") / "model")

@@ -1,10 +1,14 @@
-"""Anomaly scores, detector thresholds and conformal p-values, and the evaluation metrics."""
+"""Anomaly scores, detector thresholds and conformal p-values, and the detection metrics."""
 
+import inspect
 import itertools
 import math
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
 
 import tfpvae
 from tfpvae.anomaly import (
@@ -14,15 +18,20 @@ from tfpvae.anomaly import (
     compressed_bits,
     compute_scores,
     context_code_length,
+    detection_metrics,
+    detection_report,
     evaluate,
+    fit_detectors,
+    score_all,
 )
 
 _LOGIT = -2.0  # p(ink) = sigmoid(-2) for every pixel
 
 
-def _known_estimator():
+def _known_estimator(**kwargs):
     """An estimator whose log p(x) is known in closed form: q(z|x) is the prior and p(x|z)
-    ignores z, so every log-weight is log p(x) = ink log s(-2) + (16 - ink) log s(2)."""
+    ignores z, so every log-weight is log p(x) = ink log s(-2) + (16 - ink) log s(2).
+    `kwargs` go to `LikelihoodEstimator`."""
     from tfpvae._keras import tf, tfd
     from tfpvae.likelihood import LikelihoodEstimator
 
@@ -35,7 +44,7 @@ def _known_estimator():
         return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), 3)
 
     prior = tfd.MultivariateNormalDiag(loc=[0.0], scale_diag=[1.0])
-    return LikelihoodEstimator(encode, decode, prior, image_shape=(4, 4, 1))
+    return LikelihoodEstimator(encode, decode, prior, image_shape=(4, 4, 1), **kwargs)
 
 
 def _known_log_prob(x):
@@ -52,19 +61,31 @@ def _images(n, ink, seed):
     return (rng.random((n, 4, 4, 1)) < ink).astype(np.float32)
 
 
-def test_evaluate_against_hand_computed_values():
+def test_detection_metrics_against_hand_computed_values():
     # Anomalous 0.0 ranks below all 3 normals, 1.5 below 2 of them: AUROC = 5/6.
-    r = evaluate([3.0, 2.0, 1.0], [0.0, 1.5])
+    r = detection_metrics([3.0, 2.0, 1.0], [0.0, 1.5])
     assert r["auroc"] == pytest.approx(5 / 6)
-    perfect = evaluate([5, 6, 7], [1, 2])
+    perfect = detection_metrics([5, 6, 7], [1, 2])
     assert perfect["auroc"] == 1.0 and perfect["auprc"] == 1.0 and perfect["fpr_at_95_tpr"] == 0.0
-    assert evaluate([1, 2], [5, 6])["auroc"] == 0.0
-    with pytest.raises(ValueError, match="`scores_anomalous`"):
-        evaluate([1.0], [])
+    assert detection_metrics([1, 2], [5, 6])["auroc"] == 0.0
+    with pytest.raises(ValueError, match="`anomalous_scores`"):
+        detection_metrics([1.0], [])
     with pytest.raises(ValueError, match="1 NaN"):
-        evaluate([1.0, np.nan], [0.0])
+        detection_metrics([1.0, np.nan], [0.0])
     # An "impossible" image (-inf) ranks as the most anomalous.
-    assert evaluate([1.0, 2.0], [-np.inf, 1.5])["auroc"] == pytest.approx(3 / 4)
+    assert detection_metrics([1.0, 2.0], [-np.inf, 1.5])["auroc"] == pytest.approx(3 / 4)
+
+
+def test_evaluate_is_a_deprecated_alias_of_detection_metrics():
+    deprecation = (
+        r"`tfpvae\.anomaly\.evaluate` is deprecated and will be removed in tfpvae 0\.3; "
+        r"use `tfpvae\.anomaly\.detection_metrics\(normal_scores, anomalous_scores\)`"
+    )
+    with pytest.warns(FutureWarning, match=deprecation):
+        r = evaluate([3.0, 2.0, 1.0], [0.0, 1.5])
+    assert r == detection_metrics([3.0, 2.0, 1.0], [0.0, 1.5])
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="1 NaN"):
+        evaluate(scores_normal=[1.0, np.nan], scores_anomalous=[0.0])  # the old keywords still work
 
 
 def test_score_family_from_known_likelihood():
@@ -163,7 +184,7 @@ def test_compressor_input_errors():
     with pytest.raises(ValueError, match="binarize_threshold"):
         compressed_bits(np.zeros((1, 4, 4, 1)), binarize_threshold=None)
     with pytest.raises(ValueError, match="`compressor` must be one of"):
-        AnomalyDetector(estimator=_FakeEstimator(), compressor="gzip")
+        AnomalyDetector(estimator=_FakeEstimator(), compressor="gzip").fit(np.zeros((4, 4, 4, 1)))
     with pytest.raises(ValueError, match=r"`binarize_threshold` must be a finite number in \(0.0, 1.0\]"):
         compressed_bits(np.zeros((1, 4, 4, 1)), binarize_threshold=2.0)
     with pytest.raises(ValueError, match="`typical_nll` must be a finite number"):
@@ -208,19 +229,118 @@ def test_contamination_threshold_and_typicality():
 
 def test_detector_errors():
     det = AnomalyDetector(estimator=_FakeEstimator())
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="AnomalyDetector is not fitted yet"):
         det.predict(_images(2, 0.3, 0))
     with pytest.raises(ValueError, match="at least 4"):
         det.fit(_images(3, 0.3, 0))
-    with pytest.raises(ValueError, match="`score` must be one of"):
-        AnomalyDetector(estimator=_FakeEstimator(), score="nope")
-    for fpr in (1.5, 1.0, 0.0):  # open at both ends, as the CLI's --target-fpr
-        with pytest.raises(ValueError, match=r"`target_fpr` must be a finite number in \(0.0, 1.0\)"):
-            AnomalyDetector(estimator=_FakeEstimator(), target_fpr=fpr)
-    with pytest.raises(ValueError, match="`seed` must be an int >= 0"):
-        AnomalyDetector(estimator=_FakeEstimator(), seed=-1)
-    with pytest.raises(TypeError, match="`binarize_seed` must be an int"):
-        AnomalyDetector(estimator=_FakeEstimator(), binarize_seed=1.5)
+    with pytest.raises(ValueError, match=r"`x` images must have shape \(4, 4, 1\)"):
+        det.fit(np.zeros((5, 8, 8, 1)))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"score": "nope"}, "`score` must be one of 'log_prob'"),
+        ({"num_samples": 0}, "`num_samples` must be an int >= 1; got 0"),
+        ({"num_samples": "8"}, "`num_samples` must be an int >= 1; got '8'"),
+        ({"threshold": "top"}, "`threshold` must be one of 'fpr', 'contamination'; got 'top'"),
+        # open at both ends, as the CLI's --target-fpr
+        *[({"target_fpr": fpr}, r"`target_fpr` must be a finite number in \(0.0, 1.0\)") for fpr in (1.5, 1.0, 0.0)],
+        ({"contamination": 0.6}, r"`contamination` must be a finite number in \(0.0, 0.5\]; got 0.6"),
+        ({"calibration_fraction": 0}, r"`calibration_fraction` must be a finite number in \(0.0, 1.0\]"),
+        ({"seed": -1}, "`seed` must be an int >= 0"),
+        ({"binarize_seed": 1.5}, "`binarize_seed` must be an int"),
+        ({"compressor": "gzip"}, "`compressor` must be one of 'context', 'zlib'"),
+        ({"progress": "yes"}, "`progress` must be True, False or None"),
+        ({"estimator": None}, "`model` is None: pass a trained `model` or an `estimator`"),
+        ({"estimator": None, "model": object()}, "`model` must be a tfpvae.VAE"),
+    ],
+)
+def test_init_stores_parameters_and_fit_refuses_invalid_ones(params, message):
+    params = {"estimator": _FakeEstimator(), **params}
+    det = AnomalyDetector(**params)  # scikit-learn's rule: __init__ stores, fit checks
+    for name, value in params.items():
+        assert getattr(det, name) is value
+    assert not hasattr(det, "threshold_") and not hasattr(det, "estimator_")
+    with pytest.raises(ValueError, match=message) as raised:
+        det.fit(_images(8, 0.3, 0))
+    assert isinstance(raised.value, TypeError)  # a wrong type is a TypeError too, as in scikit-learn
+    assert not hasattr(det, "threshold_")
+
+
+def test_get_params_set_params_round_trip():
+    est = _FakeEstimator()
+    det = AnomalyDetector(estimator=est, score="typicality", num_samples=3, seed=7)
+    names = list(inspect.signature(AnomalyDetector).parameters)
+    params = det.get_params()
+    assert list(params) == sorted(names)
+    assert params["estimator"] is est and params["score"] == "typicality" and params["num_samples"] == 3
+    assert params["model"] is None and params["target_fpr"] == 0.05 and params["seed"] == 7
+    # Every parameter back in, unchanged; then changed by set_params, which returns the detector.
+    assert AnomalyDetector(**params).get_params() == params
+    assert det.set_params(score="elbo", target_fpr=0.2, threshold="contamination") is det
+    assert det.get_params() == {**params, "score": "elbo", "target_fpr": 0.2, "threshold": "contamination"}
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
+        det.set_params(nope=1)
+    # A refit after set_params learns afresh: no typical NLL left over from a typicality fit.
+    x = _images(40, 0.3, 3)
+    det.set_params(score="typicality", threshold="fpr").fit(x)
+    assert det.typical_nll_ is not None and len(det.calibration_scores_) == 20
+    det.set_params(score="log_prob").fit(x)
+    assert det.typical_nll_ is None and len(det.calibration_scores_) == 40
+    np.testing.assert_allclose(det.calibration_scores_, np.sort(_known_log_prob(x)), rtol=1e-5)
+
+
+def test_clone_shares_the_model_and_forgets_the_fit(trained_digits, digits):
+    (_, _), (xt, _) = digits
+    det = AnomalyDetector(trained_digits, score="complexity", num_samples=4, target_fpr=0.1, seed=3, progress=False)
+    det.fit(xt[:40])
+    copy = clone(det)
+    # The very same Keras model: never deep-copied (scikit-learn's default for a non-estimator
+    # parameter, which a tfpvae.VAE refuses), so the copy shares its weights and traced graph.
+    assert copy.model is trained_digits and copy is not det
+    assert copy.get_params() == det.get_params()
+    assert not any(hasattr(copy, a) for a in ("estimator_", "threshold_", "calibration_scores_", "typical_nll_"))
+    copy.fit(xt[:40])
+    assert copy.estimator_ is det.estimator_ is trained_digits.likelihood
+    assert copy.threshold_ == det.threshold_
+    np.testing.assert_array_equal(copy.calibration_scores_, det.calibration_scores_)
+    est = _FakeEstimator()
+    assert clone(AnomalyDetector(estimator=est, seed=5)).estimator is est
+
+
+def test_grid_search_picks_the_best_custom_score(trained_digits, digits):
+    (_, _), (xt, _) = digits
+    # 120 normal test digits and 60 digits shifted one pixel to the right (anomalies): y = +1 / -1.
+    x = np.concatenate([xt[:120], np.roll(xt[120:180], 1, axis=2)])
+    y = np.r_[np.ones(120, int), -np.ones(60, int)]
+    # Each fold calibrates on normal images only and is scored on the other normals and half the anomalies.
+    folds = [
+        (np.arange(0, 60), np.r_[60:120, 120:150]),
+        (np.arange(60, 120), np.r_[0:60, 150:180]),
+    ]
+
+    def auroc(detector, x, y):  # the custom scorer: AUROC, anomalies as the positive class
+        return detection_metrics(detector.score_samples(x[y == 1]), detector.score_samples(x[y == -1]))["auroc"]
+
+    grid = {"score": ["log_prob", "rate", "complexity"], "num_samples": [1, 4]}
+    search = GridSearchCV(
+        AnomalyDetector(trained_digits, progress=False), grid, scoring=auroc, cv=folds, refit=False, error_score="raise"
+    )
+    search.fit(x, y)
+    # By hand: each candidate fitted on each fold's normal images, its mean AUROC on the test parts.
+    by_hand = {}
+    for params in search.cv_results_["params"]:
+        fold_scores = []
+        for train, test in folds:
+            detector = AnomalyDetector(trained_digits, progress=False, **params).fit(x[train])
+            fold_scores.append(auroc(detector, x[test], y[test]))
+        by_hand[tuple(sorted(params.items()))] = np.mean(fold_scores)
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"], list(by_hand.values()), rtol=1e-12)
+    ranked = sorted(by_hand.values(), reverse=True)
+    assert ranked[0] > ranked[1]  # one best candidate, so the choice is a real one
+    assert search.best_params_ == dict(max(by_hand, key=by_hand.get))
+    assert search.best_score_ == pytest.approx(ranked[0])
 
 
 def test_real_vae_flags_noise_images(digits):
@@ -231,7 +351,7 @@ def test_real_vae_flags_noise_images(digits):
     noise = np.random.default_rng(0).random((100, 8, 8, 1)).astype(np.float32)
     det = AnomalyDetector(model, score="log_prob", num_samples=16).fit(xt[:200])
     normal_scores, noise_scores = det.score_samples(xt[200:]), det.score_samples(noise)
-    assert evaluate(normal_scores, noise_scores)["auroc"] > 0.95
+    assert detection_metrics(normal_scores, noise_scores)["auroc"] > 0.95
     np.testing.assert_array_equal(det.score_samples(xt[:5]), det.score_samples(xt[:5]))  # seeded
     assert np.mean(det.predict(xt[200:]) == -1) < 0.2
 
@@ -249,6 +369,117 @@ def test_detector_passes_progress_to_every_scoring_pass():
     estimator.scores = recording
     det = AnomalyDetector(estimator=estimator, score="typicality", progress=False).fit(_images(20, 0.3, 0))
     det.score_samples(_images(5, 0.3, 1))
-    assert calls == [False, False, False]  # reference, calibration, new images
-    with pytest.raises(TypeError, match="`progress`"):
-        AnomalyDetector(estimator=_FakeEstimator(), progress="yes")
+    assert calls == [False, False]  # the fit images (reference and calibration at once), new images
+
+
+def _counting(estimator):
+    """`estimator` with a list of the outputs each `scores` pass (one set of k draws per image) computes."""
+    passes, scores = [], estimator.scores
+
+    def counted(x, outputs, num_samples=100, **kw):
+        passes.append(tuple(outputs))
+        return scores(x, outputs, num_samples, **kw)
+
+    estimator.scores = counted
+    return estimator, passes
+
+
+def _assert_same_fit(a, b):
+    assert a.get_params() == b.get_params() and a.estimator_ is b.estimator_
+    assert a.threshold_ == b.threshold_ and a.typical_nll_ == b.typical_nll_
+    np.testing.assert_array_equal(a.calibration_scores_, b.calibration_scores_)
+
+
+def test_fit_detectors_equal_detectors_fitted_one_by_one(trained_digits, digits):
+    (_, _), (xt, _) = digits
+    x_fit, x_new = xt[:41], xt[41:60]  # odd: the typicality split rounds
+    settings = dict(num_samples=4, seed=3, target_fpr=0.1, calibration_fraction=0.4, progress=False)
+    detectors = fit_detectors(trained_digits, x_fit, **settings)
+    assert list(detectors) == list(SCORES)  # default: every score the model gives
+    for name, detector in detectors.items():
+        alone = AnomalyDetector(trained_digits, score=name, **settings).fit(x_fit)
+        _assert_same_fit(detector, alone)
+        assert detector.model is trained_digits and detector.score == name
+        np.testing.assert_array_equal(detector.score_samples(x_new), alone.score_samples(x_new))
+    typicality = detectors["typicality"]
+    assert len(typicality.calibration_scores_) == round(0.4 * 41) == 16
+    # The calibration scores are what score_samples gives those images: each is keyed by its row in x_fit.
+    order = np.random.default_rng(3).permutation(41)
+    np.testing.assert_array_equal(np.sort(typicality.score_samples(x_fit)[order[:16]]), typicality.calibration_scores_)
+    log_p = detectors["log_prob"].score_samples(x_fit)
+    assert typicality.typical_nll_ == pytest.approx(-log_p[order[16:]].mean(), rel=1e-12)
+    # score_all: every detector's score_samples, from one pass.
+    together = score_all(detectors, x_new)
+    assert list(together) == list(detectors)
+    for name, detector in detectors.items():
+        np.testing.assert_array_equal(together[name], detector.score_samples(x_new))
+
+
+def test_fit_detectors_score_all_and_report_score_each_image_set_once():
+    est, passes = _counting(_FakeEstimator())
+    normal, fresh, heavy = _images(40, 0.3, 5), _images(30, 0.3, 6), _images(20, 0.6, 7)
+    detectors = fit_detectors(est, normal, ("log_prob", "typicality", "rate"), num_samples=2, target_fpr=0.2)
+    assert passes == [("log_prob", "rate")]  # one pass for all three: typicality reads log_prob
+    assert [d.estimator for d in detectors.values()] == [est] * 3
+    for name, detector in detectors.items():
+        _assert_same_fit(
+            detector, AnomalyDetector(estimator=est, score=name, num_samples=2, target_fpr=0.2).fit(normal)
+        )
+    passes.clear()
+    scores = score_all(detectors, fresh)
+    assert passes == [("log_prob", "typicality", "rate")]
+    np.testing.assert_allclose(scores["log_prob"], _known_log_prob(fresh), rtol=1e-5)
+    np.testing.assert_allclose(
+        scores["typicality"], -np.abs(-_known_log_prob(fresh) - detectors["typicality"].typical_nll_), rtol=1e-5
+    )
+    passes.clear()
+    report = detection_report(detectors, fresh, heavy)
+    assert len(passes) == 2  # the normal and the anomalous images, once each
+    anomalous = score_all(detectors, heavy)
+    for name, detector in detectors.items():
+        t = detector.threshold_
+        assert report[name] == {
+            **detection_metrics(scores[name], anomalous[name]),
+            "threshold": t,
+            "fpr_at_threshold": np.mean(detector.predict(fresh) == -1),
+            "tpr_at_threshold": np.mean(anomalous[name] < t),
+        }
+    # Heavier ink is less likely: log_prob and typicality catch it, rate (always 0) cannot.
+    assert report["log_prob"]["auroc"] > 0.9 and report["log_prob"]["tpr_at_threshold"] > 0.5
+    assert report["rate"]["auroc"] == 0.5
+
+
+def test_fit_detectors_and_score_all_refuse_what_they_cannot_share():
+    est, x = _FakeEstimator(), _images(12, 0.3, 8)
+    with pytest.raises(TypeError, match="fit_detectors sets `score` itself"):
+        fit_detectors(est, x, score="rate")
+    with pytest.raises(ValueError, match="`score` must be one of"):
+        fit_detectors(est, x, ("log_prob", "waic"))
+    with pytest.raises(ValueError, match="`target_fpr`"):
+        fit_detectors(est, x, "rate", target_fpr=2.0)
+    assert list(fit_detectors(est, x, "rate")) == ["rate"]  # one name, not its letters
+    a = AnomalyDetector(estimator=est, seed=1).fit(x)
+    for other, setting in (
+        (AnomalyDetector(estimator=est, seed=2), "seed"),
+        (AnomalyDetector(estimator=est, seed=1, num_samples=5), "num_samples"),
+        (AnomalyDetector(estimator=_FakeEstimator(), seed=1), "estimator_"),
+    ):
+        with pytest.raises(ValueError, match=f"`detectors` must share `{setting}`"):
+            score_all({"a": a, "b": other.fit(x)}, x)
+    typical = [AnomalyDetector(estimator=est, score="typicality", seed=s).fit(x) for s in (1, 4)]
+    typical[1].seed = 1  # same scoring settings, but a different reference: two typical NLLs
+    with pytest.raises(ValueError, match="different `typical_nll_`"):
+        score_all(dict(enumerate(typical)), x)
+    with pytest.raises(NotFittedError):
+        score_all({"a": a, "b": AnomalyDetector(estimator=est, seed=1)}, x)
+    with pytest.raises(ValueError, match="`detectors` is empty"):
+        score_all({}, x)
+    with pytest.raises(ValueError, match="`scores` is empty"):
+        fit_detectors(est, x, ())
+    # A plain autoencoder: by default only the score it gives; a likelihood score is refused.
+    autoencoder = _known_estimator(defines_likelihood=False)
+    assert list(fit_detectors(autoencoder, x)) == ["distortion"]
+    with pytest.raises(ValueError, match="`log_prob` needs a VAE; this model is a plain autoencoder"):
+        fit_detectors(autoencoder, x, ("distortion", "log_prob"))
+    with pytest.raises(ValueError, match="plain autoencoder"):
+        AnomalyDetector(estimator=autoencoder).fit(x)

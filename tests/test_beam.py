@@ -21,6 +21,8 @@ import pytest
 from PIL import Image
 
 import tfpvae
+from tfpvae import beam as tfpvae_beam
+from tfpvae import beam_handler
 from tfpvae._keras import tf
 from tfpvae.anomaly import compute_scores
 from tfpvae.beam import build_pipeline, run
@@ -105,6 +107,7 @@ def without_addresses(reason: str) -> str:
     return re.sub(r"0x[0-9a-f]+", "0x?", reason)
 
 
+@pytest.mark.slow  # two Beam worker processes and a `tfpvae score` run: about a minute
 def test_two_worker_processes_write_the_rows_of_tfpvae_score(run_dir, inputs, tmp_path, capsys):
     folder, bad = inputs
     flags = ["--model", str(run_dir), "--input", str(folder), "--num-samples", "16", "--seed", "5"]
@@ -251,3 +254,11 @@ def test_the_module_reports_a_flag_error_with_exit_status_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tfpvae.beam", *argv], capture_output=True, text=True, timeout=120)
     last = out.stderr.strip().splitlines()[-1]
     assert out.returncode == 2 and last.startswith("tfpvae.beam: error: argument --score"), out.stderr[-2000:]
+
+
+def test_the_handler_is_exported_from_tfpvae_beam():
+    """Code and docs import the handler and its types from tfpvae.beam; they are beam_handler's own objects."""
+    assert tfpvae_beam.TfpvaeModelHandler is beam_handler.TfpvaeModelHandler
+    assert (tfpvae_beam.Example, tfpvae_beam.Row) == (beam_handler.Example, beam_handler.Row)
+    assert tfpvae_beam.METRICS_NAMESPACE == beam_handler.METRICS_NAMESPACE == "tfpvae.beam"
+    assert all(hasattr(tfpvae_beam, name) for name in tfpvae_beam.__all__)

@@ -228,32 +228,3 @@ def test_to_dataset_batches(digits):
     batches = list(datasets.to_dataset(x[:100], batch_size=32, seed=0))
     assert [len(b) for b in batches] == [32, 32, 32, 4]
     assert os.environ.get("TFPVAE_DATA_DIR")
-
-
-@pytest.mark.parametrize(
-    ("n", "limit", "expected"),
-    [(10, 4, [0, 3, 6, 9]), (10, 10, list(range(10))), (3, 5, [0, 1, 2]), (7, 1, [0]), (0, 3, []), (5, 2, [0, 4])],
-)
-def test_evenly_spaced_small_cases(n, limit, expected):
-    idx = datasets.evenly_spaced(n, limit)
-    assert idx.dtype == np.int64
-    np.testing.assert_array_equal(idx, expected)
-
-
-@pytest.mark.parametrize(("n", "limit"), [(10000, 1000), (10000, 3), (359, 200), (1001, 1000), (2, 2)])
-def test_evenly_spaced_covers_the_range_with_distinct_near_even_steps(n, limit):
-    idx = datasets.evenly_spaced(n, limit)
-    assert len(idx) == min(n, limit) and idx[0] == 0 and idx[-1] == n - 1
-    steps = np.diff(idx)
-    assert steps.min() >= 1  # distinct and increasing
-    spacing = (n - 1) / (len(idx) - 1)
-    assert np.all(np.abs(steps - spacing) <= 1)  # rounding moves a step by at most one
-
-
-def test_evenly_spaced_refuses_bad_arguments():
-    with pytest.raises(ValueError, match="`limit` must be an int >= 1"):
-        datasets.evenly_spaced(10, 0)
-    with pytest.raises(ValueError, match="`n` must be an int >= 0"):
-        datasets.evenly_spaced(-1, 3)
-    with pytest.raises(TypeError, match="`limit`"):
-        datasets.evenly_spaced(10, 2.5)

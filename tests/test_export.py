@@ -136,3 +136,12 @@ def test_served_calls_name_bad_inputs(trained):
         module.score(tf.zeros([3, 8, 8, 1]), ids, tf.constant(0))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"`images` must be float32 in \[0, 1\]"):
         module.score(tf.fill([2, 8, 8, 1], 255.0), ids, tf.constant(0))
+
+
+def test_serving_module_takes_the_library_chunk_size(trained):
+    from tfpvae.likelihood import default_batch_elements
+    from tfpvae.scoring import ScoringPlan
+
+    model = trained[0]
+    assert ServingModule(model, num_samples=8).plan == ScoringPlan.make(8, default_batch_elements(model))
+    assert ServingModule(model, num_samples=8, max_batch_elements=4).plan == ScoringPlan.make(8, 4)

@@ -4,9 +4,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from tfpvae.datasets import evenly_spaced
+from tfpvae import latent
 from tfpvae.figures import make_figure
 from tfpvae.model import VAE
+from tfpvae.subsets import evenly_spaced
 
 
 @pytest.fixture(scope="module")
@@ -19,17 +20,22 @@ def sorted_digits(digits):
 
 @pytest.fixture
 def spied(monkeypatch):
-    """An untrained 4-d VAE whose reconstruct and manifold_grid record the images they get."""
+    """An untrained 4-d VAE; its reconstruct and `latent.manifold_grid` record the images they get."""
     model = VAE(input_shape=(8, 8, 1), latent_dim=4, architecture="mlp", seed=0)
     seen = {}
-    for name in ("reconstruct", "manifold_grid"):
-        real = getattr(model, name)
+    real_reconstruct, real_grid = model.reconstruct, latent.manifold_grid
 
-        def spy(*args, _real=real, _name=name, **kwargs):
-            seen[_name] = np.array(kwargs["x"] if "x" in kwargs else args[0])
-            return _real(*args, **kwargs)
+    def reconstruct(x):
+        seen["reconstruct"] = np.array(x)
+        return real_reconstruct(x)
 
-        monkeypatch.setattr(model, name, spy)
+    def manifold_grid(m, *args, **kwargs):
+        assert m is model
+        seen["manifold_grid"] = np.array(kwargs["x"] if "x" in kwargs else args[3])
+        return real_grid(m, *args, **kwargs)
+
+    monkeypatch.setattr(model, "reconstruct", reconstruct)
+    monkeypatch.setattr(latent, "manifold_grid", manifold_grid)
     return model, seen
 
 
@@ -77,3 +83,17 @@ def test_histogram_and_roc_score_the_binarisation_asked_for(sorted_digits, spied
     for kind in ("histogram", "roc"):
         plt.close(make_figure(kind, model, x[:20], x_anomalous=1.0 - x[:20], num_samples=4, binarize_seed=3))
     assert len(calls) == 4 and all(kw["binarize_seed"] == 3 and kw["num_samples"] == 4 for kw in calls)
+
+
+def test_aggregate_samples_fit_a_mixture_and_leave_the_model_alone(sorted_digits, spied, monkeypatch):
+    x, _ = sorted_digits
+    model, _ = spied
+    fitted = []
+    real = latent.fit_aggregate_posterior
+    monkeypatch.setattr(latent, "fit_aggregate_posterior", lambda *a, **kw: fitted.append(real(*a, **kw)) or fitted[-1])
+    fig = make_figure("aggregate-samples", model, x, num_images=3, seed=0)
+    images = np.array([ax.images[0].get_array() for ax in fig.axes])
+    plt.close(fig)
+    assert len(fitted) == 1 and not hasattr(model, "aggregate_posterior_")
+    expected = latent.sample_aggregate_posterior(model, fitted[0], 9, seed=0)
+    np.testing.assert_allclose(images, np.clip(expected[..., 0], 0, 1), atol=1e-6)

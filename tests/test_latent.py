@@ -5,9 +5,11 @@ import pytest
 from PIL import Image
 from scipy.stats import norm
 
-from tfpvae import latent
-from tfpvae.datasets import evenly_spaced
+from tfpvae import embedding, evolution, latent
+from tfpvae._keras import tfd
 from tfpvae.model import VAE
+from tfpvae.protocols import ENCODE_CHUNK, LatentModel
+from tfpvae.subsets import evenly_spaced
 
 
 @pytest.fixture(scope="module")
@@ -17,18 +19,42 @@ def data(digits):
 
 
 @pytest.fixture(scope="module")
-def trained(data):
-    """A 2-D latent VAE on the 8x8 digits, trained long enough that classes separate (~6 s)."""
-    x = data[0]
-    model = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="mlp", binarize="none", learning_rate=3e-3, seed=0)
-    model.compile()
-    model.fit(x, epochs=20, batch_size=64, verbose=0)
-    return model
+def trained(trained_digits):
+    """The session's 2-D latent VAE on the 8x8 digits, trained long enough that classes separate."""
+    return trained_digits
 
 
 @pytest.fixture(scope="module")
 def model4():
     return VAE(input_shape=(8, 8, 1), latent_dim=4, architecture="mlp", seed=1)
+
+
+class _LinearModel:
+    """Not a VAE: q(z|x) = N(x_flat W, 0.5^2 I), E[x|z] = sigmoid(z V), p(z) = N(0, I) in 3-D.
+
+    Satisfies `LatentModel` and nothing more; records how many images each encoder call gets.
+    """
+
+    image_shape = (2, 2, 1)
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.w, self.v = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3, 4))
+        self.prior = tfd.MultivariateNormalDiag(loc=np.zeros(3, np.float32), scale_diag=np.ones(3, np.float32))
+        self.calls = []
+
+    def codes(self, x):
+        return np.asarray(x, np.float32).reshape(len(x), 4) @ self.w
+
+    def encode(self, x):
+        self.calls.append(len(x))
+        return tfd.MultivariateNormalTriL(
+            loc=self.codes(x), scale_tril=np.broadcast_to(0.5 * np.eye(3, dtype=np.float32), (len(x), 3, 3))
+        )
+
+    def decode_mean(self, z):
+        logits = np.asarray(z, np.float64) @ self.v
+        return (1.0 / (1.0 + np.exp(-logits))).reshape(-1, 2, 2, 1).astype(np.float32)
 
 
 def _mmd2(a, b, bandwidth):
@@ -299,3 +325,33 @@ def test_latent_evolution_pca_frames_keep_their_orientation(model4, data):
     assert labels == ("PC 1", "PC 2")
     with pytest.raises(ValueError, match="`y` must have shape"):
         latent.LatentEvolution(xt, yt[:5])
+
+
+# ---------------------------------------------------------------------------- any LatentModel
+def test_latent_tools_take_any_latent_model_and_encode_in_chunks(rng):
+    model = _LinearModel()
+    assert isinstance(model, LatentModel) and not isinstance(model, VAE)
+    x = rng.random((2 * ENCODE_CHUNK + 5, 2, 2, 1)).astype(np.float32)
+    means = latent.posterior_means(model, x)
+    assert model.calls == [ENCODE_CHUNK, ENCODE_CHUNK, 5]  # bounded memory: chunks of ENCODE_CHUNK
+    np.testing.assert_allclose(means, model.codes(x), rtol=1e-6)
+
+    path = latent.interpolate(model, x[:2], x[2:4], num_steps=3)
+    np.testing.assert_allclose(path.latents[:, 0], model.codes(x[:2]), rtol=1e-6)
+    np.testing.assert_allclose(path.images, model.decode_mean(path.latents.reshape(-1, 3)).reshape(2, 3, 2, 2, 1))
+    walk = latent.traverse(model, x[0], num_steps=3, scale="posterior")
+    np.testing.assert_allclose(walk.latents[1, :, 1], model.codes(x[:1])[0, 1] + np.array([-1.5, 0, 1.5]), rtol=1e-5)
+    grid = latent.manifold_grid(model, 3, extent=1.0, plane=(0, 2))
+    np.testing.assert_allclose(grid.latents[0, :, 0], [-1, 0, 1], atol=1e-6)
+    emb = latent.embed_latents(model, x[:50], method="pca")
+    assert emb.coords.shape == (50, 2)
+    gmm = latent.fit_aggregate_posterior(model, x[:200], num_components=2, seed=0)
+    images, z = latent.sample_aggregate_posterior(model, gmm, 5, seed=0, return_latents=True)
+    np.testing.assert_allclose(images, model.decode_mean(z), atol=1e-6)
+
+
+def test_moved_names_stay_importable_from_latent():
+    assert latent.LatentEvolution is evolution.LatentEvolution
+    assert latent.posterior_means is embedding.posterior_means
+    assert latent.embed_latents is embedding.embed_latents
+    assert latent.Embedding is embedding.Embedding

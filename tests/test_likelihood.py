@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from tfpvae._keras import tf, tfd
-from tfpvae.likelihood import LikelihoodEstimator, binarize, nats_to_bits_per_dim
+from tfpvae.likelihood import LikelihoodEstimator, binarize, default_batch_elements, nats_to_bits_per_dim
 from tfpvae.model import VAE
 
 # A linear-Gaussian latent model on 2x2x1 "images": z ~ N(0, I_2), x | z ~ N(W z + b, s^2 I_4).
@@ -292,6 +292,33 @@ def test_from_model_chunk_size_suits_the_decoder():
     conv = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="conv", seed=0)
     assert LikelihoodEstimator.from_model(mlp).max_batch_elements == MLP_MAX_BATCH_ELEMENTS == 4096
     assert LikelihoodEstimator.from_model(conv).max_batch_elements == DEFAULT_MAX_BATCH_ELEMENTS == 1024
+    assert default_batch_elements(mlp) == 4096 and default_batch_elements(conv) == 1024
+    assert default_batch_elements(object()) == DEFAULT_MAX_BATCH_ELEMENTS  # no config: the conv-safe size
     assert LikelihoodEstimator.from_model(conv, max_batch_elements=64).max_batch_elements == 64
     with pytest.raises(ValueError, match="`max_batch_elements` must be an int >= 1"):
         LikelihoodEstimator.from_model(mlp, max_batch_elements=0)
+
+
+def test_from_model_reads_only_what_encoder_decoder_model_names(perturbed, x):
+    """Any object with encoder, decoder, prior and image_shape (no config) works, with the defaults."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(
+        encoder=lambda images, training: perturbed._encode(images),
+        decoder=lambda codes, training: perturbed._decode(codes),
+        prior=perturbed.prior,
+        image_shape=SHAPE,
+    )
+    est = LikelihoodEstimator.from_model(model)
+    assert est.defines_likelihood and est.max_batch_elements == default_batch_elements(model)
+    np.testing.assert_array_equal(est.log_prob(x, 5, seed=1), perturbed.log_prob(x, 5, seed=1))
+
+
+def test_scores_gives_each_output_once_and_shares_helpers_with_scoring(perturbed, x):
+    import tfpvae.likelihood as likelihood
+    import tfpvae.scoring as scoring
+
+    out = perturbed.scores(x, ("elbo", "rate", "elbo"), 3, seed=0)
+    assert list(out) == ["elbo", "rate"] and out["elbo"].shape == (len(x),)
+    np.testing.assert_array_equal(out["elbo"], perturbed.elbo(x, 3, seed=0))
+    assert likelihood.binarize is scoring.binarize and likelihood.check_ids is scoring.check_ids

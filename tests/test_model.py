@@ -219,7 +219,7 @@ def test_autoencoder_refuses_likelihoods(digit_batch):
         lambda: ae.bits_per_dim(digit_batch),
         lambda: estimator.elbo(digit_batch),
         lambda: compute_scores(estimator, digit_batch, ("distortion", "elbo")),
-        lambda: AnomalyDetector(ae, score="log_prob"),
+        lambda: AnomalyDetector(ae, score="log_prob").fit(digit_batch),
     ]
     for refusal in refusals:
         with pytest.raises(ValueError, match="plain autoencoder"):
@@ -311,7 +311,7 @@ def test_iwae_loss_weights_the_prior_ratio_by_kl_weight(trained_pair, digit_batc
 def test_short_iwae_fit_lowers_the_loss_and_round_trips(digits, tmp_path):
     import json
 
-    from tfpvae.serialization import load
+    from tfpvae.model import load
 
     (x, _), (xt, _) = digits
     tf.random.set_seed(0)
@@ -331,7 +331,7 @@ def test_short_iwae_fit_lowers_the_loss_and_round_trips(digits, tmp_path):
 
 
 def test_dropout_trains_and_scores_with_the_whole_network(digits, tmp_path):
-    from tfpvae.serialization import load
+    from tfpvae.model import load
 
     (x, _), (xt, _) = digits
     tf.random.set_seed(0)
@@ -358,7 +358,7 @@ def test_dropout_trains_and_scores_with_the_whole_network(digits, tmp_path):
 
 
 def test_vamp_prior_mixes_the_encoders_posteriors_and_follows_training(digits, tmp_path):
-    from tfpvae.serialization import load
+    from tfpvae.model import load
 
     (x, _), (xt, _) = digits
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior="vamp", num_components=4, train_samples=2, seed=0)

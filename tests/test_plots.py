@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -219,3 +223,20 @@ def test_pixel_maps_share_a_colour_scale_per_column(tmp_path, rng):
     assert len(single.axes) == 3
     with pytest.raises(ValueError, match=r"`maps\['v'\]` must have shape"):
         plots.pixel_maps(images, {"v": np.zeros((2, 8, 8))})
+
+
+def test_charts_are_importable_from_plots():
+    from tfpvae import charts
+
+    assert plots.training_curves is charts.training_curves
+    assert plots.score_histograms is charts.score_histograms
+    assert plots.roc_curves is charts.roc_curves
+
+
+def test_importing_plots_leaves_the_backend_alone():
+    """A library never picks the backend: one chosen before the import, without a display, stays."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    code = "import matplotlib; matplotlib.use('svg'); import tfpvae.plots; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "svg"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfpvae import streaming
+from tfpvae import image_files, input_files, records, streaming
 from tfpvae._keras import tf
 from tfpvae.datasets import load_split
 from tfpvae.streaming import BadRecordError, count_records, decode_image, iter_batches, list_files, read_records
@@ -342,6 +342,25 @@ def test_list_files_folder_glob_list_and_errors(tmp_path, mnist):
         list_files(3)
     with pytest.raises(ValueError, match="suffix|README"):
         read_records(tmp_path / "README.txt")  # raised at the call, not on first next()
+
+
+def test_entry_kind_and_single_array_decide_as_list_files(tmp_path, mnist):
+    _, u8, _ = mnist
+    (tmp_path / "odd[1].png").write_bytes(png_bytes(u8[0]))
+    assert input_files.entry_kind(str(tmp_path)) == "folder"
+    assert input_files.entry_kind(str(tmp_path / "odd[1].png")) == "file"  # a real file before a glob
+    assert input_files.entry_kind(str(tmp_path / "*.png")) == "glob"
+    assert input_files.entry_kind(str(tmp_path / "missing.png")) is None
+    assert input_files.is_single_array(["a.NPZ"]) and not input_files.is_single_array(["a.npy", "b.npy"])
+    assert not input_files.is_single_array(["a.tfrecord"])
+
+
+def test_the_parts_names_are_the_ones_streaming_exports():
+    """Code and docs import these names from tfpvae.streaming; each is its part's own object."""
+    assert streaming.BadRecordError is records.BadRecordError and streaming.Record is records.Record
+    assert streaming.list_files is input_files.list_files and streaming.SUFFIXES is input_files.SUFFIXES
+    assert streaming.decode_image is image_files.decode_image
+    assert all(hasattr(streaming, name) for name in streaming.__all__)
 
 
 # --------------------------------------------------------------------------- arrays

@@ -7,6 +7,7 @@ from scipy.stats import multivariate_normal, norm
 from tfpvae import uncertainty
 from tfpvae._keras import tfd
 from tfpvae.model import VAE
+from tfpvae.protocols import ENCODE_CHUNK
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,23 @@ def test_predictive_moments_match_closed_forms():
     np.testing.assert_allclose(r.aleatoric + r.epistemic, r.mean * (1 - r.mean), atol=1e-12)
     np.testing.assert_array_equal(r.total, r.aleatoric + r.epistemic)
     assert r.num_samples == k
+
+
+def test_any_latent_model_is_encoded_in_bounded_chunks():
+    """A stand-in `LatentModel` (not a VAE) works, and no encoder call gets more than ENCODE_CHUNK images."""
+    stub = _ProbitModel(mu=[0.3, -1.0], s=[0.8, 0.5], a=np.ones((2, 2, 1)), b=np.zeros((2, 2, 1)))
+    calls = []
+    encode = stub.encode
+    stub.encode = lambda x: calls.append(len(x)) or encode(x)
+    x = np.zeros((2 * ENCODE_CHUNK + 3, 2, 2, 1), np.float32)
+    x[1::2] = 0.1  # odd images are image 1 of the stub
+    r = uncertainty.posterior_uncertainty(stub, x)
+    assert calls == [ENCODE_CHUNK, ENCODE_CHUNK, 3]
+    np.testing.assert_allclose(r.stddev[:4, 0], [0.8, 0.5, 0.8, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(r.mean[-2:, 0], [-1.0, 0.3], rtol=1e-6)  # images 2049 (odd) and 2050
+    calls.clear()
+    p = uncertainty.predictive_uncertainty(stub, x[:5], num_samples=4096, seed=0)  # 8192 // 4096 = 2 per call
+    assert calls == [2, 2, 1] and p.mean.shape == (5, 2, 2, 1)
 
 
 def test_predictive_on_a_1d_latent_vae_matches_gauss_hermite_quadrature(images):

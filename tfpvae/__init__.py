@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tfpvae._version import __version__
 
 _EXPORTS = {
     "VAE": "tfpvae.model",
     "VAEConfig": "tfpvae.config",
-    "load": "tfpvae.serialization",
-    "save": "tfpvae.serialization",
+    "load": "tfpvae.model",
+    "save": "tfpvae.model",
     "ModelFormatError": "tfpvae.serialization",
     "DatasetNotFoundError": "tfpvae.datasets",
     "AnomalyDetector": "tfpvae.anomaly",
@@ -29,6 +29,7 @@ _SUBMODULES = (
     "anomaly",
     "config",
     "datasets",
+    "evolution",
     "latent",
     "likelihood",
     "model",
@@ -64,12 +65,20 @@ if TYPE_CHECKING:
     from tfpvae.config import VAEConfig
     from tfpvae.datasets import DatasetNotFoundError
     from tfpvae.likelihood import LikelihoodEstimator
-    from tfpvae.model import VAE
-    from tfpvae.serialization import ModelFormatError, load, save
+    from tfpvae.model import VAE, load, save
+    from tfpvae.serialization import ModelFormatError
     from tfpvae.training import TrainingDivergedError, train
 
 
+# Names whose first use also installs the deprecated VAE method aliases (`tfpvae._deprecated`).
+_MODEL_NAMES = ("VAE", "load", "model", "latent", "uncertainty")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        from tfpvae import _deprecated
+
+        _deprecated.install()
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif name in _SUBMODULES:

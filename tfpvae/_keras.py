@@ -3,14 +3,27 @@
 `tfp.layers` only works with Keras 2 (`tf_keras`); importing `tf.keras` or Keras 3
 anywhere would mix two Keras runtimes.  Every other module imports `tfk`, `tfkl`,
 `tfpl`, `tfd`, `tfb` from here so the choice is made once.
+
+Importing this module sets the environment variable `TF_USE_LEGACY_KERAS=1` for the whole
+process (unless it is already set), before TensorFlow loads: TFP's distribution layers
+need it, and with it `tf.keras` is Keras 2 for every library in the process. Set to
+anything else, tfpvae refuses to load rather than fail later inside a training step.
+The installation page of the docs says the same for users.
 """
 
 from __future__ import annotations
 
 import os
 
-# Make `tf.keras` resolve to Keras 2 as well, for any third-party code that still uses it.
+# Make `tf.keras` resolve to Keras 2 as well: TFP's layers reach Keras through it.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+if os.environ["TF_USE_LEGACY_KERAS"].strip().lower() not in ("1", "true"):
+    # Measured: with TF_USE_LEGACY_KERAS=0 a VAE builds but its first training step fails
+    # deep inside TFP's layers with a shape error that does not name the cause.
+    raise ImportError(
+        "tfpvae needs TF_USE_LEGACY_KERAS=1 (TensorFlow Probability's layers work only with Keras 2); "
+        f"this process has TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r}. Unset it or set it to 1."
+    )
 
 
 def _import_quietly():
@@ -45,7 +58,6 @@ tfkl = tfk.layers
 tfpl = tfp.layers
 tfd = tfp.distributions
 tfb = tfp.bijectors
-
 
 
 def unwrap(distribution):

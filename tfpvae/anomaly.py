@@ -1,6 +1,10 @@
-"""Anomaly scores from a VAE's likelihoods, and a scikit-learn style detector calibrated on normal data.
+"""Anomaly scores from a VAE's likelihoods, and a scikit-learn outlier detector calibrated on normal data.
 
 Every score follows scikit-learn's convention for `score_samples`: higher means more normal.
+`compute_scores` gives the scores, `detection_metrics` compares them on normal and anomalous
+images, and `AnomalyDetector` (a scikit-learn estimator) turns one into a calibrated detector;
+`fit_detectors`, `score_all` and `detection_report` do that for several scores from one
+pass of importance draws per image set.
 
 * `log_prob`: IWAE estimate of log p(x). Anomalies that are more complex than the data.
 * `elbo`: the ELBO, a cheaper lower bound on log p(x). As log_prob, on a budget.
@@ -20,16 +24,19 @@ subtracts the second part with a generic compressor (an adaptive context-model c
 the binary image, `context_code_length`), which works as a likelihood ratio against a
 universal background model. Use `complexity` for dataset shift between image domains,
 `log_prob`/`elbo` for defects within one domain, and look at several scores with
-`evaluate` before choosing.
+`detection_metrics` (or `detection_report`) before choosing.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin, clone
 
 from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int, check_seed
 from tfpvae.compression import COMPRESSORS, CONTEXT_TEMPLATE, compressed_bits, context_code_length
@@ -44,9 +51,19 @@ __all__ = [
     "compressed_bits",
     "compute_scores",
     "context_code_length",
+    "detection_metrics",
+    "detection_report",
     "evaluate",
+    "fit_detectors",
+    "score_all",
 ]
 THRESHOLDS = ("fpr", "contamination")
+# Parameters that `sklearn.base.clone` passes on by reference: a Keras model (which cannot be
+# deep-copied) and its likelihood estimator (whose traced `tf.function` is worth sharing).
+_SHARED_PARAMS = ("model", "estimator")
+# The parameters that fix how images are scored, and what `score_all` needs detectors to share.
+_SCORING_PARAMS = ("num_samples", "seed", "binarize_seed", "progress", "compressor")
+_SHARED_SETTINGS = ("estimator_", "num_samples", "seed", "binarize_seed", "compressor")
 
 
 def available_scores(estimator: Any) -> tuple[str, ...]:
@@ -156,21 +173,28 @@ def compute_scores(
     return {name: np.asarray(out[name], np.float64) for name in names}
 
 
-def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:
+def detection_metrics(normal_scores: Any, anomalous_scores: Any) -> dict[str, float]:
     """Detection metrics for scores where higher means more normal.
 
     Args:
-      scores_normal: array (n,) of scores of normal images.
-      scores_anomalous: array (m,) of scores of anomalous images.
+      normal_scores: array (n,) of scores of normal images.
+      anomalous_scores: array (m,) of scores of anomalous images.
 
     Returns:
       dict with "auroc" and "auprc" (anomalies as the positive class) and "fpr_at_95_tpr"
       (fraction of normal images flagged when 95% of anomalies are caught).
+
+    Raises:
+      ValueError: an argument that is not a non-empty 1-D array without NaN.
+
+    Examples:
+      >>> detection_metrics([3.0, 2.0, 1.0], [0.0, 1.5])["auroc"]   # 5 of 6 pairs ranked right
+      0.8333333333333334
     """
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-    normal, anomalous = np.asarray(scores_normal, np.float64), np.asarray(scores_anomalous, np.float64)
-    for name, arr in (("scores_normal", normal), ("scores_anomalous", anomalous)):
+    normal, anomalous = np.asarray(normal_scores, np.float64), np.asarray(anomalous_scores, np.float64)
+    for name, arr in (("normal_scores", normal), ("anomalous_scores", anomalous)):
         if arr.ndim != 1 or len(arr) == 0 or np.any(np.isnan(arr)):
             nans = int(np.isnan(arr).sum()) if arr.ndim == 1 else 0
             raise ValueError(
@@ -192,30 +216,59 @@ def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:
     }
 
 
-class AnomalyDetector:
-    """Flags images a trained VAE finds abnormal; scikit-learn's method names and sign conventions.
+def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:
+    """Deprecated alias of `detection_metrics`, removed in tfpvae 0.3.
 
-    Not a full scikit-learn estimator: it holds a Keras model, so `sklearn.base.clone`,
-    pipelines and grid searches do not take it.
+    The name clashed with `VAE.evaluate` and `tfpvae evaluate`, which give the NLL.
+
+    Args:
+      scores_normal: array (n,) of scores of normal images.
+      scores_anomalous: array (m,) of scores of anomalous images.
+
+    Returns:
+      `detection_metrics(scores_normal, scores_anomalous)`.
+    """
+    warnings.warn(
+        "`tfpvae.anomaly.evaluate` is deprecated and will be removed in tfpvae 0.3; "
+        "use `tfpvae.anomaly.detection_metrics(normal_scores, anomalous_scores)` instead (the same metrics).",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return detection_metrics(scores_normal, scores_anomalous)
+
+
+class _InvalidParameterError(ValueError, TypeError):
+    """A detector parameter that `fit` refuses (both kinds, as scikit-learn's own)."""
+
+
+class AnomalyDetector(OutlierMixin, BaseEstimator):
+    """Flags images a trained VAE finds abnormal; a scikit-learn outlier detector.
+
+    `__init__` only stores its arguments; `fit` checks them (raising ValueError naming the
+    argument) and learns the attributes that end in "_", so `get_params`, `set_params`,
+    `sklearn.base.clone` and `GridSearchCV` work. `clone` passes `model` and `estimator` on
+    by reference: a Keras model is shared, never copied.
 
     `fit` takes normal images the model was *not* trained on; their scores set the threshold
     and the conformal p-values. For "typicality" it first splits them into a reference part
     (the typical NLL) and the calibration part, since the calibration scores must not come
-    from the images that defined the typical NLL.
+    from the images that defined the typical NLL. Every image is scored once, keyed by its
+    row index in `x` and the seed, so the scores do not depend on the split.
 
     Args:
-      model: a trained `tfpvae.VAE`, or any object `LikelihoodEstimator.from_model` accepts;
-        or pass `estimator` instead.
+      model: a trained `tfpvae.VAE` (its `likelihood` estimator is used), or any object
+        `LikelihoodEstimator.from_model` accepts; or pass `estimator` instead.
       score: one of `SCORES`. Default "log_prob".
       num_samples: importance samples per image. Default 100.
       threshold: "fpr" (flag the `target_fpr` lowest-scoring fraction of normal data) or
         "contamination" (flag the `contamination` fraction). Default "fpr".
       target_fpr: false-positive rate on normal data for threshold="fpr", in (0, 1).
         Default 0.05.
-      contamination: expected outlier fraction for threshold="contamination". Default 0.1.
+      contamination: expected outlier fraction for threshold="contamination", in (0, 0.5].
+        Default 0.1.
       calibration_fraction: for "typicality", the share of the fit data used for
-        calibration; the rest is the reference. Other scores calibrate on all of it.
-        Default 0.5.
+        calibration, in (0, 1]; the rest is the reference. Other scores calibrate on all of
+        it. Default 0.5.
       seed: seed for the split and for the Monte Carlo scores. Default 0.
       binarize_seed: score a fixed binarisation of grey images. Default None.
       compressor: L(x) of the "complexity" score, "context" (default) or "zlib".
@@ -224,14 +277,24 @@ class AnomalyDetector:
       estimator: a ready `LikelihoodEstimator` (then `model` may be None). Default None.
 
     Attributes:
+      estimator_: the `LikelihoodEstimator` that scores images.
       threshold_: score below which `predict` returns -1.
-      calibration_scores_: sorted scores of the calibration images.
-      typical_nll_: mean -log p(x) of the reference images (for "typicality").
+      calibration_scores_: sorted scores of the calibration images, array (n_cal,).
+      typical_nll_: mean -log p(x) of the reference images for "typicality", else None.
 
-    Example:
+    Examples:
       >>> detector = AnomalyDetector(model, score="complexity").fit(x_normal_heldout)
       >>> detector.predict(x_new)       # +1 inlier, -1 outlier
       >>> detector.p_values(x_new)      # small = unlike the normal data
+
+      A grid search takes a `scoring` callable (the parameter `score` hides the method of
+      that name) and `cv` folds whose training parts hold only normal images (y: 1 normal,
+      -1 anomaly); refit=False, since a refit would calibrate on the anomalies too:
+
+      >>> auroc = lambda det, x, y: roc_auc_score(y == 1, det.score_samples(x))
+      >>> grid = {"score": list(SCORES), "num_samples": [16, 64]}
+      >>> search = GridSearchCV(AnomalyDetector(model), grid, scoring=auroc, cv=folds, refit=False)
+      >>> search.fit(x, y).best_params_
     """
 
     def __init__(
@@ -249,53 +312,99 @@ class AnomalyDetector:
         progress: bool | None = None,
         estimator: Any = None,
     ) -> None:
+        # Stored as given (scikit-learn's rule): `fit` checks them.
+        self.model, self.estimator, self.score, self.num_samples = model, estimator, score, num_samples
+        self.threshold, self.target_fpr, self.contamination = threshold, target_fpr, contamination
+        self.calibration_fraction, self.seed, self.binarize_seed = calibration_fraction, seed, binarize_seed
+        self.compressor, self.progress = compressor, progress
+
+    def __sklearn_clone__(self) -> AnomalyDetector:
+        """An unfitted copy with equal parameters; `model` and `estimator` are the same objects.
+
+        scikit-learn's default would deep-copy them, which a Keras model refuses.
+        """
+        params = self.get_params(deep=False)
+        new = type(self)(**{k: v if k in _SHARED_PARAMS else clone(v, safe=False) for k, v in params.items()})
+        if hasattr(self, "_metadata_request"):  # set_*_request choices, kept as `sklearn.base.clone` keeps them
+            new._metadata_request = copy.deepcopy(self._metadata_request)
+        return new
+
+    def _build_estimator(self) -> Any:
+        if self.estimator is not None:
+            return self.estimator
+        if self.model is None:
+            raise _InvalidParameterError("`model` is None: pass a trained `model` or an `estimator`.")
+        if hasattr(self.model, "likelihood"):  # a tfpvae.VAE keeps one, with its traced graph
+            return self.model.likelihood
         from tfpvae.likelihood import LikelihoodEstimator
 
-        self.score = check_choice(score, "score", SCORES)
-        self.num_samples = check_int(num_samples, "num_samples")
-        self.threshold = check_choice(threshold, "threshold", THRESHOLDS)
-        # Open at both ends, as `tfpvae detect --target-fpr`: 0 flags nothing, 1 flags everything.
-        self.target_fpr = check_float(
-            target_fpr, "target_fpr", minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False
-        )
-        self.contamination = check_float(contamination, "contamination", minimum=0.0, maximum=0.5, min_inclusive=False)
-        self.calibration_fraction = check_float(
-            calibration_fraction, "calibration_fraction", minimum=0.0, maximum=1.0, min_inclusive=False
-        )
-        self.seed, self.binarize_seed = check_seed(seed, "seed"), check_seed(binarize_seed, "binarize_seed")
-        self.compressor = check_choice(compressor, "compressor", COMPRESSORS)
-        self.progress = check_bool(progress, "progress", allow_none=True)
-        if estimator is None:
-            if model is None:
-                raise ValueError("Pass a trained `model` or an `estimator`.")
-            estimator = LikelihoodEstimator.from_model(model)
+        try:
+            return LikelihoodEstimator.from_model(self.model)
+        except TypeError as err:
+            raise _InvalidParameterError(str(err)) from None
+
+    def _check_params(self, estimator: Any = None) -> Any:
+        """Checks every parameter; returns `estimator`, or the one the parameters give if None.
+
+        Raises:
+          ValueError: a parameter out of range or of the wrong type (also a TypeError), or a
+            score the model cannot give.
+        """
+        above_0 = dict(minimum=0.0, min_inclusive=False)
+        try:
+            check_choice(self.score, "score", SCORES)
+            check_int(self.num_samples, "num_samples")
+            check_choice(self.threshold, "threshold", THRESHOLDS)
+            # Open at both ends, as `tfpvae detect --target-fpr`: 0 flags nothing, 1 flags everything.
+            check_float(self.target_fpr, "target_fpr", maximum=1.0, max_inclusive=False, **above_0)
+            check_float(self.contamination, "contamination", maximum=0.5, **above_0)
+            check_float(self.calibration_fraction, "calibration_fraction", maximum=1.0, **above_0)
+            check_seed(self.seed, "seed")
+            check_seed(self.binarize_seed, "binarize_seed")
+            check_choice(self.compressor, "compressor", COMPRESSORS)
+            check_bool(self.progress, "progress", allow_none=True)
+        except (TypeError, ValueError) as err:
+            raise _InvalidParameterError(str(err)) from None
+        estimator = self._build_estimator() if estimator is None else estimator
         if self.score not in available_scores(estimator):
             estimator.require_likelihood(self.score)  # a plain autoencoder: only "distortion"
-        self.model, self.estimator = model, estimator
+        return estimator
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_"):
-            raise RuntimeError("This AnomalyDetector is not fitted yet: call fit(x_normal) first.")
+    def _scoring_settings(self) -> dict[str, Any]:
+        """The keywords of `compute_scores` that this detector fixes."""
+        return {name: getattr(self, name) for name in _SCORING_PARAMS}
 
-    def _images(self, x: Any) -> np.ndarray:
-        shape = getattr(getattr(self.model, "config", None), "input_shape", None)
-        return check_images(x, "x", shape)
+    def _fit_outputs(self) -> tuple[str, ...]:
+        """The scores of the fit images that `_calibrate` reads."""
+        return ("log_prob",) if self.score == "typicality" else (self.score,)
 
-    def _scores(self, x: np.ndarray) -> np.ndarray:
-        return compute_scores(
-            self.estimator,
-            x,
-            (self.score,),
-            num_samples=self.num_samples,
-            typical_nll=getattr(self, "typical_nll_", None),
-            seed=self.seed,
-            binarize_seed=self.binarize_seed,
-            progress=self.progress,
-            compressor=self.compressor,
-        )[self.score]
+    def _calibrate(self, estimator: Any, scores: Mapping[str, np.ndarray]) -> AnomalyDetector:
+        """Learns the fitted attributes from `_fit_outputs` scores of the fit images.
+
+        Args:
+          estimator: the `LikelihoodEstimator` that gave the scores.
+          scores: name -> array (n,), one row per fit image in order.
+
+        Returns:
+          self.
+        """
+        self.estimator_, self.typical_nll_ = estimator, None
+        if self.score == "typicality":
+            log_p = scores["log_prob"]
+            order = np.random.default_rng(self.seed).permutation(len(log_p))
+            n_cal = min(len(log_p) - 1, max(1, int(round(self.calibration_fraction * len(log_p)))))
+            self.typical_nll_ = float(-np.mean(log_p[order[n_cal:]]))
+            # The graph's formula (`tfpvae.scoring`), so an image scores the same in `score_samples`.
+            calibration = -np.abs(-log_p[order[:n_cal]] - self.typical_nll_)
+        else:
+            calibration = scores[self.score]
+        self.calibration_scores_ = np.sort(calibration)
+        q = self.target_fpr if self.threshold == "fpr" else self.contamination
+        self.threshold_ = float(np.quantile(self.calibration_scores_, q))
+        return self
 
     def fit(self, x: Any, y: Any = None) -> AnomalyDetector:
-        """Calibrates on normal images held out from the model's training data.
+        """Checks the parameters and calibrates on normal images held out from the model's training data.
 
         Args:
           x: normal images (n, H, W, C), n >= 4.
@@ -303,35 +412,18 @@ class AnomalyDetector:
 
         Returns:
           self.
+
+        Raises:
+          ValueError: an invalid parameter (named), or fewer than 4 images.
         """
-        x = self._images(x)
-        if len(x) < 4:
-            raise ValueError(f"`x` must hold at least 4 normal images to calibrate; got {len(x)}.")
-        calibration = x
-        if self.score == "typicality":
-            order = np.random.default_rng(self.seed).permutation(len(x))
-            n_cal = min(len(x) - 1, max(1, int(round(self.calibration_fraction * len(x)))))
-            calibration, reference = x[order[:n_cal]], x[order[n_cal:]]
-            log_p = self.estimator.log_prob(
-                reference,
-                num_samples=self.num_samples,
-                seed=self.seed,
-                binarize_seed=self.binarize_seed,
-                progress=self.progress,
-            )
-            self.typical_nll_ = float(-np.mean(log_p))
-        self.calibration_scores_ = np.sort(self._scores(calibration))
-        q = self.target_fpr if self.threshold == "fpr" else self.contamination
-        self.threshold_ = float(np.quantile(self.calibration_scores_, q))
-        return self
+        return _fit_together([self], self._check_params(), x)[0]
 
     def score_samples(self, x: Any) -> np.ndarray:
-        """Per-image score, array (n,); higher = more normal."""
-        self._check_fitted()
-        return self._scores(self._images(x))
+        """Per-image score, array (n,) for images (n, H, W, C); higher = more normal."""
+        return _score_together([self], x)[self.score]
 
     def decision_function(self, x: Any) -> np.ndarray:
-        """score_samples(x) - threshold_: negative for outliers."""
+        """score_samples(x) - threshold_, array (n,): negative for outliers."""
         return self.score_samples(x) - self.threshold_
 
     def predict(self, x: Any) -> np.ndarray:
@@ -339,7 +431,7 @@ class AnomalyDetector:
         return np.where(self.decision_function(x) < 0, -1, 1)
 
     def p_values(self, x: Any) -> np.ndarray:
-        """Split-conformal p-values: (1 + #{calibration scores <= s(x)}) / (n_cal + 1).
+        """Split-conformal p-values, array (n,): (1 + #{calibration scores <= s(x)}) / (n_cal + 1).
 
         Under exchangeability with the calibration data, P(p <= a) <= a for normal images,
         so flagging p <= a controls the false-positive rate at a.
@@ -347,3 +439,143 @@ class AnomalyDetector:
         s = self.score_samples(x)
         counts = np.searchsorted(self.calibration_scores_, s, side="right")
         return (1.0 + counts) / (len(self.calibration_scores_) + 1.0)
+
+
+def _fit_together(detectors: Sequence[AnomalyDetector], estimator: Any, x: Any) -> list[AnomalyDetector]:
+    """Fits checked detectors that share `estimator` and their scoring settings on `x`, scored once."""
+    x = check_images(x, "x", getattr(estimator, "image_shape", None))
+    if len(x) < 4:
+        raise ValueError(f"`x` must hold at least 4 normal images to calibrate; got {len(x)}.")
+    outputs = tuple(dict.fromkeys(name for d in detectors for name in d._fit_outputs()))
+    scores = compute_scores(estimator, x, outputs, **detectors[0]._scoring_settings())
+    return [d._calibrate(estimator, scores) for d in detectors]
+
+
+def _score_together(detectors: Sequence[AnomalyDetector], x: Any) -> dict[str, np.ndarray]:
+    """The scores that fitted `detectors` use, name -> array (n,), from one pass over `x`."""
+    from sklearn.utils.validation import check_is_fitted
+
+    if not detectors:
+        raise ValueError("`detectors` is empty: give at least one fitted AnomalyDetector.")
+    for d in detectors:
+        check_is_fitted(d, "threshold_", msg="This %(name)s is not fitted yet: call fit(x_normal) first.")
+    first = detectors[0]
+    for name in _SHARED_SETTINGS:
+        values = [getattr(d, name) for d in detectors]
+        if any(v is not values[0] and v != values[0] for v in values[1:]):
+            raise ValueError(
+                f"`detectors` must share `{name}` to score images in one pass; got "
+                f"{'different estimators' if name == 'estimator_' else values}. Fit them with `fit_detectors`."
+            )
+    typical = {d.typical_nll_ for d in detectors if d.score == "typicality"}
+    if len(typical) > 1:
+        raise ValueError(f"`detectors` hold different `typical_nll_` for 'typicality': {sorted(typical)}.")
+    estimator = first.estimator_
+    x = check_images(x, "x", getattr(estimator, "image_shape", None))
+    names = tuple(dict.fromkeys(d.score for d in detectors))
+    typical_nll = typical.pop() if typical else None
+    return compute_scores(estimator, x, names, typical_nll=typical_nll, **first._scoring_settings())
+
+
+def fit_detectors(
+    model_or_estimator: Any,
+    x: Any,
+    scores: str | Sequence[str] | None = None,
+    **detector_params: Any,
+) -> dict[str, AnomalyDetector]:
+    """Fits one `AnomalyDetector` per score on the same normal images, scored once for all.
+
+    Each detector is the one `AnomalyDetector(..., score=name, **detector_params).fit(x)`
+    gives (the same threshold, calibration scores and typical NLL), but the k importance
+    draws per image are computed once, not once per score.
+
+    Args:
+      model_or_estimator: a trained `tfpvae.VAE` (the detectors' `model`) or a
+        `LikelihoodEstimator` (their `estimator`).
+      x: normal images (n, H, W, C) held out from training, n >= 4.
+      scores: names from `SCORES` (or one name). Default None: every score the model gives
+        (`available_scores`), "typicality" included.
+      **detector_params: the other `AnomalyDetector` parameters (num_samples, threshold,
+        target_fpr, contamination, calibration_fraction, seed, binarize_seed, compressor,
+        progress), shared by every detector.
+
+    Returns:
+      dict score name -> fitted `AnomalyDetector`, in the order of `scores`.
+
+    Raises:
+      ValueError: an invalid parameter or score (named), or fewer than 4 images.
+      TypeError: `score`, `model` or `estimator` among `detector_params`, or an unknown one.
+
+    Examples:
+      >>> detectors = fit_detectors(model, x_normal_heldout, ("log_prob", "complexity"), num_samples=32)
+      >>> detectors["complexity"].threshold_
+    """
+    from tfpvae.likelihood import LikelihoodEstimator
+
+    taken = sorted(set(detector_params) & {"score", *_SHARED_PARAMS})
+    if taken:
+        raise TypeError(f"fit_detectors sets {', '.join(f'`{k}`' for k in taken)} itself; pass the other parameters.")
+    source = "estimator" if isinstance(model_or_estimator, LikelihoodEstimator) else "model"
+    template = AnomalyDetector(**{source: model_or_estimator}, **detector_params)
+    estimator = template._build_estimator()
+    names = available_scores(estimator) if scores is None else (scores,) if isinstance(scores, str) else scores
+    detectors = {name: clone(template).set_params(score=name) for name in dict.fromkeys(names)}
+    if not detectors:
+        raise ValueError("`scores` is empty: name at least one score.")
+    for detector in detectors.values():
+        detector._check_params(estimator)
+    _fit_together(list(detectors.values()), estimator, x)
+    return detectors
+
+
+def score_all(detectors: Mapping[str, AnomalyDetector], x: Any) -> dict[str, np.ndarray]:
+    """Every detector's `score_samples(x)`, from one pass of importance draws.
+
+    Args:
+      detectors: name -> fitted `AnomalyDetector`, sharing their estimator, num_samples,
+        seed, binarize_seed and compressor (as `fit_detectors` makes them).
+      x: images (n, H, W, C).
+
+    Returns:
+      dict name -> float64 array (n,), higher = more normal.
+
+    Raises:
+      ValueError: detectors that differ in those settings, or that are not fitted.
+
+    Examples:
+      >>> s = score_all(fit_detectors(model, x_normal_heldout), x_new)   # {"log_prob": ..., ...}
+    """
+    scores = _score_together(list(detectors.values()), x)
+    return {name: scores[d.score] for name, d in detectors.items()}
+
+
+def detection_report(
+    detectors: Mapping[str, AnomalyDetector], x_normal: Any, x_anomalous: Any
+) -> dict[str, dict[str, float]]:
+    """How well each fitted detector tells normal from anomalous images: `tfpvae detect`'s report.
+
+    Args:
+      detectors: name -> fitted `AnomalyDetector`, as `score_all` takes them.
+      x_normal: normal images (n, H, W, C) that none of the detectors was fitted on.
+      x_anomalous: anomalous images (m, H, W, C).
+
+    Returns:
+      dict name -> {"auroc", "auprc", "fpr_at_95_tpr"} of `detection_metrics`, plus
+      "threshold" (`threshold_`), "fpr_at_threshold" (fraction of `x_normal` that `predict`
+      flags) and "tpr_at_threshold" (fraction of `x_anomalous` it flags).
+
+    Examples:
+      >>> detectors = fit_detectors(model, x_normal[:500], target_fpr=0.05)
+      >>> detection_report(detectors, x_normal[500:], x_anomalous)["complexity"]["auroc"]
+    """
+    normal, anomalous = score_all(detectors, x_normal), score_all(detectors, x_anomalous)
+    report = {}
+    for name, detector in detectors.items():
+        threshold = detector.threshold_
+        report[name] = {
+            **detection_metrics(normal[name], anomalous[name]),
+            "threshold": threshold,
+            "fpr_at_threshold": float(np.mean(normal[name] < threshold)),
+            "tpr_at_threshold": float(np.mean(anomalous[name] < threshold)),
+        }
+    return report

@@ -74,6 +74,35 @@ def iter_array_batches(
         yield Batch(x[i:j], ids, None if labels is None else np.asarray(labels[i:j], np.int64))
 
 
+class _ErrorLog:
+    """Writes the records a reader skipped (`BadRecordError`s it appends to a list) as CSV rows."""
+
+    def __init__(self, path: Path, records: list | None) -> None:
+        self.path, self.records, self.count = path, records, 0
+        self.file = self.writer = None
+
+    def __enter__(self) -> _ErrorLog:
+        if self.records is not None:
+            self.file = open(self.path, "w", newline="")
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(["id", "reason"])
+        return self
+
+    def flush(self) -> None:
+        """Moves the skipped records listed so far into the file."""
+        if self.writer is None:
+            return
+        for err in self.records:
+            self.writer.writerow([err.id, err.reason])
+        self.count += len(self.records)
+        self.records.clear()
+        self.file.flush()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def score_to_csv(
     estimator: Any,
     batches: Iterable[Any],
@@ -115,58 +144,40 @@ def score_to_csv(
     partial = out.with_name(out.name + ".partial")
     columns = score_columns(scores)
     digest = hashlib.sha256()
-    rows = bad = 0
-    errors_file = errors_writer = None
-    try:
-        if bad_records is not None:
-            errors_file = open(errors_path(out), "w", newline="")
-            errors_writer = csv.writer(errors_file)
-            errors_writer.writerow(["id", "reason"])
-        with open(partial, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["id", "label", *columns])
-            for batch in batches:
-                if errors_writer is not None:
-                    for err in bad_records:
-                        errors_writer.writerow([err.id, err.reason])
-                    bad += len(bad_records)
-                    bad_records.clear()
-                    errors_file.flush()
-                if len(batch.ids) == 0:
-                    continue
-                values = compute_scores(
-                    estimator,
-                    batch.images,
-                    tuple(scores),
-                    num_samples=num_samples,
-                    typical_nll=typical_nll,
-                    seed=seed,
-                    binarize_seed=binarize_seed,
-                    ids=batch.ids,
-                    progress=False,
-                    stderr="log_prob" in scores,
-                )
-                labels = batch.labels
-                for r, image_id in enumerate(batch.ids):
-                    row_values = {c: values[c][r] for c in columns}
-                    writer.writerow(format_row(image_id, None if labels is None else labels[r], row_values, columns))
-                    digest.update(image_id.encode() + b"\0")
-                digest.update(np.ascontiguousarray(batch.images, np.float32).tobytes())
-                rows += len(batch.ids)
-                if progress is not None:
-                    progress.update(rows + bad)
-            if errors_writer is not None:  # records skipped after the last batch
-                for err in bad_records:
-                    errors_writer.writerow([err.id, err.reason])
-                bad += len(bad_records)
-                bad_records.clear()
-    finally:
-        if errors_file is not None:
-            errors_file.close()
+    rows = 0
+    with _ErrorLog(errors_path(out), bad_records) as errors, open(partial, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "label", *columns])
+        for batch in batches:
+            errors.flush()
+            if len(batch.ids) == 0:
+                continue
+            values = compute_scores(
+                estimator,
+                batch.images,
+                tuple(scores),
+                num_samples=num_samples,
+                typical_nll=typical_nll,
+                seed=seed,
+                binarize_seed=binarize_seed,
+                ids=batch.ids,
+                progress=False,
+                stderr="log_prob" in scores,
+            )
+            labels = batch.labels
+            for r, image_id in enumerate(batch.ids):
+                row_values = {c: values[c][r] for c in columns}
+                writer.writerow(format_row(image_id, None if labels is None else labels[r], row_values, columns))
+                digest.update(image_id.encode() + b"\0")
+            digest.update(np.ascontiguousarray(batch.images, np.float32).tobytes())
+            rows += len(batch.ids)
+            if progress is not None:
+                progress.update(rows + errors.count)
+        errors.flush()  # records skipped after the last batch
     os.replace(partial, out)
     summary = {
         "rows": rows,
-        "bad_records": bad,
+        "bad_records": errors.count,
         "errors_file": str(errors_path(out)) if bad_records is not None else None,
         "scores": list(scores),
         "columns": columns,

@@ -17,10 +17,36 @@ ACTIVATIONS = ("relu", "elu", "swish", "leaky_relu", "tanh")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 # The per-image scores of `tfpvae.scoring` (here, free of TensorFlow, for the CLI's parser).
 SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
+# The distribution strategies of `tfpvae.distribute` (here, free of TensorFlow, for the CLI's parser).
+STRATEGIES = ("default", "mirrored", "multiworker")
+# The figures of `tfpvae.figures` (here, free of TensorFlow, for the CLI's parser).
+FIGURES = (
+    "samples",
+    "aggregate-samples",
+    "reconstructions",
+    "interpolation",
+    "traversal",
+    "manifold",
+    "scatter",
+    "uncertainty",
+    "pixel-likelihood",
+    "curves",
+    "pseudo-inputs",
+    "histogram",
+    "roc",
+)
 # The floor that the decaying schedules reach at the last epoch, as a fraction of the
 # initial learning rate: small enough to settle the weights, large enough that the last
 # epochs still learn.
 DEFAULT_MIN_LR_FRACTION = 0.05
+# The fields that take one of a few names, with the names (the CLI's flags offer them as choices).
+CHOICES = {
+    "architecture": ARCHITECTURES,
+    "prior": PRIORS,
+    "model_type": MODEL_TYPES,
+    "activation": ACTIVATIONS,
+    "binarize": BINARIZE,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +59,9 @@ class VAEConfig:
         inactive units that larger sizes leave (and, measured, faster to train than 32).
       architecture: encoder/decoder family, one of "mlp" (default), "conv", "dcgan".
         "mlp" (784-512-256 encoder, 256-512-784 decoder for the default hidden_units) was
-        chosen by `benchmarks/run.py`: on 2 CPU cores it trains about 6x faster than "conv"
-        and scores about 8x faster, so it reaches a lower NLL within a fixed time budget
-        (docs/benchmarks.md). "conv" may do better given many hours (not measured here).
+        chosen by measurement: on CPUs it trains and scores several times faster than
+        "conv", so it reaches a lower NLL within a fixed time budget (figures: the
+        Benchmarks page, "How the default was chosen").
       prior: "normal" (fixed N(0, I), exact KL), "learned_normal" (trainable loc and
         scale_tril, exact KL), "mixture" (learned Gaussian mixture, Monte Carlo KL) or
         "vamp" (VampPrior: the mixture of the encoder's posteriors of learned
@@ -57,8 +83,8 @@ class VAEConfig:
         step, the standard protocol for Bernoulli likelihoods on grey MNIST; "none" trains on
         the grey values (the loss is then the cross-entropy with grey targets).
       learning_rate: Adam step size used by `compile()` without an optimizer. Default 2e-3:
-        with the "mlp" default at batch 128 it gave the lowest IWAE NLL after a 5-minute
-        budget of 1e-3, 2e-3 and 3e-3 (docs/benchmarks.md).
+        of the rates measured with the "mlp" default at batch 128 it gave the lowest IWAE NLL
+        after a fixed time budget (Benchmarks page, "How the default was chosen").
       posterior_scale_floor: lower bound added to the posterior's scale_tril diagonal.
         Default 1e-5, TFP's value; a larger floor (1e-3) guards against divergence.
       train_samples: importance samples k per image in the training loss. Default 1: the
@@ -72,35 +98,41 @@ class VAEConfig:
     """
 
     input_shape: tuple[int, int, int] = (28, 28, 1)
-    latent_dim: int = 16
-    architecture: str = "mlp"
-    prior: str = "normal"
-    num_components: int = 10
-    beta: float = 1.0
-    model_type: str = "vae"
-    filters: int = 32
-    hidden_units: int = 256
-    activation: str = "swish"
-    dropout: float = 0.0
-    binarize: str = "dynamic"
-    learning_rate: float = 2e-3
-    posterior_scale_floor: float = 1e-5
-    train_samples: int = 1
+    latent_dim: int = dataclasses.field(default=16, metadata={"help": "latent dimension"})
+    architecture: str = dataclasses.field(default="mlp", metadata={"help": "network family"})
+    prior: str = dataclasses.field(default="normal", metadata={"help": "prior kind"})
+    num_components: int = dataclasses.field(default=10, metadata={"help": "mixture components"})
+    beta: float = dataclasses.field(default=1.0, metadata={"help": "KL weight"})
+    model_type: str = dataclasses.field(default="vae", metadata={"help": "vae or plain autoencoder"})
+    filters: int = dataclasses.field(default=32, metadata={"help": "channels of the first conv block"})
+    hidden_units: int = dataclasses.field(default=256, metadata={"help": "width of the dense layers"})
+    activation: str = dataclasses.field(default="swish", metadata={"help": "hidden activation"})
+    dropout: float = dataclasses.field(
+        default=0.0, metadata={"help": "fraction of hidden dense units dropped in training"}
+    )
+    binarize: str = dataclasses.field(default="dynamic", metadata={"help": "training binarisation"})
+    learning_rate: float = dataclasses.field(default=2e-3, metadata={"help": "Adam step size"})
+    posterior_scale_floor: float = dataclasses.field(default=1e-5, metadata={"help": "minimum posterior std"})
+    train_samples: int = dataclasses.field(
+        default=1,
+        metadata={
+            "help": "importance samples per image in the training loss: 1 trains on the ELBO, "
+            "K > 1 on the tighter IWAE bound (K decoder passes per image)",
+            "metavar": "K",
+        },
+    )
     seed: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
+        for name, names in CHOICES.items():
+            check_choice(getattr(self, name), name, names)
         check_int(self.latent_dim, "latent_dim")
-        check_choice(self.architecture, "architecture", ARCHITECTURES)
-        check_choice(self.prior, "prior", PRIORS)
         check_int(self.num_components, "num_components")
         check_float(self.beta, "beta", minimum=0.0)
-        check_choice(self.model_type, "model_type", MODEL_TYPES)
         check_int(self.filters, "filters")
         check_int(self.hidden_units, "hidden_units")
-        check_choice(self.activation, "activation", ACTIVATIONS)
         check_float(self.dropout, "dropout", minimum=0.0, maximum=1.0, max_inclusive=False)
-        check_choice(self.binarize, "binarize", BINARIZE)
         check_float(self.learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
         check_float(self.posterior_scale_floor, "posterior_scale_floor", minimum=0.0)
         check_int(self.train_samples, "train_samples")

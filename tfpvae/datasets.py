@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from tfpvae._io import load_npz_arrays
 from tfpvae._validation import check_choice, check_int
 from tfpvae.streaming import iter_batches
+from tfpvae.subsets import evenly_spaced as evenly_spaced  # documented here in 0.1; lives in subsets
 
 NAMES = ("digits", "mnist", "fashion_mnist", "binarized_mnist")
 SPLITS = ("train", "valid", "test")
@@ -112,26 +114,6 @@ def _load_keras_npz(path: Path, split: str) -> Arrays:
     if f"x_{key}" not in data or f"y_{key}" not in data:
         raise ValueError(f"{path} lacks arrays x_{key}/y_{key}; found {sorted(data)}.")
     return _to_images(data[f"x_{key}"], 255.0), data[f"y_{key}"].astype(np.int64)
-
-
-def load_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads every array of an .npz file without unpickling anything.
-
-    Raises:
-      ValueError: if the file is corrupt or holds pickled (object) arrays.
-    """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise ValueError(
-                f"{path} contains pickled objects; refusing to load it (only plain arrays are read)."
-            ) from None
-        raise ValueError(f"Cannot read {path}: {err}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise ValueError(f"Cannot read {path}: it is truncated or not an .npz file ({err}).") from None
 
 
 def _find(name: str, data_dir) -> tuple[str, Path]:
@@ -293,34 +275,6 @@ def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]
             f"{unlabelled!r}. Label every record or none."
         )
     return np.concatenate(images), np.concatenate(labels) if labels else None
-
-
-def evenly_spaced(n: int, limit: int) -> np.ndarray:
-    """Indices of at most `limit` of `n` items, evenly spread from the first to the last.
-
-    A subset for figures and quick scores that still covers a split stored in class order
-    (binarized_mnist's test split is sorted by digit, so its first 1,000 images are all zeros).
-
-    Args:
-      n: number of items, int >= 0.
-      limit: most indices to return, int >= 1.
-
-    Returns:
-      int64 array of min(n, limit) increasing indices in [0, n): all of them when
-      n <= limit, else round(i * (n - 1) / (limit - 1)) for i < limit (0 and n - 1 included).
-
-    Example:
-      >>> evenly_spaced(10, 4)
-      array([0, 3, 6, 9])
-    """
-    n = check_int(n, "n", minimum=0)
-    limit = check_int(limit, "limit")
-    if n <= limit:
-        return np.arange(n, dtype=np.int64)
-    if limit == 1:
-        return np.zeros(1, dtype=np.int64)
-    # Spacing (n - 1) / (limit - 1) > 1 here, so the rounded indices are distinct.
-    return np.round(np.linspace(0, n - 1, limit)).astype(np.int64)
 
 
 def to_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True, seed: int | None = None) -> Any:

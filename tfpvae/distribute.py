@@ -25,8 +25,7 @@ from typing import Any
 
 from tfpvae._keras import tf
 from tfpvae._validation import check_choice, check_int
-
-STRATEGIES = ("default", "mirrored", "multiworker")
+from tfpvae.config import STRATEGIES
 
 
 def make_strategy(name: str = "mirrored", devices: list[str] | None = None) -> Any:

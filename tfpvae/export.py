@@ -33,6 +33,7 @@ from typing import Any
 
 from tfpvae._keras import tf
 from tfpvae._validation import check_float, check_int, check_seed
+from tfpvae.likelihood import default_batch_elements
 from tfpvae.scoring import ScoringPlan, score_images
 
 # The score signature's outputs: `tfpvae score`'s CSV columns (typicality only with a typical NLL).
@@ -57,7 +58,8 @@ class ServingModule(tf.Module):
       typical_nll: mean -log p(x) of normal images; adds the `typicality` output.
         Default None.
       max_batch_elements: (image, sample) pairs per decoder batch; larger k is split into
-        steps inside the graph. Default None: the library's default for the model.
+        steps inside the graph. Default None: `tfpvae.likelihood.default_batch_elements(model)`,
+        as for `LikelihoodEstimator.from_model`.
     """
 
     def __init__(
@@ -69,15 +71,13 @@ class ServingModule(tf.Module):
         typical_nll: float | None = None,
         max_batch_elements: int | None = None,
     ) -> None:
-        from tfpvae.likelihood import _default_batch_elements
-
         super().__init__(name="tfpvae_serving")
         if model.config.model_type != "vae":
             raise ValueError("Only VAEs can be exported for likelihood serving; this model is an autoencoder.")
         self.num_samples = check_int(num_samples, "num_samples")
         self.binarize_seed = check_seed(binarize_seed, "binarize_seed", maximum=2**31 - 1)
         self.typical_nll = None if typical_nll is None else check_float(typical_nll, "typical_nll")
-        budget = _default_batch_elements(model) if max_batch_elements is None else max_batch_elements
+        budget = default_batch_elements(model) if max_batch_elements is None else max_batch_elements
         self.plan = ScoringPlan.make(self.num_samples, check_int(budget, "max_batch_elements"))
         self.score_names = SERVED_SCORES + (("typicality",) if self.typical_nll is not None else ())
         # Track only the variables: attaching the Keras models would make the SavedModel

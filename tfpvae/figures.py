@@ -1,35 +1,27 @@
 """Named figures of a trained model: compute what each shows, then draw it with `tfpvae.plots`.
 
 `make_figure(kind, model, x, y)` is what `tfpvae plot KIND` and `tfpvae train` call, so the
-command line holds no plotting logic. Each kind returns a matplotlib Figure.
+command line holds no plotting logic. Each kind returns a matplotlib Figure; `FIGURES`
+names them all (defined in `tfpvae.config`, so the CLI's parser needs no TensorFlow). The
+latent and uncertainty figures compute their arrays with `tfpvae.latent` and
+`tfpvae.uncertainty`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfpvae import plots
+from tfpvae import latent, plots, uncertainty
 from tfpvae._validation import check_choice, check_int, check_labels
-from tfpvae.datasets import evenly_spaced
+from tfpvae.config import FIGURES as FIGURES
+from tfpvae.protocols import latent_dim
+from tfpvae.subsets import evenly_spaced
 
-FIGURES = (
-    "samples",
-    "aggregate-samples",
-    "reconstructions",
-    "interpolation",
-    "traversal",
-    "manifold",
-    "scatter",
-    "uncertainty",
-    "pixel-likelihood",
-    "curves",
-    "pseudo-inputs",
-    "histogram",
-    "roc",
-)
 # Kinds that need images (and for some, labels) besides the model; see `needs_data`.
 NEEDS_DATA = frozenset(FIGURES) - {"samples", "curves", "pseudo-inputs"}
 
@@ -37,7 +29,37 @@ NEEDS_DATA = frozenset(FIGURES) - {"samples", "curves", "pseudo-inputs"}
 def needs_data(kind: str, model: Any) -> bool:
     """Whether figure `kind` of `model` needs images: `NEEDS_DATA`, except the manifold of a
     two-dimensional latent space, which is the latent plane itself (no PCA of codes)."""
-    return kind in NEEDS_DATA and not (kind == "manifold" and model.config.latent_dim == 2)
+    return kind in NEEDS_DATA and not (kind == "manifold" and latent_dim(model) == 2)
+
+
+def check_figure(
+    kind: str, model: Any, x: np.ndarray | None = None, *, x_anomalous: np.ndarray | None = None, index: int = 0
+) -> None:
+    """Raises ValueError, naming what is missing, if `make_figure` cannot draw `kind` from these inputs.
+
+    Called by `make_figure` before any work; the command line calls it to tell a request that
+    cannot be drawn (a user's mistake) from a failure while drawing.
+
+    Args:
+      kind: one of `FIGURES`.
+      model: the model the figure is of.
+      x: the images it is about, or None.
+      x_anomalous: the anomalous images, or None.
+      index: the image "traversal", "uncertainty" and "pixel-likelihood" start from.
+    """
+    kind = check_choice(kind, "kind", FIGURES)
+    if x is None and needs_data(kind, model):
+        raise ValueError(f"Figure {kind!r} needs images: pass `x` (CLI: --dataset or --input).")
+    if kind in ("histogram", "roc") and x_anomalous is None:
+        raise ValueError(f"Figure {kind!r} needs anomalous images: pass `x_anomalous` (CLI: --anomalous).")
+    if kind == "pseudo-inputs" and model.config.prior != "vamp":
+        raise ValueError(
+            f"Figure 'pseudo-inputs' needs a model with prior='vamp'; this one has {model.config.prior!r}."
+        )
+    if x is not None and kind in ("traversal", "uncertainty", "pixel-likelihood"):
+        index = check_int(index, "index", minimum=0)
+        if index >= len(x):
+            raise ValueError(f"`index` must be < the number of images ({len(x)}); got {index}.")
 
 
 def make_figure(
@@ -83,90 +105,151 @@ def make_figure(
     Returns:
       The Figure.
     """
-    kind = check_choice(kind, "kind", FIGURES)
+    check_figure(kind, model, x, x_anomalous=x_anomalous, index=index)
     num_images = check_int(num_images, "num_images")
-    if x is None and needs_data(kind, model):
-        raise ValueError(f"Figure {kind!r} needs images: pass `x` (CLI: --dataset or --input).")
-    if kind in ("histogram", "roc") and x_anomalous is None:
-        raise ValueError(f"Figure {kind!r} needs anomalous images: pass `x_anomalous` (CLI: --anomalous).")
-    if x is not None and kind in ("traversal", "uncertainty", "pixel-likelihood"):
-        index = check_int(index, "index", minimum=0)
-        if index >= len(x):
-            raise ValueError(f"`index` must be < the number of images ({len(x)}); got {index}.")
+    request = _Request(
+        model=model, x=x, y=y, x_anomalous=x_anomalous, num_images=num_images, index=index, grid_size=grid_size,
+        method=method, max_points=max_points, num_samples=num_samples, temperature=temperature, seed=seed,
+        binarize_seed=binarize_seed,
+    )  # fmt: skip
+    return _DRAW[kind](request)
 
-    if kind == "samples":
-        images = model.sample(num_images * num_images, temperature=temperature, seed=seed)
-        return plots.image_grid(images, ncols=num_images, title=f"prior samples (temperature {temperature:g})")
-    if kind == "aggregate-samples":
-        model.fit_aggregate_posterior(x, seed=seed)
-        images = model.sample(num_images * num_images, seed=seed, source="aggregate")
-        return plots.image_grid(images, ncols=num_images, title="samples from the aggregate posterior")
-    if kind == "reconstructions":
-        if y is not None:
-            # Only the first image of each class is shown: reconstruct just those.
-            y = check_labels(y, len(x), "y")
-            _, first = np.unique(y, return_index=True)
-            sel = x[first]
-            return plots.reconstructions(
-                sel, model.reconstruct(sel), labels=y[first], title="reconstructions, one per class"
-            )
-        sel = x[evenly_spaced(len(x), num_images)]
-        return plots.reconstructions(sel, model.reconstruct(sel), title="reconstructions")
-    if kind == "interpolation":
-        rng = np.random.default_rng(seed)
-        pairs = rng.choice(len(x), size=(min(num_images, len(x) // 2), 2), replace=False)
-        path = model.interpolate(x[pairs[:, 0]], x[pairs[:, 1]], num_steps=10, method="slerp")
-        return plots.interpolation_strips(path.images, path.log_prior, title="slerp interpolations")
-    if kind == "traversal":
-        t = model.traverse(x[index], dims=list(range(min(model.config.latent_dim, num_images))))
-        return plots.traversal_grid(t.images, t.dims, t.offsets, title=f"latent traversals around image {index}")
-    if kind == "manifold":
-        plane_data = None if model.config.latent_dim == 2 else x[evenly_spaced(len(x), max_points)]
-        grid = model.manifold_grid(grid_size=grid_size, x=plane_data)
-        return plots.manifold_grid(grid.images, grid.coords, grid.axis_labels, title="decoded latent manifold")
-    if kind == "scatter":
-        emb = model.embed(x, method=method, max_points=max_points, seed=seed)
-        labels = None if y is None else np.asarray(y)[emb.indices]
-        return plots.latent_scatter(emb.coords, labels=labels, axis_labels=emb.axis_labels, title="latent codes")
-    if kind == "uncertainty":
-        u = model.predictive_uncertainty(x[index : index + num_images], num_samples=num_samples, seed=seed)
-        maps = {"predictive mean": u.mean, "Bernoulli variance": u.aleatoric, "latent variance": u.epistemic}
-        return plots.pixel_maps(
-            x[index : index + min(num_images, 4)],
-            {k: v[:4] for k, v in maps.items()},
-            title="per-pixel predictive uncertainty",
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """The checked arguments of one `make_figure` call."""
+
+    model: Any
+    x: np.ndarray | None
+    y: np.ndarray | None
+    x_anomalous: np.ndarray | None
+    num_images: int
+    index: int
+    grid_size: int
+    method: str
+    max_points: int
+    num_samples: int
+    temperature: float
+    seed: int
+    binarize_seed: int | None
+
+
+def _samples(r: _Request) -> Figure:
+    images = r.model.sample(r.num_images * r.num_images, temperature=r.temperature, seed=r.seed)
+    return plots.image_grid(images, ncols=r.num_images, title=f"prior samples (temperature {r.temperature:g})")
+
+
+def _aggregate_samples(r: _Request) -> Figure:
+    gmm = latent.fit_aggregate_posterior(r.model, r.x, seed=r.seed)
+    images = latent.sample_aggregate_posterior(r.model, gmm, r.num_images * r.num_images, seed=r.seed)
+    return plots.image_grid(images, ncols=r.num_images, title="samples from the aggregate posterior")
+
+
+def _reconstructions(r: _Request) -> Figure:
+    x, model = r.x, r.model
+    if r.y is not None:
+        # Only the first image of each class is shown: reconstruct just those.
+        y = check_labels(r.y, len(x), "y")
+        _, first = np.unique(y, return_index=True)
+        sel = x[first]
+        return plots.reconstructions(
+            sel, model.reconstruct(sel), labels=y[first], title="reconstructions, one per class"
         )
-    if kind == "pixel-likelihood":
-        sel = x[index : index + min(num_images, 4)]
-        lp = model.pixel_log_prob(sel, num_samples=num_samples, seed=seed)
-        return plots.pixel_maps(
-            sel,
-            {"log p(x_ij | z)": lp},
-            cmaps={"log p(x_ij | z)": "magma"},
-            title="per-pixel log-likelihood (dark = poorly explained)",
-        )
-    if kind == "curves":
-        return plots.training_curves(model.training_history, title="training curves")
-    if kind == "pseudo-inputs":
-        if model.config.prior != "vamp":
-            raise ValueError(
-                f"Figure 'pseudo-inputs' needs a model with prior='vamp'; this one has {model.config.prior!r}."
-            )
-        u = model.prior_layer.pseudo_inputs.numpy()[: num_images * num_images]
-        return plots.image_grid(
-            u, ncols=num_images, title=f"VampPrior pseudo-inputs ({len(u)} of {model.config.num_components})"
-        )
+    sel = x[evenly_spaced(len(x), r.num_images)]
+    return plots.reconstructions(sel, model.reconstruct(sel), title="reconstructions")
+
+
+def _interpolation(r: _Request) -> Figure:
+    rng = np.random.default_rng(r.seed)
+    pairs = rng.choice(len(r.x), size=(min(r.num_images, len(r.x) // 2), 2), replace=False)
+    path = latent.interpolate(r.model, r.x[pairs[:, 0]], r.x[pairs[:, 1]], num_steps=10, method="slerp")
+    return plots.interpolation_strips(path.images, path.log_prior, title="slerp interpolations")
+
+
+def _traversal(r: _Request) -> Figure:
+    t = latent.traverse(r.model, r.x[r.index], dims=list(range(min(latent_dim(r.model), r.num_images))))
+    return plots.traversal_grid(t.images, t.dims, t.offsets, title=f"latent traversals around image {r.index}")
+
+
+def _manifold(r: _Request) -> Figure:
+    plane_data = None if latent_dim(r.model) == 2 else r.x[evenly_spaced(len(r.x), r.max_points)]
+    grid = latent.manifold_grid(r.model, grid_size=r.grid_size, x=plane_data)
+    return plots.manifold_grid(grid.images, grid.coords, grid.axis_labels, title="decoded latent manifold")
+
+
+def _scatter(r: _Request) -> Figure:
+    emb = latent.embed_latents(r.model, r.x, method=r.method, max_points=r.max_points, seed=r.seed)
+    labels = None if r.y is None else np.asarray(r.y)[emb.indices]
+    return plots.latent_scatter(emb.coords, labels=labels, axis_labels=emb.axis_labels, title="latent codes")
+
+
+def _uncertainty(r: _Request) -> Figure:
+    x = r.x[r.index : r.index + r.num_images]
+    u = uncertainty.predictive_uncertainty(r.model, x, num_samples=r.num_samples, seed=r.seed)
+    maps = {"predictive mean": u.mean, "Bernoulli variance": u.aleatoric, "latent variance": u.epistemic}
+    return plots.pixel_maps(x[:4], {k: v[:4] for k, v in maps.items()}, title="per-pixel predictive uncertainty")
+
+
+def _pixel_likelihood(r: _Request) -> Figure:
+    sel = r.x[r.index : r.index + min(r.num_images, 4)]
+    lp = r.model.pixel_log_prob(sel, num_samples=r.num_samples, seed=r.seed)
+    return plots.pixel_maps(
+        sel,
+        {"log p(x_ij | z)": lp},
+        cmaps={"log p(x_ij | z)": "magma"},
+        title="per-pixel log-likelihood (dark = poorly explained)",
+    )
+
+
+def _curves(r: _Request) -> Figure:
+    return plots.training_curves(r.model.training_history, title="training curves")
+
+
+def _pseudo_inputs(r: _Request) -> Figure:
+    config = r.model.config
+    u = r.model.prior_layer.pseudo_inputs.numpy()[: r.num_images * r.num_images]
+    return plots.image_grid(
+        u, ncols=r.num_images, title=f"VampPrior pseudo-inputs ({len(u)} of {config.num_components})"
+    )
+
+
+def _scores(r: _Request) -> tuple[tuple[str, ...], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(score names, scores of `x`, scores of `x_anomalous`) for the histogram and ROC figures."""
     from tfpvae.anomaly import available_scores, compute_scores
 
+    likelihood = r.model.likelihood
     # Three complementary scores; a plain autoencoder has only its reconstruction term.
-    names = tuple(n for n in ("log_prob", "elbo", "complexity") if n in available_scores(model.likelihood))
+    names = tuple(n for n in ("log_prob", "elbo", "complexity") if n in available_scores(likelihood))
     names = names or ("distortion",)
-    kw = dict(num_samples=num_samples, seed=seed, binarize_seed=binarize_seed)
-    normal = compute_scores(model.likelihood, x, names, **kw)
-    anomalous = compute_scores(model.likelihood, x_anomalous, names, **kw)
-    if kind == "histogram":
-        return plots.score_histograms(
-            {n: {"normal": normal[n], "anomalous": anomalous[n]} for n in names},
-            title="anomaly scores (higher = more normal)",
-        )
+    kw = dict(num_samples=r.num_samples, seed=r.seed, binarize_seed=r.binarize_seed)
+    return names, compute_scores(likelihood, r.x, names, **kw), compute_scores(likelihood, r.x_anomalous, names, **kw)
+
+
+def _histogram(r: _Request) -> Figure:
+    names, normal, anomalous = _scores(r)
+    return plots.score_histograms(
+        {n: {"normal": normal[n], "anomalous": anomalous[n]} for n in names},
+        title="anomaly scores (higher = more normal)",
+    )
+
+
+def _roc(r: _Request) -> Figure:
+    _, normal, anomalous = _scores(r)
     return plots.roc_curves(normal, anomalous, higher_is_anomalous=False, title="ROC, normal vs anomalous")
+
+
+_DRAW: dict[str, Callable[[_Request], Figure]] = {
+    "samples": _samples,
+    "aggregate-samples": _aggregate_samples,
+    "reconstructions": _reconstructions,
+    "interpolation": _interpolation,
+    "traversal": _traversal,
+    "manifold": _manifold,
+    "scatter": _scatter,
+    "uncertainty": _uncertainty,
+    "pixel-likelihood": _pixel_likelihood,
+    "curves": _curves,
+    "pseudo-inputs": _pseudo_inputs,
+    "histogram": _histogram,
+    "roc": _roc,
+}

@@ -1,32 +1,32 @@
 """Generation and walks through a trained model's latent space.
 
-Every function takes a `tfpvae.VAE` and returns numpy arrays: samples from a Gaussian
-mixture fitted to the aggregate posterior, interpolations between codes (linear or
-spherical), one-dimension-at-a-time traversals, decoded 2-D manifold grids, and 2-D
-embeddings of posterior means for scatter plots. `LatentEvolution` is a Keras callback
-that records the latent scatter and reconstructions over training.
+Every function takes a `LatentModel` (`tfpvae.protocols`; e.g. a trained `tfpvae.VAE`) and
+returns numpy arrays: samples from a Gaussian mixture fitted to the aggregate posterior,
+interpolations between codes (linear or spherical), one-dimension-at-a-time traversals and
+decoded 2-D manifold grids.
+
+Also importable from here: `posterior_means`, `embed_latents` and `Embedding` (2-D
+embeddings of posterior means for scatter plots, defined in `tfpvae.embedding`) and the
+`LatentEvolution` training callback (defined in `tfpvae.evolution`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from tfpvae._keras import tfk
-from tfpvae._validation import check_choice, check_float, check_images, check_int, check_labels, check_seed
-from tfpvae.datasets import evenly_spaced
+from tfpvae._validation import check_choice, check_float, check_images, check_int, check_seed
+from tfpvae.embedding import Embedding as Embedding
+from tfpvae.embedding import embed_latents as embed_latents
+from tfpvae.embedding import posterior_means as posterior_means
+from tfpvae.evolution import LatentEvolution as LatentEvolution
+from tfpvae.protocols import LatentModel, latent_dim
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from sklearn.mixture import GaussianMixture
 
-    from tfpvae.model import VAE
-
-# Images encoded per call when computing posterior means: bounds peak memory.
-_ENCODE_CHUNK = 1024
 # Below this |sin(angle)| two codes count as (anti)parallel and slerp falls back to lerp.
 _PARALLEL_EPS = 1e-6
 # Grid quantiles used when `manifold_grid` gets no `extent`: the central 90% of p(z).
@@ -85,27 +85,8 @@ class ManifoldGrid(NamedTuple):
     axis_labels: tuple[str, str]
 
 
-class Embedding(NamedTuple):
-    """Result of `embed_latents`.
-
-    Attributes:
-      coords: 2-D coordinates, float32 (m, 2).
-      indices: which rows of `x` they belong to, int64 (m,), sorted (all of `x` when it
-        has at most `max_points` images).
-      axis_labels: names of the two coordinates, e.g. ("$z_0$", "$z_1$") or ("PC 1 (62%)", ...).
-    """
-
-    coords: np.ndarray
-    indices: np.ndarray
-    axis_labels: tuple[str, str]
-
-
 # ---------------------------------------------------------------------------- helpers
-def _latent_dim(model: VAE) -> int:
-    return int(model.config.latent_dim)
-
-
-def _as_batch_of_images(x: Any, model: VAE, name: str) -> np.ndarray:
+def _as_batch_of_images(x: Any, model: LatentModel, name: str) -> np.ndarray:
     """Validates images; a single image of exactly the model's shape becomes a batch of one."""
     arr = x.numpy() if hasattr(x, "numpy") and callable(x.numpy) else x
     arr = np.asarray(arr)
@@ -128,44 +109,29 @@ def _as_latents(z: Any, d: int, name: str) -> np.ndarray:
     return z.astype(np.float64)
 
 
-def posterior_means(model: VAE, x: Any, batch_size: int = _ENCODE_CHUNK) -> np.ndarray:
-    """Means of q(z|x), encoded in chunks.
-
-    Args:
-      model: a `tfpvae.VAE`.
-      x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
-      batch_size: images per encoder call. Default 1024.
-
-    Returns:
-      float32 array (n, latent_dim).
-    """
-    x = check_images(x, "x", model.image_shape)
-    batch_size = check_int(batch_size, "batch_size")
-    parts = [model.encode(x[i : i + batch_size]).mean().numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts).astype(np.float32)
-
-
-def _prior_moments(model: VAE) -> tuple[np.ndarray, np.ndarray]:
+def _prior_moments(model: LatentModel) -> tuple[np.ndarray, np.ndarray]:
     """Mean and per-dimension standard deviation of the prior, each (latent_dim,)."""
     prior = model.prior
     return prior.mean().numpy().astype(np.float64), prior.stddev().numpy().astype(np.float64)
 
 
-def _decode(model: VAE, z: np.ndarray) -> np.ndarray:
+def _decode(model: LatentModel, z: np.ndarray) -> np.ndarray:
     """Decoded means for codes of shape (..., d), reshaped to (..., H, W, C)."""
     lead = z.shape[:-1]
     images = model.decode_mean(z.reshape(-1, z.shape[-1]).astype(np.float32))
     return images.reshape(*lead, *images.shape[1:])
 
 
-def _log_prior(model: VAE, z: np.ndarray) -> np.ndarray:
+def _log_prior(model: LatentModel, z: np.ndarray) -> np.ndarray:
     lead = z.shape[:-1]
     flat = z.reshape(-1, z.shape[-1]).astype(np.float32)
     return model.prior.log_prob(flat).numpy().reshape(lead)
 
 
 # ---------------------------------------------------------------------------- aggregate posterior
-def fit_aggregate_posterior(model: VAE, x: Any, num_components: int = 10, seed: int | None = None) -> GaussianMixture:
+def fit_aggregate_posterior(
+    model: LatentModel, x: Any, num_components: int = 10, seed: int | None = None
+) -> GaussianMixture:
     """Fits a Gaussian mixture to the posterior means of `x`: an estimate of q(z) = E_x q(z|x).
 
     Sampling from it ("ex-post density estimation", Ghosh et al. 2020) avoids the
@@ -173,14 +139,19 @@ def fit_aggregate_posterior(model: VAE, x: Any, num_components: int = 10, seed: 
     sharper than prior samples; it also works for a plain autoencoder.
 
     Args:
-      model: a `tfpvae.VAE`.
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
       x: training images (n, H, W, C), n >= num_components.
       num_components: mixture components, >= 1. Default 10 (one per MNIST class).
       seed: seed of the mixture's initialisation. Default None.
 
     Returns:
       A fitted `sklearn.mixture.GaussianMixture` with full covariances over
-      (latent_dim,) codes; pass it to `sample_aggregate_posterior`.
+      (latent_dim,) codes; pass it to `sample_aggregate_posterior`. Nothing is stored on
+      the model.
+
+    Examples:
+      >>> gmm = fit_aggregate_posterior(model, x_train, seed=0)
+      >>> images = sample_aggregate_posterior(model, gmm, 16, seed=0)   # (16, H, W, C)
     """
     from sklearn.mixture import GaussianMixture
 
@@ -208,7 +179,7 @@ def _full_covariances(gmm: GaussianMixture) -> np.ndarray:
 
 
 def sample_aggregate_posterior(
-    model: VAE,
+    model: LatentModel,
     gmm: GaussianMixture,
     num_samples: int,
     seed: int | None = None,
@@ -217,7 +188,7 @@ def sample_aggregate_posterior(
     """Draws images by sampling codes from a fitted aggregate-posterior mixture.
 
     Args:
-      model: a `tfpvae.VAE`.
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
       gmm: the mixture returned by `fit_aggregate_posterior` (any fitted sklearn
         `GaussianMixture` over (latent_dim,) codes).
       num_samples: number of images, >= 1.
@@ -233,7 +204,7 @@ def sample_aggregate_posterior(
     seed = check_seed(seed)
     if not hasattr(gmm, "means_") or not hasattr(gmm, "covariances_"):
         raise TypeError(f"`gmm` must be a fitted sklearn GaussianMixture; got {type(gmm).__name__}.")
-    d = _latent_dim(model)
+    d = latent_dim(model)
     if gmm.means_.shape[1] != d:
         raise ValueError(f"`gmm` must model codes of dimension {d}; got dimension {gmm.means_.shape[1]}.")
     rng = np.random.default_rng(seed)
@@ -292,7 +263,7 @@ def latent_path(start: np.ndarray, end: np.ndarray, num_steps: int, method: str 
 
 
 def interpolate(
-    model: VAE,
+    model: LatentModel,
     start: Any,
     end: Any,
     num_steps: int = 10,
@@ -302,7 +273,7 @@ def interpolate(
     """Decodes codes on the path between pairs of images or pairs of codes.
 
     Args:
-      model: a `tfpvae.VAE`.
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
       start: with inputs="images", images (n_pairs, H, W, C) (or one image (H, W, C)),
         encoded to their posterior means; with inputs="latents", codes (n_pairs,
         latent_dim) or one code (latent_dim,).
@@ -314,11 +285,16 @@ def interpolate(
     Returns:
       An `Interpolation` (images, log_prior, latents) with shapes (n_pairs, num_steps,
       H, W, C), (n_pairs, num_steps) and (n_pairs, num_steps, latent_dim).
+
+    Examples:
+      >>> path = interpolate(model, x_test[:3], x_test[3:6], num_steps=8, method="slerp")
+      >>> path.images.shape   # for 8x8 images
+      (3, 8, 8, 8, 1)
     """
     num_steps = check_int(num_steps, "num_steps", minimum=2)
     method = check_choice(method, "method", ("linear", "slerp"))
     inputs = check_choice(inputs, "inputs", ("images", "latents"))
-    d = _latent_dim(model)
+    d = latent_dim(model)
     if inputs == "images":
         za = posterior_means(model, _as_batch_of_images(start, model, "start")).astype(np.float64)
         zb = posterior_means(model, _as_batch_of_images(end, model, "end")).astype(np.float64)
@@ -332,7 +308,7 @@ def interpolate(
 
 # ---------------------------------------------------------------------------- traversal
 def traverse(
-    model: VAE,
+    model: LatentModel,
     x: Any = None,
     dims: Sequence[int] | None = None,
     num_steps: int = 9,
@@ -352,20 +328,27 @@ def traverse(
       itself is unsure; a walk of a few posterior stds shows what the code pins down.
 
     Args:
-      model: a `tfpvae.VAE`.
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
       x: one image (H, W, C) or (1, H, W, C); None centres on the prior mean. Default None.
       dims: latent dimensions to vary (0-based), a sequence or one int. Default None: all.
       num_steps: codes per row, >= 2. Default 9 (odd, so the centre code is shown).
       span: half-width of the walk in std units, > 0. Default 3.0.
-      scale: "prior" or "posterior" (needs `x` and a VAE). Default "prior".
+      scale: "prior" or "posterior" (needs `x`, and a posterior with spread: a VAE, not a
+        plain autoencoder). Default "prior".
 
     Returns:
-      A `Traversal` (images (n_dims, num_steps, H, W, C), latents, offsets, dims, center).
+      A `Traversal` (images (n_dims, num_steps, H, W, C), latents (n_dims, num_steps,
+      latent_dim), offsets (num_steps,), dims (n_dims,), center (latent_dim,)).
+
+    Examples:
+      >>> walk = traverse(model, x_test[0], dims=[0, 1, 2], num_steps=7)
+      >>> walk.images.shape[:2]
+      (3, 7)
     """
     num_steps = check_int(num_steps, "num_steps", minimum=2)
     span = check_float(span, "span", minimum=0.0, min_inclusive=False)
     scale = check_choice(scale, "scale", ("prior", "posterior"))
-    d = _latent_dim(model)
+    d = latent_dim(model)
     if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
         dims = [dims]
     dims = np.arange(d) if dims is None else np.asarray([_check_dim(k, d, "dims") for k in dims], dtype=np.int64)
@@ -406,7 +389,7 @@ def _normal_quantiles(grid_size: int) -> np.ndarray:
 
 
 def manifold_grid(
-    model: VAE,
+    model: LatentModel,
     grid_size: int = 15,
     extent: float | None = None,
     plane: Any = None,
@@ -425,7 +408,7 @@ def manifold_grid(
       `plane` is given.
 
     Args:
-      model: a `tfpvae.VAE`.
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
       grid_size: points per side, >= 2. Default 15.
       extent: if given (> 0), u and v run evenly over [-extent, extent] (latent units
         for the axis planes, for a normal prior e.g. 4.0 covers +-4 std). Default None:
@@ -436,14 +419,20 @@ def manifold_grid(
       x: images (n, H, W, C), n >= 3, for the PCA plane. Default None.
 
     Returns:
-      A `ManifoldGrid` (images (g, g, H, W, C), coords (2, g), latents (g, g, d), axis_labels).
+      A `ManifoldGrid` (images (g, g, H, W, C), coords (2, g), latents (g, g, latent_dim),
+      axis_labels).
+
+    Examples:
+      >>> grid = manifold_grid(model, grid_size=10, x=x_test)   # a plane through the codes of x_test
+      >>> grid.images.shape[:2]
+      (10, 10)
     """
     g = check_int(grid_size, "grid_size", minimum=2)
     if extent is not None:
         extent = check_float(extent, "extent", minimum=0.0, min_inclusive=False)
     if plane is not None and x is not None:
         raise ValueError("Pass either `plane` or `x` (for the PCA plane), not both.")
-    d = _latent_dim(model)
+    d = latent_dim(model)
     prior_mean, prior_std = _prior_moments(model)
     quant = _normal_quantiles(g)
     even = None if extent is None else np.linspace(-extent, extent, g)
@@ -514,237 +503,3 @@ def _check_plane(plane: Any, d: int) -> tuple[np.ndarray, np.ndarray]:
     if np.linalg.matrix_rank(basis) < 2:
         raise ValueError("`plane` basis vectors must be linearly independent; got a rank-deficient basis.")
     return origin, basis
-
-
-# ---------------------------------------------------------------------------- embeddings
-def _subsample(n: int, max_points: int, seed: int) -> np.ndarray:
-    if n <= max_points:
-        return np.arange(n, dtype=np.int64)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False)).astype(np.int64)
-
-
-def embed_latents(
-    model: VAE,
-    x: Any,
-    method: str = "auto",
-    max_points: int = 2000,
-    seed: int = 0,
-) -> Embedding:
-    """2-D coordinates of the posterior means of `x`, for a latent scatter plot.
-
-    Args:
-      model: a `tfpvae.VAE` with latent_dim >= 2.
-      x: images (n, H, W, C).
-      method: "direct" (the codes themselves; latent_dim 2 only), "pca" (top two
-        principal components), "tsne" (t-SNE, initialised with PCA; slow beyond a few
-        thousand points) or "auto" (default): "direct" for latent_dim 2, else "pca".
-      max_points: at most this many images are embedded, a random subset without
-        replacement when n is larger, >= 2. Default 2000.
-      seed: seed of the subset and of t-SNE. Default 0.
-
-    Returns:
-      An `Embedding` (coords float32 (m, 2), indices into `x` (m,), axis_labels); use
-      `y[embedding.indices]` to colour by class.
-    """
-    method = check_choice(method, "method", ("auto", "direct", "pca", "tsne"))
-    max_points = check_int(max_points, "max_points", minimum=2)
-    seed = check_int(seed, "seed", minimum=0)
-    d = _latent_dim(model)
-    if d < 2:
-        raise ValueError(f"A 2-D embedding needs latent_dim >= 2; the model has latent_dim {d}.")
-    if method == "auto":
-        method = "direct" if d == 2 else "pca"
-    if method == "direct" and d != 2:
-        raise ValueError(f'`method="direct"` needs latent_dim 2; got {d}. Use "pca" or "tsne".')
-    x = check_images(x, "x", model.image_shape)
-    indices = _subsample(len(x), max_points, seed)
-    z = posterior_means(model, x[indices]).astype(np.float64)
-    coords, axis_labels = _project(z, method, seed)
-    return Embedding(coords, indices, axis_labels)
-
-
-def _project(z: np.ndarray, method: str, seed: int = 0) -> tuple[np.ndarray, tuple[str, str]]:
-    """(coords (m, 2), axis labels) of codes z (m, d) by the resolved method."""
-    if method == "direct":
-        return z.astype(np.float32), ("$z_0$", "$z_1$")
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        if len(z) < 2:
-            raise ValueError(f"PCA needs at least 2 points; got {len(z)}.")
-        pca = PCA(n_components=2, random_state=seed)
-        coords = pca.fit_transform(z)
-        r = pca.explained_variance_ratio_
-        return coords.astype(np.float32), (f"PC 1 ({r[0]:.0%} of variance)", f"PC 2 ({r[1]:.0%})")
-    from sklearn.manifold import TSNE
-
-    if len(z) < 5:
-        raise ValueError(f"t-SNE needs at least 5 points; got {len(z)}.")
-    # Perplexity must stay below the number of points; 30 is sklearn's default.
-    tsne = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(z) - 1) / 3), random_state=seed)
-    return tsne.fit_transform(z).astype(np.float32), ("t-SNE 1", "t-SNE 2")
-
-
-# ---------------------------------------------------------------------------- training callback
-class LatentEvolution(tfk.callbacks.Callback):
-    """Keras callback recording the latent scatter and reconstructions as training goes.
-
-    At the start of training (epoch 0) and after every `every`-th epoch (and the last of
-    each `fit`; epochs are counted across `fit` calls), it stores the posterior means of
-    a fixed subset of `x` and the reconstructions of a fixed set of images. For
-    latent_dim > 2 the scatter is the PCA projection of each snapshot, with each
-    component's sign chosen to agree with the previous frame, so the
-    animation does not flip.
-
-    Args:
-      x: images (n, H, W, C) whose codes are scattered.
-      y: class labels (n,) to colour the scatter. Default None.
-      every: snapshot period in epochs, >= 1. Default 1.
-      x_reconstruct: images to reconstruct at each snapshot. Default None:
-        `num_reconstructions` images of `x` spread evenly over it
-        (`tfpvae.datasets.evenly_spaced`), so a set stored in class order shows every class.
-      num_reconstructions: how many images when `x_reconstruct` is None. Default 8.
-      max_points: at most this many points in the scatter (a seeded random subset).
-        Default 1000.
-      seed: seed of the subset. Default 0.
-
-    Attributes:
-      epochs: epoch number of each snapshot (0 = before training).
-      latents: posterior means per snapshot, each (m, latent_dim).
-      reconstructions: reconstructions per snapshot, each (k, H, W, C).
-      indices: rows of `x` in the scatter; labels: `y[indices]` or None.
-
-    Example:
-      >>> evo = LatentEvolution(x_test, y_test)
-      >>> model.fit(x_train, epochs=10, callbacks=[evo])
-      >>> evo.save_gif("latents.gif"); evo.reconstructions_figure().savefig("rec.png")
-    """
-
-    def __init__(
-        self,
-        x: Any,
-        y: Any = None,
-        every: int = 1,
-        x_reconstruct: Any = None,
-        num_reconstructions: int = 8,
-        max_points: int = 1000,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        x = check_images(x, "x")
-        self.every = check_int(every, "every")
-        num_reconstructions = check_int(num_reconstructions, "num_reconstructions")
-        max_points = check_int(max_points, "max_points", minimum=2)
-        self.indices = _subsample(len(x), max_points, check_int(seed, "seed", minimum=0))
-        self._x = x[self.indices]
-        self.labels = None
-        if y is not None:
-            self.labels = check_labels(y, len(x), "y")[self.indices]
-        if x_reconstruct is None:
-            self.x_reconstruct = x[evenly_spaced(len(x), num_reconstructions)]
-        else:
-            self.x_reconstruct = check_images(x_reconstruct)
-        self.epochs: list[int] = []
-        self.latents: list[np.ndarray] = []
-        self.reconstructions: list[np.ndarray] = []
-        self._epochs_seen = 0
-
-    def _snapshot(self, epoch: int) -> None:
-        if self.epochs and self.epochs[-1] == epoch:
-            return
-        self.epochs.append(epoch)
-        self.latents.append(posterior_means(self.model, self._x))
-        self.reconstructions.append(self.model.reconstruct(self.x_reconstruct))
-
-    def on_train_begin(self, logs=None):  # noqa: D102
-        self._snapshot(self._epochs_seen)
-
-    def on_epoch_end(self, epoch, logs=None):  # noqa: D102
-        # Count epochs across `fit` calls, so a second call continues the numbering.
-        self._epochs_seen += 1
-        last = self.params.get("epochs") if self.params else None
-        if self._epochs_seen % self.every == 0 or epoch + 1 == last:
-            self._snapshot(self._epochs_seen)
-
-    def coordinates(self) -> tuple[list[np.ndarray], tuple[str, str]]:
-        """2-D scatter coordinates of every snapshot, and their axis labels."""
-        if not self.latents:
-            raise ValueError("No snapshots yet: pass the callback to `fit` first.")
-        d = self.latents[0].shape[1]
-        if d < 2:
-            return [np.c_[z[:, 0], np.zeros(len(z))] for z in self.latents], ("$z_0$", "")
-        if d == 2:
-            return [z.copy() for z in self.latents], ("$z_0$", "$z_1$")
-        frames: list[np.ndarray] = []
-        for z in self.latents:
-            coords, _ = _project(z.astype(np.float64), "pca")
-            if frames:
-                # PCA fixes each axis only up to sign: keep the orientation of the last frame.
-                signs = np.sign((coords * frames[-1]).sum(0))
-                coords = coords * np.where(signs == 0, 1.0, signs)
-            frames.append(coords)
-        return frames, ("PC 1", "PC 2")
-
-    def scatter_figure(self, index: int = -1, limits: Any = None, dpi: int = 100) -> Figure:
-        """The latent scatter of one snapshot (default the last) as a Figure."""
-        from tfpvae import plots
-
-        frames, axis_labels = self.coordinates()
-        return plots.latent_scatter(
-            frames[index],
-            labels=self.labels,
-            axis_labels=axis_labels,
-            title=f"epoch {self.epochs[index]}",
-            limits=limits,
-            dpi=dpi,
-        )
-
-    def save_gif(self, path: str | os.PathLike, fps: float = 2.0, dpi: int = 80) -> None:
-        """Writes the scatter over epochs as an animated GIF (fixed axes, loops forever).
-
-        Args:
-          path: output file, e.g. "latents.gif".
-          fps: frames per second, > 0. Default 2.
-          dpi: resolution of each frame. Default 80.
-        """
-        import matplotlib.pyplot as plt
-        from PIL import Image
-
-        fps = check_float(fps, "fps", minimum=0.0, min_inclusive=False)
-        frames, _ = self.coordinates()
-        # One set of limits for every frame, from robust percentiles of all of them,
-        # so the animation shows the codes moving rather than the axes rescaling.
-        allc = np.concatenate(frames)
-        lo, hi = np.percentile(allc, 0.5, axis=0), np.percentile(allc, 99.5, axis=0)
-        pad = 0.05 * np.maximum(hi - lo, 1e-3)
-        limits = ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
-        images = []
-        for i in range(len(frames)):
-            fig = self.scatter_figure(i, limits=limits, dpi=dpi)
-            fig.canvas.draw()
-            images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
-            plt.close(fig)
-        images[0].save(
-            path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0, optimize=False
-        )
-
-    def reconstructions_figure(
-        self, title: str | None = "reconstructions during training", max_rows: int = 12
-    ) -> Figure:
-        """Originals in the first row, then one row of reconstructions per snapshot.
-
-        Args:
-          title: figure title. Default "reconstructions during training".
-          max_rows: most snapshot rows shown; longer runs show evenly spaced snapshots,
-            always including the first and the last. Default 12.
-        """
-        from tfpvae import plots
-
-        if not self.reconstructions:
-            raise ValueError("No snapshots yet: pass the callback to `fit` first.")
-        max_rows = check_int(max_rows, "max_rows", minimum=2)
-        n = len(self.reconstructions)
-        keep = np.unique(np.round(np.linspace(0, n - 1, min(n, max_rows))).astype(int))
-        rows = np.stack([self.x_reconstruct, *(self.reconstructions[i] for i in keep)])
-        labels = ["input", *(f"epoch {self.epochs[i]}" for i in keep)]
-        return plots.image_rows(rows, row_labels=labels, title=title)

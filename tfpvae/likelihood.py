@@ -34,7 +34,8 @@ binarisation (or call `binarize` first).
 
 Batching and memory: every (image, sample) pair of a call goes through the decoder as
 one batch; a call holds at most `max_batch_elements` pairs (by default 4096 for an MLP
-decoder, a few tens of MB, and 1024 for a conv decoder, a few hundred MB at 28x28). When
+decoder, a few tens of MB, and 1024 for a conv decoder, a few hundred MB at 28x28; see
+`default_batch_elements` and the "Scoring chunk size" section of the benchmarks page). When
 k fits, a call holds several images with all their samples; when it does not, one image's
 samples are split over steps inside the graph and combined with a streaming log-sum-exp
 (float64 sums of w and w^2 relative to a running max), so peak memory does not grow with
@@ -56,25 +57,31 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from tfpvae._keras import tf, tfd, tfk, unwrap
 from tfpvae._validation import check_bool, check_float, check_images, check_int, check_seed, check_shape
-from tfpvae.scoring import OUTPUTS, ScoringPlan, binarize_images, score_images
+from tfpvae.protocols import EncoderDecoderModel
+from tfpvae.scoring import OUTPUTS, ScoringPlan, binarize, check_ids, score_images
 
-__all__ = ["LikelihoodEstimator", "binarize", "check_ids", "nats_to_bits_per_dim"]
+__all__ = [
+    "EncoderDecoderModel",
+    "LikelihoodEstimator",
+    "binarize",
+    "check_ids",
+    "default_batch_elements",
+    "nats_to_bits_per_dim",
+]
 
-# Default (image, sample) pairs decoded per call: 28x28 conv decoders need ~250 KB per
-# pair, and their CPU throughput barely improves past this size (4096 pairs: +4% for the
-# TFP example's decoder, 2026-12-02).
+# Pairs per decoder call, larger for an MLP decoder; chosen by measurement: see docs/benchmarks.md#scoring-chunk-size
 DEFAULT_MAX_BATCH_ELEMENTS = 1024
-# An MLP decoder needs a few KB per pair and scores ~28% more images/s with 4096 pairs per
-# call than with 1024 (default model, k=64, 2 cores, 4 interleaved rounds; 2026-12-02).
 MLP_MAX_BATCH_ELEMENTS = 4096
 # With progress=None, a bar appears only for jobs of more calls than this, on a terminal.
 _PROGRESS_MIN_CHUNKS = 16
+# Outputs that a model without a likelihood (a plain autoencoder) still defines.
+_RECONSTRUCTION_OUTPUTS = ("distortion", "rate", "rate_mc", "pixels")
 # What an integer-dtype decoder distribution says when it meets grey pixels.
 _GREY_INTEGER_DECODER = (
     "`x` has grey values but the decoder's distribution has an integer dtype, which would truncate them to 0; "
@@ -88,69 +95,6 @@ def _on_terminal() -> bool:
     or a Jupyter kernel (whose stdout says it is not a tty), not a file or pipe."""
     isatty = getattr(sys.stdout, "isatty", None)
     return bool(isatty and isatty()) or "ipykernel" in sys.modules
-
-
-def check_ids(ids: Any, n: int, index_offset: int = 0, name: str = "ids") -> np.ndarray:
-    """Image ids as a numpy array of n non-empty str; None gives the row indices "offset", "offset + 1", ...
-
-    Raises:
-      ValueError: not one id per image, an empty id.
-      TypeError: ids that are neither str nor int.
-    """
-    if ids is None:
-        return np.arange(index_offset, index_offset + n).astype(str).astype(object)
-    if isinstance(ids, (str, bytes)):
-        raise TypeError(f"`{name}` must be a sequence of one id per image, not a single string; got {ids!r}.")
-    values = list(ids)
-    if len(values) != n:
-        raise ValueError(f"`{name}` must hold one id per image ({n}); got {len(values)}.")
-    out = []
-    for value in values:
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            value = str(int(value))
-        if not isinstance(value, str):
-            raise TypeError(f"`{name}` must be str or int ids; got {value!r} ({type(value).__name__}).")
-        if not value:
-            raise ValueError(f"`{name}` must not contain empty ids.")
-        out.append(value)
-    return np.array(out, dtype=object)
-
-
-_binarize_graph = tf.function(
-    binarize_images,
-    input_signature=[
-        tf.TensorSpec([None, None, None, None], tf.float32),
-        tf.TensorSpec([None], tf.string),
-        tf.TensorSpec([], tf.int32),
-    ],
-)
-
-
-def binarize(x: Any, seed: int | None = None, index_offset: int = 0, ids: Sequence[Any] | None = None) -> np.ndarray:
-    """Draws binary images b ~ Bernoulli(x), pixel by pixel, each image keyed by its id.
-
-    Args:
-      x: images, array of shape (n, H, W, C) (or (n, H, W)) with float values in [0, 1]
-        or uint8 0..255, read as the probability that each pixel is on.
-      seed: int in [0, 2^31 - 1] for a reproducible draw. Default None (a fresh draw each call).
-      index_offset: with the default ids, the position of x[0] in a larger set: image i
-        gets id str(index_offset + i), and so the draw it gets when the whole set is
-        binarised in one call. Default 0.
-      ids: one id per image (str or int); an image's draw depends only on its id and the
-        seed. Default None (row indices from `index_offset`).
-
-    Returns:
-      float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.
-    """
-    x = check_images(x, "x")
-    seed = check_seed(seed, "seed", maximum=2**31 - 1)
-    index_offset = check_int(index_offset, "index_offset", minimum=0)
-    ids = check_ids(ids, len(x), index_offset)
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**31))
-    return _binarize_graph(tf.constant(x), tf.constant(ids.astype(str)), tf.constant(seed, tf.int32)).numpy()
 
 
 def nats_to_bits_per_dim(nats: Any, num_dims: int) -> np.ndarray:
@@ -167,10 +111,53 @@ def nats_to_bits_per_dim(nats: Any, num_dims: int) -> np.ndarray:
     return np.asarray(nats, dtype=np.float64) / (num_dims * math.log(2.0))
 
 
-def _default_batch_elements(model: Any) -> int:
-    """The chunk size that suits `model`'s decoder: larger for an MLP, whose pairs are small."""
+def default_batch_elements(model: object) -> int:
+    """The default number of (image, sample) pairs per decoder call for `model`'s decoder.
+
+    An MLP decoder's pairs take a few KB each and it scores faster in larger calls; a conv
+    decoder's take about 250 KB each at 28x28 (measurements: the "Scoring chunk size" section
+    of the benchmarks page). `LikelihoodEstimator.from_model` and the exported SavedModel
+    (`tfpvae.export`) use this default.
+
+    Args:
+      model: any object; its `config.architecture` is read when it has one (as a
+        `tfpvae.VAE` does).
+
+    Returns:
+      `MLP_MAX_BATCH_ELEMENTS` (4096) when `model.config.architecture` is "mlp", else
+      `DEFAULT_MAX_BATCH_ELEMENTS` (1024).
+
+    Examples:
+      >>> default_batch_elements(tfpvae.VAE(architecture="mlp"))
+      4096
+    """
     architecture = getattr(getattr(model, "config", None), "architecture", None)
     return MLP_MAX_BATCH_ELEMENTS if architecture == "mlp" else DEFAULT_MAX_BATCH_ELEMENTS
+
+
+class _Options(NamedTuple):
+    """The keywords of a scoring method, as given (`LikelihoodEstimator._prepare` checks them)."""
+
+    seed: Any
+    ids: Any
+    index_offset: Any
+    binarize_seed: Any
+    max_batch_elements: Any
+    progress: Any
+    typical_nll: Any = None
+    analytic_kl: Any = True
+
+
+class _Job(NamedTuple):
+    """One validated scoring call: what `LikelihoodEstimator._run` needs."""
+
+    x: np.ndarray  # float32 (n, H, W, C)
+    ids: np.ndarray  # str (n,)
+    outputs: tuple[str, ...]
+    plan: ScoringPlan
+    scalars: tuple[tf.Tensor, tf.Tensor, tf.Tensor]  # seed, binarize_seed (-1: none), typical_nll (NaN: none)
+    analytic_kl: bool
+    progress: bool
 
 
 class LikelihoodEstimator:
@@ -195,9 +182,9 @@ class LikelihoodEstimator:
         `pixel_log_prob` still give its reconstruction terms. Default True.
 
     All methods take images `x` of shape (n, H, W, C) (or (n, H, W)), float in [0, 1] or
-    uint8 0..255, and the keywords `seed`, `ids`, `binarize_seed`, `max_batch_elements`
-    and `progress`. The same image, id and seed give the same posterior draws in every
-    method, in any batch.
+    uint8 0..255, and the keywords `seed`, `ids`, `index_offset`, `binarize_seed`,
+    `max_batch_elements` and `progress` (see `scores`). The same image, id and seed give
+    the same posterior draws in every method, in any batch.
 
     Examples:
       >>> est = LikelihoodEstimator.from_model(model)
@@ -241,18 +228,17 @@ class LikelihoodEstimator:
         return prior
 
     @classmethod
-    def from_model(cls, model: Any, *, max_batch_elements: int | None = None) -> LikelihoodEstimator:
+    def from_model(cls, model: EncoderDecoderModel, *, max_batch_elements: int | None = None) -> LikelihoodEstimator:
         """Builds an estimator for a `tfpvae.VAE` (encoder and decoder in inference mode).
 
         Each estimator traces its own `tf.function`, so keep one per model and reuse it
         rather than building one per call.
 
         Args:
-          model: a `tfpvae.VAE`, or any object with `encoder`, `decoder`, `prior` and
-            `image_shape` attributes of the same kinds.
+          model: a `tfpvae.VAE`, or any object with the `encoder`, `decoder`, `prior` and
+            `image_shape` that `EncoderDecoderModel` describes (and optionally its `config`).
           max_batch_elements: default (image, sample) pairs per decoder call. Default None:
-            `MLP_MAX_BATCH_ELEMENTS` (4096) for a model with architecture "mlp", else
-            `DEFAULT_MAX_BATCH_ELEMENTS` (1024).
+            `default_batch_elements(model)`, 4096 for a model with architecture "mlp", else 1024.
         """
         missing = [a for a in ("encoder", "decoder", "prior", "image_shape") if not hasattr(model, a)]
         if missing:
@@ -262,7 +248,7 @@ class LikelihoodEstimator:
             lambda z: model.decoder(z, training=False),
             lambda: model.prior,  # read per call: a VampPrior moves with the encoder's weights
             image_shape=model.image_shape,
-            max_batch_elements=_default_batch_elements(model) if max_batch_elements is None else max_batch_elements,
+            max_batch_elements=default_batch_elements(model) if max_batch_elements is None else max_batch_elements,
             defines_likelihood=getattr(getattr(model, "config", None), "model_type", "vae") != "ae",
         )
 
@@ -291,6 +277,96 @@ class LikelihoodEstimator:
             analytic_kl=analytic_kl,
         )
 
+    def _prepare(self, x: Any, outputs: Any, num_samples: Any, options: _Options) -> _Job:
+        """Checks the arguments of one scoring call, as every public method documents them."""
+        outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        for name in outputs:
+            if name not in OUTPUTS:
+                raise ValueError(f"`outputs` must be names from {OUTPUTS}; got {name!r}.")
+        outputs = tuple(dict.fromkeys(outputs))  # each name once
+        needs_likelihood = [name for name in outputs if name not in _RECONSTRUCTION_OUTPUTS]
+        if needs_likelihood:
+            self.require_likelihood(needs_likelihood[0])
+        x = check_images(x, "x", self.image_shape)
+        k = check_int(num_samples, "num_samples")
+        ids = check_ids(options.ids, len(x), check_int(options.index_offset, "index_offset", minimum=0))
+        seed = check_seed(options.seed, "seed", maximum=2**31 - 1)
+        binarize_seed = check_seed(options.binarize_seed, "binarize_seed", maximum=2**31 - 1)
+        typical_nll = options.typical_nll
+        if typical_nll is not None:
+            typical_nll = check_float(typical_nll, "typical_nll")
+        elif "typicality" in outputs:
+            raise ValueError(
+                "The 'typicality' score needs `typical_nll`, the mean -log p(x) of held-out normal images "
+                "(AnomalyDetector(score='typicality').fit computes it as `typical_nll_`)."
+            )
+        analytic_kl = check_bool(options.analytic_kl, "analytic_kl")
+        budget = self.max_batch_elements
+        if options.max_batch_elements is not None:
+            budget = check_int(options.max_batch_elements, "max_batch_elements")
+        progress = check_bool(options.progress, "progress", allow_none=True)
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31))
+        plan = ScoringPlan.make(k, budget, len(x))
+        if progress is None:
+            calls = -(-len(x) // plan.images)
+            progress = calls * plan.steps > _PROGRESS_MIN_CHUNKS and _on_terminal()
+        scalars = (
+            tf.constant(seed, tf.int32),
+            tf.constant(-1 if binarize_seed is None else binarize_seed, tf.int32),
+            tf.constant(math.nan if typical_nll is None else typical_nll, tf.float64),
+        )
+        return _Job(x, ids, outputs, plan, scalars, analytic_kl, progress)
+
+    def _run(self, job: _Job) -> dict[str, np.ndarray]:
+        """Scores `job`'s images in calls of `job.plan.images` (the last one padded), in order."""
+        n, size = len(job.x), job.plan.images
+        bar = tfk.utils.Progbar(n, unit_name="image") if job.progress else None
+        padded = np.zeros((size, *job.x.shape[1:]), np.float32)
+        static = dict(plan=job.plan, outputs=tuple(sorted(job.outputs)), analytic_kl=job.analytic_kl)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in job.outputs}
+        for i0 in range(0, n, size):
+            i1 = min(i0 + size, n)
+            chunk_ids = np.full(size, "pad", dtype=object)
+            chunk_ids[: i1 - i0] = job.ids[i0:i1]
+            if i1 - i0 == size:
+                chunk = job.x[i0:i1]
+            else:  # the last, short chunk: pad to the traced shape, drop the padding after
+                padded[: i1 - i0] = job.x[i0:i1]
+                padded[i1 - i0 :] = 0.0
+                chunk = padded
+            try:
+                out = self._call_fn(tf.constant(chunk), tf.constant(chunk_ids.astype(str)), *job.scalars, **static)
+            except tf.errors.InvalidArgumentError as err:
+                if "integer dtype" in str(err):
+                    raise ValueError(_GREY_INTEGER_DECODER) from None
+                raise
+            for name in job.outputs:
+                parts[name].append(out[name].numpy()[: i1 - i0])
+            if bar is not None:
+                bar.update(i1)
+        result = {name: np.concatenate(values) for name, values in parts.items()}
+        if "pixels" in result:
+            result["pixels"] = result["pixels"].astype(np.float32)
+        return result
+
+    def _estimate(
+        self, name: str, x: Any, num_samples: Any, return_stderr: Any, options: _Options, per_dim: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """`name` ("elbo" or "log_prob") per image, and its standard error with `return_stderr`.
+
+        With `per_dim`, -log_prob (and its error) in bits per dimension instead of nats.
+        """
+        self.require_likelihood("bits_per_dim" if per_dim else name)
+        check_bool(return_stderr, "return_stderr")
+        job = self._prepare(x, (name, f"{name}_stderr") if return_stderr else (name,), num_samples, options)
+        values = tuple(self._run(job).values())
+        if per_dim:
+            num_dims = int(np.prod(job.x.shape[1:]))
+            values = tuple(nats_to_bits_per_dim(v, num_dims) for v in (-values[0], *values[1:]))
+        return values if return_stderr else values[0]
+
+    # ------------------------------------------------------------------ public scores
     def scores(
         self,
         x: Any,
@@ -316,7 +392,8 @@ class LikelihoodEstimator:
           num_samples: draws k per image, >= 1. Default 100.
           ids: one id per image (str or int) that keys its draws. Default None: the row
             index plus `index_offset`.
-          seed: int in [0, 2^31 - 1] for reproducible draws. Default None (a fresh seed).
+          seed: int in [0, 2^31 - 1] for reproducible draws, the same z in every method.
+            Default None (a fresh seed).
           index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
           binarize_seed: int >= 0 to score the fixed binarisation keyed by (id,
             binarize_seed) instead of `x`. Default None.
@@ -328,73 +405,13 @@ class LikelihoodEstimator:
 
         Returns:
           dict name -> float64 array (n,) in nats ("complexity" in bits; "pixels" float32
-          (n, H, W, C)).
+          (n, H, W, C)), one entry per name in `outputs`.
         """
-        outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
-        for name in outputs:
-            if name not in OUTPUTS:
-                raise ValueError(f"`outputs` must be names from {OUTPUTS}; got {name!r}.")
-        if any(name not in ("distortion", "rate", "rate_mc", "pixels") for name in outputs):
-            self.require_likelihood(next(n for n in outputs if n not in ("distortion", "rate", "rate_mc", "pixels")))
-        x = check_images(x, "x", self.image_shape)
-        k = check_int(num_samples, "num_samples")
-        index_offset = check_int(index_offset, "index_offset", minimum=0)
-        ids = check_ids(ids, len(x), index_offset)
-        seed = check_seed(seed, "seed", maximum=2**31 - 1)
-        binarize_seed = check_seed(binarize_seed, "binarize_seed", maximum=2**31 - 1)
-        if typical_nll is not None:
-            typical_nll = check_float(typical_nll, "typical_nll")
-        elif "typicality" in outputs:
-            raise ValueError(
-                "The 'typicality' score needs `typical_nll`, the mean -log p(x) of held-out normal images "
-                "(AnomalyDetector(score='typicality').fit computes it as `typical_nll_`)."
-            )
-        check_bool(analytic_kl, "analytic_kl")
-        budget = self.max_batch_elements
-        if max_batch_elements is not None:
-            budget = check_int(max_batch_elements, "max_batch_elements")
-        progress = check_bool(progress, "progress", allow_none=True)
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**31))
-        n = len(x)
-        plan = ScoringPlan.make(k, budget, n)
-        calls = -(-n // plan.images)
-        show = progress if progress is not None else calls * plan.steps > _PROGRESS_MIN_CHUNKS and _on_terminal()
-        bar = tfk.utils.Progbar(n, unit_name="image") if show else None
-        padded = np.zeros((plan.images, *x.shape[1:]), np.float32)
-        static = dict(plan=plan, outputs=tuple(sorted(set(outputs))), analytic_kl=analytic_kl)
-        scalars = (
-            tf.constant(seed, tf.int32),
-            tf.constant(-1 if binarize_seed is None else binarize_seed, tf.int32),
-            tf.constant(math.nan if typical_nll is None else typical_nll, tf.float64),
+        options = _Options(
+            seed, ids, index_offset, binarize_seed, max_batch_elements, progress, typical_nll, analytic_kl
         )
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-        for i0 in range(0, n, plan.images):
-            i1 = min(i0 + plan.images, n)
-            chunk_ids = np.full(plan.images, "pad", dtype=object)
-            chunk_ids[: i1 - i0] = ids[i0:i1]
-            if i1 - i0 == plan.images:
-                chunk = x[i0:i1]
-            else:  # the last, short chunk: pad to the traced shape, drop the padding after
-                padded[: i1 - i0] = x[i0:i1]
-                padded[i1 - i0 :] = 0.0
-                chunk = padded
-            try:
-                out = self._call_fn(tf.constant(chunk), tf.constant(chunk_ids.astype(str)), *scalars, **static)
-            except tf.errors.InvalidArgumentError as err:
-                if "integer dtype" in str(err):
-                    raise ValueError(_GREY_INTEGER_DECODER) from None
-                raise
-            for name in outputs:
-                parts[name].append(out[name].numpy()[: i1 - i0])
-            if bar is not None:
-                bar.update(i1)
-        result = {name: np.concatenate(values) for name, values in parts.items()}
-        if "pixels" in result:
-            result["pixels"] = result["pixels"].astype(np.float32)
-        return result
+        return self._run(self._prepare(x, outputs, num_samples, options))
 
-    # ------------------------------------------------------------------ estimates
     def elbo(
         self,
         x: Any,
@@ -410,37 +427,16 @@ class LikelihoodEstimator:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Monte Carlo ELBO per image: mean over k draws of log p(x|z) + log p(z) - log q(z|x).
 
-        Args:
-          x: images (n, H, W, C).
-          num_samples: draws k per image, >= 1. Default 1.
-          return_stderr: also return the Monte Carlo standard error of each estimate,
-            sd / sqrt(k) (NaN for k = 1). Default False.
-          seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          ids: one id per image that keys its draws. Default None (row indices).
-          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
-          binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
-            Default None.
-          max_batch_elements: (image, sample) pairs per decoder call. Default None: the
-            estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
+        For images `x` (n, H, W, C) and k = `num_samples` >= 1 draws each (default 1). With
+        `return_stderr` (default False) also the Monte Carlo standard error of each estimate,
+        sd / sqrt(k) (NaN for k = 1). `seed`, `ids`, `index_offset`, `binarize_seed`,
+        `max_batch_elements` and `progress` are those of `scores`, with the same defaults.
 
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (elbo, stderr).
         """
-        self.require_likelihood("elbo")
-        check_bool(return_stderr, "return_stderr")
-        out = self.scores(
-            x,
-            ("elbo", "elbo_stderr") if return_stderr else ("elbo",),
-            num_samples,
-            ids=ids,
-            seed=seed,
-            index_offset=index_offset,
-            binarize_seed=binarize_seed,
-            max_batch_elements=max_batch_elements,
-            progress=progress,
-        )
-        return (out["elbo"], out["elbo_stderr"]) if return_stderr else out["elbo"]
+        options = _Options(seed, ids, index_offset, binarize_seed, max_batch_elements, progress)
+        return self._estimate("elbo", x, num_samples, return_stderr, options)
 
     def log_prob(
         self,
@@ -459,42 +455,20 @@ class LikelihoodEstimator:
 
         log (1/k) sum_j p(x|z_j) p(z_j) / q(z_j|x), z_j ~ q(z|x): a lower bound in
         expectation that rises to log p(x) as k grows (exact for any k when q is the true
-        posterior).
+        posterior). For images `x` (n, H, W, C) and k = `num_samples` >= 1 importance
+        samples each (default 100; 1000 or more for reported test likelihoods).
 
-        Args:
-          x: images (n, H, W, C).
-          num_samples: importance samples k per image, >= 1. Default 100; 1000 or more for
-            reported test likelihoods.
-          return_stderr: also return the delta-method standard error of each estimate,
-            sd(w) / (sqrt(k) * mean(w)) with the weights' sample sd (NaN for k = 1). It
-            measures the spread, not the bias, which is of order sd(w)^2 / (2 k mean(w)^2).
-            Default False.
-          seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          ids: one id per image that keys its draws. Default None (row indices).
-          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
-          binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
-            Default None.
-          max_batch_elements: (image, sample) pairs per decoder call. Default None: the
-            estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
+        With `return_stderr` (default False) also the delta-method standard error of each
+        estimate, sd(w) / (sqrt(k) * mean(w)) with the weights' sample sd (NaN for k = 1). It
+        measures the spread, not the bias, which is of order sd(w)^2 / (2 k mean(w)^2).
+        `seed`, `ids`, `index_offset`, `binarize_seed`, `max_batch_elements` and `progress`
+        are those of `scores`, with the same defaults.
 
         Returns:
           float64 array (n,) in nats; with `return_stderr`, the pair (log_prob, stderr).
         """
-        self.require_likelihood("log_prob")
-        check_bool(return_stderr, "return_stderr")
-        out = self.scores(
-            x,
-            ("log_prob", "log_prob_stderr") if return_stderr else ("log_prob",),
-            num_samples,
-            ids=ids,
-            seed=seed,
-            index_offset=index_offset,
-            binarize_seed=binarize_seed,
-            max_batch_elements=max_batch_elements,
-            progress=progress,
-        )
-        return (out["log_prob"], out["log_prob_stderr"]) if return_stderr else out["log_prob"]
+        options = _Options(seed, ids, index_offset, binarize_seed, max_batch_elements, progress)
+        return self._estimate("log_prob", x, num_samples, return_stderr, options)
 
     def bits_per_dim(
         self,
@@ -509,28 +483,14 @@ class LikelihoodEstimator:
         max_batch_elements: int | None = None,
         progress: bool | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """-log_prob / (H * W * C * ln 2) per image; arguments as in `log_prob`.
+        """-log_prob / (H * W * C * ln 2) per image; arguments (and their defaults) as in `log_prob`.
 
         Returns:
           float64 array (n,) in bits per dimension; with `return_stderr`, the pair
           (bits_per_dim, stderr in the same units).
         """
-        self.require_likelihood("bits_per_dim")
-        result = self.log_prob(
-            x,
-            num_samples,
-            return_stderr=return_stderr,
-            seed=seed,
-            ids=ids,
-            index_offset=index_offset,
-            binarize_seed=binarize_seed,
-            max_batch_elements=max_batch_elements,
-            progress=progress,
-        )
-        log_prob, stderr = result if return_stderr else (result, None)
-        num_dims = int(np.prod(check_images(x, "x", self.image_shape).shape[1:]))
-        bpd = nats_to_bits_per_dim(-log_prob, num_dims)
-        return (bpd, nats_to_bits_per_dim(stderr, num_dims)) if return_stderr else bpd
+        options = _Options(seed, ids, index_offset, binarize_seed, max_batch_elements, progress)
+        return self._estimate("log_prob", x, num_samples, return_stderr, options, per_dim=True)
 
     def rate_distortion(
         self,
@@ -547,37 +507,19 @@ class LikelihoodEstimator:
     ) -> dict[str, np.ndarray]:
         """The two terms of -ELBO per image: rate KL(q(z|x) || p(z)) and distortion -E_q log p(x|z).
 
-        Args:
-          x: images (n, H, W, C).
-          num_samples: draws k per image for the Monte Carlo terms, >= 1. Default 1.
-          analytic_kl: use TFP's closed-form KL when one is registered for (q, prior), as
-            for Gaussian priors; otherwise, or when False, the rate is the Monte Carlo
-            mean of log q(z|x) - log p(z) over the same draws as the distortion. Default True.
-          seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          ids: one id per image that keys its draws. Default None (row indices).
-          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
-          binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
-            Default None.
-          max_batch_elements: (image, sample) pairs per decoder call. Default None: the
-            estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
+        For images `x` (n, H, W, C) and k = `num_samples` >= 1 draws each for the Monte Carlo
+        terms (default 1). With `analytic_kl` (default True) the rate is TFP's closed-form KL
+        when one is registered for (q, prior), as for Gaussian priors; otherwise, or when
+        False, it is the Monte Carlo mean of log q(z|x) - log p(z) over the same draws as the
+        distortion. The other keywords are those of `scores`, with the same defaults.
 
         Returns:
           dict with float64 arrays (n,) "rate" and "distortion", in nats.
         """
-        out = self.scores(
-            x,
-            ("rate", "distortion"),
-            num_samples,
-            ids=ids,
-            seed=seed,
-            index_offset=index_offset,
-            binarize_seed=binarize_seed,
-            analytic_kl=analytic_kl,
-            max_batch_elements=max_batch_elements,
-            progress=progress,
+        options = _Options(
+            seed, ids, index_offset, binarize_seed, max_batch_elements, progress, analytic_kl=analytic_kl
         )
-        return {"rate": out["rate"], "distortion": out["distortion"]}
+        return self._run(self._prepare(x, ("rate", "distortion"), num_samples, options))
 
     def pixel_log_prob(
         self,
@@ -594,31 +536,12 @@ class LikelihoodEstimator:
         """Per-pixel log p(x_hwc | z), averaged over z ~ q(z|x): where an image is poorly explained.
 
         Needs a decoder distribution that is a `tfd.Independent` over pixels. Summed over
-        pixels it gives -distortion of `rate_distortion` with the same seed and k.
-
-        Args:
-          x: images (n, H, W, C).
-          num_samples: draws k per image, >= 1. Default 16.
-          seed: int >= 0 for reproducible draws, the same z in every method. Default None.
-          ids: one id per image that keys its draws. Default None (row indices).
-          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
-          binarize_seed: int >= 0 to score `binarize(x, binarize_seed)` instead of `x`.
-            Default None.
-          max_batch_elements: (image, sample) pairs per decoder call. Default None: the
-            estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
+        pixels it gives -distortion of `rate_distortion` with the same seed and k. For images
+        `x` (n, H, W, C) and k = `num_samples` >= 1 draws each (default 16); the other
+        keywords are those of `scores`, with the same defaults.
 
         Returns:
           float32 array (n, H, W, C) in nats (<= 0 for Bernoulli decoders).
         """
-        return self.scores(
-            x,
-            ("pixels",),
-            num_samples,
-            ids=ids,
-            seed=seed,
-            index_offset=index_offset,
-            binarize_seed=binarize_seed,
-            max_batch_elements=max_batch_elements,
-            progress=progress,
-        )["pixels"]
+        options = _Options(seed, ids, index_offset, binarize_seed, max_batch_elements, progress)
+        return self._run(self._prepare(x, ("pixels",), num_samples, options))["pixels"]

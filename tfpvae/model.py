@@ -9,16 +9,19 @@ taken from the regularizer, counted once (see `KLOnceMultivariateNormalTriL`), o
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfpl, unwrap
+from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfp, tfpl, unwrap
 from tfpvae._validation import check_float, check_images, check_int
 from tfpvae.config import VAEConfig
 from tfpvae.networks import decoder_body, encoder_body, seeded_initializer
 from tfpvae.priors import Prior, sample_prior
 from tfpvae.scoring import log_weight_terms
+from tfpvae.serialization import read_metadata, read_model_files, write_model_files
 
 # Codes decoded per call when turning many latents into images: bounds peak memory.
 _DECODE_CHUNK = 1024
@@ -384,93 +387,28 @@ class VAE(tfk.Model):
         temperature: float = 1.0,
         seed: int | None = None,
         return_latents: bool = False,
-        source: str = "prior",
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Draws images from the model: z from the prior or the aggregate posterior, x = E[x|z].
+        """Draws images from the model: z ~ p(z) (spread by `temperature`), x = E[x|z].
+
+        To sample from a mixture fitted to where the training codes lie instead, see
+        `tfpvae.latent.fit_aggregate_posterior` and `tfpvae.latent.sample_aggregate_posterior`.
 
         Args:
           num_samples: number of images, >= 1.
           temperature: prior spread multiplier, > 0. Default 1.0; lower gives cleaner,
-            less varied images. Used with source="prior" only.
+            less varied images.
           seed: int for reproducible samples. Default None.
           return_latents: also return the codes. Default False.
-          source: "prior" (default) draws z ~ p(z); "aggregate" draws from the Gaussian
-            mixture fitted by `fit_aggregate_posterior`, which follows where the training
-            codes actually lie (often sharper samples when q(z) and p(z) differ).
 
         Returns:
           images, float32 array (num_samples, H, W, C) in [0, 1]; with `return_latents`,
           the pair (images, codes of shape (num_samples, latent_dim)).
         """
-        from tfpvae._validation import check_choice
-
         num_samples = check_int(num_samples, "num_samples")
         temperature = check_float(temperature, "temperature", minimum=0.0, min_inclusive=False)
-        if check_choice(source, "source", ("prior", "aggregate")) == "aggregate":
-            if getattr(self, "aggregate_posterior_", None) is None:
-                raise ValueError("`source='aggregate'` needs fit_aggregate_posterior(x_train) first.")
-            from tfpvae.latent import sample_aggregate_posterior
-
-            return sample_aggregate_posterior(
-                self, self.aggregate_posterior_, num_samples, seed=seed, return_latents=return_latents
-            )
         z = sample_prior(self.prior, num_samples, temperature, seed).numpy()
         images = self.decode_mean(z)
         return (images, z) if return_latents else images
-
-    # ------------------------------------------------------------------ latent space
-    def fit_aggregate_posterior(self, x: Any, num_components: int = 10, seed: int | None = None):
-        """Fits a Gaussian mixture (scikit-learn) to the posterior means of `x`.
-
-        Stored as `aggregate_posterior_` (not saved with the model) and used by
-        `sample(..., source="aggregate")`. Returns the fitted `GaussianMixture`.
-        """
-        from tfpvae.latent import fit_aggregate_posterior
-
-        gmm = fit_aggregate_posterior(self, x, num_components=num_components, seed=seed)
-        object.__setattr__(self, "aggregate_posterior_", gmm)
-        return gmm
-
-    def interpolate(self, start: Any, end: Any, num_steps: int = 10, method: str = "linear", inputs: str = "images"):
-        """Decodes a path between two images (or codes); see `tfpvae.latent.interpolate`.
-
-        Returns:
-          `Interpolation(images (n_pairs, num_steps, H, W, C), log_prior (n_pairs,
-          num_steps), latents (n_pairs, num_steps, latent_dim))`.
-        """
-        from tfpvae.latent import interpolate
-
-        return interpolate(self, start, end, num_steps=num_steps, method=method, inputs=inputs)
-
-    def traverse(self, x: Any = None, dims: Any = None, num_steps: int = 9, span: float = 3.0, scale: str = "prior"):
-        """Varies one latent dimension at a time around x's code; see `tfpvae.latent.traverse`."""
-        from tfpvae.latent import traverse
-
-        return traverse(self, x, dims=dims, num_steps=num_steps, span=span, scale=scale)
-
-    def manifold_grid(self, grid_size: int = 15, extent: float | None = None, plane: Any = None, x: Any = None):
-        """Decodes a grid over a latent plane; see `tfpvae.latent.manifold_grid`."""
-        from tfpvae.latent import manifold_grid
-
-        return manifold_grid(self, grid_size=grid_size, extent=extent, plane=plane, x=x)
-
-    def embed(self, x: Any, method: str = "auto", max_points: int = 2000, seed: int = 0):
-        """2-D coordinates of x's codes (direct, PCA or t-SNE); see `tfpvae.latent.embed_latents`."""
-        from tfpvae.latent import embed_latents
-
-        return embed_latents(self, x, method=method, max_points=max_points, seed=seed)
-
-    def posterior_uncertainty(self, x: Any, correlation: bool = False):
-        """Posterior stddevs, entropy, log-det and correlations; see `tfpvae.uncertainty`."""
-        from tfpvae.uncertainty import posterior_uncertainty
-
-        return posterior_uncertainty(self, x, correlation=correlation)
-
-    def predictive_uncertainty(self, x: Any, num_samples: int = 64, seed: int | None = None):
-        """Per-pixel predictive mean and variance (Bernoulli + latent parts); see `tfpvae.uncertainty`."""
-        from tfpvae.uncertainty import predictive_uncertainty
-
-        return predictive_uncertainty(self, x, num_samples=num_samples, seed=seed)
 
     def reconstruct(self, x: Any) -> np.ndarray:
         """Returns E[x | z = mean of q(z|x)], a float32 array (n, H, W, C) in [0, 1]."""
@@ -522,6 +460,58 @@ class VAE(tfk.Model):
         """
         if args or kwargs:
             raise TypeError("VAE.save takes only a folder path; Keras save options do not apply.")
-        from tfpvae.serialization import save
-
         save(self, filepath)
+
+
+def save(model: VAE, path: str | os.PathLike, extra_metadata: dict[str, Any] | None = None) -> Path:
+    """Writes `model` to the folder `path` (created if needed) as plain files.
+
+    Args:
+      model: a `tfpvae.VAE`.
+      path: the folder. Existing model files in it are replaced atomically.
+      extra_metadata: more JSON-serialisable entries for metadata.json. Default None.
+
+    Returns:
+      The folder as a `Path`.
+    """
+    metadata = {
+        "tensorflow_version": tf.__version__,
+        "tensorflow_probability_version": tfp.__version__,
+        "weights": [{"name": w.name, "shape": list(w.shape)} for w in model.weights],
+        "num_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "history": model.training_history,
+        **(extra_metadata or {}),
+    }
+    return write_model_files(path, model.config, model.get_weights(), metadata)
+
+
+def load(path: str | os.PathLike) -> VAE:
+    """Loads a model saved by `VAE.save` / `tfpvae.save`.
+
+    The model is rebuilt from its config by library code and the stored arrays are
+    assigned: nothing from the folder is executed or unpickled.
+
+    Args:
+      path: the model folder.
+
+    Returns:
+      A `tfpvae.VAE` with the saved weights and training history, compiled with the
+      default optimizer.
+
+    Raises:
+      ModelFormatError: the folder is missing or incomplete, from an incompatible format
+        version, its weights fail the checksum, hold pickled data, or do not fit the config.
+    """
+    read_metadata(path)  # a missing or foreign folder fails before any model is built
+    built: list[VAE] = []
+
+    def weight_shapes(config: VAEConfig) -> list[tuple[int, ...]]:
+        built.append(VAE(config))
+        return [tuple(w.shape) for w in built[0].weights]
+
+    files = read_model_files(path, weight_shapes)
+    model = built[0]
+    model.set_weights(files.weights)
+    model.training_history = {k: list(v) for k, v in files.metadata.get("history", {}).items()}
+    model.compile()
+    return model

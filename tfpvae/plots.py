@@ -1,10 +1,12 @@
-"""Matplotlib figures of images, training, latent walks, scores and pixel maps; none shows itself.
+"""Matplotlib figures of images, latent walks, latent scatters and pixel maps; none shows itself.
 
 Every function takes numpy arrays (the outputs of `tfpvae.latent`, `tfpvae.uncertainty`
-or a model's methods) and returns a Figure; none imports TensorFlow.
+or a model's methods) and returns a Figure; none imports TensorFlow. Training curves,
+score histograms and ROC curves live in `tfpvae.charts` and are importable from here too.
 
-Uses the Agg backend when no display is configured, so figures render on servers and in
-CI. Save with `fig.savefig("file.png")` or `save_figure`.
+The library never picks a matplotlib backend: it uses whatever matplotlib would (set by
+`MPLBACKEND` or `matplotlib.use`; set `MPLBACKEND=Agg` on a server without a display).
+Save with `fig.savefig("file.png")` or `save_figure`.
 """
 
 from __future__ import annotations
@@ -14,17 +16,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
-    matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from tfpvae._validation import check_int, check_labels  # noqa: E402
+from tfpvae._validation import check_labels
+from tfpvae.charts import roc_curves as roc_curves
+from tfpvae.charts import score_histograms as score_histograms
+from tfpvae.charts import training_curves as training_curves
 
 # More classes than this get a colour bar rather than a legend in `latent_scatter`.
 _MAX_LEGEND_CLASSES = 20
@@ -132,31 +132,6 @@ def reconstructions(
     return fig
 
 
-def training_curves(history: dict[str, Sequence[float]], title: str | None = None) -> Figure:
-    """Loss, nll, kl and elbo per epoch, training and validation.
-
-    Args:
-      history: dict of metric name -> per-epoch values (`VAE.training_history`).
-      title: figure title. Default None.
-    """
-    metrics = [m for m in ("loss", "nll", "kl", "elbo") if m in history]
-    if not metrics:
-        raise ValueError(f"`history` has none of loss/nll/kl/elbo; got keys {sorted(history)}.")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8), squeeze=False, layout="constrained")
-    for ax, name in zip(axes[0], metrics):
-        epochs = np.arange(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], marker="o", ms=3, label="train")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], marker="o", ms=3, label="validation")
-        ax.set_title(name + (" (nats)" if name != "loss" else ""))
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
 # ---------------------------------------------------------------------------- shared helpers
 def _class_name(label: Any, class_names: Mapping[Any, str] | None) -> str:
     key = label.item() if hasattr(label, "item") else label
@@ -172,6 +147,12 @@ def _check_image_rows(images: Any, name: str = "images") -> np.ndarray:
             f"`{name}` must have shape (rows, columns, H, W, C) with rows, columns >= 1; got {images.shape}."
         )
     return images
+
+
+def _check_count(labels: Sequence[Any] | None, n: int, name: str, what: str) -> None:
+    """Raises ValueError unless `labels` is None or holds exactly n entries, one per `what`."""
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"`{name}` must have {n} entries, one per {what}; got {len(labels)}.")
 
 
 def _tile(images: np.ndarray, pad: int) -> np.ndarray:
@@ -191,16 +172,10 @@ def _tile(images: np.ndarray, pad: int) -> np.ndarray:
 
 def _show_tiled(ax, images: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """Draws the tiled picture on `ax`; returns the pixel x and y centres of the columns and rows."""
-    tiled = _tile(images, pad)
-    if tiled.shape[-1] == 1:
-        ax.imshow(tiled[..., 0], cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-    else:
-        ax.imshow(tiled, interpolation="nearest")
+    _show_image(ax, _tile(images, pad))
     r, c, h, w, _ = images.shape
     xs = np.arange(c) * (w + pad) + (w - 1) / 2
     ys = np.arange(r) * (h + pad) + (h - 1) / 2
-    ax.set_xticks([])
-    ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
     return xs, ys
@@ -225,14 +200,13 @@ def image_rows(
       pad: blank pixels between images. Default 1.
 
     Returns:
-      The Figure.
+      The Figure: one axes holding the tiled picture, row labels as y ticks, column labels
+      as x ticks on top.
     """
     images = _check_image_rows(images)
     r, c = images.shape[:2]
-    if row_labels is not None and len(row_labels) != r:
-        raise ValueError(f"`row_labels` must have {r} entries, one per row; got {len(row_labels)}.")
-    if col_labels is not None and len(col_labels) != c:
-        raise ValueError(f"`col_labels` must have {c} entries, one per column; got {len(col_labels)}.")
+    _check_count(row_labels, r, "row_labels", "row")
+    _check_count(col_labels, c, "col_labels", "column")
     extra_w = 0.9 if row_labels is not None else 0.1
     extra_h = (0.3 if col_labels is not None else 0.05) + (0.35 if title else 0.0)
     fig, ax = plt.subplots(figsize=(c * cell_size + extra_w, r * cell_size + extra_h), layout="constrained")
@@ -268,13 +242,13 @@ def interpolation_strips(
       cell_size: inches per image. Default 0.7.
 
     Returns:
-      The Figure.
+      The Figure: the strips, and with `log_prior` a second axes of one curve per path
+      whose points sit under the images of their step.
     """
     images = _check_image_rows(images)
     n, s = images.shape[:2]
+    _check_count(row_labels, n, "row_labels", "path")
     row_labels = [f"path {i + 1}" for i in range(n)] if row_labels is None else list(row_labels)
-    if len(row_labels) != n:
-        raise ValueError(f"`row_labels` must have {n} entries, one per path; got {len(row_labels)}.")
     if log_prior is None:
         return image_rows(images, row_labels, [str(i) for i in range(s)], title=title, cell_size=cell_size)
     log_prior = np.asarray(log_prior, dtype=np.float64)
@@ -328,13 +302,12 @@ def traversal_grid(
       cell_size: inches per image. Default 0.7.
 
     Returns:
-      The Figure.
+      The Figure (an `image_rows` picture): rows labelled "z_k", columns by offset.
     """
     images = _check_image_rows(images)
     n, s = images.shape[:2]
+    _check_count(dims, n, "dims", "row")
     dims = list(range(n)) if dims is None else [int(k) for k in dims]
-    if len(dims) != n:
-        raise ValueError(f"`dims` must have {n} entries, one per row; got {len(dims)}.")
     col_labels = None
     if offsets is not None:
         offsets = np.asarray(offsets, dtype=np.float64)
@@ -462,140 +435,6 @@ def latent_scatter(
     return fig
 
 
-# ---------------------------------------------------------------------------- scores
-def _as_scores(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    if arr.size == 0:
-        raise ValueError(f"`{name}` must hold at least one score; got none.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` contains NaN or Inf scores.")
-    return arr
-
-
-def _histogram_range(groups: Sequence[np.ndarray]) -> tuple[float, float]:
-    """A range that shows the bulk of every group, unless extreme scores would squash it.
-
-    From the lowest 5th to the highest 95th percentile of the groups, widened by that
-    width on each side (never past the data). Percentiles per group, not of the pooled
-    scores: anomalies often have a heavy tail, which would otherwise set the range and
-    squeeze the normal scores into a bin or two.
-    """
-    q = np.array([np.percentile(g, [5, 95]) for g in groups])
-    pooled = np.concatenate(groups)
-    q5, q95 = q[:, 0].min(), q[:, 1].max()
-    width = q95 - q5
-    lo, hi = max(pooled.min(), q5 - width), min(pooled.max(), q95 + width)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    return float(lo), float(hi)
-
-
-def score_histograms(
-    scores: Mapping[str, Any] | Mapping[str, Mapping[str, Any]],
-    bins: int | None = None,
-    xlabel: str = "score",
-    title: str | None = None,
-    threshold: float | None = None,
-) -> Figure:
-    """Overlaid, normalised histograms of scores per group (e.g. normal vs anomalous).
-
-    Args:
-      scores: group name -> scores (1-D), e.g. {"MNIST (normal)": s1, "Fashion (anomalous)": s2},
-        for one panel; or score name -> {group name -> scores} for one panel per score.
-      bins: number of bins shared by all groups of a panel. Default None: sqrt of the
-        number of scores, between 10 and 60. The bins span all scores unless some lie far
-        out (beyond the groups' 5-95 percentiles by more than their width); those are
-        counted in the edge bins and reported in the legend as "k beyond axis".
-      xlabel: x-axis label for a single panel (panels use their score names). Default "score".
-      title: figure title. Default None.
-      threshold: draw a vertical dashed line at this score. Default None.
-
-    Returns:
-      The Figure.
-    """
-    if not isinstance(scores, Mapping) or not scores:
-        raise ValueError("`scores` must be a non-empty dict: group -> scores, or score name -> {group -> scores}.")
-    if bins is not None:
-        bins = check_int(bins, "bins")
-    nested = all(isinstance(v, Mapping) for v in scores.values())
-    panels = dict(scores) if nested else {xlabel: scores}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False, layout="constrained")
-    colors = plt.get_cmap("tab10")
-    for ax, (panel, groups) in zip(axes[0], panels.items()):
-        if not groups:
-            raise ValueError(f"`scores[{panel!r}]` has no groups.")
-        data = {g: _as_scores(v, f"scores[{g!r}]") for g, v in groups.items()}
-        lo, hi = _histogram_range(list(data.values()))
-        num_bins = bins or int(np.clip(np.sqrt(sum(len(v) for v in data.values())), 10, 60))
-        edges = np.linspace(lo, hi, num_bins + 1)
-        for k, (group, values) in enumerate(data.items()):
-            beyond = int(np.count_nonzero((values < lo) | (values > hi)))
-            label = f"{group} (n={len(values)}" + (f", {beyond} beyond axis)" if beyond else ")")
-            clipped = np.clip(values, lo, hi)
-            ax.hist(clipped, bins=edges, density=True, alpha=0.35, color=colors(k % 10))
-            ax.hist(clipped, bins=edges, density=True, histtype="step", lw=1.3, color=colors(k % 10), label=label)
-        if threshold is not None:
-            ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
-        ax.set_xlabel(panel)
-        ax.set_ylabel("density")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.25)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def roc_curves(
-    normal: Any,
-    anomalous: Any,
-    higher_is_anomalous: bool = True,
-    title: str | None = None,
-) -> Figure:
-    """ROC curves of anomaly scores, with the AUROC of each in the legend.
-
-    Args:
-      normal: scores of normal images (1-D), or score name -> scores for several curves.
-      anomalous: scores of anomalous images, the same kind as `normal` (same keys).
-      higher_is_anomalous: True (default) if a larger score means more anomalous (e.g.
-        -log p(x)); False to flip, e.g. for log-likelihoods.
-      title: axes title. Default None.
-
-    Returns:
-      The Figure. Legend entries read "name (AUROC 0.953)".
-    """
-    from sklearn.metrics import auc, roc_curve
-
-    if isinstance(normal, Mapping) != isinstance(anomalous, Mapping):
-        raise TypeError("`normal` and `anomalous` must both be arrays or both be dicts of score name -> scores.")
-    if isinstance(normal, Mapping):
-        if set(normal) != set(anomalous) or not normal:
-            raise ValueError(
-                "`normal` and `anomalous` must have the same score names; "
-                f"got {sorted(normal)} and {sorted(anomalous)}."
-            )
-        pairs = {name: (normal[name], anomalous[name]) for name in normal}
-    else:
-        pairs = {"score": (normal, anomalous)}
-    fig, ax = plt.subplots(figsize=(4.6, 4.4), layout="constrained")
-    sign = 1.0 if higher_is_anomalous else -1.0
-    for name, (s_norm, s_anom) in pairs.items():
-        s_norm, s_anom = _as_scores(s_norm, f"normal[{name!r}]"), _as_scores(s_anom, f"anomalous[{name!r}]")
-        truth = np.r_[np.zeros(len(s_norm)), np.ones(len(s_anom))]
-        fpr, tpr, _ = roc_curve(truth, sign * np.r_[s_norm, s_anom])
-        ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUROC {auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance (AUROC 0.500)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("false positive rate (normal flagged)")
-    ax.set_ylabel("true positive rate (anomalies found)")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.25)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
 # ---------------------------------------------------------------------------- per-pixel maps
 def _as_maps(value: Any, n: int, hw: tuple[int, int], name: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
@@ -644,8 +483,7 @@ def pixel_maps(
         raise ValueError("`maps` must be a non-empty dict of title -> per-pixel values.")
     n, hw = len(images), images.shape[1:3]
     arrays = {name: _as_maps(v, n, hw, name) for name, v in maps.items()}
-    if row_labels is not None and len(row_labels) != n:
-        raise ValueError(f"`row_labels` must have {n} entries, one per image; got {len(row_labels)}.")
+    _check_count(row_labels, n, "row_labels", "image")
     ncols = 1 + len(arrays)
     fig, axes = plt.subplots(
         n, ncols, figsize=(ncols * cell_size + 0.4, n * cell_size + 0.9 + (0.3 if title else 0)),

@@ -25,16 +25,21 @@ in blocks of `min(k, 64)`, each block from a stateless seed that is a fingerprin
 the same image with the same id and seed gets the same score whatever batch, chunk,
 shard, worker or order it is scored in, up to the float32 rounding of differently sized
 network batches (well under 1e-4 nats). Ids are strings: a row index ("0", "1", ...) for
-arrays, a file path, or `path:record` for TFRecord.
+arrays, a file path, or `path:record` for TFRecord. For numpy arrays, `check_ids` turns the
+ids a caller gives into those strings and `binarize` draws an array's fixed binarisation
+(both are also importable from `tfpvae.likelihood`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from tfpvae._keras import tf, tfd, unwrap
+from tfpvae._validation import check_images, check_int, check_seed
 from tfpvae.compression import CONTEXT_TEMPLATE, context_code_length_graph
 from tfpvae.config import SCORES  # the names a user asks for (CLI --score, compute_scores, AnomalyDetector)
 
@@ -42,7 +47,9 @@ __all__ = [
     "OUTPUTS",
     "SCORES",
     "ScoringPlan",
+    "binarize",
     "binarize_images",
+    "check_ids",
     "log_weight_terms",
     "score_images",
     "seeds_from_keys",
@@ -97,6 +104,69 @@ def binarize_images(x: tf.Tensor, ids: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         return tf.cast(tf.random.stateless_uniform(tf.shape(image), seed=image_seed) < image, tf.float32)
 
     return tf.map_fn(one, (x, seeds), fn_output_signature=tf.float32)
+
+
+def check_ids(ids: Any, n: int, index_offset: int = 0, name: str = "ids") -> np.ndarray:
+    """Image ids as a numpy array of n non-empty str; None gives the row indices "offset", "offset + 1", ...
+
+    Raises:
+      ValueError: not one id per image, an empty id.
+      TypeError: ids that are neither str nor int.
+    """
+    if ids is None:
+        return np.arange(index_offset, index_offset + n).astype(str).astype(object)
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"`{name}` must be a sequence of one id per image, not a single string; got {ids!r}.")
+    values = list(ids)
+    if len(values) != n:
+        raise ValueError(f"`{name}` must hold one id per image ({n}); got {len(values)}.")
+    out = []
+    for value in values:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = str(int(value))
+        if not isinstance(value, str):
+            raise TypeError(f"`{name}` must be str or int ids; got {value!r} ({type(value).__name__}).")
+        if not value:
+            raise ValueError(f"`{name}` must not contain empty ids.")
+        out.append(value)
+    return np.array(out, dtype=object)
+
+
+_binarize_graph = tf.function(
+    binarize_images,
+    input_signature=[
+        tf.TensorSpec([None, None, None, None], tf.float32),
+        tf.TensorSpec([None], tf.string),
+        tf.TensorSpec([], tf.int32),
+    ],
+)
+
+
+def binarize(x: Any, seed: int | None = None, index_offset: int = 0, ids: Sequence[Any] | None = None) -> np.ndarray:
+    """Draws binary images b ~ Bernoulli(x), pixel by pixel, each image keyed by its id.
+
+    Args:
+      x: images, array of shape (n, H, W, C) (or (n, H, W)) with float values in [0, 1]
+        or uint8 0..255, read as the probability that each pixel is on.
+      seed: int in [0, 2^31 - 1] for a reproducible draw. Default None (a fresh draw each call).
+      index_offset: with the default ids, the position of x[0] in a larger set: image i
+        gets id str(index_offset + i), and so the draw it gets when the whole set is
+        binarised in one call. Default 0.
+      ids: one id per image (str or int); an image's draw depends only on its id and the
+        seed. Default None (row indices from `index_offset`).
+
+    Returns:
+      float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.
+    """
+    x = check_images(x, "x")
+    seed = check_seed(seed, "seed", maximum=2**31 - 1)
+    index_offset = check_int(index_offset, "index_offset", minimum=0)
+    ids = check_ids(ids, len(x), index_offset)
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    return _binarize_graph(tf.constant(x), tf.constant(ids.astype(str)), tf.constant(seed, tf.int32)).numpy()
 
 
 def log_weight_terms(

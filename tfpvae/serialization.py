@@ -1,103 +1,90 @@
-"""Save and load models as a folder of plain data: config JSON, weights .npz, metadata JSON.
+"""Model folders as plain files: config JSON, weights .npz, metadata JSON, nothing executable.
 
-Loading rebuilds the model from its config with library code, then assigns the arrays:
-no pickles, no Keras Lambda deserialisation, nothing from the folder is executed. The
-metadata carries a SHA-256 of the weights file so truncation or tampering is detected.
+This module reads and writes the files and checks them (format version, SHA-256 of the
+weights, no pickles); it knows nothing of the model class. `tfpvae.model.save` and
+`tfpvae.model.load` (also `tfpvae.save` / `tfpvae.load`) build on it: loading rebuilds the
+model from its config with library code, then assigns the arrays.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from tfpvae._io import atomic_write, atomic_write_text, load_npz_arrays, numbered_arrays, numbered_keys, sha256
+from tfpvae._version import __version__
+from tfpvae.config import VAEConfig
+
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.json", "weights.npz", "metadata.json"
+# Weights are stored under "w0000", "w0001", ... in the order of `Model.weights`, which
+# rebuilding the same config reproduces.
+_WEIGHT_PREFIX = "w"
 
 
 class ModelFormatError(ValueError):
     """A model folder is missing, incomplete, tampered with or from an incompatible version."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class ModelFiles(NamedTuple):
+    """The checked contents of a model folder.
+
+    Attributes:
+      config: the `VAEConfig` in config.json.
+      weights: the weight arrays, in the order of the model's `weights`.
+      metadata: metadata.json as a dict (versions, checksum, weight shapes, history).
+    """
+
+    config: VAEConfig
+    weights: list[np.ndarray]
+    metadata: dict[str, Any]
 
 
-def _umask() -> int:
-    # The only way to read the umask is to set it: put it straight back. 0o077 meanwhile, so a
-    # file another thread creates in that instant can only be more private, never less.
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Writes via a temporary file in the same folder, then renames: never a half file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # mkstemp makes the file private (0600); give it the mode a plain open() would, so
-            # a model folder others may read stays readable after the rename. Best effort:
-            # some filesystems (FAT, some network mounts) refuse chmod, and the file stays private.
-            try:
-                os.chmod(tmp, 0o666 & ~_umask())
-            except OSError:
-                pass
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save(model: Any, path: str | os.PathLike, extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Writes `model` to the folder `path` (created if needed).
+def write_model_files(
+    path: str | os.PathLike,
+    config: VAEConfig,
+    weights: Sequence[Any],
+    metadata: dict[str, Any],
+) -> Path:
+    """Writes a model folder: each file atomically, the weights first.
 
     Args:
-      model: a `tfpvae.VAE`.
-      path: the folder. Existing model files in it are replaced atomically.
-      extra_metadata: more JSON-serialisable entries for metadata.json. Default None.
+      path: the folder, created if needed. Existing model files in it are replaced.
+      config: the model's `VAEConfig`.
+      weights: the weight arrays in the order of the model's `weights`.
+      metadata: JSON-serialisable entries for metadata.json; the format version, the
+        tfpvae version and the weights' SHA-256 are added.
 
     Returns:
       The folder as a `Path`.
     """
-    import tfpvae
-    from tfpvae._keras import tf, tfp
-
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    weights = model.get_weights()
-    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
-    _atomic_write(folder / WEIGHTS_FILE, lambda f: np.savez(f, **arrays))
+    arrays = numbered_arrays(weights, _WEIGHT_PREFIX)
+    atomic_write(folder / WEIGHTS_FILE, lambda f: np.savez(f, **arrays))
     metadata = {
         "format_version": FORMAT_VERSION,
-        "tfpvae_version": tfpvae.__version__,
-        "tensorflow_version": tf.__version__,
-        "tensorflow_probability_version": tfp.__version__,
-        "weights_sha256": _sha256(folder / WEIGHTS_FILE),
-        "weights": [{"name": w.name, "shape": list(w.shape)} for w in model.weights],
-        "num_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-        "history": model.training_history,
-        **(extra_metadata or {}),
+        "tfpvae_version": __version__,
+        **metadata,
+        "weights_sha256": sha256(folder / WEIGHTS_FILE),
     }
-    _atomic_write(folder / CONFIG_FILE, lambda f: f.write(model.config.to_json().encode()))
-    _atomic_write(folder / METADATA_FILE, lambda f: f.write(json.dumps(metadata, indent=2).encode()))
+    atomic_write_text(folder / CONFIG_FILE, config.to_json())
+    atomic_write_text(folder / METADATA_FILE, json.dumps(metadata, indent=2))
     return folder
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Returns metadata.json of a model folder, checked for a compatible format version."""
+    """Returns metadata.json of a model folder, checked for a compatible format version.
+
+    Raises:
+      ModelFormatError: the folder is missing or incomplete, or its metadata is not valid
+        JSON of this format version.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise ModelFormatError(f"Model folder {folder} does not exist (expected a folder written by VAE.save).")
@@ -116,28 +103,24 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
-def load(path: str | os.PathLike) -> Any:
-    """Loads a model saved by `VAE.save` / `tfpvae.save`.
+def read_model_files(path: str | os.PathLike, weight_shapes: Any = None) -> ModelFiles:
+    """Reads and checks a model folder written by `write_model_files`.
 
     Args:
       path: the model folder.
+      weight_shapes: optional callable, config -> list of the weight shapes a model of
+        that config has; the stored arrays must match them in number and shape.
 
     Returns:
-      A `tfpvae.VAE` with the saved weights and training history, compiled with the
-      default optimizer.
+      `ModelFiles(config, weights, metadata)`.
 
     Raises:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
         version, its weights fail the checksum, hold pickled data, or do not fit the config.
     """
     folder = Path(path)
-    metadata = read_metadata(folder)  # before importing TensorFlow: fail fast on a bad path
-
-    from tfpvae.config import VAEConfig
-    from tfpvae.datasets import load_npz_arrays
-    from tfpvae.model import VAE
-
-    if _sha256(folder / WEIGHTS_FILE) != metadata.get("weights_sha256"):
+    metadata = read_metadata(folder)
+    if sha256(folder / WEIGHTS_FILE) != metadata.get("weights_sha256"):
         raise ModelFormatError(
             f"{folder / WEIGHTS_FILE} does not match the checksum in {METADATA_FILE}: "
             "the file is truncated or was modified after saving."
@@ -150,16 +133,13 @@ def load(path: str | os.PathLike) -> Any:
         arrays = load_npz_arrays(folder / WEIGHTS_FILE)
     except ValueError as err:
         raise ModelFormatError(str(err)) from None
-    model = VAE(config)
-    expected = [tuple(w.shape) for w in model.weights]
-    keys = [f"w{i:04d}" for i in range(len(expected))]
+    count = len(arrays) if weight_shapes is None else len(expected := [tuple(s) for s in weight_shapes(config)])
+    keys = numbered_keys(count, _WEIGHT_PREFIX)
     got = [tuple(arrays[k].shape) if k in arrays else None for k in keys]
-    if set(arrays) != set(keys) or got != expected:
+    if set(arrays) != set(keys) or (weight_shapes is not None and got != expected):
         raise ModelFormatError(
-            f"Weights in {folder} do not match its config: expected {len(expected)} arrays with shapes "
-            f"{expected[:3]}..., found {len(arrays)} with shapes {[tuple(a.shape) for a in arrays.values()][:3]}..."
+            f"Weights in {folder} do not match its config: expected {count} arrays with shapes "
+            f"{got[:3] if weight_shapes is None else expected[:3]}..., found {len(arrays)} with shapes "
+            f"{[tuple(a.shape) for a in arrays.values()][:3]}..."
         )
-    model.set_weights([arrays[k] for k in keys])
-    model.training_history = {k: list(v) for k, v in metadata.get("history", {}).items()}
-    model.compile()
-    return model
+    return ModelFiles(config, [arrays[k] for k in keys], metadata)

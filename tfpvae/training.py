@@ -23,13 +23,20 @@ from typing import Any
 
 import numpy as np
 
+from tfpvae._io import atomic_write, load_npz_arrays, numbered_arrays, numbered_keys
 from tfpvae._keras import tf, tfk
 from tfpvae._validation import check_choice, check_float, check_int
+from tfpvae.config import VAEConfig
+from tfpvae.distribute import is_chief
+from tfpvae.model import load
 from tfpvae.schedules import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, KLWarmup, LearningRateDecay
-from tfpvae.serialization import _atomic_write
 
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A run folder's checkpoint is not one tfpvae wrote, or does not fit the model resuming from it."""
 
 
 class TrainingDivergedError(RuntimeError):
@@ -67,13 +74,13 @@ class _EarlyStopping(tfk.callbacks.EarlyStopping):
 
 
 def _state_arrays(model) -> dict[str, np.ndarray]:
-    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    arrays = numbered_arrays(model.get_weights(), "w")
     if model.optimizer is not None:
         # Build unconditionally (Keras returns at once when built): a new optimizer already
         # holds its iteration count, so "no variables yet" is not "unbuilt", and Adam's
         # moments would be left out of checkpoints and restores.
         model.optimizer.build(model.trainable_variables)
-        arrays.update({f"o{i:04d}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+        arrays.update(numbered_arrays([v.numpy() for v in model.optimizer.variables], "o"))
     arrays["rng_state"] = model.binarize_rng.state.numpy()
     return arrays
 
@@ -106,23 +113,24 @@ def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
         f.write(buffer.getvalue())
 
     path = run_dir / CHECKPOINT_FILE
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
 def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
     """Returns a checkpoint's metadata (epoch, history, config) without building a model."""
-    from tfpvae.datasets import load_npz_arrays
-
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint in {run_dir}: {CHECKPOINT_FILE} is missing (nothing to resume).")
-    arrays = load_npz_arrays(path)
+    try:
+        arrays = load_npz_arrays(path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     if "meta_json" not in arrays:
-        raise ValueError(f"{path} is not a tfpvae checkpoint (no metadata).")
+        raise CheckpointError(f"{path} is not a tfpvae checkpoint (no metadata).")
     meta = json.loads(arrays["meta_json"].tobytes().decode())
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {meta.get('format')!r}; expected {CHECKPOINT_FORMAT}.")
+        raise CheckpointError(f"{path} has checkpoint format {meta.get('format')!r}; expected {CHECKPOINT_FORMAT}.")
     meta["arrays"] = arrays
     return meta
 
@@ -139,21 +147,18 @@ def restore_checkpoint(model, run_dir: str | Path) -> int:
     """
     meta = read_checkpoint_meta(run_dir)
     arrays = meta["arrays"]
-    from tfpvae.config import VAEConfig
-
     # Compared as configs, not dicts: a checkpoint written before a field was added lacks
     # it, and means its default.
     if VAEConfig.from_dict(meta["config"]) != model.config:
-        raise ValueError(f"The checkpoint in {run_dir} was written by a model with a different config.")
-    weights = [arrays[f"w{i:04d}"] for i in range(len(model.weights))]
-    model.set_weights(weights)
+        raise CheckpointError(f"The checkpoint in {run_dir} was written by a model with a different config.")
+    model.set_weights([arrays[k] for k in numbered_keys(len(model.weights), "w")])
     if model.optimizer is None:
         model.compile()
     model.optimizer.build(model.trainable_variables)  # no-op when built; see _state_arrays
     variables = model.optimizer.variables
     saved = sorted(key for key in arrays if key[0] == "o" and key[1:].isdigit())
     if len(saved) != len(variables) or any(arrays[key].shape != tuple(v.shape) for key, v in zip(saved, variables)):
-        raise ValueError(
+        raise CheckpointError(
             f"The optimizer state in {run_dir} ({len(saved)} arrays) does not match the model's optimizer "
             f"({len(variables)} variables)."
         )
@@ -213,11 +218,25 @@ class _RunGuard(tfk.callbacks.Callback):
         finally:
             self.model.training_history = history
 
+    def fail(self, warmed_up: bool) -> None:
+        """Restores (and with a run folder saves) the last good state, then raises."""
+        self.restore_good_state()
+        if warmed_up:
+            self.model.kl_weight.assign(self.model.config.beta)  # as KLWarmup leaves it; a resume sets it again
+        where = ""
+        if self.run_dir is not None:
+            self.save(merge_history=False)
+            where = f" and saved to {self.run_dir}"
+        raise TrainingDivergedError(
+            f"Training stopped: {self.failure}. Restored the weights of epoch {self.completed}{where}. "
+            "Try a lower learning rate, clip_norm, or a larger posterior_scale_floor."
+        )
+
     def restore_good_state(self) -> None:
         state = self.good_state
-        self.model.set_weights([state[f"w{i:04d}"] for i in range(len(self.model.weights))])
-        for i, v in enumerate(self.model.optimizer.variables):
-            v.assign(state[f"o{i:04d}"])
+        self.model.set_weights([state[k] for k in numbered_keys(len(self.model.weights), "w")])
+        for key, v in zip(numbered_keys(len(self.model.optimizer.variables), "o"), self.model.optimizer.variables):
+            v.assign(state[key])
         self.model.binarize_rng.reset(state["rng_state"])
 
 
@@ -244,44 +263,32 @@ def train(
     """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
 
     Args:
-      model: a `tfpvae.VAE` (compiled or not; uncompiled models get Adam at
-        `config.learning_rate`, with `clip_norm` if given).
+      model: a `tfpvae.VAE`; uncompiled models get Adam at `config.learning_rate`.
       x: training images, array (n, H, W, C), a `tf.data.Dataset` of batches, or a
         distributed dataset (`tfpvae.distribute.file_dataset`).
       epochs: total number of epochs, counting those of a resumed run.
       batch_size: images per step for array input. Default 128.
       validation_data: images evaluated after each epoch. Default None.
-      run_dir: folder for `checkpoint.npz` (the training state of the last completed
-        epoch, to resume from) and the model files (`tfpvae.load` gives the model this
-        returns: with `early_stopping`, the best epoch's weights). Default None: no files.
-      checkpoint_every: epochs between checkpoints; the run's last epoch is always
-        checkpointed. Default 1.
+      run_dir: folder for `checkpoint.npz` (the state of the last completed epoch) and the
+        model files (`tfpvae.load` gives the model this returns). Default None: no files.
+      checkpoint_every: epochs between checkpoints; the last is always written. Default 1.
       resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history).
-        Default False.
       clip_norm: clip the global gradient norm to this value. Default None (no clipping).
-      seed: seeds shuffling (`tf.random.set_seed`) for reproducible runs; weight
-        initialisation and binarisation follow `model.config.seed`. Default None.
+      seed: seeds shuffling (`tf.random.set_seed`); weight initialisation and binarisation
+        follow `model.config.seed`. Default None.
       verbose: Keras verbosity: "auto", 0, 1 (progress bar) or 2 (a line per epoch).
       callbacks: more Keras callbacks. Default None.
-      kl_warmup_epochs: raise `model.kl_weight` linearly over this many epochs, from
-        beta / kl_warmup_epochs in the first to `config.beta` (`tfpvae.schedules.KLWarmup`).
-        Default 0: no warm-up, the weight stays as it is.
-      lr_schedule: per-epoch learning rate (`tfpvae.schedules.LearningRateDecay`):
-        "constant" (default: the optimizer's rate is left alone), "cosine" or
-        "exponential", which decay from `config.learning_rate` at the first epoch to
-        `min_lr_fraction * config.learning_rate` at epoch `epochs`. The curve spans
-        `epochs`: resume with the same `epochs` to continue it unchanged.
-      min_lr_fraction: the decaying schedules' final rate as a fraction of the initial
-        one, in (0, 1]. Default 0.05 (1/20).
+      kl_warmup_epochs: raise `model.kl_weight` linearly from beta / n in the first epoch
+        to `config.beta` at epoch n (`tfpvae.schedules.KLWarmup`). Default 0: none.
+      lr_schedule: "constant" (default), "cosine" or "exponential": decay from
+        `config.learning_rate` to `min_lr_fraction` of it at epoch `epochs`
+        (`tfpvae.schedules.LearningRateDecay`); resume with the same `epochs`.
+      min_lr_fraction: the decaying schedules' final fraction, in (0, 1]. Default 0.05.
       early_stopping: patience in epochs: stop when the validation loss has not improved
-        for this many epochs, and leave the model with the weights of the epoch with the
-        lowest validation loss (`TrainingResult.best_epoch`; the checkpoint keeps the last
-        epoch's state, so `resume` continues where training stopped). Epochs of the KL
-        warm-up are not compared, since their loss has a smaller KL weight. Needs
-        `validation_data`, which must then not be the test set you report. Default None.
-      steps_per_epoch: batches per epoch, for a repeating dataset (as
-        `tfpvae.distribute.file_dataset` returns for several workers). Default None: one
-        pass over `x`.
+        for this many epochs (warm-up epochs not compared) and keep the best epoch's
+        weights (`TrainingResult.best_epoch`; the checkpoint keeps the last epoch's state).
+        Needs `validation_data` held out from training. Default None.
+      steps_per_epoch: batches per epoch for a repeating dataset. Default None: one pass.
 
     Returns:
       A `TrainingResult`.
@@ -299,6 +306,68 @@ def train(
         clip_norm = check_float(clip_norm, "clip_norm", minimum=0.0, min_inclusive=False)
     if resume and run_dir is None:
         raise ValueError("`resume=True` needs the `run_dir` to resume from.")
+    schedules, stopper = _schedule_callbacks(
+        epochs, kl_warmup_epochs, lr_schedule, min_lr_fraction, early_stopping, validation_data
+    )
+    run_dir = None if run_dir is None else Path(run_dir)
+    if seed is not None:
+        tf.random.set_seed(check_int(seed, "seed", minimum=0))
+    if model.optimizer is None:
+        model.compile(tfk.optimizers.Adam(model.config.learning_rate, global_clipnorm=clip_norm))
+    start = restore_checkpoint(model, run_dir) if resume else 0
+    if start >= epochs:
+        # Nothing left to train: the result is the finished run's model (with early stopping,
+        # its best epoch's weights), which its folder holds, not the checkpoint's last epoch.
+        model.set_weights(load(run_dir).get_weights())
+        return TrainingResult(start, model.training_history)
+
+    # With several workers only the chief writes: the others would race on the same files.
+    # The model's strategy, not the current one: `train` is called outside `strategy.scope()`.
+    guard = _RunGuard(run_dir if is_chief(model.distribute_strategy) else None, checkpoint_every, start)
+    _fit_guarded(
+        model,
+        guard,
+        x,
+        epochs=epochs,
+        initial_epoch=start,
+        batch_size=None if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)) else batch_size,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=[guard, *schedules, *([stopper] if stopper else []), *(callbacks or [])],
+        verbose=verbose,
+    )
+    if guard.failure:
+        guard.fail(kl_warmup_epochs > 0)
+    best_epoch = _finish(model, guard, stopper)
+    return TrainingResult(guard.completed, model.training_history, guard.interrupted, best_epoch)
+
+
+def _finish(model, guard: _RunGuard, stopper: _EarlyStopping | None) -> int | None:
+    """Writes the last checkpoint and the run folder's model; returns the best epoch of early stopping."""
+    if guard.run_dir is not None and (guard.interrupted or guard.checkpointed < guard.completed):
+        # The last epoch whatever `checkpoint_every`, or after an interrupt the weights as
+        # they are: no finished batch is lost.
+        save_checkpoint(model, guard.run_dir, guard.completed)
+    best_epoch = None
+    if stopper is not None and stopper.best_weights is not None:
+        model.set_weights(stopper.best_weights)
+        best_epoch = stopper.best_epoch + 1
+    if guard.run_dir is not None:
+        # The run folder's model is the one returned: the best epoch's weights, and the KL
+        # weight a warm-up cut short by the end of the run leaves at beta (KLWarmup).
+        model.save(guard.run_dir)
+    return best_epoch
+
+
+def _schedule_callbacks(
+    epochs: int,
+    kl_warmup_epochs: Any,
+    lr_schedule: Any,
+    min_lr_fraction: Any,
+    early_stopping: Any,
+    validation_data: Any,
+) -> tuple[list, _EarlyStopping | None]:
+    """The KL warm-up and learning-rate callbacks, and the early stopper (or None), checked."""
     kl_warmup_epochs = check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
     lr_schedule = check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
     stopper = None
@@ -313,25 +382,11 @@ def train(
     schedules = [KLWarmup(kl_warmup_epochs)] if kl_warmup_epochs else []
     if lr_schedule != "constant":
         schedules.append(LearningRateDecay(lr_schedule, epochs, min_lr_fraction=min_lr_fraction))
-    run_dir = None if run_dir is None else Path(run_dir)
-    if seed is not None:
-        tf.random.set_seed(check_int(seed, "seed", minimum=0))
-    if model.optimizer is None:
-        model.compile(tfk.optimizers.Adam(model.config.learning_rate, global_clipnorm=clip_norm))
-    start = restore_checkpoint(model, run_dir) if resume else 0
-    if start >= epochs:
-        # Nothing left to train: the result is the finished run's model (with early stopping,
-        # its best epoch's weights), which its folder holds, not the checkpoint's last epoch.
-        from tfpvae.serialization import load
+    return schedules, stopper
 
-        model.set_weights(load(run_dir).get_weights())
-        return TrainingResult(start, model.training_history)
 
-    from tfpvae.distribute import is_chief
-
-    # With several workers only the chief writes: the others would race on the same files.
-    # The model's strategy, not the current one: `train` is called outside `strategy.scope()`.
-    guard = _RunGuard(run_dir if is_chief(model.distribute_strategy) else None, checkpoint_every, start)
+def _fit_guarded(model, guard: _RunGuard, x: Any, **fit_kwargs: Any) -> None:
+    """`model.fit` with SIGINT stopping at the end of a batch; the history keeps only whole epochs."""
     # A copy: `VAE.fit` extends the model's history in place, and the `finally` below
     # rebuilds it from this and the guard's completed epochs.
     history_before = {k: list(v) for k, v in model.training_history.items()}
@@ -344,16 +399,7 @@ def train(
 
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        model.fit(
-            x,
-            epochs=epochs,
-            initial_epoch=start,
-            batch_size=None if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)) else batch_size,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation_data,
-            callbacks=[guard, *schedules, *([stopper] if stopper else []), *(callbacks or [])],
-            verbose=verbose,
-        )
+        model.fit(x, **fit_kwargs)
     finally:
         if handler_installed:
             signal.signal(signal.SIGINT, previous)
@@ -362,29 +408,3 @@ def train(
             k: history_before.get(k, []) + guard.epoch_logs.get(k, [])
             for k in dict.fromkeys([*history_before, *guard.epoch_logs])
         }
-
-    if guard.failure:
-        guard.restore_good_state()
-        if kl_warmup_epochs:
-            model.kl_weight.assign(model.config.beta)  # as KLWarmup leaves it; a resume sets it again
-        where = ""
-        if guard.run_dir is not None:
-            guard.save(merge_history=False)
-            where = f" and saved to {run_dir}"
-        raise TrainingDivergedError(
-            f"Training stopped: {guard.failure}. Restored the weights of epoch {guard.completed}{where}. "
-            "Try a lower learning rate, clip_norm, or a larger posterior_scale_floor."
-        )
-    if guard.run_dir is not None and (guard.interrupted or guard.checkpointed < guard.completed):
-        # The last epoch whatever `checkpoint_every`, or after an interrupt the weights as
-        # they are: no finished batch is lost.
-        save_checkpoint(model, guard.run_dir, guard.completed)
-    best_epoch = None
-    if stopper is not None and stopper.best_weights is not None:
-        model.set_weights(stopper.best_weights)
-        best_epoch = stopper.best_epoch + 1
-    if guard.run_dir is not None:
-        # The run folder's model is the one returned: the best epoch's weights, and the KL
-        # weight a warm-up cut short by the end of the run leaves at beta (KLWarmup).
-        model.save(guard.run_dir)
-    return TrainingResult(guard.completed, model.training_history, guard.interrupted, best_epoch)

@@ -9,21 +9,21 @@ and splits the variance of the predicted pixel by the law of total variance:
 
 the first term being the Bernoulli noise the decoder itself predicts (aleatoric) and the
 second the disagreement between codes the encoder finds plausible (latent, "epistemic").
+
+Both take any `tfpvae.protocols.LatentModel` (e.g. a trained `tfpvae.VAE`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tfpvae._keras import tf
 from tfpvae._validation import MAX_INT32_SEED, check_bool, check_images, check_int, check_seed
-
-if TYPE_CHECKING:
-    from tfpvae.model import VAE
+from tfpvae.protocols import LatentModel, encode_in_chunks
 
 # Decoded images per decoder call (num_samples * images per chunk): bounds peak memory.
 _DECODE_BUDGET = 8192
@@ -75,25 +75,31 @@ class PredictiveUncertainty:
     num_samples: int
 
 
-def posterior_uncertainty(model: VAE, x: Any, correlation: bool = False) -> PosteriorUncertainty:
+def posterior_uncertainty(model: LatentModel, x: Any, correlation: bool = False) -> PosteriorUncertainty:
     """Standard deviations, entropy and log-determinant of q(z|x) for each image.
 
     Computed in float64 from the encoder's Cholesky factor L (`q.scale_tril`), so the
     covariance is never inverted or factorised again.
 
     Args:
-      model: a `tfpvae.VAE` with model_type "vae" (a plain autoencoder has no spread).
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`) whose q(z|x) has a
+        `scale_tril`: model_type "vae" (a plain autoencoder has no spread).
       x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
       correlation: also return the (n, d, d) correlation matrices. Default False.
 
     Returns:
-      A `PosteriorUncertainty`.
+      A `PosteriorUncertainty` of float64 arrays: mean and stddev (n, latent_dim),
+      entropy and log_det_cov (n,), correlation (n, latent_dim, latent_dim) or None.
+
+    Examples:
+      >>> post = posterior_uncertainty(model, x_test[:5])
+      >>> post.stddev.shape, post.entropy.shape
+      ((5, 8), (5,))
     """
     x = check_images(x, "x", model.image_shape)
     correlation = check_bool(correlation, "correlation")
     means, trils = [], []
-    for i in range(0, len(x), 1024):
-        q = model.encode(x[i : i + 1024])
+    for q in encode_in_chunks(model, x):
         if not hasattr(q, "scale_tril"):
             raise ValueError(
                 f"`model` must encode to a Gaussian with a scale_tril (a VAE); its posterior is a "
@@ -112,7 +118,9 @@ def posterior_uncertainty(model: VAE, x: Any, correlation: bool = False) -> Post
     return PosteriorUncertainty(mean, stddev, entropy, log_det, corr)
 
 
-def predictive_uncertainty(model: VAE, x: Any, num_samples: int = 64, seed: int | None = None) -> PredictiveUncertainty:
+def predictive_uncertainty(
+    model: LatentModel, x: Any, num_samples: int = 64, seed: int | None = None
+) -> PredictiveUncertainty:
     """Per-pixel predictive mean and variance of p(x|x'), split into aleatoric and latent parts.
 
     Draws z_1..z_K ~ q(z|x') and decodes each to Bernoulli means p_k; the predictive
@@ -120,27 +128,32 @@ def predictive_uncertainty(model: VAE, x: Any, num_samples: int = 64, seed: int 
     E_k[p_k (1 - p_k)] + Var_k[p_k].
 
     Args:
-      model: a `tfpvae.VAE` (for a plain autoencoder the latent part is zero).
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`); for a plain autoencoder the
+        latent part is zero.
       x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
       num_samples: draws of z per image, >= 1. Default 64; the Monte Carlo error of the
         mean falls as 1/sqrt(num_samples).
       seed: int for reproducible draws. Default None.
 
     Returns:
-      A `PredictiveUncertainty` of (n, H, W, C) arrays.
+      A `PredictiveUncertainty` of float64 (n, H, W, C) arrays.
+
+    Examples:
+      >>> pred = predictive_uncertainty(model, x_test[:5], num_samples=32, seed=0)
+      >>> pred.epistemic.shape
+      (5, 8, 8, 1)
     """
     x = check_images(x, "x", model.image_shape)
     num_samples = check_int(num_samples, "num_samples")
     seed = check_seed(seed, maximum=MAX_INT32_SEED)
     chunk = max(1, _DECODE_BUDGET // num_samples)
     sums = {k: [] for k in ("mean", "aleatoric", "epistemic")}
-    for c, i in enumerate(range(0, len(x), chunk)):
-        xb = x[i : i + chunk]
-        q = model.encode(xb)
+    for c, q in enumerate(encode_in_chunks(model, x, chunk=chunk)):
         # A length-2 int tensor is a stateless seed: same seed, same draws; one per chunk.
         z = q.sample(num_samples, seed=None if seed is None else tf.constant([seed, c], tf.int32)).numpy()
-        p = model.decode_mean(z.reshape(num_samples * len(xb), -1)).astype(np.float64)
-        p = p.reshape(num_samples, len(xb), *p.shape[1:])
+        size = z.shape[1]  # images in this chunk; z is (num_samples, size, latent_dim)
+        p = model.decode_mean(z.reshape(num_samples * size, -1)).astype(np.float64)
+        p = p.reshape(num_samples, size, *p.shape[1:])
         mean = p.mean(0)
         sums["mean"].append(mean)
         sums["aleatoric"].append((p * (1.0 - p)).mean(0))

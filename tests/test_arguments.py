@@ -1,0 +1,64 @@
+import argparse
+import dataclasses
+
+import pytest
+
+from tfpvae._arguments import Parser, UsageError, add_config_flags, config_fields, config_from_args, flag
+from tfpvae.config import CHOICES, VAEConfig
+
+
+def _parser(defaults=None):
+    p = Parser(prog="test")
+    add_config_flags(p, defaults)
+    return p
+
+
+def test_every_config_field_but_shape_and_seed_is_a_flag_with_the_config_default():
+    p = _parser()
+    names = {f.name for f in dataclasses.fields(VAEConfig)} - {"input_shape", "seed"}
+    assert {f.name for f in config_fields()} == names
+    args = p.parse_args([])
+    assert config_from_args(args, input_shape=(28, 28, 1)) == VAEConfig()
+    flags = {a.option_strings[0] for a in p._actions if a.option_strings and a.dest != "help"}
+    assert flags == {flag(n) for n in names}
+
+
+def test_flag_values_reach_the_config_with_their_types():
+    args = _parser().parse_args(
+        ["--latent-dim", "3", "--prior", "mixture", "--dropout", "0.25", "--train-samples", "4"]
+    )
+    config = config_from_args(args, input_shape=(8, 8, 1), seed=5)
+    assert config == VAEConfig(
+        input_shape=(8, 8, 1), latent_dim=3, prior="mixture", dropout=0.25, train_samples=4, seed=5
+    )
+
+
+def test_choices_come_from_the_config():
+    p = _parser()
+    for name, names in CHOICES.items():
+        action = next(a for a in p._actions if a.dest == name)
+        assert tuple(action.choices) == names
+
+
+def test_other_defaults_are_used():
+    args = _parser(VAEConfig(latent_dim=32, learning_rate=1e-3)).parse_args([])
+    assert args.latent_dim == 32 and args.learning_rate == 1e-3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dropout", "1.5"], "argument --dropout: value must be a finite number in [0.0, 1.0); got 1.5."),
+        (["--latent-dim", "0"], "argument --latent-dim: value must be an int >= 1; got 0."),
+        (["--latent-dim", "two"], "argument --latent-dim: expected an integer, got 'two'"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_usage_error_is_a_value_error():
+    assert issubclass(UsageError, ValueError) and not issubclass(argparse.ArgumentError, UsageError)

@@ -1,0 +1,213 @@
+"""Reads .npy and .npz arrays as records, a chunk of rows at a time, never whole; counts their rows.
+
+A .npy file holds images of shape (n, height, width) or (n, height, width, channels),
+uint8 (0..255) or float ([0, 1]; other numeric dtypes become float32), and no labels. An
+.npz holds them as `x` or `images`, with optional labels `y` or `labels` of shape (n,) or
+(n, 1): int, bool or whole floats (any other dtype or shape makes the file unreadable; a
+fraction, that row a bad record). Pickled objects are refused, never loaded.
+
+Memory holds one chunk of about 256 KiB of rows whatever the file's size: a local .npy is
+memory-mapped, and an .npz member (or a remote .npy) decompressed as a stream. Only an
+.npz member saved in Fortran order, whose rows are not contiguous, is loaded whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import zipfile
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from tfpvae.input_files import is_remote, open_binary
+from tfpvae.records import BadRecordError, Record
+
+__all__ = ["count_array_file", "read_array_file"]
+
+# Array rows are copied out of a memory map (or a zip stream) this many bytes at a time:
+# large enough that per-chunk overhead vanishes, small enough to be no memory concern.
+_CHUNK_BYTES = 1 << 18
+
+
+def _row_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects; refusing to unpickle them (only plain arrays are read)")
+    if dtype.kind not in "biuf":
+        raise ValueError(f"its dtype {dtype} is not numeric; expected uint8 0..255 or float in [0, 1]")
+    if len(shape) not in (3, 4):
+        raise ValueError(f"it has shape {shape}; expected (n, height, width) or (n, height, width, channels)")
+    return tuple(shape[1:])
+
+
+def _chunk_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return max(1, _CHUNK_BYTES // max(1, math.prod(row_shape) * dtype.itemsize))
+
+
+def _as_images(chunk: np.ndarray) -> np.ndarray:
+    chunk = chunk[..., None] if chunk.ndim == 3 else chunk
+    return chunk if chunk.dtype == np.uint8 else chunk.astype(np.float32, copy=False)
+
+
+def _array_records(prefix: str, chunks: Iterator[tuple[np.ndarray, np.ndarray | None]], path: str) -> Iterator[Record]:
+    """Yields the rows of (images, labels) chunks; a read failure ends the file with one error."""
+    row = 0
+    while True:
+        try:
+            images, labels = next(chunks)
+        except StopIteration:
+            return
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            rid = f"{prefix}{row}"
+            reason = f"cannot read {path} from this row on ({err}); the rest of the file could not be read."
+            yield rid, BadRecordError(rid, reason), None
+            return
+        images = _as_images(images)
+        whole = None
+        if labels is not None and labels.dtype.kind == "f":
+            whole = np.isfinite(labels) & (labels == np.round(labels))
+        for i in range(len(images)):
+            rid = f"{prefix}{row}"
+            row += 1
+            if labels is None:
+                yield rid, images[i], None
+            elif whole is not None and not whole[i]:
+                yield rid, BadRecordError(rid, f"label {labels[i]:g} in {path} is not a whole number."), None
+            else:
+                yield rid, images[i], int(labels[i])
+
+
+def _read_npy(path: str, prefix: str) -> Iterator[Record]:
+    if is_remote(path):  # no memory map over a network file system: read it as a stream
+        yield from _read_npz(path, prefix, single_npy=True)
+        return
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+            array.close()
+            raise ValueError("it is an .npz archive, not a .npy file")
+        row_shape = _row_shape(array.shape, array.dtype)
+    except Exception as err:  # numpy raises ValueError, OSError, EOFError, ... on a bad file
+        yield path, BadRecordError(path, f"cannot read the .npy file: {err}."), None
+        return
+    step = _chunk_rows(row_shape, array.dtype)
+    # np.array copies one chunk out of the map: only those pages need to be resident.
+    chunks = ((np.array(array[start : start + step]), None) for start in range(0, len(array), step))
+    yield from _array_records(prefix, chunks, path)
+
+
+def _npy_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fp)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fp)
+    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+
+
+def _stream_chunks(fp: BinaryIO, n: int, row_shape: tuple[int, ...], dtype: np.dtype, step: int):
+    row_bytes = math.prod(row_shape) * dtype.itemsize
+    for start in range(0, n, step):
+        count = min(step, n - start)
+        data = fp.read(count * row_bytes)
+        if len(data) < count * row_bytes:
+            raise EOFError(f"the data ends after row {start + len(data) // max(row_bytes, 1)} of {n}")
+        yield np.frombuffer(data, dtype=dtype).reshape((count, *row_shape))
+
+
+def _array_member(stack: contextlib.ExitStack, zf: zipfile.ZipFile, name: str):
+    """(n, row shape, dtype, chunk source) of one .npy member; Fortran order is loaded whole."""
+    fp = stack.enter_context(zf.open(name))
+    shape, fortran, dtype = _npy_header(fp)
+    if dtype.hasobject:
+        raise ValueError(f"'{name}' holds Python objects; refusing to unpickle them (only plain arrays are read)")
+    if not shape:
+        raise ValueError(f"'{name}' is a scalar; expected an array with one row per image")
+    if fortran:  # rows of a Fortran-order array are not contiguous in the file
+        with zf.open(name) as whole:
+            array = np.lib.format.read_array(whole, allow_pickle=False)
+        return shape, lambda step: (array[s : s + step] for s in range(0, shape[0], step)), dtype
+    return shape, lambda step: _stream_chunks(fp, shape[0], tuple(shape[1:]), dtype, step), dtype
+
+
+def _read_npz(path: str, prefix: str, single_npy: bool = False) -> Iterator[Record]:
+    what = ".npy" if single_npy else ".npz"
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(open_binary(path))
+            if single_npy:
+                shape, fortran, dtype = _npy_header(f)
+                if fortran:
+                    raise ValueError("it is stored in Fortran order; re-save it in C order to stream it")
+                row_shape = _row_shape(shape, dtype)
+                step = _chunk_rows(row_shape, dtype)
+                x_chunks, y_chunks = _stream_chunks(f, shape[0], row_shape, dtype, step), None
+            else:
+                zf = stack.enter_context(zipfile.ZipFile(f))
+                names = set(zf.namelist())
+                x_key = next((k for k in ("x", "images") if f"{k}.npy" in names), None)
+                if x_key is None:
+                    found = ", ".join(sorted(name.removesuffix(".npy") for name in names)) or "nothing"
+                    raise ValueError(f"it holds no array named 'x' or 'images' (found: {found})")
+                shape, x_source, dtype = _array_member(stack, zf, f"{x_key}.npy")
+                row_shape = _row_shape(shape, dtype)
+                step = _chunk_rows(row_shape, dtype)
+                x_chunks, y_chunks = x_source(step), None
+                y_key = next((k for k in ("y", "labels") if f"{k}.npy" in names), None)
+                if y_key is not None:
+                    y_shape, y_source, y_dtype = _array_member(stack, zf, f"{y_key}.npy")
+                    if tuple(y_shape) not in ((shape[0],), (shape[0], 1)):
+                        expected = f"one label per image, shape ({shape[0]},)"
+                        raise ValueError(f"labels '{y_key}' must hold {expected}; got shape {y_shape}")
+                    if y_dtype.kind not in "biuf":
+                        raise ValueError(f"labels '{y_key}' must be whole numbers; got dtype {y_dtype}")
+                    y_chunks = (y.reshape(-1) for y in y_source(step))
+        except Exception as err:  # zipfile, zlib and numpy raise many types on a bad file
+            yield path, BadRecordError(path, f"cannot read the {what} file: {err}."), None
+            return
+        pairs = zip(x_chunks, y_chunks) if y_chunks is not None else ((x, None) for x in x_chunks)
+        yield from _array_records(prefix, iter(pairs), path)
+
+
+def read_array_file(path: str, *, single_array: bool) -> Iterator[Record]:
+    """The rows of one .npy or .npz file as records, in row order, read lazily by chunks.
+
+    Args:
+      path: the .npy or .npz file (what each may hold: see the module docstring), local
+        or on any file system `tf.io.gfile` has.
+      single_array: whether `path` is the only file of the input: rows get ids str(row)
+        if so, else f"{path}:{row}".
+
+    Yields:
+      (id, image, label): image a uint8 array (height, width, channels) or a float32 one
+      (other numeric dtypes are converted), values as stored; or a `BadRecordError`: one
+      whose id is `path` for a file that cannot be read at all, or one for the row where
+      reading failed, after which the rest of the file is lost. label an int or None.
+    """
+    prefix = "" if single_array else f"{path}:"
+    return _read_npz(path, prefix) if path.lower().endswith(".npz") else _read_npy(path, prefix)
+
+
+def count_array_file(path: str) -> int:
+    """The number of rows of a .npy or .npz file, from the .npy header alone.
+
+    A file whose images are not (n, height, width[, channels]), or an .npz without `x` or
+    `images`, counts 1, as `read_array_file` yields one error for it.
+
+    Raises:
+      Exception: numpy, zipfile or the file system's error when the file cannot be read.
+    """
+    if path.lower().endswith(".npy"):
+        with open_binary(path) as f:
+            shape = _npy_header(f)[0]
+    else:
+        with open_binary(path) as f, zipfile.ZipFile(f) as zf:
+            names = set(zf.namelist())
+            key = next((k for k in ("x.npy", "images.npy") if k in names), None)
+            if key is None:
+                return 1  # read_array_file yields one error for it
+            with zf.open(key) as member:
+                shape = _npy_header(member)[0]
+    return shape[0] if len(shape) in (3, 4) else 1

@@ -1,0 +1,70 @@
+"""The `tfpvae` command line: one module per command group, each parsing its flags and calling the library.
+
+`train` (train.py); `evaluate`, `score` and `detect` (score.py); `sample`, `info`, `plot`,
+`interpolate` and `export` (outputs.py). A user's mistake (a bad flag, a missing file, a
+corrupt model, images of the wrong shape) prints one line to stderr and exits with status
+2; any other exception is a bug or an environment problem and keeps its traceback.
+TensorFlow is imported only after the arguments parse, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tfpvae._arguments import Parser, UsageError
+from tfpvae.cli import outputs, score, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser of the `tfpvae` command."""
+    parser = Parser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train.add_parsers(sub)
+    outputs.add_parsers(sub)
+    score.add_parsers(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the user asked for something that cannot be done as asked."""
+    from tfpvae.datasets import DatasetNotFoundError
+    from tfpvae.runs import RunFolderError
+    from tfpvae.serialization import ModelFormatError
+    from tfpvae.streaming import BadRecordError
+    from tfpvae.training import CheckpointError
+
+    return (
+        UsageError,
+        ModelFormatError,
+        RunFolderError,
+        CheckpointError,
+        DatasetNotFoundError,
+        BadRecordError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the exit status (0 ok, 1 training diverged, 2 user error, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # what was typed, to tell an explicit flag from its default
+    try:
+        folder = Path(args.out).parent if getattr(args, "out_is_file", False) else None
+        if folder is not None and not folder.is_dir():  # checked first: the output comes after all the work
+            problem = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise NotADirectoryError(f"`--out {args.out}`: folder {folder} {problem}.")
+        return args.func(args)
+    except _user_errors() as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"tfpvae: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tfpvae: interrupted", file=sys.stderr)
+        return 130

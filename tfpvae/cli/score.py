@@ -1,0 +1,232 @@
+"""Numbers per image and per set: `tfpvae evaluate`, `tfpvae score` and `tfpvae detect`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tfpvae._arguments import UsageError, float_in, int_at_least, positive_int
+from tfpvae.cli._common import (
+    add_data_args,
+    add_scoring_args,
+    images_for_scoring,
+    load_model,
+    test_images,
+    typed,
+)
+from tfpvae.config import SCORES
+from tfpvae.datasets import NAMES as DATASETS
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Adds the `evaluate`, `score` and `detect` commands."""
+    p = sub.add_parser("evaluate", help="mean ELBO, IWAE NLL with standard errors, bits/dim (JSON)")
+    add_scoring_args(p)
+    add_data_args(p, split=True)
+    p.set_defaults(func=evaluate, input=None)
+
+    p = sub.add_parser("score", help="per-image anomaly scores to CSV")
+    add_scoring_args(p)
+    add_data_args(p, required=False, split=True)
+    p.add_argument(
+        "--input",
+        metavar="FILES",
+        help="images streamed from files instead of --dataset: a file, folder or quoted glob of PNG/JPEG files, "
+        "TFRecord files of tf.train.Example (bytes feature 'image', optional int64 'label'), or .npy/.npz arrays",
+    )
+    p.add_argument("--out", required=True, help="CSV file to write (one row per image: id, label, scores)")
+    p.add_argument(
+        "--score", nargs="+", choices=SCORES, default=[s for s in SCORES if s != "typicality"], help="scores"
+    )
+    p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1024,
+        help="images read and scored at a time; memory holds one batch whatever the input size (default 1024)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip records that cannot be read, listing them with the reason in OUT.errors.csv (default: stop at "
+        "the first, naming it)",
+    )
+    p.set_defaults(func=score, out_is_file=True)
+
+    p = sub.add_parser("detect", help="fit a detector on held-out normal data and report metrics per score")
+    add_scoring_args(p)
+    p.add_argument("--normal", choices=DATASETS, required=True, help="dataset the model takes as normal")
+    p.add_argument("--anomalous", choices=DATASETS, required=True, help="dataset of anomalies")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument(
+        "--limit",
+        type=int_at_least(4),
+        help="use N anomalous and 2N normal test images (N >= 4), spread evenly over each split",
+    )
+    p.add_argument("--target-fpr", type=float_in(0.0, 1.0), default=0.05, help="false-positive rate of the threshold")
+    p.set_defaults(func=detect)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Prints the mean ELBO, IWAE NLL and bits/dim of a set of images as JSON."""
+    import numpy as np
+
+    from tfpvae.likelihood import nats_to_bits_per_dim
+
+    model = load_model(args)
+    x, _ = images_for_scoring(args, model)
+    kw = dict(seed=args.seed, binarize_seed=args.binarize_seed, progress=False if args.quiet else None)
+    elbo = model.likelihood.elbo(x, num_samples=1, **kw)
+    log_p, mc_se = model.likelihood.log_prob(x, num_samples=args.num_samples, return_stderr=True, **kw)
+    n, dims = len(x), int(np.prod(x.shape[1:]))
+    result = {
+        "num_images": n,
+        "num_samples": args.num_samples,
+        "elbo": float(elbo.mean()),
+        "elbo_stderr": float(elbo.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+        "iwae_nll": float(-log_p.mean()),
+        "iwae_nll_stderr": float(log_p.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+        "iwae_nll_mc_stderr": float(np.sqrt(np.sum(mc_se**2)) / n),
+        "bits_per_dim": float(nats_to_bits_per_dim(-log_p.mean(), dims)),
+        "binarized": args.binarize_seed is not None,
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _score_batches(args: argparse.Namespace, model: Any, bad: list | None) -> tuple[Iterable[Any], int | None, dict]:
+    """(batches of images, their number if known, where they came from) for `tfpvae score`."""
+    from tfpvae.bulk import iter_array_batches
+
+    if args.input and args.dataset:
+        raise UsageError(f"Give `--dataset` or `--input`, not both; got --dataset {args.dataset} --input {args.input}.")
+    if args.input:
+        from tfpvae.streaming import count_records, iter_batches
+
+        batches = iter_batches(
+            args.input,
+            batch_size=args.batch_size,
+            image_shape=model.config.input_shape,
+            on_error=None if bad is None else bad.append,
+        )
+        total = None if args.quiet else count_records(args.input)
+        source = {"input": args.input}
+    elif args.dataset:
+        x, y = images_for_scoring(args, model)  # in memory already: the named sets are small
+        batches, total = iter_array_batches(x, y, args.batch_size), len(x)
+        source = {"dataset": args.dataset, "split": args.split}
+    else:
+        raise UsageError("Give the images to score: `--dataset NAME` or `--input FILE/FOLDER/GLOB`.")
+    if args.limit:
+        batches = _first_images(batches, args.limit)
+        total = args.limit if total is None else min(total, args.limit)
+    return batches, total, source
+
+
+def score(args: argparse.Namespace) -> int:
+    """Writes per-image scores to a CSV file, batch by batch."""
+    from tfpvae._keras import tfk
+    from tfpvae.anomaly import available_scores
+    from tfpvae.bulk import errors_path, score_to_csv
+    from tfpvae.serialization import read_metadata
+
+    model = load_model(args)
+    available = available_scores(model.likelihood)
+    if not typed(args, "score"):  # the default list: the scores this model can give
+        args.score = [s for s in available if s in args.score]
+    for name in args.score:
+        if name not in available:  # a plain autoencoder: distortion only
+            try:
+                model.likelihood.require_likelihood(name)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+    if "typicality" in args.score and args.typical_nll is None:
+        raise UsageError(
+            "`--score typicality` needs `--typical-nll` (the mean NLL of normal data, e.g. from evaluate)."
+        )
+    bad = [] if args.skip_bad else None
+    batches, total, source = _score_batches(args, model, bad)
+    show = not args.quiet and total is not None and total > 1000 and sys.stdout.isatty()
+    out = Path(args.out)
+    summary = score_to_csv(
+        model.likelihood,
+        batches,
+        out,
+        args.score,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        binarize_seed=args.binarize_seed,
+        typical_nll=args.typical_nll,
+        bad_records=bad,
+        settings={**source, "limit": args.limit, "weights_sha256": read_metadata(args.model).get("weights_sha256")},
+        progress=tfk.utils.Progbar(total, unit_name="image") if show else None,
+    )
+    skipped = (
+        f"; skipped {summary['bad_records']} bad records (listed in {errors_path(out)})" if bad is not None else ""
+    )
+    print(f"wrote {summary['rows']} rows of scores ({', '.join(summary['columns'])}) to {out}{skipped}")
+    return 0
+
+
+def _first_images(batches: Iterable[Any], limit: int) -> Iterator[Any]:
+    """The batches cut to their first `limit` images in all."""
+    left = limit
+    for batch in batches:
+        if left <= 0:
+            return
+        if len(batch.ids) > left:
+            labels = None if batch.labels is None else batch.labels[:left]
+            batch = type(batch)(batch.images[:left], batch.ids[:left], labels)
+        left -= len(batch.ids)
+        yield batch
+
+
+def detect(args: argparse.Namespace) -> int:
+    """Fits one detector per score on half the held-out normal images; reports each on the rest."""
+    import numpy as np
+
+    from tfpvae.anomaly import available_scores, detection_report, fit_detectors
+    from tfpvae.subsets import spread
+
+    model = load_model(args)
+    normal, anomalous = test_images(args, "normal", model), test_images(args, "anomalous", model)
+    if args.limit:  # spread over each split: a split stored in class order still gives every class
+        normal, anomalous = spread(normal, None, 2 * args.limit)[0], spread(anomalous, None, args.limit)[0]
+    # Held-out normal images: half calibrate the detectors, half are evaluated.
+    order = np.random.default_rng(args.seed).permutation(len(normal))
+    fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
+    names = available_scores(model.likelihood)  # a plain autoencoder has only "distortion"
+    detectors = fit_detectors(
+        model,
+        fit_part,
+        names,
+        num_samples=args.num_samples,
+        target_fpr=args.target_fpr,
+        seed=args.seed,
+        binarize_seed=args.binarize_seed,
+        progress=False if args.quiet else None,
+    )
+    report = detection_report(detectors, eval_part, anomalous)
+    settings = {
+        "normal": args.normal,
+        "anomalous": args.anomalous,
+        "num_calibration": len(fit_part),
+        # typicality: of the calibration images, these give the typical NLL, the rest its threshold
+        **(
+            {"num_typicality_reference": len(fit_part) - len(detectors["typicality"].calibration_scores_)}
+            if "typicality" in detectors
+            else {}
+        ),
+        "num_normal_evaluated": len(eval_part),
+        "num_anomalous": len(anomalous),
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+        "binarize_seed": args.binarize_seed,
+        "target_fpr": args.target_fpr,
+    }
+    print(json.dumps({**settings, "scores": report}, indent=2))
+    return 0

@@ -1,0 +1,129 @@
+"""Reads TFRecord files of `tf.train.Example` as records, and counts their frames without decoding.
+
+Each Example holds a bytes feature `image` (one PNG or JPEG, decoded by
+`tfpvae.image_files.decode_image`) and an optional int64 feature `label`; a record's id
+is `"{path}:{n}"`, n 0-based in file order. Frames are CRC-checked; broken framing ends
+the file with one `BadRecordError`, since later frame boundaries cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+
+from tfpvae.image_files import decode_image
+from tfpvae.input_files import open_binary
+from tfpvae.records import BadRecordError, Record
+
+__all__ = ["count_tfrecord", "read_tfrecord"]
+
+_TFRECORD_LENGTH = struct.Struct("<Q")
+
+
+class _SilenceDeprecation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "tf_record_iterator" not in record.getMessage()
+
+
+def _record_iterator(tf, path: str) -> Iterator[bytes]:
+    # tf_record_iterator is deprecated in favour of tf.data, but tf.data costs a TF op per
+    # record, ~50x slower from Python; its warning (logged once per process) would only
+    # confuse users, so it is filtered out of TensorFlow's logger for this call.
+    logger = tf.get_logger()
+    quiet = _SilenceDeprecation()
+    logger.addFilter(quiet)
+    try:
+        return tf.compat.v1.io.tf_record_iterator(path)
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _parse_example(raw: bytes, rid: str, from_string) -> tuple[np.ndarray | BadRecordError, int | None]:
+    try:
+        example = from_string(raw)
+    except Exception as err:  # protobuf's DecodeError; google.protobuf is not imported here
+        return BadRecordError(rid, f"is not a tf.train.Example ({err})."), None
+    features = example.features.feature
+    if "image" not in features:
+        found = ", ".join(sorted(features)) or "none"
+        return BadRecordError(
+            rid,
+            f"the Example has no feature 'image' (found: {found}); expected a bytes feature "
+            f"holding one PNG or JPEG image.",
+        ), None
+    image = features["image"]
+    if image.WhichOneof("kind") != "bytes_list" or len(image.bytes_list.value) != 1:
+        return BadRecordError(rid, "feature 'image' must be a bytes_list holding exactly one encoded image."), None
+    label = None
+    if "label" in features:
+        feature = features["label"]
+        values = getattr(feature, feature.WhichOneof("kind") or "int64_list").value
+        if len(values) > 1 or (values and feature.WhichOneof("kind") != "int64_list"):
+            return BadRecordError(rid, "feature 'label' must be an int64_list holding one value."), None
+        label = int(values[0]) if values else None
+    try:
+        return decode_image(image.bytes_list.value[0], rid), label
+    except BadRecordError as err:
+        return err, label
+
+
+def read_tfrecord(path: str) -> Iterator[Record]:
+    """The records of one TFRecord file of `tf.train.Example`, in file order, read lazily.
+
+    Args:
+      path: the file, local or on any file system `tf.io.gfile` has.
+
+    Yields:
+      (id, image, label) per Example, id f"{path}:{n}": image the uint8 array of its
+      `image` feature, or the `BadRecordError` that says why it cannot be read; label an
+      int, or None when the Example has no `label` (or an empty one). Broken framing
+      yields one error for that record number and ends the file; a file that cannot be
+      opened yields one error whose id is `path`.
+    """
+    from tfpvae._keras import tf
+
+    from_string = tf.train.Example.FromString
+    number = 0
+    try:
+        for raw in _record_iterator(tf, path):
+            rid = f"{path}:{number}"
+            image, label = _parse_example(raw, rid, from_string)
+            yield rid, image, label
+            number += 1
+    except tf.errors.DataLossError as err:
+        # A bad length or CRC means the frame boundaries can no longer be trusted: this record
+        # and everything after it are lost, and the reader cannot resynchronise.
+        rid = f"{path}:{number}"
+        reason = f"corrupt TFRecord data ({err.message}); this record and the rest of the file could not be read."
+        yield rid, BadRecordError(rid, reason), None
+    except (tf.errors.OpError, OSError) as err:
+        rid = path if number == 0 else f"{path}:{number}"
+        message = getattr(err, "message", str(err))
+        reason = "cannot read the file" if number == 0 else "reading failed; the rest of the file could not be read"
+        yield rid, BadRecordError(rid, f"{reason} ({message})."), None
+
+
+def count_tfrecord(path: str) -> int:
+    """The number of frames of a TFRecord file, from their lengths alone (no CRC check, no decoding).
+
+    A truncated last frame counts as one record, as `read_tfrecord` yields one error for it.
+
+    Raises:
+      OSError, tf.errors.OpError: the file cannot be read.
+    """
+    # Frame = 8-byte length, 4-byte CRC, data, 4-byte CRC: hop from length to length.
+    with open_binary(path) as f:
+        f.seek(0, 2)
+        size = f.tell()
+        pos = count = 0
+        while pos < size:
+            count += 1
+            f.seek(pos)
+            head = f.read(8)
+            if len(head) < 8:
+                break  # a truncated frame is one (bad) record
+            pos += 16 + _TFRECORD_LENGTH.unpack(head)[0]
+    return count
