@@ -244,3 +244,24 @@ def test_resolve_follows_modules_then_attributes():
         arch._resolve("tfpvae.definitely_missing")
     with pytest.raises(ModuleNotFoundError):
         arch._resolve("no_such_package_anywhere.x")
+
+
+def test_a_shared_signature_is_not_a_duplicate_but_a_shared_body_is(tmp_path):
+    params = "".join(f"    {name}=None,\n" for name in ("seed", "ids", "offset", "binarize_seed", "budget", "progress"))
+    signature = "def {name}(\n    x,\n    *,\n" + params + "):\n"
+    package = _package(
+        tmp_path,
+        {
+            "a.py": signature.format(name="elbo") + "    return run(x, 'elbo')\n",
+            "b.py": signature.format(name="log_prob") + "    return run(x, 'log_prob')\n",
+        },
+    )
+    assert arch.check_duplicates([package]) == []
+    with_body = _package(
+        tmp_path / "second",
+        {
+            "a.py": signature.format(name="elbo") + BLOCK,
+            "b.py": signature.format(name="log_prob") + BLOCK,
+        },
+    )
+    assert len(arch.check_duplicates([with_body])) == 1

@@ -48,9 +48,10 @@ def test_other_defaults_are_used():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--dropout", "1.5"], "argument --dropout: value must be a finite number in [0.0, 1.0); got 1.5."),
-        (["--latent-dim", "0"], "argument --latent-dim: value must be an int >= 1; got 0."),
-        (["--latent-dim", "two"], "argument --latent-dim: expected an integer, got 'two'"),
+        (["--dropout", "1.5"], "argument --dropout: expected a number in [0.0, 1.0), got '1.5'"),
+        (["--latent-dim", "0"], "argument --latent-dim: expected an integer >= 1, got '0'"),
+        (["--latent-dim", "two"], "argument --latent-dim: expected an integer >= 1, got 'two'"),
+        (["--learning-rate", "0"], "argument --learning-rate: expected a number > 0.0, got '0'"),
     ],
 )
 def test_bad_values_are_refused_naming_the_flag(argv, message, capsys):
@@ -58,6 +59,21 @@ def test_bad_values_are_refused_naming_the_flag(argv, message, capsys):
         _parser().parse_args(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_type_names_come_from_the_config_rules():
+    names = {a.dest: a.type.__name__ for a in _parser()._actions if a.type is not None}
+    assert names == {
+        "latent_dim": "integer >= 1",
+        "num_components": "integer >= 1",
+        "beta": "number >= 0.0",
+        "filters": "integer >= 1",
+        "hidden_units": "integer >= 1",
+        "dropout": "number in [0.0, 1.0)",
+        "learning_rate": "number > 0.0",
+        "posterior_scale_floor": "number >= 0.0",
+        "train_samples": "integer >= 1",
+    }
 
 
 def test_usage_error_is_a_value_error():

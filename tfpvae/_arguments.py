@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,18 +89,29 @@ def _config_field_type(field: dataclasses.Field) -> Callable[[str], Any]:
     convert = {"int": int, "float": float}[field.type]
     defaults = VAEConfig()
 
-    kind = "integer" if convert is int else "number"
+    def check(value: Any) -> None:
+        dataclasses.replace(defaults, **{field.name: value})
+
+    # The type's name comes from the validation's own words for a value far out of range
+    # ("an int >= 1" -> "integer >= 1"), so the help cannot drift from the rule.
+    try:
+        check(convert(-(10**9)))
+        kind = "integer" if convert is int else "number"
+    except (ValueError, TypeError) as err:
+        found = re.search(r"must be an? (.*?); got", str(err))
+        kind = found.group(1).replace("finite number", "number") if found else "value"
+        kind = re.sub(r"^int\b", "integer", kind)
+    article = "an" if kind[0] in "aeiou" else "a"
 
     def parse(text: str):
         try:
             value = convert(text)
         except ValueError:
-            article = "an" if kind == "integer" else "a"
             raise argparse.ArgumentTypeError(f"expected {article} {kind}, got {text!r}") from None
         try:
-            dataclasses.replace(defaults, **{field.name: value})
-        except (ValueError, TypeError) as err:
-            raise argparse.ArgumentTypeError(str(err).replace(f"`{field.name}`", "value")) from None
+            check(value)
+        except (ValueError, TypeError):
+            raise argparse.ArgumentTypeError(f"expected {article} {kind}, got {text!r}") from None
         return value
 
     parse.__name__ = kind

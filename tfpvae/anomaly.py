@@ -188,7 +188,8 @@ def detection_metrics(normal_scores: Any, anomalous_scores: Any) -> dict[str, fl
       ValueError: an argument that is not a non-empty 1-D array without NaN.
 
     Examples:
-      >>> detection_metrics([3.0, 2.0, 1.0], [0.0, 1.5])["auroc"]   # 5 of 6 pairs ranked right
+      >>> # 5 of the 6 (normal, anomalous) pairs are ranked right
+      >>> detection_metrics([3.0, 2.0, 1.0], [0.0, 1.5])["auroc"]
       0.8333333333333334
     """
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -283,7 +284,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
       typical_nll_: mean -log p(x) of the reference images for "typicality", else None.
 
     Examples:
-      >>> detector = AnomalyDetector(model, score="complexity").fit(x_normal_heldout)
+      >>> detector = AnomalyDetector(model, score="complexity")
+      >>> detector.fit(x_normal_heldout)
       >>> detector.predict(x_new)       # +1 inlier, -1 outlier
       >>> detector.p_values(x_new)      # small = unlike the normal data
 
@@ -293,7 +295,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
       >>> auroc = lambda det, x, y: roc_auc_score(y == 1, det.score_samples(x))
       >>> grid = {"score": list(SCORES), "num_samples": [16, 64]}
-      >>> search = GridSearchCV(AnomalyDetector(model), grid, scoring=auroc, cv=folds, refit=False)
+      >>> search = GridSearchCV(
+      ...     AnomalyDetector(model), grid, scoring=auroc, cv=folds, refit=False
+      ... )
       >>> search.fit(x, y).best_params_
     """
 
@@ -507,7 +511,8 @@ def fit_detectors(
       TypeError: `score`, `model` or `estimator` among `detector_params`, or an unknown one.
 
     Examples:
-      >>> detectors = fit_detectors(model, x_normal_heldout, ("log_prob", "complexity"), num_samples=32)
+      >>> names = ("log_prob", "complexity")
+      >>> detectors = fit_detectors(model, x_normal_heldout, names, num_samples=32)
       >>> detectors["complexity"].threshold_
     """
     from tfpvae.likelihood import LikelihoodEstimator
@@ -543,7 +548,8 @@ def score_all(detectors: Mapping[str, AnomalyDetector], x: Any) -> dict[str, np.
       ValueError: detectors that differ in those settings, or that are not fitted.
 
     Examples:
-      >>> s = score_all(fit_detectors(model, x_normal_heldout), x_new)   # {"log_prob": ..., ...}
+      >>> detectors = fit_detectors(model, x_normal_heldout)
+      >>> s = score_all(detectors, x_new)   # {"log_prob": ..., ...}
     """
     scores = _score_together(list(detectors.values()), x)
     return {name: scores[d.score] for name, d in detectors.items()}
@@ -566,7 +572,8 @@ def detection_report(
 
     Examples:
       >>> detectors = fit_detectors(model, x_normal[:500], target_fpr=0.05)
-      >>> detection_report(detectors, x_normal[500:], x_anomalous)["complexity"]["auroc"]
+      >>> report = detection_report(detectors, x_normal[500:], x_anomalous)
+      >>> report["complexity"]["auroc"]
     """
     normal, anomalous = score_all(detectors, x_normal), score_all(detectors, x_anomalous)
     report = {}

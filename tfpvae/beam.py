@@ -269,7 +269,9 @@ def build_pipeline(
 
     Examples:
       >>> with beam.Pipeline() as p:
-      ...     build_pipeline(p, "runs/mnist", "shards/*.tfrecord", "out/scores", num_samples=64)
+      ...     build_pipeline(
+      ...         p, "runs/mnist", "shards/*.tfrecord", "out/scores", num_samples=64
+      ...     )
     """
     check_int(num_samples, "num_samples")
     check_seed(seed, "seed", maximum=MAX_INT32_SEED)

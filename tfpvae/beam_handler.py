@@ -156,8 +156,10 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
         worker processes share a machine).
 
     Examples:
-      >>> handler = TfpvaeModelHandler("runs/mnist", ("log_prob", "elbo"), num_samples=64)
-      >>> rows = examples | RunInference(handler)  # examples: (id, image, label) tuples
+      >>> scores = ("log_prob", "elbo")
+      >>> handler = TfpvaeModelHandler("runs/mnist", scores, num_samples=64)
+      >>> # examples: a PCollection of (id, image, label) tuples
+      >>> rows = examples | RunInference(handler)
     """
 
     def __init__(

@@ -225,7 +225,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Arrays, 
     Returns:
       ((x_train, y_train), (x_test, y_test)); see `load_split`.
 
-    Example:
+    Examples:
       >>> (x_train, y_train), (x_test, y_test) = load("digits")
       >>> x_train.shape, x_test.shape
       ((1438, 8, 8, 1), (359, 8, 8, 1))

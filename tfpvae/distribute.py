@@ -9,7 +9,7 @@ writes checkpoints and the model folder.
 `file_dataset` streams training images from files (`tfpvae.streaming`) with bounded
 memory; under a multi-worker strategy each worker reads its own share of the files.
 
-Example:
+Examples:
   >>> strategy = make_strategy("mirrored")
   >>> with strategy.scope():
   ...     model = tfpvae.VAE(latent_dim=16)

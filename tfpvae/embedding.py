@@ -75,7 +75,8 @@ def embed_latents(
     Examples:
       >>> from tfpvae import plots
       >>> emb = embed_latents(model, x_test, method="pca")
-      >>> plots.latent_scatter(emb.coords, labels=y_test[emb.indices], axis_labels=emb.axis_labels)
+      >>> labels = y_test[emb.indices]
+      >>> plots.latent_scatter(emb.coords, labels=labels, axis_labels=emb.axis_labels)
     """
     method = check_choice(method, "method", ("auto", "direct", "pca", "tsne"))
     max_points = check_int(max_points, "max_points", minimum=2)

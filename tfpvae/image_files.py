@@ -151,7 +151,7 @@ def read_image_file(path: str) -> Iterator[Record]:
       path: the file, local or on any file system `tf.io.gfile` has.
 
     Yields:
-      one (id, image, None): image the uint8 array `decode_image` returns, or the
+      (id, image, None): one record; image is the uint8 array `decode_image` returns, or the
       `BadRecordError` (id `path`) when the file cannot be read or decoded.
     """
     try:

@@ -151,7 +151,7 @@ def fit_aggregate_posterior(
 
     Examples:
       >>> gmm = fit_aggregate_posterior(model, x_train, seed=0)
-      >>> images = sample_aggregate_posterior(model, gmm, 16, seed=0)   # (16, H, W, C)
+      >>> images = sample_aggregate_posterior(model, gmm, 16, seed=0)  # (16, H, W, C)
     """
     from sklearn.mixture import GaussianMixture
 
@@ -287,7 +287,8 @@ def interpolate(
       H, W, C), (n_pairs, num_steps) and (n_pairs, num_steps, latent_dim).
 
     Examples:
-      >>> path = interpolate(model, x_test[:3], x_test[3:6], num_steps=8, method="slerp")
+      >>> start, end = x_test[:3], x_test[3:6]
+      >>> path = interpolate(model, start, end, num_steps=8, method="slerp")
       >>> path.images.shape   # for 8x8 images
       (3, 8, 8, 8, 1)
     """
@@ -423,7 +424,8 @@ def manifold_grid(
       axis_labels).
 
     Examples:
-      >>> grid = manifold_grid(model, grid_size=10, x=x_test)   # a plane through the codes of x_test
+      >>> # a plane through the codes of x_test
+      >>> grid = manifold_grid(model, grid_size=10, x=x_test)
       >>> grid.images.shape[:2]
       (10, 10)
     """

@@ -140,7 +140,7 @@ class VAE(tfk.Model):
         `tfpvae.train(..., kl_warmup_epochs=n)`) sets it per epoch for a KL warm-up.
       training_history: dict of per-epoch metric lists, accumulated over `fit` calls.
 
-    Example:
+    Examples:
       >>> model = VAE(input_shape=(8, 8, 1), latent_dim=2)
       >>> model.compile()
       >>> model.sample(4).shape

@@ -2,6 +2,7 @@
 
 Every reader of `tfpvae.streaming` yields `Record`s: (id, image or `BadRecordError`,
 label). Ids are stable across runs, machines and shardings of the same input:
+
   - a PNG/JPEG file: the path exactly as listed (`"data/img_007.png"`);
   - a TFRecord record: `"{path}:{record_number}"`, 0-based in file order (`"a.tfrecord:12"`);
   - an array row: `"{row}"` when the input is exactly one .npy/.npz file (`"12"`, the ids

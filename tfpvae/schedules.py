@@ -40,7 +40,7 @@ def kl_warmup_weight(epoch: int, warmup_epochs: int, beta: float = 1.0) -> float
     Returns:
       The weight, a float in [0, beta].
 
-    Example:
+    Examples:
       >>> tuple(kl_warmup_weight(e, 4) for e in range(6))
       (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
     """
@@ -82,8 +82,10 @@ def learning_rate_at(
     Returns:
       The learning rate, a float in [floor, learning_rate].
 
-    Example:
-      >>> learning_rate_at(0, 10, 2e-3, "cosine"), learning_rate_at(9, 10, 2e-3, "cosine")
+    Examples:
+      >>> first = learning_rate_at(0, 10, 2e-3, "cosine")
+      >>> last = learning_rate_at(9, 10, 2e-3, "cosine")
+      >>> first, last
       (0.002, 0.0001)
     """
     epoch = check_int(epoch, "epoch", minimum=0)
@@ -118,7 +120,7 @@ class KLWarmup(tfk.callbacks.Callback):
       epochs: warm-up length in epochs, >= 0 (0: the weight is beta from the start).
       beta: the final weight, >= 0. Default None: the model's `config.beta`.
 
-    Example:
+    Examples:
       >>> model.fit(x, epochs=20, callbacks=[KLWarmup(10)])  # doctest: +SKIP
     """
 

@@ -12,6 +12,7 @@ files), `tfpvae.records` (ids, `BadRecordError`, the image checks) and one reade
 format: `tfpvae.image_files`, `tfpvae.tfrecords` and `tfpvae.array_files`.
 
 Ids, stable across runs, machines and shardings of the same input:
+
   - a PNG/JPEG file: the path exactly as listed (`"data/img_007.png"`);
   - a TFRecord record: `"{path}:{record_number}"`, 0-based in file order (`"a.tfrecord:12"`);
   - an array row: `"{row}"` when the input is exactly one .npy/.npz file (`"12"`, the ids
@@ -27,7 +28,8 @@ framing, wrong shape, values outside [0, 1]) is a `BadRecordError` naming its id
 caller chooses to stop on it or to collect it and go on, and none is dropped silently.
 
 Examples:
-  >>> for batch in iter_batches("shards/*.tfrecord", batch_size=512, on_error=bad.append):
+  >>> batches = iter_batches("shards/*.tfrecord", batch_size=512, on_error=bad.append)
+  >>> for batch in batches:
   ...     scores = model.score(batch.images)
   ...     write(batch.ids, scores)
 """
@@ -110,6 +112,7 @@ def read_records(path: str | os.PathLike, *, single_array: bool = True) -> Itera
 
     Args:
       path: one file; its suffix picks the reader:
+
         - PNG/JPEG: one record, id = `path` exactly as given, no label.
         - TFRecord of `tf.train.Example`: one record per Example, id = f"{path}:{n}"
           (n 0-based); bytes feature `image` (PNG or JPEG, grey or RGB) and optional
@@ -123,6 +126,7 @@ def read_records(path: str | os.PathLike, *, single_array: bool = True) -> Itera
           file unreadable; a fraction, that row a bad record). A compressed member cannot
           be memory-mapped; it is decompressed as a stream, again about 256 KiB of rows at
           a time. An array saved in Fortran order cannot be read by rows and is loaded whole.
+
         Array row ids are str(row) when `single_array`, else f"{path}:{row}".
       single_array: whether `path` is the only file of the input, which gives array rows
         the bare row number as id. Default True.
@@ -269,7 +273,8 @@ def iter_batches(
 
     Examples:
       >>> bad = []
-      >>> for batch in iter_batches("data/*.tfrecord", batch_size=256, on_error=bad.append):
+      >>> batches = iter_batches("data/*.tfrecord", batch_size=256, on_error=bad.append)
+      >>> for batch in batches:
       ...     print(batch.images.shape, batch.ids[0])
       (256, 28, 28, 1) data/a.tfrecord:0
     """

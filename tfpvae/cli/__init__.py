@@ -17,14 +17,26 @@ from pathlib import Path
 from tfpvae._arguments import Parser, UsageError
 from tfpvae.cli import outputs, score, train
 
+# The commands in the order `tfpvae --help` lists them: train, look at the model, score, compare.
+_COMMANDS = (
+    train.add_train,
+    outputs.add_sample,
+    outputs.add_info,
+    score.add_evaluate,
+    score.add_score,
+    outputs.add_plot,
+    outputs.add_interpolate,
+    outputs.add_export,
+    score.add_detect,
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `tfpvae` command."""
     parser = Parser(prog="tfpvae", description="Variational autoencoders from TFP layers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train.add_parsers(sub)
-    outputs.add_parsers(sub)
-    score.add_parsers(sub)
+    for add in _COMMANDS:
+        add(sub)
     return parser
 
 

@@ -10,6 +10,8 @@ from tfpvae._arguments import UsageError, flag, positive_int, seed
 from tfpvae.datasets import NAMES as DATASETS
 from tfpvae.datasets import SPLITS
 
+DATA_DIR_HELP = "folder holding the dataset files (default: $TFPVAE_DATA_DIR, Keras cache)"
+
 
 def typed(args: argparse.Namespace, key: str) -> bool:
     """Whether the flag of `key` (e.g. "latent_dim" for --latent-dim) was typed, not defaulted."""
@@ -25,7 +27,7 @@ def as_flags(message: str) -> str:
 def add_data_args(p: argparse.ArgumentParser, required: bool = True, split: bool = False) -> None:
     """--dataset, --data-dir, --limit (and --split)."""
     p.add_argument("--dataset", choices=DATASETS, required=required, help="named dataset")
-    p.add_argument("--data-dir", help="folder holding the dataset files (default: $TFPVAE_DATA_DIR, Keras cache)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--limit", type=positive_int, help="use only the first N images of each split")
     if split:
         p.add_argument("--split", choices=SPLITS, default="test", help="split (default test)")

@@ -12,8 +12,8 @@ from tfpvae.config import FIGURES
 from tfpvae.datasets import NAMES as DATASETS
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Adds the `sample`, `info`, `plot`, `interpolate` and `export` commands."""
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae sample`."""
     p = sub.add_parser("sample", help="draw images from a trained model's prior")
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("-n", "--num-samples", type=positive_int, default=64, help="number of images (default 64)")
@@ -22,10 +22,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=file_ending(".png", ".npy"), help="output .png (grid) or .npy (array)")
     p.set_defaults(func=sample, out_is_file=True)
 
+
+def add_info(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae info`."""
     p = sub.add_parser("info", help="print a model's config, metrics and parameter count")
     p.add_argument("--model", required=True, help="run folder written by train")
     p.set_defaults(func=info)
 
+
+def add_plot(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae plot`."""
     p = sub.add_parser("plot", help="draw one figure of a trained model to a PNG")
     p.add_argument("kind", choices=FIGURES, metavar="KIND", help="one of: " + ", ".join(FIGURES))
     p.add_argument("--model", required=True, help="run folder written by train")
@@ -50,6 +56,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=plot, out_is_file=True)
 
+
+def add_interpolate(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae interpolate`."""
     p = sub.add_parser("interpolate", help="decode paths between pairs of images (PNG strips or .npz)")
     p.add_argument("--model", required=True, help="run folder written by train")
     add_data_args(p, required=False, split=True)
@@ -67,6 +76,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=interpolate, out_is_file=True)
 
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae export`."""
     p = sub.add_parser("export", help="write a TensorFlow SavedModel with score, log_prob, elbo and sample signatures")
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("--out", required=True, help="folder for the SavedModel")

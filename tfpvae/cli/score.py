@@ -11,6 +11,7 @@ from typing import Any
 
 from tfpvae._arguments import UsageError, float_in, int_at_least, positive_int
 from tfpvae.cli._common import (
+    DATA_DIR_HELP,
     add_data_args,
     add_scoring_args,
     images_for_scoring,
@@ -22,13 +23,16 @@ from tfpvae.config import SCORES
 from tfpvae.datasets import NAMES as DATASETS
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Adds the `evaluate`, `score` and `detect` commands."""
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae evaluate`."""
     p = sub.add_parser("evaluate", help="mean ELBO, IWAE NLL with standard errors, bits/dim (JSON)")
     add_scoring_args(p)
     add_data_args(p, split=True)
     p.set_defaults(func=evaluate, input=None)
 
+
+def add_score(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae score`."""
     p = sub.add_parser("score", help="per-image anomaly scores to CSV")
     add_scoring_args(p)
     add_data_args(p, required=False, split=True)
@@ -57,11 +61,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=score, out_is_file=True)
 
+
+def add_detect(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae detect`."""
     p = sub.add_parser("detect", help="fit a detector on held-out normal data and report metrics per score")
     add_scoring_args(p)
     p.add_argument("--normal", choices=DATASETS, required=True, help="dataset the model takes as normal")
     p.add_argument("--anomalous", choices=DATASETS, required=True, help="dataset of anomalies")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument(
         "--limit",
         type=int_at_least(4),

@@ -22,8 +22,8 @@ from tfpvae.cli._common import add_data_args, as_flags, typed
 from tfpvae.config import LR_SCHEDULES, STRATEGIES
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Adds the `train` command."""
+def add_train(sub: argparse._SubParsersAction) -> None:
+    """Adds `tfpvae train`."""
     p = sub.add_parser("train", help="train a model and write it with samples and plots")
     add_data_args(p, required=False)
     p.add_argument(
@@ -85,7 +85,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--strategy",
         choices=STRATEGIES,
         default="default",
-        help="distribute training: mirrored (all local devices) or multiworker (TF_CONFIG); default none",
+        help="distribute training: mirrored (all local devices) or multiworker (TF_CONFIG) (default: one device)",
     )
     p.add_argument(
         "--evolution",
