@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ import pytest
 import tfpvae
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each test here runs a benchmark script end to end (or sits beside those that do): the slow tier.
+pytestmark = pytest.mark.slow
 
 
 def _script(name: str):
@@ -43,7 +46,7 @@ def _finite_numbers(value):
 
 def test_smoke_run_reports_every_field(bench, data_dir, tmp_path, capsys):
     out = tmp_path / "bench.jsonl"
-    assert bench.main(["--smoke", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert bench.main(shlex.split(f"--smoke --data-dir {shlex.quote(str(data_dir))} --out {out}")) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     rows, summary = lines[:-1], lines[-1]
     assert [r["model"] for r in rows] == ["tfpvae", "tfp_example", "keras_example"]
@@ -84,7 +87,8 @@ def test_overrides_are_typed(bench):
 
 def test_anomaly_benchmark_quick_run(data_dir, tmp_path):
     out = tmp_path / "anomaly.jsonl"
-    assert _script("anomaly").main(["--quick", "--digits", "3", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    argv = shlex.split(f"--quick --digits 3 --data-dir {shlex.quote(str(data_dir))} --out {out}")
+    assert _script("anomaly").main(argv) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["task"] for line in lines] == [
         "fashion_mnist -> mnist",
@@ -107,7 +111,7 @@ def test_anomaly_benchmark_quick_run(data_dir, tmp_path):
 
 def test_compressor_study_prints_every_template(data_dir, capsys):
     compressor = _script("compressor")
-    assert compressor.main(["--images", "5", "--pseudo-counts", "0.5", "--data-dir", str(data_dir)]) == 0
+    assert compressor.main(shlex.split(f"--images 5 --pseudo-counts 0.5 --data-dir {shlex.quote(str(data_dir))}")) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "bits" not in line]
     assert len(rows) == 1 + len(compressor.TEMPLATES)  # zlib, then one row per template
     for row in rows:
@@ -117,11 +121,10 @@ def test_compressor_study_prints_every_template(data_dir, capsys):
 
 def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     out = tmp_path / "best"
-    argv = ["--dataset", "binarized_mnist", "--data-dir", str(data_dir), "--out", str(out), "--train-images", "512"]
-    argv += ["--test-images", "16", "--num-samples", "8", "--epochs", "3", "--latent-dim", "4", "--prior", "mixture"]
-    argv += ["--train-samples", "3", "--kl-warmup-epochs", "1", "--lr-schedule", "cosine", "--early-stopping", "1"]
-    argv += ["--dropout", "0.1"]
-    assert _script("best_likelihood").main(argv) == 0
+    recipe = f"--dataset binarized_mnist --data-dir {shlex.quote(str(data_dir))} --out {out} --train-images 512"
+    recipe += " --test-images 16 --num-samples 8 --latent-dim 4 --prior mixture --train-samples 3"
+    recipe += " --kl-warmup-epochs 1 --lr-schedule cosine --early-stopping 1 --dropout 0.1"
+    assert _script("best_likelihood").main(shlex.split(f"{recipe} --epochs 3")) == 0
     summary = json.loads((out / "best_likelihood.json").read_text())
     assert summary["num_images"] == 16 and summary["num_samples"] == 8
     assert 1 <= summary["epochs_completed"] <= 3
@@ -129,9 +132,14 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     assert summary["recipe"]["train_samples"] == 3 and summary["recipe"]["lr_schedule"] == "cosine"
     reloaded = tfpvae.load(out)
     assert reloaded.config.train_samples == 3 and reloaded.config.prior == "mixture" and reloaded.config.dropout == 0.1
+    # The reported NLL, recomputed: IWAE with k=8 and seed 0 over the first 16 test images, by the saved model.
+    x_test = tfpvae.datasets.load_split("binarized_mnist", "test", data_dir)[0][:16]
+    log_p = reloaded.log_prob(x_test, 8, seed=0)
+    assert summary["iwae_nll"] == pytest.approx(-log_p.mean(), rel=1e-5)
+    assert summary["iwae_nll_stderr"] == pytest.approx(log_p.std(ddof=1) / 4, rel=1e-4)
+    assert summary["final_train_loss"] == reloaded.training_history["loss"][-1]
     # --resume continues the checkpoint to the new total (--epochs counts all epochs).
-    argv[argv.index("--epochs") + 1] = "4"
-    assert _script("best_likelihood").main([*argv, "--resume"]) == 0
+    assert _script("best_likelihood").main(shlex.split(f"{recipe} --epochs 4 --resume")) == 0
     resumed = json.loads((out / "best_likelihood.json").read_text())
     assert resumed["epochs_completed"] == 4 and resumed["recipe"]["resume"] is True
     assert len(tfpvae.load(out).training_history["loss"]) == 4
@@ -139,14 +147,13 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
 
 def test_step_time_reports_every_candidate(data_dir, capsys):
     step_time = _script("step_time")
-    argv = ["--data-dir", str(data_dir), "--base", "latent_dim=2,hidden_units=8,train_samples=2,seed=0"]
-    argv += ["--candidate", "plain:", "--candidate", "vamp:prior=vamp,num_components=3"]
-    argv += ["--steps", "2", "--rounds", "2"]
-    assert step_time.main(argv) == 0
+    flags = f"--data-dir {shlex.quote(str(data_dir))} --base latent_dim=2,hidden_units=8,train_samples=2,seed=0"
+    flags += " --candidate plain: --candidate vamp:prior=vamp,num_components=3 --steps 2 --rounds 2"
+    assert step_time.main(shlex.split(flags)) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["candidate"] for r in rows] == ["plain", "vamp"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["fields"] == {"prior": "vamp", "num_components": 3}
     assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == 2 for r in rows)
     assert step_time.parse_fields("a=1,b=mlp,c=1e-3", "--base") == {"a": 1, "b": "mlp", "c": 1e-3}
     with pytest.raises(SystemExit):
-        step_time.main(["--candidate", "x:latent_dim"])  # no '=': a usage error naming --candidate
+        step_time.main("--candidate x:latent_dim".split())  # no '=': a usage error naming --candidate

@@ -13,6 +13,10 @@ import textwrap
 
 import pytest
 
+# The slow tier: the tests start TensorFlow processes of their own (up to about a minute each on
+# 2 cores); the quick TF_CONFIG check at the end goes along with its module.
+pytestmark = pytest.mark.slow
+
 MIRRORED = textwrap.dedent(
     """
     import json, numpy as np, tensorflow as tf
@@ -76,36 +80,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _train_two_workers(tmp_path, data_flags):
-    """Runs `tfpvae train --strategy multiworker` as two local workers; returns their stdouts."""
+def _train_two_workers(tmp_path, data_flags: str):
+    """Runs `tfpvae train --strategy multiworker DATA_FLAGS ...` as two local workers; returns their stdouts."""
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for i in range(2):
         env = _env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        cmd = [
-            sys.executable,
-            "-m",
-            "tfpvae",
-            "train",
-            "--strategy",
-            "multiworker",
-            *data_flags,
-            "--epochs",
-            "2",
-            "--batch-size",
-            "64",
-            "--latent-dim",
-            "2",
-            "--seed",
-            "0",
-            "--no-progress",
-            "--score-limit",
-            "20",
-            "--out",
-            str(tmp_path / ("run" if i == 0 else "run_worker1")),
-        ]
+        out = tmp_path / ("run" if i == 0 else "run_worker1")
+        command = f"train --strategy multiworker {data_flags} --epochs 2 --batch-size 64 --latent-dim 2 --seed 0"
+        cmd = [sys.executable, "-m", "tfpvae", *f"{command} --no-progress --score-limit 20 --out {out}".split()]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = []
     try:
@@ -148,7 +133,7 @@ def test_two_workers_on_localhost_train_from_tfrecord_shards(tmp_path):
     (x, y), (xt, yt) = tfpvae.datasets.load("digits")
     _write_tfrecord_shards(x, y, tmp_path / "train", 4)
     _write_tfrecord_shards(xt[:100], yt[:100], tmp_path / "valid", 1)
-    flags = ["--input", str(tmp_path / "train" / "*.tfrecord"), "--validation-input", str(tmp_path / "valid")]
+    flags = f"--input {tmp_path / 'train' / '*.tfrecord'} --validation-input {tmp_path / 'valid'}"
     outputs = _train_two_workers(tmp_path, flags)
     chief = json.loads(outputs[0].strip().splitlines()[-1])
     assert chief["epochs"] == 2 and not (tmp_path / "run_worker1").exists()
@@ -162,7 +147,7 @@ def test_two_workers_on_localhost_train_from_tfrecord_shards(tmp_path):
 
 
 def test_two_workers_on_localhost_train_the_same_model(tmp_path):
-    outputs = _train_two_workers(tmp_path, ["--dataset", "digits", "--limit", "256"])
+    outputs = _train_two_workers(tmp_path, "--dataset digits --limit 256")
     chief = json.loads(outputs[0].strip().splitlines()[-1])
     assert chief["epochs"] == 2 and '"run"' not in outputs[1]  # only the chief reports and writes
     # Worker 1 was told another folder: it must write nothing at all (on a shared disk it

@@ -33,6 +33,10 @@ from pathlib import Path
 
 import pytest
 
+# Each documentation file's examples (`tfpvae train` among them) run for minutes in a subprocess, and
+# mkdocs builds the site: the slow tier, with the whole module.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CLI_PAGE = DOCS / "cli.md"

@@ -31,6 +31,7 @@ FRESH = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def trained(digits):
+    """A model with a mixture prior (so a Monte Carlo KL), for the tests that compare served values."""
     (x, _), (xt, _) = digits
     model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=3, prior="mixture", num_components=3, seed=0)
     model.compile()
@@ -38,11 +39,12 @@ def trained(digits):
     return model, xt[:20]
 
 
+@pytest.mark.slow  # an export and a fresh TensorFlow process: about 35 s on 2 cores
 def test_export_round_trip_in_a_fresh_process(trained, tmp_path):
     model, x = trained
     run = tmp_path / "run"
     model.save(run)
-    assert main(["export", "--model", str(run), "--out", str(tmp_path / "served"), "--num-samples", "256"]) == 0
+    assert main(f"export --model {run} --out {tmp_path / 'served'} --num-samples 256".split()) == 0
     np.save(tmp_path / "x.npy", x)
     proc = subprocess.run(
         [sys.executable, "-c", FRESH, str(tmp_path / "served"), str(tmp_path / "x.npy")],
@@ -81,6 +83,7 @@ SCORE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # an export, a fresh TensorFlow process and a `score` run: about 30 s
 def test_served_scores_equal_the_score_command(trained, tmp_path, digits):
     """The served `score` signature and `tfpvae score` give the same rows for the same ids and seed."""
     import csv
@@ -89,10 +92,10 @@ def test_served_scores_equal_the_score_command(trained, tmp_path, digits):
     run = tmp_path / "run"
     model.save(run)
     x = digits[1][0][:200]
-    flags = ["--num-samples", "32", "--binarize-seed", "5"]
-    assert main(["export", "--model", str(run), "--out", str(tmp_path / "served"), *flags]) == 0
-    argv = ["score", "--model", str(run), "--dataset", "digits", "--limit", "200", "--quiet", *flags]
-    assert main([*argv, "--out", str(tmp_path / "s.csv")]) == 0
+    flags = "--num-samples 32 --binarize-seed 5"
+    assert main(f"export --model {run} --out {tmp_path / 'served'} {flags}".split()) == 0
+    command = f"score --model {run} --dataset digits --limit 200 --quiet {flags}"
+    assert main(f"{command} --out {tmp_path / 's.csv'}".split()) == 0
     np.save(tmp_path / "x.npy", x)
     proc = subprocess.run(
         [sys.executable, "-c", SCORE, str(tmp_path / "served"), str(tmp_path / "x.npy")],
@@ -113,18 +116,19 @@ def test_served_scores_equal_the_score_command(trained, tmp_path, digits):
     assert np.ptp(served["log_prob"]) > 1.0  # 200 different images: the comparison has teeth
 
 
-def test_export_refuses_autoencoders_and_existing_folders(tmp_path, trained):
+@pytest.mark.slow  # writing a SavedModel: about 10 s
+def test_export_refuses_autoencoders_and_existing_folders(tmp_path, trained_digits):
     with pytest.raises(ValueError, match="autoencoder"):
         ServingModule(tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, model_type="ae"))
     from tfpvae.export import export
 
-    export(trained[0], tmp_path / "s", num_samples=2)
+    export(trained_digits, tmp_path / "s", num_samples=2)
     with pytest.raises(ValueError, match="already holds a SavedModel"):
-        export(trained[0], tmp_path / "s")
+        export(trained_digits, tmp_path / "s")
 
 
-def test_served_calls_name_bad_inputs(trained):
-    module = ServingModule(trained[0], num_samples=2)
+def test_served_calls_name_bad_inputs(trained_digits):
+    module = ServingModule(trained_digits, num_samples=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`num_samples` must be >= 0"):
         module.sample(tf.constant(-1), tf.constant(0))
     assert module.sample(tf.constant(0), tf.constant(0))["images"].shape == (0, 8, 8, 1)
@@ -138,10 +142,10 @@ def test_served_calls_name_bad_inputs(trained):
         module.score(tf.fill([2, 8, 8, 1], 255.0), ids, tf.constant(0))
 
 
-def test_serving_module_takes_the_library_chunk_size(trained):
+def test_serving_module_takes_the_library_chunk_size(trained_digits):
     from tfpvae.likelihood import default_batch_elements
     from tfpvae.scoring import ScoringPlan
 
-    model = trained[0]
+    model = trained_digits
     assert ServingModule(model, num_samples=8).plan == ScoringPlan.make(8, default_batch_elements(model))
     assert ServingModule(model, num_samples=8, max_batch_elements=4).plan == ScoringPlan.make(8, 4)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from references import gaussian_kl, kl_to_standard_normal
 from scipy import stats
 
 from tfpvae._keras import tf, tfd
@@ -161,8 +162,8 @@ def test_rate_plus_distortion_is_the_negative_elbo(perturbed, x):
     np.testing.assert_allclose(mc["rate"] + mc["distortion"], -elbo, rtol=1e-10)
     # With the closed form: KL(N(m, S) || N(0, I)) per image, in numpy.
     loc = (x.reshape(len(x), D) - B) @ POST_GAIN.T + SHIFT
-    cov = WIDEN**2 * POST_COV
-    kl = 0.5 * (np.trace(cov) + (loc**2).sum(1) - LATENT - np.linalg.slogdet(cov)[1])
+    kl = gaussian_kl(loc, WIDEN**2 * POST_COV)
+    assert kl.shape == (len(x),)
     analytic = perturbed.rate_distortion(x, k, seed=seed)
     np.testing.assert_allclose(analytic["rate"], kl, rtol=1e-4)
     np.testing.assert_array_equal(analytic["distortion"], mc["distortion"])
@@ -170,6 +171,26 @@ def test_rate_plus_distortion_is_the_negative_elbo(perturbed, x):
     pix = perturbed.pixel_log_prob(x, k, seed=seed)
     assert pix.shape == x.shape and pix.dtype == np.float32
     np.testing.assert_allclose(pix.sum(axis=(1, 2, 3)), -mc["distortion"], rtol=1e-5)
+
+
+def test_reference_gaussian_kl_matches_tfp_in_float64():
+    # tests/references.py's closed form, checked once against TFP's own KL (float64, general
+    # p and q, and the standard-normal special case every KL assertion above relies on).
+    rng = np.random.default_rng(4)
+    d = 3
+    tril = np.tril(rng.normal(0.0, 0.4, (2, 5, d, d)), -1) + np.eye(d) * rng.uniform(0.3, 2.0, (2, 5, 1, d))
+    locs = rng.normal(size=(2, 5, d))
+    q = tfd.MultivariateNormalTriL(locs[0], tril[0])
+    p = tfd.MultivariateNormalTriL(locs[1], tril[1])
+    covs = tril @ np.swapaxes(tril, -1, -2)
+    ours = gaussian_kl(locs[0], covs[0], locs[1], covs[1])
+    assert ours.shape == (5,) and ours.dtype == np.float64 and np.all(ours > 0.1)
+    np.testing.assert_allclose(ours, tfd.kl_divergence(q, p).numpy(), rtol=1e-10)
+    standard = tfd.MultivariateNormalDiag(np.zeros(d))
+    np.testing.assert_allclose(
+        kl_to_standard_normal(locs[0], tril[0]), tfd.kl_divergence(q, standard).numpy(), rtol=1e-10
+    )
+    np.testing.assert_allclose(gaussian_kl(locs[0], covs[0], locs[0], covs[0]), 0.0, atol=1e-12)
 
 
 def test_binarize_draws_bernoulli_pixels(perturbed, x):
@@ -204,10 +225,7 @@ def test_from_model_scores_a_vae(vae, digit_batch):
     assert lp.shape == (len(x),) and np.all(np.isfinite(lp)) and np.all(lp >= elbo)
     # Closed-form KL for the normal prior, and the Monte Carlo rate agreeing with it.
     q = vae.encode(x)
-    scale = q.scale_tril.numpy()
-    ref_kl = 0.5 * (
-        (scale**2).sum((1, 2)) + (q.loc.numpy() ** 2).sum(1) - 2 - 2 * np.log(np.diagonal(scale, 0, 1, 2)).sum(1)
-    )
+    ref_kl = kl_to_standard_normal(q.loc.numpy(), q.scale_tril.numpy())
     rd = est.rate_distortion(x, 50, seed=0)
     np.testing.assert_allclose(rd["rate"], ref_kl, rtol=1e-4)
     mc = est.rate_distortion(x, 50, seed=0, analytic_kl=False)

@@ -2,17 +2,10 @@
 
 import numpy as np
 import pytest
+from references import kl_to_standard_normal
 
 from tfpvae._keras import tf, tfd, tfk
 from tfpvae.model import VAE
-
-
-def _closed_form_kl(loc: np.ndarray, scale_tril: np.ndarray) -> np.ndarray:
-    """KL(N(loc, L L^T) || N(0, I)) per row, in numpy."""
-    d = loc.shape[-1]
-    cov_trace = (scale_tril**2).sum(axis=(-2, -1))
-    logdet = 2 * np.log(np.abs(np.diagonal(scale_tril, axis1=-2, axis2=-1))).sum(-1)
-    return 0.5 * (cov_trace + (loc**2).sum(-1) - d - logdet)
 
 
 def _mc_nll(model, x, num_samples, seed=0):
@@ -39,7 +32,7 @@ def test_kl_regularizer_is_counted_exactly_once(digit_batch):
     assert len(model.losses) == 1, "the KL regularizer must add exactly one loss"
 
     q = model.encode(x)
-    kl_ref = _closed_form_kl(q.loc.numpy(), q.scale_tril.numpy()).mean()
+    kl_ref = kl_to_standard_normal(q.loc.numpy(), q.scale_tril.numpy()).mean()
     np.testing.assert_allclose(model.losses[0].numpy(), kl_ref, rtol=1e-4)
 
     # Training loss of a step that changes nothing (SGD, lr 0) over many z draws per
@@ -258,16 +251,12 @@ def _independent_bound(model, x, k, beta, reps, seed=0):
 
 
 @pytest.fixture(scope="module")
-def trained_pair(digits):
-    """A briefly trained 8x8 model (k=1) and a k=50 copy with the same weights."""
-    (x, _), _ = digits
-    tf.random.set_seed(0)  # shuffling and the posterior draws of the tests below
-    elbo_model = VAE(input_shape=(8, 8, 1), latent_dim=2, binarize="none", seed=0)
-    elbo_model.compile()
-    elbo_model.fit(x, epochs=4, batch_size=64, verbose=0)
-    iwae_model = VAE(elbo_model.config.replace(train_samples=50))
-    iwae_model.set_weights(elbo_model.get_weights())
-    return elbo_model, iwae_model
+def trained_pair(trained_digits):
+    """A trained 8x8 model (k=1: the session's `trained_digits`, only read) and a k=50 copy with its weights."""
+    tf.random.set_seed(0)  # the posterior draws of the tests below
+    iwae_model = VAE(trained_digits.config.replace(train_samples=50))
+    iwae_model.set_weights(trained_digits.get_weights())
+    return trained_digits, iwae_model
 
 
 def _agree(a, b, slack=0.02):
@@ -275,6 +264,7 @@ def _agree(a, b, slack=0.02):
     assert abs(a.mean() - b.mean()) < 5 * se + slack, (a.mean(), b.mean(), se)
 
 
+@pytest.mark.slow  # about 1,000 repeated loss evaluations: about 14 s on 2 cores
 def test_iwae_loss_is_the_importance_weighted_bound(trained_pair, digit_batch):
     elbo_model, iwae_model = trained_pair
     x, k = digit_batch, iwae_model.config.train_samples
@@ -282,7 +272,9 @@ def test_iwae_loss_is_the_importance_weighted_bound(trained_pair, digit_batch):
     # The KL regularizer still adds one term per encoder call, the closed-form KL.
     assert len(iwae_model.losses) == 1
     q = iwae_model.encode(x)
-    np.testing.assert_allclose(terms[:, 2], _closed_form_kl(q.loc.numpy(), q.scale_tril.numpy()).mean(), rtol=1e-4)
+    np.testing.assert_allclose(
+        terms[:, 2], kl_to_standard_normal(q.loc.numpy(), q.scale_tril.numpy()).mean(), rtol=1e-4
+    )
     _agree(terms[:, 0], _independent_bound(iwae_model, x, k, beta=1.0, reps=100))
     # The same quantity from the likelihood module: -mean_i log p(x_i) with k importance samples.
     estimator = [-iwae_model.log_prob(x, k, seed=s).mean() for s in range(40)]
@@ -297,6 +289,7 @@ def test_iwae_loss_is_the_importance_weighted_bound(trained_pair, digit_batch):
     assert gap > 5 * noise and gap > 0.05, (gap, noise)
 
 
+@pytest.mark.slow  # 200 repeated k=50 bounds: about 11 s
 def test_iwae_loss_weights_the_prior_ratio_by_kl_weight(trained_pair, digit_batch):
     _, iwae_model = trained_pair
     iwae_model.kl_weight.assign(0.5)
@@ -330,6 +323,7 @@ def test_short_iwae_fit_lowers_the_loss_and_round_trips(digits, tmp_path):
     assert again.training_history == model.training_history
 
 
+@pytest.mark.slow  # a dropout fit, save and reload: about 10 s
 def test_dropout_trains_and_scores_with_the_whole_network(digits, tmp_path):
     from tfpvae.model import load
 
@@ -357,6 +351,7 @@ def test_dropout_trains_and_scores_with_the_whole_network(digits, tmp_path):
     np.testing.assert_array_equal(again.log_prob(xt[:50], 16, seed=1), model.log_prob(xt[:50], 16, seed=1))
 
 
+@pytest.mark.slow  # a VampPrior fit, save and reload: about 13 s
 def test_vamp_prior_mixes_the_encoders_posteriors_and_follows_training(digits, tmp_path):
     from tfpvae.model import load
 

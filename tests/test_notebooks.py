@@ -14,6 +14,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+# Each notebook runs for about a minute in a kernel of its own: the slow tier, with the whole module.
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TIMEOUT_S = 300  # per cell; a whole QUICK notebook takes about a minute on 2 CPU cores
 

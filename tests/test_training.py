@@ -128,27 +128,11 @@ def test_sigint_saves_and_returns_cleanly(x, tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.slow  # a training subprocess killed mid-epoch, then resumed: about 25 s on 2 cores
 def test_sigkill_mid_epoch_loses_no_completed_epoch(tmp_path):
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "tfpvae",
-        "train",
-        "--dataset",
-        "digits",
-        "--epochs",
-        "400",
-        "--batch-size",
-        "16",
-        "--latent-dim",
-        "2",
-        "--seed",
-        "0",
-        "--no-progress",
-        "--out",
-        str(run),
-    ]
+    command = f"train --dataset digits --epochs 400 --batch-size 16 --latent-dim 2 --seed 0 --no-progress --out {run}"
+    cmd = [sys.executable, "-m", "tfpvae", *command.split()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -172,7 +156,7 @@ def test_sigkill_mid_epoch_loses_no_completed_epoch(tmp_path):
     assert done >= 2 and len(before["history"]["loss"]) == done
     from tfpvae.cli import main
 
-    assert main(["train", "--resume", str(run), "--epochs", str(done + 2), "--no-progress"]) == 0
+    assert main(f"train --resume {run} --epochs {done + 2} --no-progress".split()) == 0
     after = read_checkpoint_meta(run)
     assert after["epoch"] == done + 2
     assert after["history"]["loss"][:done] == before["history"]["loss"]
