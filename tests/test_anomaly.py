@@ -88,6 +88,7 @@ def test_evaluate_is_a_deprecated_alias_of_detection_metrics():
         evaluate(scores_normal=[1.0, np.nan], scores_anomalous=[0.0])  # the old keywords still work
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_score_family_from_known_likelihood():
     x = _images(5, 0.3, 0)
     ink = x.reshape(5, -1).sum(1)
@@ -117,6 +118,7 @@ def test_score_family_from_known_likelihood():
         compute_scores(_FakeEstimator(), x, ("log_prob",), binarize_seed=-1)
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_shards_of_grey_images_score_as_the_whole_set():
     # Grey images: "complexity" scores a fixed binarisation, which a shard must draw as the whole set does.
     grey = np.random.default_rng(2).random((6, 4, 4, 1)).astype(np.float32)
@@ -197,6 +199,7 @@ def test_compressor_input_errors():
         )
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_detector_threshold_fpr_and_conformal_p_values():
     normal = _images(4000, 0.3, 1)
     det = AnomalyDetector(estimator=_FakeEstimator(), target_fpr=0.1, seed=0).fit(normal)
@@ -309,6 +312,7 @@ def test_clone_shares_the_model_and_forgets_the_fit(trained_digits, digits):
     assert clone(AnomalyDetector(estimator=est, seed=5)).estimator is est
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_grid_search_picks_the_best_custom_score(trained_digits, digits):
     (_, _), (xt, _) = digits
     # 120 normal test digits and 60 digits shifted one pixel to the right (anomalies): y = +1 / -1.
@@ -343,6 +347,7 @@ def test_grid_search_picks_the_best_custom_score(trained_digits, digits):
     assert search.best_score_ == pytest.approx(ranked[0])
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_real_vae_flags_noise_images(digits):
     (x, _), (xt, _) = digits
     model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=4, seed=0)
@@ -390,6 +395,7 @@ def _assert_same_fit(a, b):
     np.testing.assert_array_equal(a.calibration_scores_, b.calibration_scores_)
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_fit_detectors_equal_detectors_fitted_one_by_one(trained_digits, digits):
     (_, _), (xt, _) = digits
     x_fit, x_new = xt[:41], xt[41:60]  # odd: the typicality split rounds

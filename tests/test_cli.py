@@ -424,6 +424,7 @@ def test_run_scores_of_a_whole_small_split_are_evaluates(tmp_path, capsys):
     np.testing.assert_allclose(ev["iwae_nll_stderr"], evaluated["iwae_nll_stderr"], rtol=1e-6)
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_train_on_one_test_image_skips_the_figures_that_need_more(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(f"train --dataset digits --limit 1 --epochs 1 --seed 0 --no-progress --out {run}".split()) == 0
@@ -624,6 +625,7 @@ def test_train_early_stopping_uses_the_valid_split_of_binarized_mnist(tmp_path, 
     np.testing.assert_array_equal(seen[0], valid)
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_train_from_streamed_files(tmp_path, capsys):
     """train --input streams PNG files; the run folder is as from a named dataset, without scores."""
     from PIL import Image

@@ -127,6 +127,7 @@ def test_export_refuses_autoencoders_and_existing_folders(tmp_path, trained_digi
         export(trained_digits, tmp_path / "s")
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_served_calls_name_bad_inputs(trained_digits):
     module = ServingModule(trained_digits, num_samples=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`num_samples` must be >= 0"):

@@ -79,6 +79,7 @@ def test_exact_posterior_makes_every_estimate_exact(exact, x):
             assert np.all(se < 1e-3)
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_iwae_tightens_with_k_and_bounds_the_elbo(perturbed, x):
     ref = exact_log_prob(x)
     means, ses = [], []
@@ -119,6 +120,7 @@ def test_automatic_progress_bar_only_for_long_jobs_on_a_terminal(perturbed, x, c
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 @pytest.mark.parametrize("k,budgets", [(150, (300, 130, 16)), (10, (3,))])
 def test_chunking_over_images_and_samples_leaves_results_unchanged(perturbed, x, k, budgets, capsys):
     # Budgets: 300 splits the images, 130 splits each image's 150 samples at a block edge,

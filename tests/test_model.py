@@ -68,6 +68,7 @@ def test_mixture_kl_is_monte_carlo_and_counted_once(prior, digit_batch):
     assert abs(np.mean(kls) - kl_ref) < 5 * np.std(kls) / np.sqrt(len(kls)) + 0.01
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 @pytest.mark.parametrize("prior", ["mixture", "vamp"])
 def test_iwae_kl_metric_averages_the_k_draws(prior, digit_batch):
     x = digit_batch
@@ -187,6 +188,7 @@ def test_fit_accepts_tf_data(digit_batch):
     assert len(hist["loss"]) == 2 and np.isfinite(hist["loss"]).all()
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_likelihood_methods_agree_with_the_estimator(digit_batch):
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
     assert model.likelihood is model.likelihood  # built once, reused
@@ -301,6 +303,7 @@ def test_iwae_loss_weights_the_prior_ratio_by_kl_weight(trained_pair, digit_batc
     _agree(terms[:, 0], _independent_bound(iwae_model, digit_batch, k, beta=0.5, reps=100))
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_short_iwae_fit_lowers_the_loss_and_round_trips(digits, tmp_path):
     import json
 

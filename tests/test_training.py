@@ -192,6 +192,7 @@ class _Schedules(tfk.callbacks.Callback):
             self.model.stop_training = True
 
 
+@pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_warmup_and_lr_schedule_continue_unchanged_after_resume(x, tmp_path):
     from tfpvae.schedules import kl_warmup_weight, learning_rate_at
 
