@@ -262,8 +262,10 @@ def _option_name(action: argparse.Action) -> str:
     if not action.option_strings:
         return f"`{action.metavar or action.dest}`"
     *aliases, last = action.option_strings
-    if action.nargs != 0:
-        value = action.metavar or action.dest.upper()
+    # Only a chosen metavar (K, N, FILES, RUN_DIR) says more than the value column; the
+    # default one (the flag in capitals) only makes the cell too wide to read.
+    if action.nargs != 0 and action.metavar:
+        value = action.metavar
         last = f"{last} {value} ..." if action.nargs in ("+", "*") else f"{last} {value}"
     return ", ".join(f"`{s}`" for s in (*aliases, last))
 
@@ -329,7 +331,11 @@ def render_cli_reference(parser: argparse.ArgumentParser) -> str:
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
-            row = (_option_name(action), _option_value(action), _option_default(action), _cell(action.help or ""))
+            default = _option_default(action)
+            text = _cell(action.help or "")
+            if default and default != "required":  # the column says it: no "(default X)" beside it
+                text = re.sub(r"\s*\(default [^()]*\)$", "", text)
+            row = (_option_name(action), _option_value(action), default, text)
             out.append("| " + " | ".join(row) + " |")
         out.append("| `-h`, `--help` | flag |  | print this command's help and exit |")
     out += ["", END]
