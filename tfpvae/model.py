@@ -21,7 +21,7 @@ from tfpvae.config import VAEConfig
 from tfpvae.networks import decoder_body, encoder_body, seeded_initializer
 from tfpvae.priors import Prior, sample_prior
 from tfpvae.scoring import log_weight_terms
-from tfpvae.serialization import read_metadata, read_model_files, write_model_files
+from tfpvae.serialization import ModelFormatError, read_model_files, write_model_files
 
 # Codes decoded per call when turning many latents into images: bounds peak memory.
 _DECODE_CHUNK = 1024
@@ -502,15 +502,15 @@ def load(path: str | os.PathLike) -> VAE:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
         version, its weights fail the checksum, hold pickled data, or do not fit the config.
     """
-    read_metadata(path)  # a missing or foreign folder fails before any model is built
-    built: list[VAE] = []
-
-    def weight_shapes(config: VAEConfig) -> list[tuple[int, ...]]:
-        built.append(VAE(config))
-        return [tuple(w.shape) for w in built[0].weights]
-
-    files = read_model_files(path, weight_shapes)
-    model = built[0]
+    files = read_model_files(path)
+    model = VAE(files.config)
+    expected = [tuple(w.shape) for w in model.weights]
+    found = [tuple(w.shape) for w in files.weights]
+    if found != expected:
+        raise ModelFormatError(
+            f"Weights in {path} do not match its config: expected {len(expected)} arrays with shapes "
+            f"{expected[:3]}..., found {len(found)} with shapes {found[:3]}..."
+        )
     model.set_weights(files.weights)
     model.training_history = {k: list(v) for k, v in files.metadata.get("history", {}).items()}
     model.compile()

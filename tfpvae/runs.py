@@ -160,15 +160,21 @@ def resumed_settings(
       (settings, config, ignored), `ignored` a list of (name, requested value, kept value)
       for each request that differs from what the run keeps.
     """
+    return _resume(run_dir, requested)[:3]
+
+
+def _resume(run_dir: str | os.PathLike, requested: dict[str, Any] | None) -> tuple:
+    """`resumed_settings`, plus the epochs the checkpoint holds and the stored total, from one read of each file."""
     from tfpvae.training import read_checkpoint_meta
 
-    settings = read_settings(run_dir)
-    config = VAEConfig.from_dict(read_checkpoint_meta(run_dir)["config"])
+    stored = read_settings(run_dir)
+    meta = read_checkpoint_meta(run_dir)
+    config = VAEConfig.from_dict(meta["config"])
     requested = dict(requested or {})
-    epochs = requested.pop("epochs", None) or settings.epochs
-    kept = {**dataclasses.asdict(settings), **config.to_dict()}
+    epochs = requested.pop("epochs", None) or stored.epochs
+    kept = {**dataclasses.asdict(stored), **config.to_dict()}
     ignored = [(k, v, kept[k]) for k, v in requested.items() if k in kept and _differs(v, kept[k])]
-    return dataclasses.replace(settings, epochs=epochs), config, ignored
+    return dataclasses.replace(stored, epochs=epochs), config, ignored, int(meta["epoch"]), stored.epochs
 
 
 def _differs(a: Any, b: Any) -> bool:
@@ -221,17 +227,14 @@ def train_run(
     note = note or (lambda text: print(f"tfpvae: note: {text}", file=sys.stderr))
     run = Path(run_dir)
     if resume:
-        settings, config, _ = resumed_settings(run, {"epochs": epochs})
+        settings, config, _, done, stored_epochs = _resume(run, {"epochs": epochs})
     elif settings is None:
         raise ValueError("`settings` is required unless `resume=True`.")
     dist = make_strategy(strategy)
     chief = is_chief(dist)  # with several workers only the chief writes the run folder
     data = _training_data(settings, dist)
     if resume:
-        from tfpvae.training import read_checkpoint_meta
-
-        done = read_checkpoint_meta(run)["epoch"]
-        if chief and settings.epochs != read_settings(run).epochs and settings.epochs >= done:
+        if chief and settings.epochs != stored_epochs and settings.epochs >= done:
             _write_settings(run, settings)  # the new total, so a later resume continues to it
     else:
         config = config or VAEConfig()

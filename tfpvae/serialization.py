@@ -103,20 +103,20 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
-def read_model_files(path: str | os.PathLike, weight_shapes: Any = None) -> ModelFiles:
+def read_model_files(path: str | os.PathLike) -> ModelFiles:
     """Reads and checks a model folder written by `write_model_files`.
 
     Args:
       path: the model folder.
-      weight_shapes: optional callable, config -> list of the weight shapes a model of
-        that config has; the stored arrays must match them in number and shape.
 
     Returns:
-      `ModelFiles(config, weights, metadata)`.
+      `ModelFiles(config, weights, metadata)`; whether the weights fit a model of that
+      config is for the caller that builds it (`tfpvae.model.load`) to check.
 
     Raises:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
-        version, its weights fail the checksum, hold pickled data, or do not fit the config.
+        version, its weights fail the checksum or hold pickled data, or are not numbered
+        as `write_model_files` numbers them.
     """
     folder = Path(path)
     metadata = read_metadata(folder)
@@ -133,13 +133,7 @@ def read_model_files(path: str | os.PathLike, weight_shapes: Any = None) -> Mode
         arrays = load_npz_arrays(folder / WEIGHTS_FILE)
     except ValueError as err:
         raise ModelFormatError(str(err)) from None
-    count = len(arrays) if weight_shapes is None else len(expected := [tuple(s) for s in weight_shapes(config)])
-    keys = numbered_keys(count, _WEIGHT_PREFIX)
-    got = [tuple(arrays[k].shape) if k in arrays else None for k in keys]
-    if set(arrays) != set(keys) or (weight_shapes is not None and got != expected):
-        raise ModelFormatError(
-            f"Weights in {folder} do not match its config: expected {count} arrays with shapes "
-            f"{got[:3] if weight_shapes is None else expected[:3]}..., found {len(arrays)} with shapes "
-            f"{[tuple(a.shape) for a in arrays.values()][:3]}..."
-        )
+    keys = numbered_keys(len(arrays), _WEIGHT_PREFIX)
+    if set(arrays) != set(keys):
+        raise ModelFormatError(f"Weights in {folder} are not numbered as tfpvae writes them: {sorted(arrays)[:3]}...")
     return ModelFiles(config, [arrays[k] for k in keys], metadata)
