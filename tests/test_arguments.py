@@ -13,14 +13,44 @@ def _parser(defaults=None):
     return p
 
 
-def test_every_config_field_but_shape_and_seed_is_a_flag_with_the_config_default():
+def test_every_config_field_but_shape_seed_and_options_is_a_flag_with_the_config_default():
     p = _parser()
-    names = {f.name for f in dataclasses.fields(VAEConfig)} - {"input_shape", "seed"}
+    names = {f.name for f in dataclasses.fields(VAEConfig)} - {"input_shape", "seed", "options"}
     assert {f.name for f in config_fields()} == names
     args = p.parse_args([])
     assert config_from_args(args, input_shape=(28, 28, 1)) == VAEConfig()
     flags = {a.option_strings[0] for a in p._actions if a.option_strings and a.dest != "help"}
-    assert flags == {flag(n) for n in names}
+    assert flags == {flag(n) for n in names} | {"--option"}
+
+
+def test_options_are_key_value_pairs_with_json_values():
+    args = _parser().parse_args(["--option", "blocks=3", "--option", "norm=batch", "--option", "widths=[8, 16]"])
+    config = config_from_args(args, input_shape=(8, 8, 1))
+    assert config.options == {"blocks": 3, "norm": "batch", "widths": [8, 16]}
+
+
+def test_an_option_without_an_equals_sign_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["--option", "blocks"])
+    assert exit_info.value.code == 2
+    assert "expected a KEY=VALUE pair, got 'blocks'" in capsys.readouterr().err
+
+
+def test_architecture_and_prior_choices_are_the_registered_names():
+    from tfpvae import registry
+
+    @registry.register_network("args_test_net")
+    def builder(config, role):  # pragma: no cover - never built
+        raise AssertionError
+
+    try:
+        p = _parser()
+        arch = next(a for a in p._actions if a.dest == "architecture")
+        prior = next(a for a in p._actions if a.dest == "prior")
+        assert tuple(arch.choices) == ("mlp", "conv", "dcgan", "args_test_net")
+        assert tuple(prior.choices) == registry.BUILTIN_PRIORS
+    finally:
+        registry.networks.unregister("args_test_net")
 
 
 def test_flag_values_reach_the_config_with_their_types():
@@ -73,6 +103,9 @@ def test_type_names_come_from_the_config_rules():
         "learning_rate": "number > 0.0",
         "posterior_scale_floor": "number >= 0.0",
         "train_samples": "integer >= 1",
+        "flow_layers": "integer >= 1",
+        "flow_hidden_units": "integer >= 1",
+        "options": "KEY=VALUE pair",
     }
 
 

@@ -28,8 +28,13 @@ def test_replace_rejects_unknown_fields():
     [
         ("latent_dim", 0, "`latent_dim` must be an int >= 1; got 0"),
         ("latent_dim", 2.5, "`latent_dim` must be an int"),
-        ("prior", "vampire", "`prior` must be one of " + ", ".join(map(repr, PRIORS))),
-        ("architecture", "resnet", "`architecture` must be one of 'conv', 'mlp', 'dcgan'"),
+        (
+            "prior",
+            "vampire",
+            "`prior` 'vampire' is not a registered prior in this process \\(registered: "
+            + ", ".join(map(repr, PRIORS)),
+        ),
+        ("architecture", "resnet", "`architecture` 'resnet' is not a registered network .*: 'mlp', 'conv', 'dcgan'"),
         ("beta", -1.0, "`beta` must be a finite number"),
         ("input_shape", (28, 28), r"`input_shape` must be \(height, width, channels\)"),
         ("learning_rate", 0.0, "`learning_rate`"),
@@ -62,3 +67,40 @@ def test_train_samples_defaults_to_the_elbo_and_needs_a_vae():
     assert VAEConfig.from_dict(old) == VAEConfig()
     with pytest.raises(ValueError, match="`train_samples` > 1 needs model_type='vae'"):
         VAEConfig(model_type="ae", train_samples=2)
+
+
+def test_options_hold_json_values_and_round_trip():
+    config = VAEConfig(options={"blocks": 3, "widths": (8, 16), "norm": None})
+    assert config.options == {"blocks": 3, "widths": [8, 16], "norm": None}  # a tuple is stored as JSON's list
+    again = VAEConfig.from_json(config.to_json())
+    assert again == config and hash(again) == hash(config)
+    assert VAEConfig().options == {} and VAEConfig().to_dict()["options"] == {}
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ([("blocks", 3)], "`options` must be a dict of JSON values; got list"),
+        ({1: "a"}, "`options` keys must be strings; got \\[1\\]"),
+        ({"f": object()}, "`options` must hold only JSON values"),
+        ({"x": float("nan")}, "`options` must hold only JSON values"),
+    ],
+)
+def test_options_that_json_cannot_hold_are_refused(options, match):
+    with pytest.raises(TypeError, match=match):
+        VAEConfig(options=options)
+
+
+def test_a_registered_network_name_is_accepted_and_an_unregistered_one_says_what_to_import():
+    from tfpvae import registry
+
+    with pytest.raises(
+        registry.UnregisteredNameError,
+        match="import the module that registers it with @tfpvae.register_network\\('config_test_net'\\)",
+    ):
+        VAEConfig(architecture="config_test_net")
+    registry.register_network("config_test_net")(lambda config, role: None)
+    try:
+        assert VAEConfig(architecture="config_test_net").architecture == "config_test_net"
+    finally:
+        registry.networks.unregister("config_test_net")

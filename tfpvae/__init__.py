@@ -1,7 +1,8 @@
 """tfpvae: variational autoencoders built from TensorFlow Probability layers.
 
 Public API: `VAE`, `VAEConfig`, `load`, `save`, `train`, `AnomalyDetector`,
-`LikelihoodEstimator`, the errors, and the modules (`datasets`, `streaming`, `scoring`,
+`LikelihoodEstimator`, `register_network` and `register_prior` (a model from your own
+networks and priors), the errors, and the modules (`datasets`, `streaming`, `scoring`,
 `latent`, `uncertainty`, `plots`, ...). Names are resolved on first use, so `import tfpvae` (and `tfpvae --help`)
 does not pay TensorFlow's start-up cost until a model is needed.
 """
@@ -23,6 +24,8 @@ _EXPORTS = {
     "AnomalyDetector": "tfpvae.anomaly",
     "LikelihoodEstimator": "tfpvae.likelihood",
     "train": "tfpvae.training",
+    "register_network": "tfpvae.registry",
+    "register_prior": "tfpvae.registry",
     "TrainingDivergedError": "tfpvae.training",
 }
 _SUBMODULES = (
@@ -40,6 +43,7 @@ _SUBMODULES = (
     "plots",
     "priors",
     "protocols",
+    "registry",
     "runs",
     "schedules",
     "scoring",
@@ -60,6 +64,8 @@ __all__ = [
     "DatasetNotFoundError",
     "ModelFormatError",
     "datasets",
+    "register_network",
+    "register_prior",
     "load",
     "save",
     "__version__",
@@ -72,6 +78,7 @@ if TYPE_CHECKING:
     from tfpvae.datasets import DatasetNotFoundError
     from tfpvae.likelihood import LikelihoodEstimator
     from tfpvae.model import VAE, load, save
+    from tfpvae.registry import register_network, register_prior
     from tfpvae.serialization import ModelFormatError
     from tfpvae.training import TrainingDivergedError, train
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tfpvae._validation import MAX_INT32_SEED
-from tfpvae.config import CHOICES, VAEConfig
+from tfpvae.config import CHOICES, REGISTERED, VAEConfig
 
 
 class UsageError(ValueError):
@@ -118,9 +119,10 @@ def _config_field_type(field: dataclasses.Field) -> Callable[[str], Any]:
     return parse
 
 
-# Fields that are not flags of their own: the image shape comes from the data, and the
-# seed is the run's --seed (initialisation, shuffling and binarisation together).
-_NOT_FLAGS = ("input_shape", "seed")
+# Fields that are not flags of their own: the image shape comes from the data, the seed is
+# the run's --seed (initialisation, shuffling and binarisation together), and the options
+# are given one by one with --option KEY=VALUE.
+_NOT_FLAGS = ("input_shape", "seed", "options")
 
 
 def config_fields() -> list[dataclasses.Field]:
@@ -138,13 +140,43 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: VAEConfig | None
     defaults = VAEConfig() if defaults is None else defaults
     for field in config_fields():
         default = getattr(defaults, field.name)
-        kind = {"choices": CHOICES[field.name]} if field.name in CHOICES else {"type": _config_field_type(field)}
+        if field.name in REGISTERED:  # the built-in names and those registered by --import'ed modules
+            kind: dict[str, Any] = {"choices": REGISTERED[field.name].names()}
+        elif field.name in CHOICES:
+            kind = {"choices": CHOICES[field.name]}
+        else:
+            kind = {"type": _config_field_type(field)}
         if "metavar" in field.metadata:
             kind["metavar"] = field.metadata["metavar"]
         help_text = f"{field.metadata['help']} (default {default})".replace("%", "%%")
         parser.add_argument(flag(field.name), default=default, help=help_text, **kind)
+    parser.add_argument(
+        "--option",
+        dest="options",
+        type=option,
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="a setting for a registered network's or prior's builder, VALUE as JSON or text "
+        "(VAEConfig.options; repeatable)",
+    )
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(text)
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value  # plain text: --option norm=batch
+    return key.strip(), parsed
+
+
+option = arg_type(_option, lambda v: True, "KEY=VALUE pair")
 
 
 def config_from_args(args: argparse.Namespace, **fields: Any) -> VAEConfig:
     """The `VAEConfig` of the parsed config flags, with `fields` (e.g. input_shape, seed) added."""
-    return VAEConfig(**{f.name: getattr(args, f.name) for f in config_fields()}, **fields)
+    options = dict(getattr(args, "options", None) or [])
+    return VAEConfig(**{f.name: getattr(args, f.name) for f in config_fields()}, options=options, **fields)

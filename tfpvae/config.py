@@ -6,10 +6,12 @@ import dataclasses
 import json
 from typing import Any
 
+from tfpvae import registry
 from tfpvae._validation import check_choice, check_float, check_int, check_shape
 
-PRIORS = ("normal", "learned_normal", "mixture", "vamp")
-ARCHITECTURES = ("conv", "mlp", "dcgan")
+# The built-in names; `tfpvae.registry` holds these and the ones users register.
+PRIORS = registry.BUILTIN_PRIORS
+ARCHITECTURES = registry.BUILTIN_NETWORKS
 MODEL_TYPES = ("vae", "ae")
 BINARIZE = ("dynamic", "none")
 ACTIVATIONS = ("relu", "elu", "swish", "leaky_relu", "tanh")
@@ -39,14 +41,15 @@ FIGURES = (
 # initial learning rate: small enough to settle the weights, large enough that the last
 # epochs still learn.
 DEFAULT_MIN_LR_FRACTION = 0.05
-# The fields that take one of a few names, with the names (the CLI's flags offer them as choices).
+# The fields that take one of a few fixed names, with the names (the CLI's flags offer them
+# as choices). `architecture` and `prior` take registered names: see `REGISTERED`.
 CHOICES = {
-    "architecture": ARCHITECTURES,
-    "prior": PRIORS,
     "model_type": MODEL_TYPES,
     "activation": ACTIVATIONS,
     "binarize": BINARIZE,
 }
+# The fields whose value is a name in a registry of builders.
+REGISTERED = {"architecture": registry.networks, "prior": registry.priors}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,8 @@ class VAEConfig:
       input_shape: (height, width, channels) of the images. Default (28, 28, 1), MNIST.
       latent_dim: dimension of z. Default 16: enough for MNIST's likelihood without the
         inactive units that larger sizes leave (and, measured, faster to train than 32).
-      architecture: encoder/decoder family, one of "mlp" (default), "conv", "dcgan".
+      architecture: encoder/decoder family: "mlp" (default), "conv", "dcgan", or a name
+        registered with `tfpvae.register_network`.
         "mlp" (784-512-256 encoder, 256-512-784 decoder for the default hidden_units) was
         chosen by measurement: on CPUs it trains and scores several times faster than
         "conv", so it reaches a lower NLL within a fixed time budget (figures: the
@@ -65,9 +69,14 @@ class VAEConfig:
       prior: "normal" (fixed N(0, I), exact KL), "learned_normal" (trainable loc and
         scale_tril, exact KL), "mixture" (learned Gaussian mixture, Monte Carlo KL) or
         "vamp" (VampPrior: the mixture of the encoder's posteriors of learned
-        pseudo-images, Monte Carlo KL; each step also encodes the pseudo-images).
+        pseudo-images, Monte Carlo KL; each step also encodes the pseudo-images), "flow"
+        (a masked autoregressive flow over N(0, I), Monte Carlo KL), or a name registered
+        with `tfpvae.register_prior`.
       num_components: mixture components ("mixture") or pseudo-images ("vamp"). Default
         10, one per MNIST class; unused by the other priors. The VampPrior paper uses 500.
+      flow_layers: masked autoregressive transforms of prior="flow". Default 4.
+      flow_hidden_units: width of the two hidden layers of each transform's MADE network
+        (prior="flow"). Default 128.
       beta: weight of the KL term in the loss (1.0 gives the ELBO). Default 1.0.
       model_type: "vae" (default) or "ae", a plain autoencoder with a deterministic
         bottleneck and the same networks, for comparing latent spaces.
@@ -95,6 +104,9 @@ class VAEConfig:
         decoder cost per step. With `beta` != 1 (or a KL warm-up) each log-weight is
         log p(x|z) + beta * (log p(z) - log q(z|x)). Needs model_type "vae".
       seed: seed for weight initialisation and the prior's initial values; None draws one.
+      options: settings for a registered network's or prior's builder, a dict of JSON
+        values with string keys (e.g. {"blocks": 3}), saved with the config. Default {}.
+        The built-in builders ignore it.
     """
 
     input_shape: tuple[int, int, int] = (28, 28, 1)
@@ -102,6 +114,10 @@ class VAEConfig:
     architecture: str = dataclasses.field(default="mlp", metadata={"help": "network family"})
     prior: str = dataclasses.field(default="normal", metadata={"help": "prior kind"})
     num_components: int = dataclasses.field(default=10, metadata={"help": "mixture components"})
+    flow_layers: int = dataclasses.field(default=4, metadata={"help": "transforms of the flow prior"})
+    flow_hidden_units: int = dataclasses.field(
+        default=128, metadata={"help": "hidden width of each transform of the flow prior"}
+    )
     beta: float = dataclasses.field(default=1.0, metadata={"help": "KL weight"})
     model_type: str = dataclasses.field(default="vae", metadata={"help": "vae or plain autoencoder"})
     filters: int = dataclasses.field(default=32, metadata={"help": "channels of the first conv block"})
@@ -122,13 +138,19 @@ class VAEConfig:
         },
     )
     seed: int | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
         for name, names in CHOICES.items():
             check_choice(getattr(self, name), name, names)
+        for name, names in REGISTERED.items():
+            names.check(getattr(self, name))
+        object.__setattr__(self, "options", _check_options(self.options))
         check_int(self.latent_dim, "latent_dim")
         check_int(self.num_components, "num_components")
+        check_int(self.flow_layers, "flow_layers")
+        check_int(self.flow_hidden_units, "flow_hidden_units")
         check_float(self.beta, "beta", minimum=0.0)
         check_int(self.filters, "filters")
         check_int(self.hidden_units, "hidden_units")
@@ -145,6 +167,10 @@ class VAEConfig:
         if self.seed is not None:
             check_int(self.seed, "seed", minimum=0)
 
+    def __hash__(self) -> int:
+        # `options` is a dict; the JSON text is the config's whole identity.
+        return hash(self.to_json())
+
     def replace(self, **changes: Any) -> VAEConfig:
         """Returns a copy with `changes` applied; unknown names raise `TypeError`."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -156,6 +182,7 @@ class VAEConfig:
         """Returns the config as a dict of JSON-compatible values."""
         d = dataclasses.asdict(self)
         d["input_shape"] = list(self.input_shape)
+        d["options"] = json.loads(json.dumps(self.options))
         return d
 
     @classmethod
@@ -180,3 +207,20 @@ class VAEConfig:
     def from_json(cls, text: str) -> VAEConfig:
         """Inverse of `to_json`."""
         return cls.from_dict(json.loads(text))
+
+
+def _check_options(options: Any) -> dict[str, Any]:
+    """A copy of `options` if it is a dict of JSON values with string keys (what a config file can hold)."""
+    if not isinstance(options, dict):
+        raise TypeError(f"`options` must be a dict of JSON values; got {type(options).__name__}.")
+    bad_keys = [k for k in options if not isinstance(k, str)]
+    if bad_keys:
+        raise TypeError(f"`options` keys must be strings; got {bad_keys[:3]}.")
+    try:
+        # The round trip is the check: a value JSON cannot hold fails, and tuples become lists,
+        # so a config equals the config it is reloaded as.
+        return json.loads(json.dumps(options, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"`options` must hold only JSON values (str, finite numbers, bool, None, lists, dicts): {err}"
+        ) from None

@@ -52,9 +52,10 @@ def check_figure(
         raise ValueError(f"Figure {kind!r} needs images: pass `x` (CLI: --dataset or --input).")
     if kind in ("histogram", "roc") and x_anomalous is None:
         raise ValueError(f"Figure {kind!r} needs anomalous images: pass `x_anomalous` (CLI: --anomalous).")
-    if kind == "pseudo-inputs" and model.config.prior != "vamp":
+    if kind == "pseudo-inputs" and not hasattr(getattr(model, "prior_layer", None), "pseudo_inputs"):
         raise ValueError(
-            f"Figure 'pseudo-inputs' needs a model with prior='vamp'; this one has {model.config.prior!r}."
+            "Figure 'pseudo-inputs' needs a prior with pseudo-inputs (prior='vamp'); "
+            f"this model's prior is {model.config.prior!r}."
         )
     if x is not None and kind in ("traversal", "uncertainty", "pixel-likelihood"):
         index = check_int(index, "index", minimum=0)

@@ -109,10 +109,23 @@ def _as_latents(z: Any, d: int, name: str) -> np.ndarray:
     return z.astype(np.float64)
 
 
+# Prior draws for the moments of a prior without closed-form ones (a flow): the standard
+# error of the mean is then under 1% of a standard deviation.
+_MOMENT_SAMPLES = 20_000
+
+
 def _prior_moments(model: LatentModel) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and per-dimension standard deviation of the prior, each (latent_dim,)."""
+    """Mean and per-dimension standard deviation of the prior, each (latent_dim,).
+
+    Closed form where the distribution has one; otherwise (a flow prior) estimated from
+    `_MOMENT_SAMPLES` draws with a fixed seed, so the same model gives the same walks.
+    """
     prior = model.prior
-    return prior.mean().numpy().astype(np.float64), prior.stddev().numpy().astype(np.float64)
+    try:
+        return prior.mean().numpy().astype(np.float64), prior.stddev().numpy().astype(np.float64)
+    except NotImplementedError:
+        z = prior.sample(_MOMENT_SAMPLES, seed=(0, 0)).numpy().astype(np.float64)
+        return z.mean(axis=0), z.std(axis=0)
 
 
 def _decode(model: LatentModel, z: np.ndarray) -> np.ndarray:

@@ -17,9 +17,9 @@ import numpy as np
 
 from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfp, tfpl, unwrap
 from tfpvae._validation import check_float, check_images, check_int
-from tfpvae.config import VAEConfig
-from tfpvae.networks import decoder_body, encoder_body, seeded_initializer
-from tfpvae.priors import Prior, sample_prior
+from tfpvae.config import REGISTERED, VAEConfig
+from tfpvae.networks import build_body, seeded_initializer
+from tfpvae.priors import build_prior, check_prior, has_exact_kl, sample_prior
 from tfpvae.scoring import log_weight_terms
 from tfpvae.serialization import ModelFormatError, read_model_files, write_model_files
 
@@ -76,12 +76,20 @@ def _point_mass(loc):
     return tfd.VectorDeterministic(loc)
 
 
-def build_encoder(config: VAEConfig, prior: Prior) -> tfk.Model:
+def prior_has_exact_kl(prior: tfkl.Layer) -> bool:
+    """The prior layer's own `exact_kl` if it states one, else whether TFP has the closed form."""
+    stated = getattr(prior, "exact_kl", None)
+    return bool(stated) if stated is not None else has_exact_kl(prior.distribution)
+
+
+def build_encoder(config: VAEConfig, prior: tfkl.Layer) -> tfk.Model:
     """Builds x -> q(z|x).
 
     Args:
       config: the model config.
-      prior: the prior layer; its distribution is the KL regularizer's target.
+      prior: the prior layer (`tfpvae.priors.build_prior`); its distribution is the KL
+        regularizer's target. A prior with `attach_posterior` (the VampPrior) is given
+        the encoder's images -> q(z|x) and checked once it has it.
 
     Returns:
       A Keras model mapping images (n, H, W, C) to a distribution with batch shape (n,)
@@ -89,8 +97,11 @@ def build_encoder(config: VAEConfig, prior: Prior) -> tfk.Model:
       `VectorDeterministic` for an autoencoder.
     """
     d = config.latent_dim
-    body = encoder_body(config)
+    body = build_body(config, "encoder")
     features = body(body.inputs[0])
+    if config.model_type == "ae" and hasattr(prior, "attach_posterior"):
+        # A mixture of q(z|u) (the VampPrior) needs a posterior density; a point mass has none.
+        raise ValueError(f"Prior {config.prior!r} is made from the encoder's posteriors and needs model_type='vae'.")
     if config.model_type == "ae":
         loc = tfkl.Dense(d, kernel_initializer=seeded_initializer(config, 999), name="code")(features)
         q = tfpl.DistributionLambda(_point_mass, name="posterior")(loc)
@@ -101,15 +112,16 @@ def build_encoder(config: VAEConfig, prior: Prior) -> tfk.Model:
             name="posterior_params",
         )
         params = head(features)
-        if config.prior == "vamp":
+        if hasattr(prior, "attach_posterior"):
             # The VampPrior mixes q(z|u) of its pseudo-images u through these same layers, in
             # inference mode (no dropout), so the prior moves with every encoder update.
             prior.attach_posterior(
                 lambda u: posterior_from_params(head(body(u, training=False)), d, config.posterior_scale_floor)
             )
+            check_prior(prior, d, config.prior)
         # A callable target: the regularizer reads the prior afresh on every call, which
         # the VampPrior (rebuilt from the encoder's weights) needs.
-        kl = tfpl.KLDivergenceRegularizer(lambda: prior.distribution, use_exact_kl=prior.exact_kl)
+        kl = tfpl.KLDivergenceRegularizer(lambda: prior.distribution, use_exact_kl=prior_has_exact_kl(prior))
         q = KLOnceMultivariateNormalTriL(
             d, scale_floor=config.posterior_scale_floor, activity_regularizer=kl, name="posterior"
         )(params)
@@ -118,7 +130,7 @@ def build_encoder(config: VAEConfig, prior: Prior) -> tfk.Model:
 
 def build_decoder(config: VAEConfig) -> tfk.Model:
     """Builds z -> p(x|z), an `IndependentBernoulli` with event shape input_shape."""
-    body = decoder_body(config)
+    body = build_body(config, "decoder")
     logits = body(body.inputs[0])
     px = tfpl.IndependentBernoulli(config.input_shape, tfd.Bernoulli.logits, name="likelihood")(logits)
     return tfk.Model(body.inputs, px, name="decoder")
@@ -153,14 +165,7 @@ class VAE(tfk.Model):
             raise TypeError(f"`config` must be a VAEConfig or None; got {type(config).__name__}.")
         config = (config or VAEConfig()).replace(**overrides)
         self.config = config
-        self.prior_layer = Prior(
-            config.prior,
-            config.latent_dim,
-            config.num_components,
-            seed=config.seed,
-            input_shape=config.input_shape,
-            name="prior",
-        )
+        self.prior_layer = build_prior(config)
         self.encoder = build_encoder(config, self.prior_layer)
         self.decoder = build_decoder(config)
         self.kl_weight = tf.Variable(config.beta, trainable=False, dtype=tf.float32, name="kl_weight")
@@ -241,7 +246,7 @@ class VAE(tfk.Model):
         )  # (n, k) each
         log_w = log_px + self.kl_weight * (log_pz - log_q)
         bound = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))  # (n,)
-        if self.prior_layer.exact_kl:
+        if prior_has_exact_kl(self.prior_layer):
             kl = self._kl_from_regularizer()
         else:
             # The KL is only reported here, and a Monte Carlo one can come from these k draws:
@@ -480,6 +485,9 @@ def save(model: VAE, path: str | os.PathLike, extra_metadata: dict[str, Any] | N
         "weights": [{"name": w.name, "shape": list(w.shape)} for w in model.weights],
         "num_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "history": model.training_history,
+        # Where the registered (not built-in) network and prior came from: a hint for the
+        # error when a process loads the model without importing them. Never imported by load.
+        "registered_by": _registered_by(model.config),
         **(extra_metadata or {}),
     }
     return write_model_files(path, model.config, model.get_weights(), metadata)
@@ -515,3 +523,9 @@ def load(path: str | os.PathLike) -> VAE:
     model.training_history = {k: list(v) for k, v in files.metadata.get("history", {}).items()}
     model.compile()
     return model
+
+
+def _registered_by(config: VAEConfig) -> dict[str, str]:
+    """{"architecture": module, "prior": module} for the config's user-registered names."""
+    found = {field: names.module_of(getattr(config, field)) for field, names in REGISTERED.items()}
+    return {field: module for field, module in found.items() if module}

@@ -1,15 +1,20 @@
-"""Encoder and decoder stacks for each architecture name, for any (height, width, channels).
+"""The encoder and decoder bodies: the built-in architectures, and `build_body` for any registered one.
 
-`encoder_body` maps images to a feature vector and `decoder_body` maps a latent code to
+An encoder body maps images to a feature vector and a decoder body maps a latent code to
 per-pixel Bernoulli logits of the image's exact shape; the distribution heads are added
-by `tfpvae.model`. Conv stacks stride by 2 and crop after upsampling, so odd or small
-sizes (8x8, 28x28, 32x32x3) all work.
+by `tfpvae.model`. The built-in "mlp", "conv" and "dcgan" are registered builders like a
+user's (`tfpvae.register_network`), so `build_body` is the one way every body is made.
+Conv stacks stride by 2 and crop after upsampling, so odd or small sizes (8x8, 28x28,
+32x32x3, 64x64x3) all work.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from tfpvae import registry
 from tfpvae._keras import tfk, tfkl
 from tfpvae._validation import check_choice
 from tfpvae.config import ARCHITECTURES, VAEConfig
@@ -138,3 +143,69 @@ def decoder_body(config: VAEConfig) -> tfk.Model:
     x = tfkl.Conv2D(channels, 3, padding="same", kernel_initializer=init())(x)
     logits = tfkl.Flatten()(x)
     return tfk.Model(inputs, logits, name="decoder_body")
+
+
+def _builtin(config: VAEConfig, role: str) -> tfk.Model:
+    """The registered builder of the built-in architectures."""
+    return encoder_body(config) if role == "encoder" else decoder_body(config)
+
+
+for _name in ARCHITECTURES:
+    registry.networks.register(_name, _builtin=True)(_builtin)
+
+
+def build_body(config: VAEConfig, role: str) -> tfk.Model:
+    """Builds the encoder or decoder body of `config.architecture` through the registry.
+
+    The builder's layer is wrapped in a functional model with a fixed input and checked:
+    an encoder must give features (n, F) (a feature map is flattened), a decoder logits
+    (n, H, W, C) or (n, H * W * C) (returned flat, as `IndependentBernoulli` takes them).
+
+    Args:
+      config: the model config.
+      role: "encoder" or "decoder".
+
+    Returns:
+      A Keras model: images (n, H, W, C) -> features (n, F), or codes (n, latent_dim) ->
+      logits (n, H * W * C).
+
+    Raises:
+      UnregisteredNameError: no builder is registered under `config.architecture`.
+      TypeError: the builder returned something that is not a tf_keras layer.
+      ValueError: the layer's output has the wrong shape for its role.
+    """
+    role = check_choice(role, "role", registry.NETWORK_ROLES)
+    name = config.architecture
+    net = registry.networks.get(name)(config, role)
+    if not isinstance(net, tfkl.Layer):
+        raise TypeError(
+            f"The {role} builder of network {name!r} must return a tf_keras layer or model "
+            f"(import tf_keras, not keras or tf.keras); got {type(net).__module__}.{type(net).__name__}."
+        )
+    in_shape = config.input_shape if role == "encoder" else (config.latent_dim,)
+    if _fits(net, in_shape, role, config):
+        return net  # a built-in body (or a user's functional model) that needs no wrapping
+    inputs = tfkl.Input(shape=in_shape, name="images" if role == "encoder" else "z")
+    out = net(inputs)
+    shape = tuple(out.shape[1:])
+    h, w, c = config.input_shape
+    if role == "encoder" and len(shape) >= 1 and None not in shape:
+        out = tfkl.Flatten()(out) if len(shape) > 1 else out
+    elif role == "decoder" and shape in ((h, w, c), (h * w * c,)):
+        out = tfkl.Flatten()(out) if len(shape) > 1 else out
+    else:
+        expected = "(n, F) or a feature map (n, h, w, c)" if role == "encoder" else f"(n, {h}, {w}, {c}) logits"
+        raise ValueError(
+            f"The {role} of network {name!r} maps inputs (n, {', '.join(map(str, in_shape))}) to outputs "
+            f"(n, {', '.join(map(str, shape))}); expected {expected}."
+        )
+    return tfk.Model(inputs, out, name=f"{role}_body")
+
+
+def _fits(net: tfkl.Layer, in_shape: tuple[int, ...], role: str, config: VAEConfig) -> bool:
+    """Whether `net` is already a functional model from `in_shape` to the body's output shape."""
+    if not isinstance(net, tfk.Model) or not getattr(net, "_is_graph_network", False) or len(net.inputs) != 1:
+        return False
+    out = tuple(net.output_shape[1:]) if not isinstance(net.output_shape, list) else ()
+    wanted = (int(np.prod(config.input_shape)),) if role == "decoder" else out
+    return tuple(net.input_shape[1:]) == in_shape and len(out) == 1 and out == wanted and None not in out

@@ -389,7 +389,7 @@ def write_figures(model, x_test, y_test, run: Path, seed: int, note: Callable[[s
     kinds = {"samples": "samples", "reconstructions": "reconstructions", "curves": "training_curves"}
     if model.config.model_type == "vae":
         kinds.update({"manifold": "manifold", "scatter": "latent_scatter", "interpolation": "interpolation"})
-    if model.config.prior == "vamp":
+    if hasattr(getattr(model, "prior_layer", None), "pseudo_inputs"):
         kinds["pseudo-inputs"] = "pseudo_inputs"
     x, y, _ = spread(x_test, y_test, 2000)
     for kind, name in kinds.items():

@@ -19,6 +19,7 @@ import numpy as np
 from tfpvae._io import atomic_write, atomic_write_text, load_npz_arrays, numbered_arrays, numbered_keys, sha256
 from tfpvae._version import __version__
 from tfpvae.config import VAEConfig
+from tfpvae.registry import UnregisteredNameError
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.json", "weights.npz", "metadata.json"
@@ -103,6 +104,14 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
+def _with_origin(message: str, metadata: dict[str, Any]) -> str:
+    """`message` plus the module that registered the missing name when the model was saved."""
+    for field, module in metadata.get("registered_by", {}).items():
+        if message.startswith(f"`{field}` ") and module != "__main__":
+            return f"{message} When saved, it was registered by module {module!r}: `import {module}`."
+    return message
+
+
 def read_model_files(path: str | os.PathLike) -> ModelFiles:
     """Reads and checks a model folder written by `write_model_files`.
 
@@ -117,6 +126,9 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
         version, its weights fail the checksum or hold pickled data, or are not numbered
         as `write_model_files` numbers them.
+      UnregisteredNameError: the config names a network or prior that no module imported
+        in this process registers; the message names the module that registered it when
+        the model was saved (from metadata.json's "registered_by"; it is never imported).
     """
     folder = Path(path)
     metadata = read_metadata(folder)
@@ -127,6 +139,9 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
         )
     try:
         config = VAEConfig.from_json((folder / CONFIG_FILE).read_text())
+    except UnregisteredNameError as err:
+        # Not a broken folder: this process lacks the user's network or prior module.
+        raise UnregisteredNameError(_with_origin(str(err), metadata)) from None
     except (ValueError, TypeError) as err:
         raise ModelFormatError(f"{folder / CONFIG_FILE} is not a valid config: {err}") from None
     try:

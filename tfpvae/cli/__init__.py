@@ -4,7 +4,8 @@
 `interpolate` and `export` (outputs.py). A user's mistake (a bad flag, a missing file, a
 corrupt model, images of the wrong shape) prints one line to stderr and exits with status
 2; any other exception is a bug or an environment problem and keeps its traceback.
-TensorFlow is imported only after the arguments parse, so `--help` is instant.
+TensorFlow is imported only after the arguments parse, so `--help` is instant (unless an
+`--import`ed module, which may register networks and priors, imports it first).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tfpvae._arguments import Parser, UsageError
 from tfpvae.cli import outputs, score, train
+from tfpvae.cli._common import add_import_arg, import_modules
 
 # The commands in the order `tfpvae --help` lists them: train, look at the model, score, compare.
 _COMMANDS = (
@@ -37,12 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
+    for command in sub.choices.values():
+        add_import_arg(command)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean the user asked for something that cannot be done as asked."""
     from tfpvae.datasets import DatasetNotFoundError
+    from tfpvae.registry import UnregisteredNameError
     from tfpvae.runs import RunFolderError
     from tfpvae.serialization import ModelFormatError
     from tfpvae.streaming import BadRecordError
@@ -55,6 +60,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         DatasetNotFoundError,
         BadRecordError,
+        UnregisteredNameError,
         FileNotFoundError,
         NotADirectoryError,
         IsADirectoryError,
@@ -65,6 +71,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (0 ok, 1 training diverged, 2 user error, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # First, so the parser's --architecture and --prior choices include what they register.
+        import_modules(argv)
+    except UsageError as err:
+        print(f"tfpvae: error: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     args.argv = argv  # what was typed, to tell an explicit flag from its default
     try:
