@@ -16,6 +16,8 @@ SIZES = {
     "fashion_mnist": (60000, 10000, (28, 28, 1)),
     "binarized_mnist": (50000, 10000, (28, 28, 1)),
     "digits": (1438, 359, (8, 8, 1)),
+    "colour_mnist": (60000, 10000, (32, 32, 3)),
+    "colour_fashion_mnist": (60000, 10000, (32, 32, 3)),
 }
 
 
@@ -24,11 +26,46 @@ def test_every_dataset_loads_with_shapes_dtype_and_range(name, data_dir):
     (x, y), (xt, yt) = load(name, data_dir)
     n_train, n_test, shape = SIZES[name]
     assert x.shape == (n_train, *shape) and xt.shape == (n_test, *shape)
-    assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+    assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0 or name.startswith("colour")
     if name == "binarized_mnist":
         assert y is None and set(np.unique(x)) == {0.0, 1.0}
     else:
         assert y.shape == (n_train,) and set(np.unique(y)) == set(range(10))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_colourise_paints_strokes_and_background_and_pads(size, data_dir):
+    grey, _ = load_split("mnist", "test", data_dir)
+    grey = grey[:50].copy()
+    grey[:, 14, 14] = 1.0  # a full-stroke pixel in every image, to read the stroke colour off
+    colour = datasets.colourise(grey, size=size, seed=3)
+    assert colour.shape == (50, size, size, 3) and colour.dtype == np.float32
+    factor, pad = size // 28, (size - 28 * (size // 28)) // 2
+    # Every image is g * stroke + (1 - g) * background: the corner is the background, and
+    # the grey values come back from any channel, enlarged by pixel repetition.
+    background = colour[:, 0, 0]
+    brightest = colour.reshape(50, -1, 3)[np.arange(50), colour.sum(-1).reshape(50, -1).argmax(1)]
+    assert np.all(background <= 0.35) and np.all(brightest >= 0.55)
+    inner = colour[:, pad : pad + 28 * factor : factor, pad : pad + 28 * factor : factor]
+    g = (inner - background[:, None, None]) / (brightest - background)[:, None, None]
+    np.testing.assert_allclose(g, np.repeat(grey, 3, axis=-1), atol=2e-5)
+    np.testing.assert_array_equal(colour, datasets.colourise(grey, size=size, seed=3))
+    assert not np.allclose(colour, datasets.colourise(grey, size=size, seed=4))
+
+
+def test_colour_datasets_are_colourised_grey_splits_with_their_labels(data_dir):
+    (x, y), (xt, yt) = load("colour_fashion_mnist", data_dir)
+    (g, gy), (gt, gyt) = load("fashion_mnist", data_dir)
+    np.testing.assert_array_equal(y, gy)
+    np.testing.assert_array_equal(xt[:20], datasets.colourise(gt[:20], 32, seed=datasets._COLOUR_SEEDS["test"]))
+    assert not np.allclose(x[:20, 0, 0], xt[:20, 0, 0])  # each split has its own colours
+
+
+def test_colourise_refuses_what_it_cannot_paint():
+    with pytest.raises(ValueError, match="`images` must be square grey images"):
+        datasets.colourise(np.zeros((2, 8, 8, 3)))
+    with pytest.raises(ValueError, match="`size` must be an int >= 28"):
+        datasets.colourise(np.zeros((2, 28, 28, 1)), size=16)
 
 
 def test_mnist_bytes_match_the_published_file(data_dir):

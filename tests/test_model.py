@@ -56,7 +56,7 @@ def test_beta_weights_only_the_kl(digit_batch):
     np.testing.assert_allclose(r["elbo"], -(r["nll"] + r["kl"]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+@pytest.mark.parametrize("prior", ["mixture", "vamp", "flow"])
 def test_mixture_kl_is_monte_carlo_and_counted_once(prior, digit_batch):
     x = digit_batch
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior=prior, num_components=3, seed=2)
@@ -69,7 +69,7 @@ def test_mixture_kl_is_monte_carlo_and_counted_once(prior, digit_batch):
 
 
 @pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
-@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+@pytest.mark.parametrize("prior", ["mixture", "vamp", "flow"])
 def test_iwae_kl_metric_averages_the_k_draws(prior, digit_batch):
     x = digit_batch
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior=prior, num_components=3, train_samples=16, seed=2)
@@ -84,7 +84,7 @@ def test_iwae_kl_metric_averages_the_k_draws(prior, digit_batch):
     assert kls.std() < 0.5 * np.std(single), (kls.std(), np.std(single))
 
 
-@pytest.mark.parametrize("prior", ["learned_normal", "mixture", "vamp"])
+@pytest.mark.parametrize("prior", ["learned_normal", "mixture", "vamp", "flow"])
 def test_learned_prior_variables_receive_gradients(prior, digit_batch):
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, prior=prior, seed=0)
     prior_vars = model.prior_layer.trainable_weights
@@ -97,7 +97,7 @@ def test_learned_prior_variables_receive_gradients(prior, digit_batch):
 
 
 @pytest.mark.parametrize("architecture", ["conv", "mlp", "dcgan"])
-@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3), (64, 64, 3)])
 def test_architectures_adapt_to_image_shape(architecture, shape):
     model = VAE(input_shape=shape, latent_dim=4, architecture=architecture, seed=0)
     x = np.random.default_rng(0).random((3, *shape)).astype(np.float32)

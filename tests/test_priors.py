@@ -121,3 +121,59 @@ def test_posterior_mixture_log_prob_matches_tfps_mixture():
     fast, reference = PosteriorMixture(**parts).log_prob(z), tfd.MixtureSameFamily(**parts).log_prob(z)
     assert fast.shape == (4, 6)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def _flow(latent_dim=2, seed=0):
+    p = Prior("flow", latent_dim, seed=seed)
+    # Larger weights than the initialisation's, so the flow is far from a standard normal.
+    rng = np.random.default_rng(seed)
+    for v in p.trainable_weights:
+        v.assign(v + rng.normal(0, 0.1, size=v.shape).astype(np.float32))
+        if v.constraint is not None:  # the MADE's masks, as the optimizer applies them after each step
+            v.assign(v.constraint(v))
+    return p
+
+
+def test_flow_prior_density_integrates_to_one():
+    p = _flow()
+    step = 0.04
+    grid = np.arange(-10, 10, step, dtype=np.float32) + step / 2
+    zz = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
+    density = np.exp(p.distribution.log_prob(zz).numpy().astype(np.float64))
+    np.testing.assert_allclose(density.sum() * step**2, 1.0, atol=5e-3)
+    # ... and is not the standard normal it starts from.
+    standard = np.exp(-0.5 * (zz**2).sum(-1)) / (2 * np.pi)
+    assert np.abs(density - standard).sum() * step**2 > 0.1
+
+
+def test_flow_prior_log_prob_is_the_change_of_variables_of_its_base():
+    p = _flow(latent_dim=3, seed=1)
+    flow = p.distribution
+    z = sample_prior(flow, 50, seed=2).numpy()
+    e = flow.bijector.inverse(z)
+    # Jacobian of the inverse map by finite differences, independent of TFP's log-det.
+    eps, jac = 1e-3, np.zeros((50, 3, 3))
+    for i in range(3):
+        dz = np.zeros(3, np.float32)
+        dz[i] = eps
+        jac[:, :, i] = (flow.bijector.inverse(z + dz).numpy() - flow.bijector.inverse(z - dz).numpy()) / (2 * eps)
+    log_det = np.linalg.slogdet(jac)[1]
+    expected = -0.5 * (e.numpy() ** 2).sum(-1) - 1.5 * np.log(2 * np.pi) + log_det
+    np.testing.assert_allclose(flow.log_prob(z).numpy(), expected, atol=2e-2)
+
+
+def test_flow_temperature_scales_the_base_draws():
+    flow = _flow().distribution
+    z1 = sample_prior(flow, 500, 1.0, seed=3)
+    z_half = sample_prior(flow, 500, 0.5, seed=3)
+    np.testing.assert_allclose(flow.bijector.inverse(z_half), 0.5 * flow.bijector.inverse(z1), atol=1e-4)
+
+
+def test_flow_prior_has_its_layers_and_a_monte_carlo_kl():
+    from tfpvae.config import VAEConfig
+    from tfpvae.priors import build_prior
+
+    p = build_prior(VAEConfig(latent_dim=3, prior="flow", flow_layers=3, flow_hidden_units=16, seed=0))
+    assert len(p.mades) == 3 and not p.exact_kl
+    # Each MADE: 3 -> 16 -> 16 -> 3 x 2 (shift and log-scale), with biases; all created at build.
+    assert sum(int(np.prod(w.shape)) for w in p.trainable_weights) == 3 * (3 * 16 + 16 + 16 * 16 + 16 + 16 * 6 + 6)

@@ -1,7 +1,9 @@
 """Named datasets and user image files, loaded offline-first as float32 arrays in [0, 1].
 
-Names: "mnist", "fashion_mnist", "binarized_mnist" (static binarisation, no labels) and
-"digits" (scikit-learn's bundled 8x8 digits, the default that needs no files). Files are
+Names: "mnist", "fashion_mnist", "binarized_mnist" (static binarisation, no labels),
+"digits" (scikit-learn's bundled 8x8 digits, the default that needs no files), and
+"colour_mnist" and "colour_fashion_mnist": 32x32x3 colour versions of MNIST and
+Fashion-MNIST made by `colourise` (see there), from the same files. Files are
 searched, in order, in the `data_dir` argument, the `TFPVAE_DATA_DIR` setting and the
 Keras dataset cache (~/.keras/datasets); only then is the Keras downloader tried.
 
@@ -27,7 +29,11 @@ from tfpvae._validation import check_choice, check_int
 from tfpvae.streaming import iter_batches
 from tfpvae.subsets import evenly_spaced as evenly_spaced  # documented here in 0.1; lives in subsets
 
-NAMES = ("digits", "mnist", "fashion_mnist", "binarized_mnist")
+NAMES = ("digits", "mnist", "fashion_mnist", "binarized_mnist", "colour_mnist", "colour_fashion_mnist")
+# The colour datasets: name -> the grey dataset they are made from.
+_COLOUR_OF = {"colour_mnist": "mnist", "colour_fashion_mnist": "fashion_mnist"}
+# Each split gets its own colours, so the test images' colour pairs are not the training ones.
+_COLOUR_SEEDS = {"train": 0, "test": 1}
 SPLITS = ("train", "valid", "test")
 DATA_DIR_ENV = "TFPVAE_DATA_DIR"
 
@@ -167,13 +173,14 @@ def load_split(name: str, split: str = "train", data_dir: str | os.PathLike | No
     """Loads one split of a named dataset.
 
     Args:
-      name: one of "digits", "mnist", "fashion_mnist", "binarized_mnist".
+      name: one of `NAMES`: "digits", "mnist", "fashion_mnist", "binarized_mnist",
+        "colour_mnist", "colour_fashion_mnist".
       split: "train", "test", or "valid" (binarized_mnist only). Default "train".
       data_dir: folder to search first. Default None (then `TFPVAE_DATA_DIR`, the Keras cache).
 
     Returns:
-      (images, labels): images float32 of shape (n, H, W, 1) in [0, 1]; labels int64 of
-      shape (n,), or None for binarized_mnist.
+      (images, labels): images float32 of shape (n, H, W, 1) in [0, 1] ((n, 32, 32, 3)
+      for the colour names); labels int64 of shape (n,), or None for binarized_mnist.
 
     Raises:
       ValueError: unknown name or split, or corrupt files.
@@ -184,6 +191,9 @@ def load_split(name: str, split: str = "train", data_dir: str | os.PathLike | No
     check_choice(split, "split", SPLITS if name == "binarized_mnist" else ("train", "test"))
     if name == "digits":
         return _digits(split)
+    if name in _COLOUR_OF:
+        x, y = load_split(_COLOUR_OF[name], split, data_dir)
+        return colourise(x, size=32, seed=_COLOUR_SEEDS[split]), y
     fmt, path = _find(name, data_dir)
     if not fmt:
         searched = str(path)
@@ -212,6 +222,49 @@ def load_split(name: str, split: str = "train", data_dir: str | os.PathLike | No
     if fmt == "keras_npz":
         return _load_keras_npz(path, split)
     return _load_idx_split(path, split)
+
+
+def colourise(images: Any, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Colour versions of grey images: the strokes in one colour on a background of another.
+
+    Each image gets its own pair of colours, a light one (every channel in [0.55, 1]) for
+    the strokes and a dark one ([0, 0.35]) for the background, so the shapes stay as
+    visible as in the grey originals: pixel = g * stroke + (1 - g) * background for grey
+    value g. Images are enlarged by the whole factor size // height (pixel repetition) and
+    padded with background to size x size, as 28x28 MNIST becomes 32x32 or 64x64.
+
+    Args:
+      images: grey images, array of shape (n, H, W, 1) or (n, H, W) in [0, 1], H = W <= size.
+      size: side of the output. Default 32.
+      seed: seed of the colours; image i's colours depend only on the seed and i. Default 0.
+
+    Returns:
+      float32 array of shape (n, size, size, 3) in [0, 1].
+
+    Examples:
+      >>> (x, _), _ = load("digits")
+      >>> colourise(x[:5], size=16).shape
+      (5, 16, 16, 3)
+    """
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1] != x.shape[2]:
+        raise ValueError(
+            f"`images` must be square grey images (n, H, W, 1) or (n, H, W); got shape {np.shape(images)}."
+        )
+    size = check_int(size, "size", minimum=x.shape[1])
+    factor = size // x.shape[1]
+    x = np.repeat(np.repeat(x, factor, axis=1), factor, axis=2)
+    before = (size - x.shape[1]) // 2
+    after = size - x.shape[1] - before
+    x = np.pad(x, ((0, 0), (before, after), (before, after)))[..., None]  # background where g = 0
+    rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
+    # Both colours of image i from draws 6i..6i+5: they depend on the seed and i only, so a
+    # prefix of the images gets the colours it gets inside the whole set.
+    u = rng.uniform(size=(len(x), 2, 1, 1, 3)).astype(np.float32)
+    stroke, background = 0.55 + 0.45 * u[:, 0], 0.35 * u[:, 1]
+    return x * stroke + (1.0 - x) * background
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Arrays, Arrays]:
