@@ -262,3 +262,58 @@ def test_the_handler_is_exported_from_tfpvae_beam():
     assert (tfpvae_beam.Example, tfpvae_beam.Row) == (beam_handler.Example, beam_handler.Row)
     assert tfpvae_beam.METRICS_NAMESPACE == beam_handler.METRICS_NAMESPACE == "tfpvae.beam"
     assert all(hasattr(tfpvae_beam, name) for name in tfpvae_beam.__all__)
+
+
+@pytest.fixture
+def user_run(tmp_path):
+    """A run folder of a model whose network and prior are registered by tests/example_networks.py."""
+    from tfpvae import registry
+
+    example = Path(__file__).resolve().parent / "example_networks.py"
+    registry.import_modules([str(example)])
+    x_train, _ = load_split("digits", "train")
+    model = tfpvae.VAE(
+        input_shape=(8, 8, 1), latent_dim=2, architecture="small_resnet", prior="logistic", options={"width": 4}, seed=0
+    )
+    model.fit(x_train[:200], epochs=1, batch_size=50, verbose=0)
+    model.save(tmp_path / "user_run")
+    yield tmp_path / "user_run", example
+    registry.networks.unregister("small_resnet")
+    registry.priors.unregister("logistic")
+
+
+@pytest.mark.slow  # two Beam worker processes, each importing the user's module
+def test_workers_import_the_module_of_a_user_network(user_run, inputs, tmp_path, capsys):
+    run_dir, example = user_run
+    flags = ["--model", str(run_dir), "--input", str(inputs[0]), "--num-samples", "8", "--import", str(example)]
+    reference = tmp_path / "reference.csv"
+    assert tfpvae_main(["score", *flags, "--out", str(reference), "--skip-bad", "--quiet"]) == 0
+    prefix = tmp_path / "beam" / "scores"
+    prefix.parent.mkdir()
+    beam_flags = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+    out = subprocess.run(
+        [sys.executable, "-m", "tfpvae.beam", *flags, "--output", str(prefix), *beam_flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ref_rows = list(csv.reader(reference.open(newline="")))
+    assert sorted(read_shards(f"{prefix}-[0-9]*-of-*.csv", ",".join(ref_rows[0]))) == sorted(ref_rows[1:])
+
+
+def test_a_user_network_without_its_import_is_named_before_any_worker_starts(user_run, inputs, tmp_path, capsys):
+    from tfpvae import registry
+
+    run_dir, _ = user_run
+    registry.networks.unregister("small_resnet")
+    try:
+        flags = ["--model", str(run_dir), "--input", str(inputs[0]), "--output", str(tmp_path / "s")]
+        assert run(flags) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("tfpvae.beam: error: `--model` ") and "\n" not in err
+        assert "`architecture` 'small_resnet' is not a registered network" in err
+        assert run([*flags, "--import", "no_such_module_here"]) == 2
+        assert "`--import no_such_module_here`: no module named 'no_such_module_here'" in capsys.readouterr().err
+    finally:
+        registry.import_modules([str(Path(__file__).resolve().parent / "example_networks.py")])

@@ -54,6 +54,7 @@ from tfpvae.beam_transforms import FormatError, FormatRow, ReadRecords, csv_line
 from tfpvae.bulk import DEFAULT_BATCH_SIZE
 from tfpvae.config import SCORES
 from tfpvae.input_files import is_single_array
+from tfpvae.registry import import_modules
 from tfpvae.streaming import list_files
 
 # The handler and its types are re-exported from tfpvae.beam_handler: code and docs import them from here.
@@ -147,6 +148,7 @@ _API_NAMES = {
     "output": "`output`",
     "scores": "`scores`",
     "typical_nll": "`typical_nll`",
+    "imports": "`imports`",
 }
 _CLI_NAMES = {
     "model_dir": "`--model`",
@@ -154,6 +156,7 @@ _CLI_NAMES = {
     "output": "`--output`",
     "scores": "`--score`",
     "typical_nll": "`--typical-nll`",
+    "imports": "`--import`",
 }
 
 
@@ -168,6 +171,7 @@ def _build(
     binarize_seed: int | None,
     typical_nll: float | None,
     batch_size: int,
+    imports: Sequence[str],
     names: dict[str, str],
 ) -> ScoringOutputs:
     if not isinstance(pipeline, beam.Pipeline):
@@ -175,6 +179,7 @@ def _build(
     if not isinstance(model_dir, (str, os.PathLike)):
         raise TypeError(f"{names['model_dir']} must be a run folder path; got {model_dir!r}.")
     model_dir = os.fspath(model_dir)
+    import_modules(imports, names["imports"].strip("`"))  # here too: the folder's names are checked now
     model = read_run_folder(model_dir, names["model_dir"])
     if typical_nll is not None:
         typical_nll = check_float(typical_nll, names["typical_nll"].strip("`"))
@@ -189,6 +194,7 @@ def _build(
         typical_nll,
         batch_size=batch_size,
         intra_op_threads=_threads_per_worker(pipeline.options),
+        imports=imports,
     )
     try:
         # Checked here as `tfpvae score` checks it, so that a missing input fails before any
@@ -231,6 +237,7 @@ def build_pipeline(
     binarize_seed: int | None = None,
     typical_nll: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    imports: Sequence[str] = (),
 ) -> ScoringOutputs:
     """Adds the scoring of image files to `pipeline`: read, check, score, write CSV shards.
 
@@ -257,6 +264,9 @@ def build_pipeline(
         [0, 2^31 - 1]. Default None (score the grey values).
       typical_nll: mean NLL of normal data, needed by "typicality". Default None.
       batch_size: images per scoring batch, >= 1. Default 1024.
+      imports: modules that register the model's network or prior, imported here and by
+        each worker before it loads the model: dotted names (installed on the workers, e.g.
+        with Beam's --setup_file) or .py paths (local runners). Default ().
 
     Returns:
       `ScoringOutputs`: the rows and errors PCollections (already written) and the
@@ -288,6 +298,7 @@ def build_pipeline(
         binarize_seed,
         typical_nll,
         batch_size,
+        imports,
         _API_NAMES,
     )
 
@@ -333,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=DEFAULT_BATCH_SIZE,
         help=f"images per scoring batch (default {DEFAULT_BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module (dotted name, or a .py file) that registers the model's network or prior; imported here "
+        "and on every worker (repeatable)",
     )
     return p
 
@@ -408,6 +428,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             args.binarize_seed,
             args.typical_nll,
             args.batch_size,
+            args.imports,
             _CLI_NAMES,
         )
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:

@@ -94,8 +94,10 @@ def read_run_folder(model_dir: str, name: str) -> RunFolder:
 
     Raises:
       ValueError: the folder is missing, incomplete, of a format version this tfpvae does
-        not read, or a SavedModel from `tfpvae export`; the message starts with `name`.
+        not read, or a SavedModel from `tfpvae export`, or its network or prior is not
+        registered in this process; the message starts with `name`.
     """
+    from tfpvae.config import REGISTERED, VAEConfig
     from tfpvae.serialization import CONFIG_FILE, read_metadata
 
     if _is_saved_model(model_dir):
@@ -113,6 +115,8 @@ def read_run_folder(model_dir: str, name: str) -> RunFolder:
         shape = tuple(int(v) for v in config["input_shape"])
         if len(shape) != 3:
             raise ValueError(f"input_shape {shape} is not (height, width, channels)")
+        for field, names in REGISTERED.items():  # before any worker starts: the workers would fail alike
+            names.check(config.get(field, getattr(VAEConfig, field)))
     except (ValueError, TypeError, KeyError, OSError) as err:
         message = (str(err).strip() or type(err).__name__).replace(local, model_dir)
         raise ValueError(f"{name} {model_dir}: {message}") from None
@@ -154,6 +158,9 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
       intra_op_threads: TensorFlow intra-op threads per worker process. Default None
         (TensorFlow's default: one per core, which oversubscribes the CPU when several
         worker processes share a machine).
+      imports: modules that register the model's network or prior
+        (`tfpvae.register_network`), imported by each worker before it loads the model;
+        dotted names (installed on the workers) or .py paths. Default ().
 
     Examples:
       >>> scores = ("log_prob", "elbo")
@@ -173,6 +180,7 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         intra_op_threads: int | None = None,
+        imports: Sequence[str] = (),
     ) -> None:
         batch_size = check_int(batch_size, "batch_size")
         # min = max: the scoring cost is linear in the batch beyond one chunk of the core, so
@@ -186,12 +194,17 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
         self.binarize_seed = check_seed(binarize_seed, "binarize_seed", maximum=MAX_INT32_SEED)
         self.typical_nll = None if typical_nll is None else check_float(typical_nll, "typical_nll")
         self.intra_op_threads = None if intra_op_threads is None else check_int(intra_op_threads, "intra_op_threads")
+        if isinstance(imports, str):
+            raise TypeError(f"`imports` must be a list of module names; got the string {imports!r}.")
+        self.imports = tuple(imports)
 
     def load_model(self) -> _Scorer:
         """Loads the run folder (once per worker process) after setting TensorFlow's threads."""
         from tfpvae._keras import tf
         from tfpvae.model import load
+        from tfpvae.registry import import_modules
 
+        import_modules(self.imports, "imports")  # a fresh worker process knows only the built-in names
         if self.intra_op_threads is not None:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(self.intra_op_threads)

@@ -20,7 +20,11 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 Builder = TypeVar("Builder", bound=Callable[..., Any])
@@ -197,3 +201,46 @@ def register_prior(name: str, *, replace: bool = False) -> Callable[[Builder], B
       array([2., 2.], dtype=float32)
     """
     return priors.register(name, replace=replace)
+
+
+def import_modules(modules: Sequence[str], argument: str = "imports") -> None:
+    """Imports the modules that register a user's networks and priors, named by the user.
+
+    A dotted name is imported as Python imports it (installed, on `PYTHONPATH`, or in the
+    current folder, as `python -m` finds it); a path ending in ".py" is imported from that
+    file under its stem's name. Only what the user names is imported: a model folder never
+    names code to run. The command line's `--import` and the Beam workers use this.
+
+    Args:
+      modules: dotted module names or .py file paths.
+      argument: how messages name the argument (e.g. "--import"). Default "imports".
+
+    Raises:
+      ValueError: a named module or file does not exist. An error raised while the module
+        itself runs (a bug in it, a missing dependency of its own) passes through unchanged.
+    """
+    if isinstance(modules, str):
+        raise TypeError(f"`{argument}` must be a list of module names; got the string {modules!r}.")
+    for name in modules:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"`{argument}` must hold module names or .py paths; got {name!r}.")
+        if name.endswith(".py"):
+            path = Path(name)
+            if not path.is_file():
+                raise ValueError(f"`{argument} {name}`: no such file.")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+            continue
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is None or not name.startswith(err.name):
+                raise  # the module exists and one of its own imports failed: keep the traceback
+            raise ValueError(
+                f"`{argument} {name}`: no module named {err.name!r} (install it, add its folder to PYTHONPATH, "
+                "or give the path of a .py file)."
+            ) from None

@@ -107,37 +107,12 @@ def add_import_arg(p: argparse.ArgumentParser) -> None:
 
 
 def import_modules(argv: list[str]) -> None:
-    """Imports the modules named by --import in `argv`, before the parser lists the registered names.
-
-    A dotted name is imported as Python does (installed, or on PYTHONPATH, or in the
-    current folder); a path ending in .py is imported from that file. Only the modules the
-    user names are imported: a model folder never names code to run.
-    """
-    import importlib
-    import importlib.util
-    import sys
-    from pathlib import Path
+    """Imports the modules named by --import in `argv`, before the parser lists the registered names."""
+    from tfpvae.registry import import_modules as import_named
 
     pre = argparse.ArgumentParser(add_help=False)
     add_import_arg(pre)
-    for name in pre.parse_known_args(argv)[0].imports:
-        path = Path(name)
-        if name.endswith(".py"):
-            if not path.is_file():
-                raise UsageError(f"`--import {name}`: no such file.")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
-            continue
-        if str(Path.cwd()) not in sys.path and "" not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))  # as `python -m` does: modules beside the user
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is None or not name.startswith(err.name):
-                raise  # the module exists and one of its own imports failed: keep the traceback
-            raise UsageError(
-                f"`--import {name}`: no module named {err.name!r} (install it, add its folder to PYTHONPATH, "
-                "or give the path of a .py file)."
-            ) from None
+    try:
+        import_named(pre.parse_known_args(argv)[0].imports, "--import")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
