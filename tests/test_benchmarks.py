@@ -152,8 +152,11 @@ def test_step_time_reports_every_candidate(data_dir, capsys):
     assert step_time.main(shlex.split(flags)) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["candidate"] for r in rows] == ["plain", "vamp"]
-    assert rows[0]["ratio"] == 1.0 and rows[1]["fields"] == {"prior": "vamp", "num_components": 3}
-    assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == 2 for r in rows)
+    assert rows[0]["ratio"] == 1.0 and rows[0]["cpu_ratio"] == 1.0
+    assert rows[1]["fields"] == {"prior": "vamp", "num_components": 3}
+    assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == len(r["rounds_cpu_ms"]) == 2 for r in rows)
+    for r in rows:  # each ratio is the medians' ratio to the first candidate's
+        assert r["cpu_ratio"] == pytest.approx(r["cpu_ms_per_step"] / rows[0]["cpu_ms_per_step"], rel=0.01)
     assert step_time.parse_fields("a=1,b=mlp,c=1e-3", "--base") == {"a": 1, "b": "mlp", "c": 1e-3}
     with pytest.raises(SystemExit):
         step_time.main("--candidate x:latent_dim".split())  # no '=': a usage error naming --candidate
