@@ -19,7 +19,7 @@ from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfp, tfpl, unwrap
 from tfpvae._validation import check_float, check_images, check_int
 from tfpvae.config import REGISTERED, VAEConfig
 from tfpvae.networks import build_body, seeded_initializer
-from tfpvae.priors import build_prior, check_prior, has_exact_kl, sample_prior
+from tfpvae.priors import build_prior, check_prior, sample_prior, uses_exact_kl
 from tfpvae.scoring import log_weight_terms
 from tfpvae.serialization import ModelFormatError, read_model_files, write_model_files
 
@@ -76,12 +76,6 @@ def _point_mass(loc):
     return tfd.VectorDeterministic(loc)
 
 
-def prior_has_exact_kl(prior: tfkl.Layer) -> bool:
-    """The prior layer's own `exact_kl` if it states one, else whether TFP has the closed form."""
-    stated = getattr(prior, "exact_kl", None)
-    return bool(stated) if stated is not None else has_exact_kl(prior.distribution)
-
-
 def build_encoder(config: VAEConfig, prior: tfkl.Layer) -> tfk.Model:
     """Builds x -> q(z|x).
 
@@ -121,7 +115,7 @@ def build_encoder(config: VAEConfig, prior: tfkl.Layer) -> tfk.Model:
             check_prior(prior, d, config.prior)
         # A callable target: the regularizer reads the prior afresh on every call, which
         # the VampPrior (rebuilt from the encoder's weights) needs.
-        kl = tfpl.KLDivergenceRegularizer(lambda: prior.distribution, use_exact_kl=prior_has_exact_kl(prior))
+        kl = tfpl.KLDivergenceRegularizer(lambda: prior.distribution, use_exact_kl=uses_exact_kl(prior))
         q = KLOnceMultivariateNormalTriL(
             d, scale_floor=config.posterior_scale_floor, activity_regularizer=kl, name="posterior"
         )(params)
@@ -246,7 +240,7 @@ class VAE(tfk.Model):
         )  # (n, k) each
         log_w = log_px + self.kl_weight * (log_pz - log_q)
         bound = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))  # (n,)
-        if prior_has_exact_kl(self.prior_layer):
+        if uses_exact_kl(self.prior_layer):
             kl = self._kl_from_regularizer()
         else:
             # The KL is only reported here, and a Monte Carlo one can come from these k draws:

@@ -294,6 +294,16 @@ def has_exact_kl(distribution: tfd.Distribution) -> bool:
     return True
 
 
+def uses_exact_kl(layer: Any) -> bool:
+    """Whether the model takes the closed-form KL to this prior layer.
+
+    The layer's own `exact_kl` if it states one (a `PriorLayer` works it out), else whether
+    TFP has the closed form (`has_exact_kl`).
+    """
+    stated = getattr(layer, "exact_kl", None)
+    return bool(stated) if stated is not None else has_exact_kl(layer.distribution)
+
+
 def check_prior(layer: Any, latent_dim: int, name: str) -> None:
     """Checks that a prior builder's layer has a `distribution` with batch shape () and event shape (latent_dim,)."""
     if not isinstance(layer, tfkl.Layer) or "distribution" not in dir(layer):
