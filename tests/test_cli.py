@@ -330,7 +330,7 @@ def test_vamp_run_shows_its_pseudo_inputs(trained_digits_dir, tmp_path, capsys):
     _png(out)
     capsys.readouterr()
     assert main(f"plot pseudo-inputs --model {trained_digits_dir} --out {tmp_path / 'n.png'}".split()) == 2
-    assert "needs a model with prior='vamp'; this one has 'normal'" in capsys.readouterr().err
+    assert "needs a prior with pseudo-inputs (prior='vamp'); this model's prior is 'normal'" in capsys.readouterr().err
 
 
 def test_plots_ask_for_images_only_when_they_need_them(trained_digits_dir, tmp_path, capsys):
