@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfpvae._validation import MAX_INT32_SEED
-from tfpvae.config import CHOICES, REGISTERED, VAEConfig
+from tfpvae.config import CHOICES, PRECISIONS, REGISTERED, VAEConfig
 
 
 class UsageError(ValueError):
@@ -180,3 +180,14 @@ def config_from_args(args: argparse.Namespace, **fields: Any) -> VAEConfig:
     """The `VAEConfig` of the parsed config flags, with `fields` (e.g. input_shape, seed) added."""
     options = dict(getattr(args, "options", None) or [])
     return VAEConfig(**{f.name: getattr(args, f.name) for f in config_fields()}, options=options, **fields)
+
+
+def add_precision_arg(p: argparse.ArgumentParser, what: str = "scoring") -> None:
+    """--precision {float32,bfloat16,auto}."""
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help=f"network arithmetic for {what}: bfloat16 matrix products (heads and sums stay float32); "
+        "auto picks bfloat16 on hardware with native bfloat16 units (default float32)",
+    )

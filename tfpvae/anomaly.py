@@ -40,6 +40,7 @@ from sklearn.base import BaseEstimator, OutlierMixin, clone
 
 from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int, check_seed
 from tfpvae.compression import COMPRESSORS, CONTEXT_TEMPLATE, compressed_bits, context_code_length
+from tfpvae.config import PRECISIONS
 from tfpvae.scoring import SCORES
 
 __all__ = [
@@ -276,6 +277,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
       progress: show progress bars while `fit` and `score_samples` score images. Default
         None (automatic: on for long runs in a terminal).
       estimator: a ready `LikelihoodEstimator` (then `model` may be None). Default None.
+      precision: the networks' arithmetic when scoring a `model`: "float32" (default),
+        "bfloat16" or "auto" (see `LikelihoodEstimator.from_model`). With `estimator`, the
+        estimator's own precision is used.
 
     Attributes:
       estimator_: the `LikelihoodEstimator` that scores images.
@@ -315,12 +319,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         compressor: str = "context",
         progress: bool | None = None,
         estimator: Any = None,
+        precision: str = "float32",
     ) -> None:
         # Stored as given (scikit-learn's rule): `fit` checks them.
         self.model, self.estimator, self.score, self.num_samples = model, estimator, score, num_samples
         self.threshold, self.target_fpr, self.contamination = threshold, target_fpr, contamination
         self.calibration_fraction, self.seed, self.binarize_seed = calibration_fraction, seed, binarize_seed
-        self.compressor, self.progress = compressor, progress
+        self.compressor, self.progress, self.precision = compressor, progress, precision
 
     def __sklearn_clone__(self) -> AnomalyDetector:
         """An unfitted copy with equal parameters; `model` and `estimator` are the same objects.
@@ -338,12 +343,15 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             return self.estimator
         if self.model is None:
             raise _InvalidParameterError("`model` is None: pass a trained `model` or an `estimator`.")
-        if hasattr(self.model, "likelihood"):  # a tfpvae.VAE keeps one, with its traced graph
-            return self.model.likelihood
+        precision = self.precision
+        if precision not in PRECISIONS:
+            raise _InvalidParameterError(f"`precision` must be one of {PRECISIONS}; got {precision!r}.")
+        if hasattr(self.model, "estimator"):  # a tfpvae.VAE keeps one per precision, with its traced graph
+            return self.model.estimator(precision)
         from tfpvae.likelihood import LikelihoodEstimator
 
         try:
-            return LikelihoodEstimator.from_model(self.model)
+            return LikelihoodEstimator.from_model(self.model, precision=precision)
         except TypeError as err:
             raise _InvalidParameterError(str(err)) from None
 

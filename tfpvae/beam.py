@@ -46,13 +46,13 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 # `seed` renamed: it is also the name of the Monte Carlo seed argument of the functions below.
-from tfpvae._arguments import Parser, arg_type, positive_int
+from tfpvae._arguments import Parser, add_precision_arg, arg_type, positive_int
 from tfpvae._arguments import seed as seed_arg
 from tfpvae._validation import MAX_INT32_SEED, check_choice, check_float, check_int, check_seed
 from tfpvae.beam_handler import METRICS_NAMESPACE, Example, Row, RunFolder, TfpvaeModelHandler, read_run_folder
 from tfpvae.beam_transforms import FormatError, FormatRow, ReadRecords, csv_line, match_files
 from tfpvae.bulk import DEFAULT_BATCH_SIZE
-from tfpvae.config import SCORES
+from tfpvae.config import PRECISIONS, SCORES
 from tfpvae.input_files import is_single_array
 from tfpvae.registry import import_modules
 from tfpvae.streaming import list_files
@@ -172,6 +172,7 @@ def _build(
     typical_nll: float | None,
     batch_size: int,
     imports: Sequence[str],
+    precision: str,
     names: dict[str, str],
 ) -> ScoringOutputs:
     if not isinstance(pipeline, beam.Pipeline):
@@ -195,6 +196,7 @@ def _build(
         batch_size=batch_size,
         intra_op_threads=_threads_per_worker(pipeline.options),
         imports=imports,
+        precision=precision,
     )
     try:
         # Checked here as `tfpvae score` checks it, so that a missing input fails before any
@@ -238,6 +240,7 @@ def build_pipeline(
     typical_nll: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     imports: Sequence[str] = (),
+    precision: str = "float32",
 ) -> ScoringOutputs:
     """Adds the scoring of image files to `pipeline`: read, check, score, write CSV shards.
 
@@ -267,6 +270,8 @@ def build_pipeline(
       imports: modules that register the model's network or prior, imported here and by
         each worker before it loads the model: dotted names (installed on the workers, e.g.
         with Beam's --setup_file) or .py paths (local runners). Default ().
+      precision: the networks' arithmetic on the workers: "float32" (default), "bfloat16"
+        or "auto" (bfloat16 on workers with native bfloat16 units); see `tfpvae.precision`.
 
     Returns:
       `ScoringOutputs`: the rows and errors PCollections (already written) and the
@@ -287,6 +292,7 @@ def build_pipeline(
     check_seed(seed, "seed", maximum=MAX_INT32_SEED)
     check_seed(binarize_seed, "binarize_seed", maximum=MAX_INT32_SEED)
     check_int(batch_size, "batch_size")
+    check_choice(precision, "precision", PRECISIONS)
     return _build(
         pipeline,
         model_dir,
@@ -299,6 +305,7 @@ def build_pipeline(
         typical_nll,
         batch_size,
         imports,
+        precision,
         _API_NAMES,
     )
 
@@ -354,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a module (dotted name, or a .py file) that registers the model's network or prior; imported here "
         "and on every worker (repeatable)",
     )
+    add_precision_arg(p)
     return p
 
 
@@ -429,6 +437,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             args.typical_nll,
             args.batch_size,
             args.imports,
+            args.precision,
             _CLI_NAMES,
         )
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:

@@ -20,8 +20,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from tfpvae._validation import MAX_INT32_SEED, check_float, check_int, check_seed
+from tfpvae._validation import MAX_INT32_SEED, check_choice, check_float, check_int, check_seed
 from tfpvae.bulk import DEFAULT_BATCH_SIZE, score_columns
+from tfpvae.config import PRECISIONS
 from tfpvae.input_files import is_remote
 
 __all__ = ["METRICS_NAMESPACE", "Example", "Row", "RunFolder", "TfpvaeModelHandler", "read_run_folder"]
@@ -126,8 +127,9 @@ def read_run_folder(model_dir: str, name: str) -> RunFolder:
 class _Scorer:
     """A loaded model and the settings it scores with: the object RunInference shares per process."""
 
-    def __init__(self, model: Any, scores: tuple[str, ...], options: dict[str, Any]) -> None:
+    def __init__(self, model: Any, scores: tuple[str, ...], options: dict[str, Any], precision: str) -> None:
         self.model = model  # held here so the estimator's tf.function lives as long as the scorer
+        self.estimator = model.estimator(precision)
         self.scores = scores
         # compute_scores' keyword arguments, the same for every batch.
         self.options = {**options, "progress": False, "stderr": "log_prob" in scores}
@@ -135,7 +137,7 @@ class _Scorer:
     def __call__(self, images: np.ndarray, ids: list[str]) -> dict[str, np.ndarray]:
         from tfpvae.anomaly import compute_scores
 
-        return compute_scores(self.model.likelihood, images, self.scores, ids=ids, **self.options)
+        return compute_scores(self.estimator, images, self.scores, ids=ids, **self.options)
 
 
 class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
@@ -161,6 +163,8 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
       imports: modules that register the model's network or prior
         (`tfpvae.register_network`), imported by each worker before it loads the model;
         dotted names (installed on the workers) or .py paths. Default ().
+      precision: the networks' arithmetic, "float32" (default), "bfloat16" or "auto" (decided
+        by each worker for its own hardware); see `tfpvae.likelihood.LikelihoodEstimator.from_model`.
 
     Examples:
       >>> scores = ("log_prob", "elbo")
@@ -181,6 +185,7 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
         batch_size: int = DEFAULT_BATCH_SIZE,
         intra_op_threads: int | None = None,
         imports: Sequence[str] = (),
+        precision: str = "float32",
     ) -> None:
         batch_size = check_int(batch_size, "batch_size")
         # min = max: the scoring cost is linear in the batch beyond one chunk of the core, so
@@ -197,6 +202,7 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
         if isinstance(imports, str):
             raise TypeError(f"`imports` must be a list of module names; got the string {imports!r}.")
         self.imports = tuple(imports)
+        self.precision = check_choice(precision, "precision", PRECISIONS)
 
     def load_model(self) -> _Scorer:
         """Loads the run folder (once per worker process) after setting TensorFlow's threads."""
@@ -212,7 +218,7 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
                 pass  # TensorFlow already ran an op in this process: its thread pool is fixed
         options = {key: getattr(self, key) for key in ("num_samples", "seed", "binarize_seed", "typical_nll")}
         with _local_model(self.model_dir) as local:
-            return _Scorer(load(local), self.scores, options)
+            return _Scorer(load(local), self.scores, options, self.precision)
 
     def run_inference(
         self, batch: Sequence[Example], model: _Scorer, inference_args: dict[str, Any] | None = None

@@ -19,6 +19,8 @@ ACTIVATIONS = ("relu", "elu", "swish", "leaky_relu", "tanh")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 # The per-image scores of `tfpvae.scoring` (here, free of TensorFlow, for the CLI's parser).
 SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
+# The arithmetic of `tfpvae.precision` (here, free of TensorFlow, for the CLI's parser).
+PRECISIONS = ("float32", "bfloat16", "auto")
 # The distribution strategies of `tfpvae.distribute` (here, free of TensorFlow, for the CLI's parser).
 STRATEGIES = ("default", "mirrored", "multiworker")
 # The figures of `tfpvae.figures` (here, free of TensorFlow, for the CLI's parser).

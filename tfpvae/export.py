@@ -34,6 +34,7 @@ from typing import Any
 from tfpvae._keras import tf
 from tfpvae._validation import check_float, check_int, check_seed
 from tfpvae.likelihood import default_batch_elements
+from tfpvae.precision import HEAD_LAYERS, low_precision, resolve_precision
 from tfpvae.scoring import ScoringPlan, score_images
 
 # The score signature's outputs: `tfpvae score`'s CSV columns (typicality only with a typical NLL).
@@ -60,6 +61,10 @@ class ServingModule(tf.Module):
       max_batch_elements: (image, sample) pairs per decoder batch; larger k is split into
         steps inside the graph. Default None: `tfpvae.likelihood.default_batch_elements(model)`,
         as for `LikelihoodEstimator.from_model`.
+      precision: the networks' arithmetic in every signature, "float32" (default),
+        "bfloat16" or "auto" (decided here, on the exporting machine; see
+        `LikelihoodEstimator.from_model`). The SavedModel runs it on any device; bfloat16
+        is faster only where the hardware has native bfloat16 units.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class ServingModule(tf.Module):
         binarize_seed: int | None = None,
         typical_nll: float | None = None,
         max_batch_elements: int | None = None,
+        precision: str = "float32",
     ) -> None:
         super().__init__(name="tfpvae_serving")
         if model.config.model_type != "vae":
@@ -84,7 +90,11 @@ class ServingModule(tf.Module):
         # serialise Keras layer metadata (and re-trace the KL regularizer), which plain
         # TensorFlow does not need. The networks are reached through a closure instead.
         self.variables_ = list(model.variables)
-        self._networks = lambda: (model.encoder, model.decoder, model.prior)
+        self.precision = model.estimator(precision).precision if precision == "auto" else resolve_precision(precision)
+        encoder, decoder = model.encoder, model.decoder
+        if self.precision == "bfloat16":
+            encoder, decoder = low_precision(encoder, keep=HEAD_LAYERS), low_precision(decoder)
+        self._networks = lambda: (encoder, decoder, model.prior)
         h, w, c = model.config.input_shape
         images = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
         ids = tf.TensorSpec([None], tf.string, name="ids")
@@ -150,6 +160,7 @@ def export(
     *,
     binarize_seed: int | None = None,
     typical_nll: float | None = None,
+    precision: str = "float32",
 ) -> Path:
     """Writes `model` as a SavedModel with `score`, `log_prob`, `elbo` and `sample` signatures.
 
@@ -160,6 +171,7 @@ def export(
       binarize_seed: serve the scores of the fixed binarisation keyed by (id,
         binarize_seed), as `tfpvae score --binarize-seed`. Default None.
       typical_nll: mean -log p(x) of normal images, to serve `typicality`. Default None.
+      precision: "float32" (default), "bfloat16" or "auto": see `ServingModule`.
 
     Returns:
       The folder as a `Path`.
@@ -167,7 +179,9 @@ def export(
     path = Path(path)
     if (path / "saved_model.pb").exists():
         raise ValueError(f"`path` {path} already holds a SavedModel; choose a new folder.")
-    module = ServingModule(model, num_samples, binarize_seed=binarize_seed, typical_nll=typical_nll)
+    module = ServingModule(
+        model, num_samples, binarize_seed=binarize_seed, typical_nll=typical_nll, precision=precision
+    )
     signatures = {
         name: getattr(module, name).get_concrete_function() for name in ("score", "log_prob", "elbo", "sample")
     }

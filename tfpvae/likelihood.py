@@ -63,6 +63,7 @@ import numpy as np
 
 from tfpvae._keras import tf, tfd, tfk, unwrap
 from tfpvae._validation import check_bool, check_float, check_images, check_int, check_seed, check_shape
+from tfpvae.precision import AUTO_TOLERANCE_NATS, HEAD_LAYERS, low_precision, resolve_precision
 from tfpvae.protocols import EncoderDecoderModel
 from tfpvae.scoring import OUTPUTS, ScoringPlan, binarize, check_ids, score_images
 
@@ -78,6 +79,7 @@ __all__ = [
 # Pairs per decoder call, larger for an MLP decoder; chosen by measurement: see docs/benchmarks.md#scoring-chunk-size
 DEFAULT_MAX_BATCH_ELEMENTS = 1024
 MLP_MAX_BATCH_ELEMENTS = 4096
+
 # With progress=None, a bar appears only for jobs of more calls than this, on a terminal.
 _PROGRESS_MIN_CHUNKS = 16
 # Outputs that a model without a likelihood (a plain autoencoder) still defines.
@@ -95,6 +97,19 @@ def _on_terminal() -> bool:
     or a Jupyter kernel (whose stdout says it is not a tty), not a file or pipe."""
     isatty = getattr(sys.stdout, "isatty", None)
     return bool(isatty and isatty()) or "ipykernel" in sys.modules
+
+
+def _agrees(estimator: LikelihoodEstimator, model: EncoderDecoderModel, n: int = 16, k: int = 8) -> bool:
+    """Whether `estimator`'s log p(x) of n images the model generates is float32's within tolerance.
+
+    The images are binarised decoder means of prior draws, fixed by seed: typical of the
+    model, so the check needs no data.
+    """
+    prior = unwrap(model.prior)
+    images = unwrap(model.decoder(prior.sample(n, seed=(1, 2)), training=False)).mean()
+    x = binarize(np.clip(images.numpy(), 0.0, 1.0), seed=0)
+    reference = LikelihoodEstimator.from_model(model).log_prob(x, k, seed=0)
+    return bool(np.all(np.abs(estimator.log_prob(x, k, seed=0) - reference) <= AUTO_TOLERANCE_NATS))
 
 
 def nats_to_bits_per_dim(nats: Any, num_dims: int) -> np.ndarray:
@@ -214,6 +229,8 @@ class LikelihoodEstimator:
         self.image_shape = None if image_shape is None else check_shape(image_shape, "image_shape")
         self.max_batch_elements = check_int(max_batch_elements, "max_batch_elements")
         self.defines_likelihood = check_bool(defines_likelihood, "defines_likelihood")
+        # What the networks compute in: `from_model` sets it; callables given here are as they are.
+        self.precision = "float32"
         # One tf.function per estimator: it traces once per chunk shape and settings, and is reused.
         self._call_fn = tf.function(self._call)
 
@@ -228,29 +245,45 @@ class LikelihoodEstimator:
         return prior
 
     @classmethod
-    def from_model(cls, model: EncoderDecoderModel, *, max_batch_elements: int | None = None) -> LikelihoodEstimator:
+    def from_model(
+        cls, model: EncoderDecoderModel, *, max_batch_elements: int | None = None, precision: str = "float32"
+    ) -> LikelihoodEstimator:
         """Builds an estimator for a `tfpvae.VAE` (encoder and decoder in inference mode).
 
         Each estimator traces its own `tf.function`, so keep one per model and reuse it
-        rather than building one per call.
+        rather than building one per call (`VAE.estimator(precision)` keeps one per precision).
 
         Args:
           model: a `tfpvae.VAE`, or any object with the `encoder`, `decoder`, `prior` and
             `image_shape` that `EncoderDecoderModel` describes (and optionally its `config`).
           max_batch_elements: default (image, sample) pairs per decoder call. Default None:
             `default_batch_elements(model)`, 4096 for a model with architecture "mlp", else 1024.
+          precision: "float32" (default), "bfloat16" (the networks' matrix products in
+            bfloat16; heads, log-probabilities and sums in float32: see `tfpvae.precision`)
+            or "auto" (bfloat16 on hardware with native bfloat16 units, unless the model's
+            bfloat16 log p(x) of 16 of its own samples differs from float32's by more than
+            `AUTO_TOLERANCE_NATS`). The estimator's `precision` says which was used.
         """
         missing = [a for a in ("encoder", "decoder", "prior", "image_shape") if not hasattr(model, a)]
         if missing:
             raise TypeError(f"`model` must be a tfpvae.VAE; {type(model).__name__} has no {', '.join(missing)}.")
-        return cls(
-            lambda x: model.encoder(x, training=False),
-            lambda z: model.decoder(z, training=False),
+        resolved = resolve_precision(precision)
+        encoder, decoder = model.encoder, model.decoder
+        if resolved == "bfloat16":
+            encoder, decoder = low_precision(encoder, keep=HEAD_LAYERS), low_precision(decoder)
+        estimator = cls(
+            lambda x: encoder(x, training=False),
+            lambda z: decoder(z, training=False),
             lambda: model.prior,  # read per call: a VampPrior moves with the encoder's weights
             image_shape=model.image_shape,
             max_batch_elements=default_batch_elements(model) if max_batch_elements is None else max_batch_elements,
             defines_likelihood=getattr(getattr(model, "config", None), "model_type", "vae") != "ae",
         )
+        estimator.precision = resolved
+        auto = precision == "auto" and resolved == "bfloat16" and estimator.defines_likelihood
+        if auto and not _agrees(estimator, model):
+            return cls.from_model(model, max_batch_elements=max_batch_elements)
+        return estimator
 
     def require_likelihood(self, what: str) -> None:
         """Raises ValueError naming `what` if this estimator's model defines no likelihood."""

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfp, tfpl, unwrap
-from tfpvae._validation import check_float, check_images, check_int
-from tfpvae.config import REGISTERED, VAEConfig
+from tfpvae._validation import check_choice, check_float, check_images, check_int
+from tfpvae.config import PRECISIONS, REGISTERED, VAEConfig
 from tfpvae.networks import build_body, seeded_initializer
+from tfpvae.precision import HEAD_LAYERS, low_precision, resolve_precision
 from tfpvae.priors import build_prior, check_prior, sample_prior, uses_exact_kl
 from tfpvae.scoring import log_weight_terms
 from tfpvae.serialization import ModelFormatError, read_model_files, write_model_files
@@ -224,19 +225,21 @@ class VAE(tfk.Model):
         - log q(z_ij|x_i)), z_i1..z_ik ~ q(z|x_i); beta is `kl_weight`.
         """
         k = self.config.train_samples
+        encoder, decoder = self.__dict__.get("_compute_networks") or (self.encoder, self.decoder)
         if k == 1:
-            px = self(x, training=training)
+            q = encoder(x, training=training)
+            px = decoder(tf.convert_to_tensor(q), training=training)
             nll = -tf.reduce_mean(px.log_prob(x))
             kl = self._kl_from_regularizer()
             return nll + self.kl_weight * kl, nll, kl
         # One encoder call (so the regularizer adds its KL once) and one decoder call over
         # all k * n codes, sample-major: row j * n + i holds draw j of image i.
-        q = unwrap(self.encoder(x, training=training))
+        q = unwrap(encoder(x, training=training))
         # log q(z|x) from the draw itself, as the scoring core does: no triangular solve
         # against scale_tril, which is inaccurate for ill-conditioned posteriors.
         z, log_q = q.experimental_sample_and_log_prob(k)  # (k, n, d), (k, n)
         log_px, log_pz, log_q = log_weight_terms(
-            x, tf.transpose(z, [1, 0, 2]), tf.transpose(log_q), lambda c: self.decoder(c, training=training), self.prior
+            x, tf.transpose(z, [1, 0, 2]), tf.transpose(log_q), lambda c: decoder(c, training=training), self.prior
         )  # (n, k) each
         log_w = log_px + self.kl_weight * (log_pz - log_q)
         bound = tf.reduce_logsumexp(log_w, axis=1) - tf.math.log(tf.cast(k, log_w.dtype))  # (n,)
@@ -279,19 +282,40 @@ class VAE(tfk.Model):
         x = self._prepare_batch(data)
         return self._update_metrics(*self._loss_terms(x, training=False))
 
-    def compile(self, optimizer: Any = None, **kwargs: Any) -> None:
+    def compile(self, optimizer: Any = None, precision: str = "float32", **kwargs: Any) -> None:
         """Configures training; without `optimizer`, Adam at `config.learning_rate`.
 
         Args:
           optimizer: any tf_keras optimizer (instance or name). Default None: Adam.
+          precision: the arithmetic of the training and validation steps: "float32"
+            (default), "bfloat16" (the networks' matrix products, forward and backward, in
+            bfloat16; weights, optimizer, heads and loss in float32: see `tfpvae.precision`)
+            or "auto" (bfloat16 where the hardware has native bfloat16 units).
+            `training_precision` says which was used; scoring has its own (`estimator`).
           **kwargs: passed to `tf_keras.Model.compile` (e.g. `jit_compile`). A `loss` is
             not accepted: the loss is the negative ELBO built from the distributions.
         """
         if "loss" in kwargs:
             raise ValueError("`loss` is fixed by the model (-log p(x|z) + beta * KL); do not pass one.")
+        self.set_training_precision(precision)
         if optimizer is None:
             optimizer = tfk.optimizers.Adam(learning_rate=self.config.learning_rate)
         super().compile(optimizer=optimizer, **kwargs)
+
+    def set_training_precision(self, precision: str) -> None:
+        """Sets the arithmetic of the training and validation steps (see `compile`).
+
+        Applies to steps traced afterwards: call it before `fit` (Keras retraces after `compile`).
+        """
+        # In __dict__, past Keras' attribute tracking: the bfloat16 copies share the
+        # model's layers and must not be tracked (and saved) a second time.
+        self.__dict__["training_precision"] = resolve_precision(precision)
+        self.__dict__["_compute_networks"] = (
+            (low_precision(self.encoder, keep=HEAD_LAYERS), low_precision(self.decoder))
+            if self.training_precision == "bfloat16"
+            else None
+        )
+        self.train_function = self.test_function = None  # retrace with the new networks
 
     def _training_input(self, data: Any, name: str):
         if data is None or isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset)):
@@ -416,40 +440,55 @@ class VAE(tfk.Model):
     # ------------------------------------------------------------------ likelihoods
     @property
     def likelihood(self):
-        """The model's `tfpvae.likelihood.LikelihoodEstimator`, built once and reused.
+        """The model's float32 `tfpvae.likelihood.LikelihoodEstimator`: `estimator("float32")`."""
+        return self.estimator("float32")
+
+    def estimator(self, precision: str = "float32"):
+        """The model's `tfpvae.likelihood.LikelihoodEstimator` in `precision`, built once and reused.
 
         Reusing it matters: each estimator compiles its own `tf.function`.
+
+        Args:
+          precision: "float32" (default), "bfloat16" or "auto"; see
+            `LikelihoodEstimator.from_model`.
         """
-        if getattr(self, "_estimator", None) is None:
-            from tfpvae.likelihood import LikelihoodEstimator
+        from tfpvae.likelihood import LikelihoodEstimator
 
-            object.__setattr__(self, "_estimator", LikelihoodEstimator.from_model(self))
-        return self._estimator
+        cache = self.__dict__.setdefault("_estimators", {})  # past Keras' attribute tracking
+        key = check_choice(precision, "precision", PRECISIONS)
+        if key not in cache:
+            cache[key] = LikelihoodEstimator.from_model(self, precision=key)
+        return cache[key]
 
-    def elbo(self, x: Any, num_samples: int = 1, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def elbo(self, x: Any, num_samples: int = 1, precision: str = "float32", **kwargs: Any) -> np.ndarray | tuple:
         """Per-image ELBO in nats, array (n,). See `LikelihoodEstimator.elbo` for keywords
-        (seed, binarize_seed, return_stderr, max_batch_elements, progress)."""
-        return self.likelihood.elbo(x, num_samples, **kwargs)
+        (seed, binarize_seed, return_stderr, max_batch_elements, progress) and `estimator`
+        for `precision`."""
+        return self.estimator(precision).elbo(x, num_samples, **kwargs)
 
-    def log_prob(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def log_prob(self, x: Any, num_samples: int = 100, precision: str = "float32", **kwargs: Any) -> np.ndarray | tuple:
         """Per-image importance-weighted estimate of log p(x) in nats, array (n,).
 
         Pass `return_stderr=True` for its Monte Carlo standard error; see
-        `LikelihoodEstimator.log_prob` for the other keywords.
+        `LikelihoodEstimator.log_prob` for the other keywords and `estimator` for `precision`.
         """
-        return self.likelihood.log_prob(x, num_samples, **kwargs)
+        return self.estimator(precision).log_prob(x, num_samples, **kwargs)
 
-    def bits_per_dim(self, x: Any, num_samples: int = 100, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def bits_per_dim(
+        self, x: Any, num_samples: int = 100, precision: str = "float32", **kwargs: Any
+    ) -> np.ndarray | tuple:
         """Per-image -log p(x) / (H * W * C * ln 2), array (n,)."""
-        return self.likelihood.bits_per_dim(x, num_samples, **kwargs)
+        return self.estimator(precision).bits_per_dim(x, num_samples, **kwargs)
 
-    def rate_distortion(self, x: Any, num_samples: int = 1, **kwargs: Any) -> dict[str, np.ndarray]:
+    def rate_distortion(
+        self, x: Any, num_samples: int = 1, precision: str = "float32", **kwargs: Any
+    ) -> dict[str, np.ndarray]:
         """Per-image rate KL(q(z|x) || p(z)) and distortion -E_q log p(x|z), in nats."""
-        return self.likelihood.rate_distortion(x, num_samples, **kwargs)
+        return self.estimator(precision).rate_distortion(x, num_samples, **kwargs)
 
-    def pixel_log_prob(self, x: Any, num_samples: int = 16, **kwargs: Any) -> np.ndarray:
+    def pixel_log_prob(self, x: Any, num_samples: int = 16, precision: str = "float32", **kwargs: Any) -> np.ndarray:
         """log p(x_hwc | z) per pixel averaged over z ~ q(z|x), array (n, H, W, C)."""
-        return self.likelihood.pixel_log_prob(x, num_samples, **kwargs)
+        return self.estimator(precision).pixel_log_prob(x, num_samples, **kwargs)
 
     def save(self, filepath: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Writes the model to the folder `filepath`: config JSON, weights, metadata.

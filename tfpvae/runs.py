@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from tfpvae._io import atomic_write_text
+from tfpvae._validation import check_choice
 from tfpvae.bulk import iter_array_batches, score_to_csv
-from tfpvae.config import VAEConfig
+from tfpvae.config import PRECISIONS, VAEConfig
 from tfpvae.subsets import spread
 
 TRAIN_ARGS_FILE = "train_args.json"
@@ -74,6 +75,8 @@ class RunSettings:
         (binarized_mnist's valid split, else the last 10% of the training images).
       validation_images: validate on only N images each epoch, 0 for none. Default None (all).
       epochs: total epochs of the run. Default 10.
+      precision: the training steps' arithmetic, "float32", "bfloat16" or "auto" (see
+        `tfpvae.VAE.compile`). Default "float32".
     """
 
     dataset: str | None = None
@@ -90,8 +93,10 @@ class RunSettings:
     early_stopping: int | None = None
     validation_images: int | None = None
     epochs: int = 10
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        check_choice(self.precision, "precision", PRECISIONS)
         if not (self.dataset or self.input):
             raise ValueError("`dataset` or `input` is required: the images to train on.")
         if self.input and (self.dataset or self.limit):
@@ -245,7 +250,9 @@ def train_run(
             _write_settings(run, settings)
     with dist.scope():
         model = VAE(config)
-        model.compile(tfk.optimizers.Adam(config.learning_rate, global_clipnorm=settings.clip_norm))
+        model.compile(
+            tfk.optimizers.Adam(config.learning_rate, global_clipnorm=settings.clip_norm), precision=settings.precision
+        )
     callbacks = _extra_callbacks(data, settings, evolution, tensorboard)
     result = train(
         model,

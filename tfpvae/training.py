@@ -259,6 +259,7 @@ def train(
     min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
     early_stopping: int | None = None,
     steps_per_epoch: int | None = None,
+    precision: str | None = None,
 ) -> TrainingResult:
     """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
 
@@ -289,6 +290,8 @@ def train(
         weights (`TrainingResult.best_epoch`; the checkpoint keeps the last epoch's state).
         Needs `validation_data` held out from training. Default None.
       steps_per_epoch: batches per epoch for a repeating dataset. Default None: one pass.
+      precision: the training steps' arithmetic, "float32", "bfloat16" or "auto"
+        (`tfpvae.VAE.set_training_precision`). Default None: the model's (see `compile`).
 
     Returns:
       A `TrainingResult`.
@@ -310,10 +313,7 @@ def train(
         epochs, kl_warmup_epochs, lr_schedule, min_lr_fraction, early_stopping, validation_data
     )
     run_dir = None if run_dir is None else Path(run_dir)
-    if seed is not None:
-        tf.random.set_seed(check_int(seed, "seed", minimum=0))
-    if model.optimizer is None:
-        model.compile(tfk.optimizers.Adam(model.config.learning_rate, global_clipnorm=clip_norm))
+    _prepare(model, seed, clip_norm, precision)
     start = restore_checkpoint(model, run_dir) if resume else 0
     if start >= epochs:
         # Nothing left to train: the result is the finished run's model (with early stopping,
@@ -340,6 +340,16 @@ def train(
         guard.fail(kl_warmup_epochs > 0)
     best_epoch = _finish(model, guard, stopper)
     return TrainingResult(guard.completed, model.training_history, guard.interrupted, best_epoch)
+
+
+def _prepare(model, seed: int | None, clip_norm: float | None, precision: str | None) -> None:
+    """Seeds TensorFlow, compiles an uncompiled model (Adam) and sets the training precision."""
+    if seed is not None:
+        tf.random.set_seed(check_int(seed, "seed", minimum=0))
+    if model.optimizer is None:
+        model.compile(tfk.optimizers.Adam(model.config.learning_rate, global_clipnorm=clip_norm))
+    if precision is not None:
+        model.set_training_precision(precision)
 
 
 def _finish(model, guard: _RunGuard, stopper: _EarlyStopping | None) -> int | None:

@@ -45,7 +45,7 @@ FLOORS = {
     # streaming's split modules (extend this list, or name them tfpvae.streaming.* / tfpvae._streaming*)
     **dict.fromkeys(["tfpvae.input_files", "tfpvae.records", "tfpvae.image_files", "tfpvae.array_files"], 1),
     **dict.fromkeys(["tfpvae.tfrecords", "tfpvae.streaming.*", "tfpvae._streaming*"], 1),
-    **dict.fromkeys(["tfpvae.networks", "tfpvae.priors"], 2),
+    **dict.fromkeys(["tfpvae.networks", "tfpvae.priors", "tfpvae.precision"], 2),
     **dict.fromkeys(["tfpvae.scoring", "tfpvae.likelihood"], 3),
     **dict.fromkeys(["tfpvae.serialization", "tfpvae.model"], 4),
     **dict.fromkeys(["tfpvae.anomaly", "tfpvae.latent", "tfpvae.evolution", "tfpvae.uncertainty"], 5),

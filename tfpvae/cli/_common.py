@@ -6,7 +6,7 @@ import argparse
 import re
 from typing import Any
 
-from tfpvae._arguments import UsageError, flag, positive_int, seed
+from tfpvae._arguments import UsageError, add_precision_arg, flag, positive_int, seed
 from tfpvae.datasets import NAMES as DATASETS
 from tfpvae.datasets import SPLITS
 
@@ -41,11 +41,12 @@ def add_input_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_scoring_args(p: argparse.ArgumentParser) -> None:
-    """--model, --num-samples, --seed, --binarize-seed, --quiet."""
+    """--model, --num-samples, --seed, --binarize-seed, --precision, --quiet."""
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("--num-samples", type=positive_int, default=100, help="importance samples (default 100)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the Monte Carlo draws (default 0)")
     p.add_argument("--binarize-seed", type=seed, help="score a fixed binarisation of grey images drawn with this seed")
+    add_precision_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar for long jobs on a terminal)")
 
 

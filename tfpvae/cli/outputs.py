@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tfpvae._arguments import UsageError, file_ending, int_at_least, positive_int, seed
+from tfpvae._arguments import UsageError, add_precision_arg, file_ending, int_at_least, positive_int, seed
 from tfpvae.cli._common import add_data_args, add_input_arg, images_for_scoring, load_model, test_images
 from tfpvae.config import FIGURES
 from tfpvae.datasets import NAMES as DATASETS
@@ -85,6 +85,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=positive_int, default=64, help="importance samples per image (default 64)")
     p.add_argument("--binarize-seed", type=seed, help="serve the scores of a fixed binarisation drawn with this seed")
     p.add_argument("--typical-nll", type=float, help="mean NLL of normal data: also serve the typicality score")
+    add_precision_arg(p, "every signature (auto decides on this machine)")
     p.set_defaults(func=export)
 
 
@@ -201,6 +202,10 @@ def export(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         binarize_seed=args.binarize_seed,
         typical_nll=args.typical_nll,
+        precision=args.precision,
     )
-    print(f"wrote SavedModel with signatures score, log_prob, elbo, sample (k={args.num_samples}) to {path}")
+    print(
+        f"wrote SavedModel with signatures score, log_prob, elbo, sample (k={args.num_samples}, "
+        f"precision {args.precision}) to {path}"
+    )
     return 0

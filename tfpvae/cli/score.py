@@ -87,8 +87,9 @@ def evaluate(args: argparse.Namespace) -> int:
     model = load_model(args)
     x, _ = images_for_scoring(args, model)
     kw = dict(seed=args.seed, binarize_seed=args.binarize_seed, progress=False if args.quiet else None)
-    elbo = model.likelihood.elbo(x, num_samples=1, **kw)
-    log_p, mc_se = model.likelihood.log_prob(x, num_samples=args.num_samples, return_stderr=True, **kw)
+    estimator = model.estimator(args.precision)
+    elbo = estimator.elbo(x, num_samples=1, **kw)
+    log_p, mc_se = estimator.log_prob(x, num_samples=args.num_samples, return_stderr=True, **kw)
     n, dims = len(x), int(np.prod(x.shape[1:]))
     result = {
         "num_images": n,
@@ -100,6 +101,7 @@ def evaluate(args: argparse.Namespace) -> int:
         "iwae_nll_mc_stderr": float(np.sqrt(np.sum(mc_se**2)) / n),
         "bits_per_dim": float(nats_to_bits_per_dim(-log_p.mean(), dims)),
         "binarized": args.binarize_seed is not None,
+        "precision": estimator.precision,
     }
     print(json.dumps(result, indent=2))
     return 0
@@ -159,8 +161,9 @@ def score(args: argparse.Namespace) -> int:
     batches, total, source = _score_batches(args, model, bad)
     show = not args.quiet and total is not None and total > 1000 and sys.stdout.isatty()
     out = Path(args.out)
+    estimator = model.estimator(args.precision)
     summary = score_to_csv(
-        model.likelihood,
+        estimator,
         batches,
         out,
         args.score,
@@ -169,7 +172,12 @@ def score(args: argparse.Namespace) -> int:
         binarize_seed=args.binarize_seed,
         typical_nll=args.typical_nll,
         bad_records=bad,
-        settings={**source, "limit": args.limit, "weights_sha256": read_metadata(args.model).get("weights_sha256")},
+        settings={
+            **source,
+            "limit": args.limit,
+            "precision": estimator.precision,
+            "weights_sha256": read_metadata(args.model).get("weights_sha256"),
+        },
         progress=tfk.utils.Progbar(total, unit_name="image") if show else None,
     )
     skipped = (
@@ -216,6 +224,7 @@ def detect(args: argparse.Namespace) -> int:
         seed=args.seed,
         binarize_seed=args.binarize_seed,
         progress=False if args.quiet else None,
+        precision=args.precision,
     )
     report = detection_report(detectors, eval_part, anomalous)
     settings = {
@@ -234,6 +243,7 @@ def detect(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "binarize_seed": args.binarize_seed,
         "target_fpr": args.target_fpr,
+        "precision": model.estimator(args.precision).precision,
     }
     print(json.dumps({**settings, "scores": report}, indent=2))
     return 0

@@ -10,6 +10,7 @@ import sys
 from tfpvae._arguments import (
     UsageError,
     add_config_flags,
+    add_precision_arg,
     config_fields,
     config_from_args,
     flag,
@@ -79,6 +80,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="validate after each epoch on only N validation images (the test split, or the "
         "--early-stopping hold-out), spread evenly over them; 0: no per-epoch validation (default: all of them)",
     )
+    add_precision_arg(p, "the training steps")
     p.add_argument("--seed", type=seed, default=None, help="seed for reproducible runs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch, no bar")
     p.add_argument(
