@@ -194,6 +194,22 @@ def test_in_process_pipeline_scores_as_compute_scores(run_dir, digits_test, tmp_
     assert errors[0][1].startswith("pixel values must lie in [0, 1]") and errors[0][1].endswith(", 1.5].")
 
 
+def test_workers_score_in_the_precision_they_are_given(run_dir, digits_test):
+    u8, _ = digits_test
+    x = u8[:6].astype(np.float32)[..., None] / np.float32(255)
+    ids = [f"image{i}" for i in range(6)]
+    handler = beam_handler.TfpvaeModelHandler(run_dir, ("log_prob",), num_samples=8, precision="bfloat16")
+    scorer = handler.load_model()  # what each worker does once
+    assert scorer.estimator.precision == "bfloat16"
+    got = scorer(x, ids)["log_prob"]
+    expected = compute_scores(scorer.model.estimator("bfloat16"), x, ("log_prob",), num_samples=8, seed=0, ids=ids)
+    np.testing.assert_array_equal(got, expected["log_prob"])
+    float32 = compute_scores(scorer.model.likelihood, x, ("log_prob",), num_samples=8, seed=0, ids=ids)["log_prob"]
+    assert 0 < np.abs(got - float32).max() < 0.5
+    with pytest.raises(ValueError, match="`precision` must be one of"):
+        beam_handler.TfpvaeModelHandler(run_dir, ("log_prob",), precision="half")
+
+
 _MODELS: dict = {}
 
 
@@ -230,6 +246,7 @@ def test_ids_are_spelt_as_list_files_spells_them(run_dir, digits_test, tmp_path,
         (["--num-sample", "5"], "--num-sample"),  # a typo must not fall through to Beam and be ignored
         (["--input", "nowhere/*.png"], "--input"),
         (["--output", "no/such/folder/scores"], "--output"),
+        (["--precision", "half"], "--precision"),
     ],
 )
 def test_flag_errors_are_one_line_naming_the_flag(run_dir, inputs, tmp_path, capsys, extra, flag):

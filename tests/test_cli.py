@@ -149,6 +149,22 @@ def test_evaluate_prints_consistent_json(trained_digits_dir, trained_digits, dig
     assert r["elbo"] == pytest.approx(elbo.mean(), rel=1e-6)
 
 
+def test_evaluate_and_train_take_a_precision(trained_digits_dir, trained_digits, digits_test_split, tmp_path, capsys):
+    capsys.readouterr()
+    command = f"evaluate --model {trained_digits_dir} --dataset digits --num-samples 16 --limit 50 --quiet"
+    assert main(f"{command} --precision bfloat16".split()) == 0
+    r = json.loads(capsys.readouterr().out)
+    log_p = trained_digits.log_prob(digits_test_split[0][:50], 16, seed=0, precision="bfloat16")
+    assert r["precision"] == "bfloat16" and r["iwae_nll"] == pytest.approx(-log_p.mean(), rel=1e-6)
+    run = tmp_path / "run"
+    train = f"train --dataset digits --limit 200 --epochs 1 --latent-dim 2 --seed 0 --out {run}"
+    assert main(f"{train} --precision bfloat16 --no-progress --score-limit 20".split()) == 0
+    assert json.loads((run / "train_args.json").read_text())["precision"] == "bfloat16"
+    with pytest.raises(SystemExit) as e:
+        main(f"evaluate --model {run} --dataset digits --limit 5 --precision half".split())
+    assert e.value.code == 2 and "--precision: invalid choice: 'half'" in capsys.readouterr().err
+
+
 def test_score_writes_one_row_per_image(trained_digits_dir, trained_digits, digits_test_split, tmp_path):
     out = tmp_path / "scores.csv"
     command = f"score --model {trained_digits_dir} --dataset digits --limit 20 --num-samples 8"
@@ -254,6 +270,7 @@ def test_detect_reports_every_score(trained_digits_dir, digits_test_split, capsy
         "seed": 0,
         "binarize_seed": None,
         "target_fpr": 0.05,
+        "precision": "float32",
     }
     # Typicality's threshold, computed independently: AnomalyDetector's seeded split of the 40
     # calibration images, 20 setting the threshold and 20 giving the typical NLL (never the same).

@@ -150,3 +150,15 @@ def test_serving_module_takes_the_library_chunk_size(trained_digits):
     model = trained_digits
     assert ServingModule(model, num_samples=8).plan == ScoringPlan.make(8, default_batch_elements(model))
     assert ServingModule(model, num_samples=8, max_batch_elements=4).plan == ScoringPlan.make(8, 4)
+
+
+def test_bfloat16_signatures_serve_the_librarys_bfloat16_scores(trained_digits, digits):
+    (_, _), (xt, _) = digits
+    x = xt[:12]
+    module = ServingModule(trained_digits, num_samples=8, precision="bfloat16")
+    assert module.precision == "bfloat16"
+    served = module.log_prob(tf.constant(x), tf.constant(3))["log_prob"].numpy()
+    library = trained_digits.log_prob(x, 8, seed=3, precision="bfloat16")
+    np.testing.assert_allclose(served, library, atol=1e-4)
+    float32 = trained_digits.log_prob(x, 8, seed=3)
+    assert 0 < np.abs(served - float32).max() < 0.5
