@@ -54,6 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reference_models  # noqa: E402
+from roofline import cpu_model  # noqa: E402
 
 import tfpvae  # noqa: E402
 from tfpvae._keras import tf, tfk  # noqa: E402
@@ -167,13 +168,15 @@ def _candidates(args, budget_elements: int) -> list[dict]:
     """Builds the models: dicts of name, trainable (has .fit), dataset factory, estimator, count."""
     models = []
     vae = tfpvae.VAE(seed=args.seed, **_typed_overrides(args.tfpvae))
-    vae.compile()
+    vae.compile(precision=args.precision)
     models.append(
         dict(
             name="tfpvae",
             fit=vae,
             make_ds=_grey_batches,
-            estimator=LikelihoodEstimator.from_model(vae, max_batch_elements=budget_elements),
+            estimator=LikelihoodEstimator.from_model(
+                vae, max_batch_elements=budget_elements, precision=args.precision
+            ),
             parameters=sum(int(np.prod(w.shape)) for w in vae.trainable_weights),
             vae=vae,
         )
@@ -338,6 +341,12 @@ def main(argv=None) -> int:
         help=f"(image, sample) pairs per scoring chunk, for every model (default {MLP_MAX_BATCH_ELEMENTS}, "
         "the library's default for an MLP decoder)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16", "auto"),
+        default="float32",
+        help="tfpvae's training and scoring arithmetic (default float32; the references stay float32)",
+    )
     p.add_argument("--threads", type=int, default=0, help="TF intra/inter-op threads (default 0: TF's choice)")
     p.add_argument("--no-memory", action="store_true", help="skip the k=1000 memory subprocess")
     p.add_argument("--seed", type=int, default=0)
@@ -366,6 +375,7 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         del m
     summary = summarise(rows, cfg, mode_name)
+    summary.update(cpu_model=cpu_model(), precision=args.precision, tfpvae_overrides=args.tfpvae)
     print()
     print(markdown(rows, summary))
     print(f"\nratios tfpvae / reference: {json.dumps(summary['ratios'])}")

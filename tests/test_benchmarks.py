@@ -160,3 +160,38 @@ def test_step_time_reports_every_candidate(data_dir, capsys):
     assert step_time.parse_fields("a=1,b=mlp,c=1e-3", "--base") == {"a": 1, "b": "mlp", "c": 1e-3}
     with pytest.raises(SystemExit):
         step_time.main("--candidate x:latent_dim".split())  # no '=': a usage error naming --candidate
+
+
+def test_roofline_counts_the_products_and_reports_fractions(tmp_path):
+    roofline = _script("roofline")
+    model = tfpvae.VAE(input_shape=(28, 28, 1))
+    # The default MLP: 784-512-256-152 encoder, 16-256-512-784 decoder, 2 FLOPs per multiply-add.
+    assert roofline.layer_flops(model.encoder) == 2 * (784 * 512 + 512 * 256 + 256 * 152)
+    assert roofline.layer_flops(model.decoder) == 2 * (16 * 256 + 256 * 512 + 512 * 784)
+    conv = tfpvae.VAE(input_shape=(8, 8, 1), architecture="conv", filters=2, hidden_units=4, latent_dim=2)
+    # conv encoder: 3x3x1x2 at 4x4 outputs, 3x3x2x4 at 2x2, dense 16->4, head 4->5.
+    assert roofline.layer_flops(conv.encoder) == 2 * (9 * 2 * 16 + 9 * 2 * 4 * 4 + 16 * 4 + 4 * 5)
+    out = tmp_path / "roofline.json"
+    flags = f"--images 16 --train-images 256 --num-samples 4 --rounds 1 --out {out}"
+    assert roofline.main(shlex.split(flags)) == 0
+    result = json.loads(out.read_text())
+    assert {(r["what"], r["precision"]) for r in result["rows"]} == {
+        *((what, p) for what in ("score", "train") for p in ("float32", "bfloat16")),
+        ("score", "float32, TFP methods"),
+    }
+    for row in result["rows"]:
+        ceiling = result["best_ceiling_gflops"]["bfloat16" if row["precision"] == "bfloat16" else "float32"]
+        assert row["fraction_of_ceiling"] == pytest.approx(row["gflops"] / ceiling, abs=1e-3)
+    assert all(math.isfinite(v) and v >= 0 for v in _finite_numbers(result))
+
+
+def test_precision_tradeoff_reports_speed_error_and_auroc(data_dir, tmp_path):
+    precision = _script("precision")
+    out = tmp_path / "precision.json"
+    flags = f"--datasets mnist --epochs 1 --images 40 --num-samples 4 --rounds 1 --data-dir {data_dir} --out {out}"
+    assert precision.main(shlex.split(flags)) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert len(row["aurocs"]) == 4 * len(precision.SCORES)
+    assert row["nll_difference"] == pytest.approx(row["nll_float32"] - row["nll_bfloat16"], abs=2e-3)
+    assert 0 <= row["abs_delta_median"] <= row["abs_delta_p99"] <= row["abs_delta_max"] < 1.0
+    assert all(math.isfinite(v) for v in _finite_numbers(row))

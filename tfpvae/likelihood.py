@@ -79,7 +79,6 @@ __all__ = [
 # Pairs per decoder call, larger for an MLP decoder; chosen by measurement: see docs/benchmarks.md#scoring-chunk-size
 DEFAULT_MAX_BATCH_ELEMENTS = 1024
 MLP_MAX_BATCH_ELEMENTS = 4096
-
 # With progress=None, a bar appears only for jobs of more calls than this, on a terminal.
 _PROGRESS_MIN_CHUNKS = 16
 # Outputs that a model without a likelihood (a plain autoencoder) still defines.

@@ -280,6 +280,20 @@ def _draw_tril(q: tfd.MultivariateNormalTriL, image_of: tf.Tensor, seeds: tf.Ten
     return z, log_q
 
 
+def _draw_sliced(q: tfd.Distribution, image_of: tf.Tensor, seeds: tf.Tensor, block: int):
+    """Row r: `block` draws of q[image_of[r]] with seeds[r], (rows, block, d), and their log q.
+
+    Any distribution that slices; one sliced distribution per row.
+    """
+
+    def draw(args):
+        i, row_seed = args
+        zi, lqi = q[i : i + 1].experimental_sample_and_log_prob(block, seed=row_seed)
+        return zi[:, 0], lqi[:, 0]
+
+    return tf.map_fn(draw, (image_of, seeds), fn_output_signature=(q.dtype, q.dtype))
+
+
 def _draw(q: tfd.Distribution, ids: tf.Tensor, seed: tf.Tensor, first: tf.Tensor, plan: ScoringPlan):
     """Samples [first, first + plan.samples) of every image: z (b, samples, d), log q (b, samples)."""
     b = tf.shape(ids)[0]
@@ -292,16 +306,8 @@ def _draw(q: tfd.Distribution, ids: tf.Tensor, seed: tf.Tensor, first: tf.Tensor
     # Each image's own seed, so the draws depend on neither the batch nor the chunking.
     # log q comes with the draw (from the standard-normal noise), not by solving the
     # scale_tril system again, which loses all precision for ill-conditioned q.
-    if type(q) is tfd.MultivariateNormalTriL:
-        z, lq = _draw_tril(q, image_of, seeds, plan.block)
-    else:
-
-        def draw(args):
-            i, block_seed = args
-            zi, lqi = q[i : i + 1].experimental_sample_and_log_prob(plan.block, seed=block_seed)
-            return zi[:, 0], lqi[:, 0]
-
-        z, lq = tf.map_fn(draw, (image_of, seeds), fn_output_signature=(q.dtype, q.dtype))
+    draw = _draw_tril if type(q) is tfd.MultivariateNormalTriL else _draw_sliced
+    z, lq = draw(q, image_of, seeds, plan.block)
     d = z.shape[-1]
     offset = first - first_block * plan.block
     z = tf.slice(tf.reshape(z, [b, plan.blocks * plan.block, d]), [0, offset, 0], [b, plan.samples, d])

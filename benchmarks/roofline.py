@@ -1,0 +1,180 @@
+"""Roofline: this machine's matrix-product ceilings, and how close tfpvae's scoring and training come.
+
+1. Ceilings: `tf.matmul` of network-sized matrices in float32 and in bfloat16 (the best
+   GFLOP/s over a few shapes, after a warm-up), on the threads TensorFlow uses.
+2. Achieved: scoring (IWAE, k importance samples, `LikelihoodEstimator.log_prob`) and
+   training (`VAE.fit` steps) of the default model, in each precision, as images/s and as
+   GFLOP/s, counting only the networks' matrix products (2 * inputs * outputs per Dense
+   row, 2 * kh * kw * c_in * c_out per convolution output pixel; training is three times
+   the forward pass: forward, input gradient, weight gradient). The fraction of the ceiling
+   says how much faster the hardware could go; the rest is elementwise work (activations,
+   log-probabilities, sampling), memory traffic and per-step overhead.
+
+3. Reference: float32 scoring with TFP's own methods in the two places where the scoring core
+   has a faster equivalent (Bernoulli log p(x|z), and the Gaussian draws: one sliced
+   distribution per image), so the fast paths' gain is a ratio within this run.
+
+Everything runs in one process, interleaved over rounds, and is reported as medians with
+the CPU model, so ratios are comparable within one run only.
+
+    python benchmarks/roofline.py --out benchmarks/results/roofline-DATE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import tfpvae
+from tfpvae import scoring
+from tfpvae._keras import tf, tfkl
+from tfpvae.likelihood import LikelihoodEstimator, binarize
+from tfpvae.precision import native_bfloat16
+
+SHAPES = ((4096, 512, 784), (4096, 1024, 1024), (2048, 2048, 2048))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def matmul_gflops(dtype: tf.DType, shape: tuple[int, int, int], reps: int = 20) -> float:
+    """GFLOP/s of (m, k) @ (k, n) in `dtype`, the median of `reps` timed calls after two warm-ups."""
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.normal(size=(m, k)), dtype)
+    b = tf.constant(rng.normal(size=(k, n)), dtype)
+    product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], tf.float32)))
+    product(), product()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        product().numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def layer_flops(network) -> int:
+    """Multiply-add FLOPs of one example through `network`'s Dense and convolution layers."""
+    total = 0
+    for layer in network.layers:
+        if hasattr(layer, "layers") and layer is not network:
+            total += layer_flops(layer)
+        elif isinstance(layer, tfkl.Dense):
+            total += 2 * int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, tfkl.Conv2DTranspose):  # each input pixel meets the whole kernel
+            total += 2 * int(np.prod(layer.kernel.shape)) * layer.input_shape[1] * layer.input_shape[2]
+        elif isinstance(layer, tfkl.Conv2D):  # each output pixel meets the whole kernel
+            total += 2 * int(np.prod(layer.kernel.shape)) * layer.output_shape[1] * layer.output_shape[2]
+    return total
+
+
+@contextlib.contextmanager
+def tfp_methods():
+    """The scoring core with TFP's `log_prob` and per-image sliced draws (for graphs traced inside)."""
+    saved = scoring._log_prob, scoring._draw_tril
+    scoring._log_prob, scoring._draw_tril = (lambda px, x: px.log_prob(x)), scoring._draw_sliced
+    try:
+        yield
+    finally:
+        scoring._log_prob, scoring._draw_tril = saved
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--architecture", default="mlp", help="network of the model measured (default mlp)")
+    p.add_argument("--num-samples", type=int, default=64, help="importance samples k (default 64)")
+    p.add_argument("--images", type=int, default=1000, help="images scored per round (default 1000)")
+    p.add_argument("--train-images", type=int, default=20480, help="images per training round (default 20480)")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", help="write the JSON result here")
+    args = p.parse_args(argv)
+
+    ceilings = {}
+    for name, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
+        ceilings[name] = {f"{m}x{k}x{n}": round(matmul_gflops(dtype, (m, k, n)), 1) for m, k, n in SHAPES}
+        print(name, "matmul GFLOP/s", ceilings[name], flush=True)
+    best = {name: max(values.values()) for name, values in ceilings.items()}
+
+    model = tfpvae.VAE(input_shape=(28, 28, 1), architecture=args.architecture, seed=0)
+    encoder_flops, decoder_flops = layer_flops(model.encoder), layer_flops(model.decoder)
+    k = args.num_samples
+    score_flops = encoder_flops + k * decoder_flops  # per image
+    train_flops = 3 * (encoder_flops + decoder_flops)  # per image, k = 1
+    rng = np.random.default_rng(0)
+    x = binarize(rng.uniform(size=(args.images, 28, 28, 1)).astype(np.float32) ** 4, seed=0)
+    x_train = rng.uniform(size=(args.train_images, 28, 28, 1)).astype(np.float32) ** 4
+    precisions = ("float32", "bfloat16")
+    models = {}
+    for precision in precisions:
+        m = tfpvae.VAE(input_shape=(28, 28, 1), architecture=args.architecture, seed=0)
+        m.compile(precision=precision)
+        m.fit(x_train[: 10 * args.batch_size], epochs=1, batch_size=args.batch_size, verbose=0)
+        m.log_prob(x[:64], k, seed=0, precision=precision)
+        models[precision] = m
+    reference = LikelihoodEstimator.from_model(models["float32"])
+    with tfp_methods():
+        reference.log_prob(x[:64], k, seed=0)  # traced with TFP's methods, kept in the graph
+    timings = {(what, prec): [] for what in ("score", "train") for prec in precisions}
+    timings["score", "float32, TFP methods"] = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        with tfp_methods():  # a retrace, should one happen, sees the same methods
+            reference.log_prob(x, k, seed=0)
+        timings["score", "float32, TFP methods"].append(args.images / (time.perf_counter() - start))
+        for precision, m in models.items():
+            start = time.perf_counter()
+            m.log_prob(x, k, seed=0, precision=precision)
+            timings["score", precision].append(args.images / (time.perf_counter() - start))
+            start = time.perf_counter()
+            m.fit(x_train, epochs=1, batch_size=args.batch_size, verbose=0)
+            timings["train", precision].append(args.train_images / (time.perf_counter() - start))
+    rows = []
+    for (what, precision), rates in timings.items():
+        images_per_s = statistics.median(rates)
+        gflops = images_per_s * (score_flops if what == "score" else train_flops) / 1e9
+        ceiling = best["bfloat16" if precision == "bfloat16" else "float32"]
+        rows.append(
+            {
+                "what": what,
+                "precision": precision,
+                "images_per_s": round(images_per_s, 1),
+                "gflops": round(gflops, 1),
+                "fraction_of_ceiling": round(gflops / ceiling, 3),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "cpu": cpu_model(),
+        "native_bfloat16": native_bfloat16(),
+        "threads": tf.config.threading.get_intra_op_parallelism_threads() or "default",
+        "architecture": args.architecture,
+        "num_samples": k,
+        "batch_size": args.batch_size,
+        "encoder_mflops_per_image": round(encoder_flops / 1e6, 3),
+        "decoder_mflops_per_code": round(decoder_flops / 1e6, 3),
+        "ceilings_gflops": ceilings,
+        "best_ceiling_gflops": best,
+        "rows": rows,
+    }
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps({key: result[key] for key in ("cpu", "best_ceiling_gflops")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
