@@ -6,7 +6,7 @@ set, binarised once (seed 0), with k importance samples and the same seed in bot
 
 * speed: images/s of `log_prob` in each precision (median over `--rounds` interleaved
   rounds, wall and process CPU time) and their ratio;
-* error: mean test NLL in each precision, their difference, and the per-image
+* error: mean test NLL in each precision, their difference (bfloat16 minus float32), and the per-image
   |log p_bf16(x) - log p_f32(x)| (median, 99th percentile, maximum);
 * AUROC: every anomaly score (`tfpvae.anomaly.SCORES` but typicality) of `--images`
   normal test images against as many of each shifted set (the other data set, the images

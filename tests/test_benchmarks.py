@@ -192,6 +192,6 @@ def test_precision_tradeoff_reports_speed_error_and_auroc(data_dir, tmp_path):
     assert precision.main(shlex.split(flags)) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert len(row["aurocs"]) == 4 * len(precision.SCORES)
-    assert row["nll_difference"] == pytest.approx(row["nll_float32"] - row["nll_bfloat16"], abs=2e-3)
+    assert row["nll_difference"] == pytest.approx(row["nll_bfloat16"] - row["nll_float32"], abs=2e-3)
     assert 0 <= row["abs_delta_median"] <= row["abs_delta_p99"] <= row["abs_delta_max"] < 1.0
     assert all(math.isfinite(v) for v in _finite_numbers(row))
