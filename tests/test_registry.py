@@ -365,3 +365,15 @@ def test_every_command_works_on_a_model_from_user_code(tmp_path, capsys, data_di
     got = module.signatures["log_prob"](images=tf.constant(x[:5]), seed=tf.constant(3))["log_prob"].numpy()
     # The library's estimator with the same ids (row indices) and seed makes the same draws.
     np.testing.assert_allclose(got, tfpvae.load(run).log_prob(x[:5], 16, seed=3), atol=1e-4)
+
+
+def test_a_registered_functional_network_multiplies_in_bfloat16():
+    from tfpvae.precision import count_products, low_precision
+
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="small_resnet", options={"width": 4}, seed=0)
+    # encoder: 4 convolutions (stem, two in the residual block, the strided one); the head stays float32.
+    assert count_products(low_precision(model.encoder, keep=("posterior_params",))) == 4
+    x = np.random.default_rng(0).uniform(size=(6, 8, 8, 1)).astype(np.float32)
+    f32 = model.log_prob(x, 8, seed=0)
+    bf16 = model.log_prob(x, 8, seed=0, precision="bfloat16")
+    assert 0 < np.abs(bf16 - f32).max() < 0.5

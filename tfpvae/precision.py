@@ -34,6 +34,7 @@ __all__ = [
     "HEAD_LAYERS",
     "PRECISIONS",
     "BFloat16Product",
+    "count_products",
     "low_precision",
     "native_bfloat16",
     "resolve_precision",
@@ -113,7 +114,7 @@ def _convertible(layer: tfkl.Layer) -> bool:
     """Layers whose product `BFloat16Product` computes exactly as the layer does, but rounded."""
     if not layer.built or getattr(layer, "dtype", "float32") != "float32":
         return False
-    if isinstance(layer, tfkl.Dense) and type(layer) is tfkl.Dense:
+    if type(layer) is tfkl.Dense:  # exact types: a subclass may compute something else
         return True
     if type(layer) is tfkl.Conv2DTranspose:
         plain = layer.output_padding is None and tuple(layer.dilation_rate) == (1, 1)
