@@ -34,7 +34,7 @@ from typing import Any
 from tfpvae._keras import tf
 from tfpvae._validation import check_float, check_int, check_seed
 from tfpvae.likelihood import default_batch_elements
-from tfpvae.precision import HEAD_LAYERS, low_precision, resolve_precision
+from tfpvae.precision import networks_in, resolve_precision
 from tfpvae.scoring import ScoringPlan, score_images
 
 # The score signature's outputs: `tfpvae score`'s CSV columns (typicality only with a typical NLL).
@@ -91,9 +91,7 @@ class ServingModule(tf.Module):
         # TensorFlow does not need. The networks are reached through a closure instead.
         self.variables_ = list(model.variables)
         self.precision = model.estimator(precision).precision if precision == "auto" else resolve_precision(precision)
-        encoder, decoder = model.encoder, model.decoder
-        if self.precision == "bfloat16":
-            encoder, decoder = low_precision(encoder, keep=HEAD_LAYERS), low_precision(decoder)
+        encoder, decoder = networks_in(self.precision, model.encoder, model.decoder)
         self._networks = lambda: (encoder, decoder, model.prior)
         h, w, c = model.config.input_shape
         images = tf.TensorSpec([None, h, w, c], tf.float32, name="images")

@@ -63,7 +63,7 @@ import numpy as np
 
 from tfpvae._keras import tf, tfd, tfk, unwrap
 from tfpvae._validation import check_bool, check_float, check_images, check_int, check_seed, check_shape
-from tfpvae.precision import AUTO_TOLERANCE_NATS, HEAD_LAYERS, low_precision, resolve_precision
+from tfpvae.precision import AUTO_TOLERANCE_NATS, networks_in, resolve_precision
 from tfpvae.protocols import EncoderDecoderModel
 from tfpvae.scoring import OUTPUTS, ScoringPlan, binarize, check_ids, score_images
 
@@ -98,8 +98,10 @@ def _on_terminal() -> bool:
     return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
-def _agrees(estimator: LikelihoodEstimator, model: EncoderDecoderModel, n: int = 16, k: int = 8) -> bool:
-    """Whether `estimator`'s log p(x) of n images the model generates is float32's within tolerance.
+def _agrees(
+    estimator: LikelihoodEstimator, reference: LikelihoodEstimator, model: Any, n: int = 16, k: int = 8
+) -> bool:
+    """Whether `estimator`'s log p(x) of n images the model generates is `reference`'s within tolerance.
 
     The images are binarised decoder means of prior draws, fixed by seed: typical of the
     model, so the check needs no data.
@@ -107,8 +109,8 @@ def _agrees(estimator: LikelihoodEstimator, model: EncoderDecoderModel, n: int =
     prior = unwrap(model.prior)
     images = unwrap(model.decoder(prior.sample(n, seed=(1, 2)), training=False)).mean()
     x = binarize(np.clip(images.numpy(), 0.0, 1.0), seed=0)
-    reference = LikelihoodEstimator.from_model(model).log_prob(x, k, seed=0)
-    return bool(np.all(np.abs(estimator.log_prob(x, k, seed=0) - reference) <= AUTO_TOLERANCE_NATS))
+    difference = estimator.log_prob(x, k, seed=0) - reference.log_prob(x, k, seed=0)
+    return bool(np.all(np.abs(difference) <= AUTO_TOLERANCE_NATS))
 
 
 def nats_to_bits_per_dim(nats: Any, num_dims: int) -> np.ndarray:
@@ -267,9 +269,7 @@ class LikelihoodEstimator:
         if missing:
             raise TypeError(f"`model` must be a tfpvae.VAE; {type(model).__name__} has no {', '.join(missing)}.")
         resolved = resolve_precision(precision)
-        encoder, decoder = model.encoder, model.decoder
-        if resolved == "bfloat16":
-            encoder, decoder = low_precision(encoder, keep=HEAD_LAYERS), low_precision(decoder)
+        encoder, decoder = networks_in(resolved, model.encoder, model.decoder)
         estimator = cls(
             lambda x: encoder(x, training=False),
             lambda z: decoder(z, training=False),
@@ -279,9 +279,10 @@ class LikelihoodEstimator:
             defines_likelihood=getattr(getattr(model, "config", None), "model_type", "vae") != "ae",
         )
         estimator.precision = resolved
-        auto = precision == "auto" and resolved == "bfloat16" and estimator.defines_likelihood
-        if auto and not _agrees(estimator, model):
-            return cls.from_model(model, max_batch_elements=max_batch_elements)
+        if precision == "auto" and resolved == "bfloat16" and estimator.defines_likelihood:
+            reference = cls.from_model(model, max_batch_elements=max_batch_elements)
+            if not _agrees(estimator, reference, model):
+                return reference
         return estimator
 
     def require_likelihood(self, what: str) -> None:

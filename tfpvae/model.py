@@ -19,7 +19,7 @@ from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfp, tfpl, unwrap
 from tfpvae._validation import check_choice, check_float, check_images, check_int
 from tfpvae.config import PRECISIONS, REGISTERED, VAEConfig
 from tfpvae.networks import build_body, seeded_initializer
-from tfpvae.precision import HEAD_LAYERS, low_precision, resolve_precision
+from tfpvae.precision import networks_in, resolve_precision
 from tfpvae.priors import build_prior, check_prior, sample_prior, uses_exact_kl
 from tfpvae.scoring import log_weight_terms
 from tfpvae.serialization import ModelFormatError, read_model_files, write_model_files
@@ -225,7 +225,7 @@ class VAE(tfk.Model):
         - log q(z_ij|x_i)), z_i1..z_ik ~ q(z|x_i); beta is `kl_weight`.
         """
         k = self.config.train_samples
-        encoder, decoder = self.__dict__.get("_compute_networks") or (self.encoder, self.decoder)
+        encoder, decoder = self.__dict__.get("_compute_networks") or (self.encoder, self.decoder)  # see compile
         if k == 1:
             q = encoder(x, training=training)
             px = decoder(tf.convert_to_tensor(q), training=training)
@@ -310,11 +310,7 @@ class VAE(tfk.Model):
         # In __dict__, past Keras' attribute tracking: the bfloat16 copies share the
         # model's layers and must not be tracked (and saved) a second time.
         self.__dict__["training_precision"] = resolve_precision(precision)
-        self.__dict__["_compute_networks"] = (
-            (low_precision(self.encoder, keep=HEAD_LAYERS), low_precision(self.decoder))
-            if self.training_precision == "bfloat16"
-            else None
-        )
+        self.__dict__["_compute_networks"] = networks_in(self.training_precision, self.encoder, self.decoder)
         self.train_function = self.test_function = None  # retrace with the new networks
 
     def _training_input(self, data: Any, name: str):
@@ -460,13 +456,17 @@ class VAE(tfk.Model):
             cache[key] = LikelihoodEstimator.from_model(self, precision=key)
         return cache[key]
 
-    def elbo(self, x: Any, num_samples: int = 1, precision: str = "float32", **kwargs: Any) -> np.ndarray | tuple:
+    def elbo(
+        self, x: Any, num_samples: int = 1, precision: str = "float32", **kwargs: Any
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Per-image ELBO in nats, array (n,). See `LikelihoodEstimator.elbo` for keywords
         (seed, binarize_seed, return_stderr, max_batch_elements, progress) and `estimator`
         for `precision`."""
         return self.estimator(precision).elbo(x, num_samples, **kwargs)
 
-    def log_prob(self, x: Any, num_samples: int = 100, precision: str = "float32", **kwargs: Any) -> np.ndarray | tuple:
+    def log_prob(
+        self, x: Any, num_samples: int = 100, precision: str = "float32", **kwargs: Any
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Per-image importance-weighted estimate of log p(x) in nats, array (n,).
 
         Pass `return_stderr=True` for its Monte Carlo standard error; see
@@ -476,7 +476,7 @@ class VAE(tfk.Model):
 
     def bits_per_dim(
         self, x: Any, num_samples: int = 100, precision: str = "float32", **kwargs: Any
-    ) -> np.ndarray | tuple:
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Per-image -log p(x) / (H * W * C * ln 2), array (n,)."""
         return self.estimator(precision).bits_per_dim(x, num_samples, **kwargs)
 

@@ -37,6 +37,7 @@ __all__ = [
     "count_products",
     "low_precision",
     "native_bfloat16",
+    "networks_in",
     "resolve_precision",
 ]
 
@@ -162,3 +163,20 @@ def count_products(network: tfk.Model) -> int:
         elif _functional(layer) and layer is not network:
             total += count_products(layer)
     return total
+
+
+def networks_in(precision: str, encoder: tfk.Model, decoder: tfk.Model) -> tuple[tfk.Model, tfk.Model]:
+    """tfpvae's encoder and decoder as they compute in a resolved `precision`.
+
+    Args:
+      precision: "float32" or "bfloat16" (as `resolve_precision` returns it).
+      encoder: the model's encoder.
+      decoder: the model's decoder.
+
+    Returns:
+      The networks themselves for float32; for bfloat16, `low_precision` copies that keep
+      the encoder's posterior head (`HEAD_LAYERS`) in float32.
+    """
+    if precision == "bfloat16":
+        return low_precision(encoder, keep=HEAD_LAYERS), low_precision(decoder)
+    return encoder, decoder
