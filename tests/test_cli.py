@@ -190,7 +190,7 @@ def test_score_writes_one_row_per_image(trained_digits_dir, trained_digits, digi
     np.testing.assert_allclose([float(r["elbo"]) for r in rows], trained_digits.elbo(x, 8, seed=0), rtol=1e-5)
     np.save(tmp_path / "imgs.npy", np.zeros((3, 8, 8), np.float32))
     command = f"score --model {trained_digits_dir} --input {tmp_path / 'imgs.npy'} --num-samples 4 --out {out}"
-    assert main(f"{command} --score log_prob --quiet".split()) == 0
+    assert main(f"{command} --score log_prob --quiet --overwrite".split()) == 0
     rows = _csv_rows(out)
     assert [r["id"] for r in rows] == ["0", "1", "2"] and not any(r["label"] for r in rows)
     assert list(rows[0]) == ["id", "label", "log_prob", "log_prob_stderr"]

@@ -1,10 +1,21 @@
+import errno
 import hashlib
 import os
 
 import numpy as np
 import pytest
 
-from tfpvae._io import atomic_write, atomic_write_text, load_npz_arrays, numbered_arrays, numbered_keys, sha256
+from tfpvae._io import (
+    StorageError,
+    atomic_write,
+    atomic_write_files,
+    atomic_write_text,
+    load_npz_arrays,
+    make_folder,
+    numbered_arrays,
+    numbered_keys,
+    sha256,
+)
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -52,3 +63,57 @@ def test_load_npz_refuses_pickles_and_truncated_files(tmp_path):
     (tmp_path / "t.npz").write_bytes((tmp_path / "p.npz").read_bytes()[:20])
     with pytest.raises(ValueError, match="truncated or not an .npz"):
         load_npz_arrays(tmp_path / "t.npz")
+
+
+@pytest.mark.parametrize(
+    "code, reason",
+    [
+        (errno.ENOSPC, "No space left on device"),
+        (errno.EACCES, "Permission denied"),
+        (errno.EROFS, "Read-only file system"),
+        (errno.EDQUOT, "Disk quota exceeded"),
+    ],
+)
+def test_a_refused_write_names_the_operation_and_path_and_keeps_the_old_file(tmp_path, monkeypatch, code, reason):
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"old")
+
+    def refuse(fd):  # the data is flushed to the disk here: where a full disk shows
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", refuse)
+    with pytest.raises(StorageError) as info:
+        atomic_write_text(path, "new")
+    assert str(info.value) == f"cannot write {path}: {reason}"
+    assert info.value.errno == code and info.value.filename == str(path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["weights.npz"]
+    assert str(info.value.keeping("the old model is unchanged")).endswith(f"{reason}; the old model is unchanged")
+
+
+def test_files_that_belong_together_are_all_replaced_or_none(tmp_path, monkeypatch):
+    for name in "abc":
+        (tmp_path / name).write_text("old")
+
+    def write_c(f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    files = {
+        tmp_path / "a": lambda f: f.write(b"new"),
+        tmp_path / "b": lambda f: f.write(b"new"),
+        tmp_path / "c": write_c,
+    }
+    with pytest.raises(StorageError, match=r"cannot write .*c: No space left on device"):
+        atomic_write_files(files)
+    assert [(tmp_path / n).read_text() for n in "abc"] == ["old"] * 3
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "c"]  # no temporary left
+    atomic_write_files({tmp_path / "a": lambda f: f.write(b"A"), tmp_path / "b": lambda f: f.write(b"B")})
+    assert [(tmp_path / n).read_text() for n in "abc"] == ["A", "B", "old"]
+
+
+def test_a_missing_folder_and_a_file_in_the_way(tmp_path):
+    with pytest.raises(StorageError, match=r"^cannot write .*missing/f: No such file or directory$"):
+        atomic_write_text(tmp_path / "missing" / "f", "x")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StorageError, match=r"^cannot create folder .*file/run: (Not a directory|File exists)$"):
+        make_folder(tmp_path / "file" / "run")
+    assert make_folder(tmp_path / "a" / "b").is_dir()

@@ -74,9 +74,9 @@ def test_truncated_or_tampered_weights_fail_the_checksum(saved):
 
 def test_incompatible_version(saved):
     meta = json.loads((saved / "metadata.json").read_text())
-    meta["format_version"] = 99
+    meta["format_version"], meta["tfpvae_version"] = 99, "9.0.0"
     (saved / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelFormatError, match="format version 99"):
+    with pytest.raises(ModelFormatError, match=r"written by tfpvae 9\.0\.0 in format 99, newer .* upgrade tfpvae"):
         tfpvae.load(saved)
 
 

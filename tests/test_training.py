@@ -1,5 +1,6 @@
 """Checkpoints, resume after SIGKILL, NaN recovery, SIGINT and seeded reproducibility."""
 
+import errno
 import json
 import os
 import signal
@@ -331,3 +332,82 @@ def test_history_has_one_entry_per_epoch_without_a_run_folder(x):
     assert len(result.history["loss"]) == len(m.training_history["loss"]) == 3
     train(m, x, epochs=2, batch_size=32, seed=0, verbose=0)  # two more epochs, continuing the history
     assert len(m.training_history["loss"]) == 5
+
+
+def _weights_digest(folder):
+    return json.loads((folder / "metadata.json").read_text())["weights_sha256"]
+
+
+def test_a_folder_with_a_model_is_not_trained_over_unless_resumed_or_overwritten(x, tmp_path):
+    from tfpvae.write_guard import OutputExistsError
+
+    first = _model()
+    train(first, x, epochs=1, batch_size=64, run_dir=tmp_path, verbose=0)
+    before = _weights_digest(tmp_path), (tmp_path / "checkpoint.npz").read_bytes()
+    with pytest.raises(OutputExistsError, match=r"already holds a trained model or run \(config.json, weights.npz"):
+        train(_model(seed=1), x, epochs=1, batch_size=64, run_dir=tmp_path, verbose=0)
+    assert (_weights_digest(tmp_path), (tmp_path / "checkpoint.npz").read_bytes()) == before
+    other = _model(seed=1)
+    train(other, x, epochs=1, batch_size=64, run_dir=tmp_path, overwrite=True, verbose=0)
+    assert _weights_digest(tmp_path) != before[0]
+    np.testing.assert_array_equal(tfpvae.load(tmp_path).get_weights()[0], other.get_weights()[0])
+    # A folder VAE.save wrote is a model too.
+    tfpvae.save(first, tmp_path / "saved")
+    with pytest.raises(OutputExistsError):
+        train(_model(), x, epochs=1, run_dir=tmp_path / "saved", verbose=0)
+
+
+def _refuse_writes_after(monkeypatch, count, code=errno.ENOSPC):
+    """Lets `count` file writes through, then refuses every one with `code` (at the flush to disk)."""
+    calls = {"n": 0}
+    real = os.fsync
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > count:
+            raise OSError(code, os.strerror(code))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])
+def test_a_refused_checkpoint_keeps_the_last_good_one_and_says_so(x, tmp_path, monkeypatch, code):
+    from tfpvae._io import StorageError
+
+    model = _model()
+    train(model, x, epochs=1, batch_size=64, run_dir=tmp_path, verbose=0)
+    kept = (tmp_path / "checkpoint.npz").read_bytes(), tfpvae.load(tmp_path).get_weights()
+    _refuse_writes_after(monkeypatch, 0, code)
+    with pytest.raises(StorageError) as info:
+        train(_model(), x, epochs=3, batch_size=64, run_dir=tmp_path, resume=True, verbose=0)
+    message = str(info.value)
+    assert message.startswith(f"cannot write {tmp_path / 'checkpoint.npz'}: {os.strerror(code)}; ")
+    assert message.endswith(
+        f"{tmp_path} keeps its checkpoint of epoch 1 and a complete model: resume from it once "
+        "the file system accepts writes"
+    )
+    monkeypatch.undo()
+    assert (tmp_path / "checkpoint.npz").read_bytes() == kept[0]
+    for a, b in zip(tfpvae.load(tmp_path).get_weights(), kept[1]):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+    # Once the disk accepts writes again, the run resumes from the kept epoch.
+    result = train(_model(), x, epochs=2, batch_size=64, run_dir=tmp_path, resume=True, verbose=0)
+    assert result.epochs_completed == 2
+
+
+def test_a_model_folder_is_written_whole_or_not_at_all(x, tmp_path, monkeypatch):
+    from tfpvae._io import StorageError
+
+    model = _model()
+    train(model, x, epochs=1, batch_size=64, run_dir=tmp_path, verbose=0)
+    files = {name: (tmp_path / name).read_bytes() for name in ("config.json", "weights.npz", "metadata.json")}
+    train_more = _model()
+    # The checkpoint and the new weights pass; config.json (the model's second file) is refused.
+    _refuse_writes_after(monkeypatch, 2)
+    with pytest.raises(StorageError, match="cannot write .*config.json: No space left on device"):
+        train(train_more, x, epochs=2, batch_size=64, run_dir=tmp_path, resume=True, verbose=0)
+    monkeypatch.undo()
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files
+    tfpvae.load(tmp_path)  # the checksum still matches

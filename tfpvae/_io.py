@@ -1,7 +1,10 @@
 """File I/O that never leaves half a file and never unpickles: atomic writes, checksums, .npz reads.
 
 Every file the package writes for later (model folders, checkpoints, run arguments) goes
-through `atomic_write`; every array file it reads back goes through `load_npz_arrays`.
+through `atomic_write` (or `atomic_write_files` for files that belong together); every
+array file it reads back goes through `load_npz_arrays`. A write the file system refuses
+(no space left, permission denied, read-only, missing folder) raises `StorageError`,
+which names the operation and the path, and leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +18,35 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+
+class StorageError(OSError):
+    """The file system refused an operation on a path: no space left, permission denied, read-only, missing folder.
+
+    Attributes:
+      operation: what was being done, e.g. "write" or "create folder".
+      filename: the path (as for any `OSError`).
+      kept: what is still intact, for the message (e.g. "the last checkpoint is unchanged").
+    """
+
+    def __init__(self, operation: str, path: str | os.PathLike, err: OSError, kept: str = "") -> None:
+        super().__init__(err.errno, err.strerror or str(err), str(path))
+        self.operation, self.kept = operation, kept
+
+    def __str__(self) -> str:
+        kept = f"; {self.kept}" if self.kept else ""
+        return f"cannot {self.operation} {self.filename}: {self.strerror}{kept}"
+
+    def keeping(self, kept: str) -> StorageError:
+        """The same error, saying what is still intact."""
+        err = StorageError(self.operation, self.filename, self, kept)
+        err.__cause__ = self.__cause__
+        return err
+
+
+def storage_error(operation: str, path: str | os.PathLike, err: OSError) -> StorageError:
+    """`err` as a `StorageError` naming `operation` and `path` (an error that already is one is kept)."""
+    return err if isinstance(err, StorageError) else StorageError(operation, path, err)
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -34,17 +66,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
-    """Calls `write(f)` on a temporary file in `path`'s folder, then renames it to `path`.
-
-    A reader sees the old file or the complete new one, never half a file, even if the
-    process is killed mid-write.
-
-    Args:
-      path: the file to (re)place; its folder must exist.
-      write: called with a binary file object open for writing.
-    """
-    path = Path(path)
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], Any]) -> str:
+    """Writes a temporary file beside `path` with `write(f)`, flushed to disk; returns its name."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -58,10 +81,70 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    """Calls `write(f)` on a temporary file in `path`'s folder, then renames it to `path`.
+
+    A reader sees the old file or the complete new one, never half a file, even if the
+    process is killed mid-write.
+
+    Args:
+      path: the file to (re)place; its folder must exist.
+      write: called with a binary file object open for writing.
+
+    Raises:
+      StorageError: the file system refused the write; the old file is unchanged.
+    """
+    atomic_write_files({path: write})
+
+
+def atomic_write_files(files: dict[str | os.PathLike, Callable[[IO[bytes]], Any]]) -> None:
+    """Writes several files that belong together: all to temporary files first, then renames.
+
+    A full disk or any other error while writing leaves every old file unchanged; only a
+    kill between the renames (microseconds) can leave some old and some new.
+
+    Args:
+      files: {path: write}, renamed in this order; each folder must exist.
+
+    Raises:
+      StorageError: the file system refused a write; the old files are unchanged.
+    """
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, write in files.items():
+            path = Path(path)
+            try:
+                written.append((_write_temporary(path, write), path))
+            except OSError as err:
+                raise storage_error("write", path, err) from err
+        for tmp, path in written:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise storage_error("replace", path, err) from err
+    finally:
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """Creates the folder `path` and its parents (an existing folder is fine).
+
+    Raises:
+      StorageError: the file system refused (a file in the way, permission, read-only).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise storage_error("create folder", path, err) from err
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tfpvae._io import atomic_write_text, storage_error
 from tfpvae._validation import check_int
 
 __all__ = ["errors_path", "format_row", "iter_array_batches", "score_columns", "score_to_csv", "settings_path"]
@@ -145,36 +146,41 @@ def score_to_csv(
     columns = score_columns(scores)
     digest = hashlib.sha256()
     rows = 0
-    with _ErrorLog(errors_path(out), bad_records) as errors, open(partial, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "label", *columns])
-        for batch in batches:
-            errors.flush()
-            if len(batch.ids) == 0:
-                continue
-            values = compute_scores(
-                estimator,
-                batch.images,
-                tuple(scores),
-                num_samples=num_samples,
-                typical_nll=typical_nll,
-                seed=seed,
-                binarize_seed=binarize_seed,
-                ids=batch.ids,
-                progress=False,
-                stderr="log_prob" in scores,
-            )
-            labels = batch.labels
-            for r, image_id in enumerate(batch.ids):
-                row_values = {c: values[c][r] for c in columns}
-                writer.writerow(format_row(image_id, None if labels is None else labels[r], row_values, columns))
-                digest.update(image_id.encode() + b"\0")
-            digest.update(np.ascontiguousarray(batch.images, np.float32).tobytes())
-            rows += len(batch.ids)
-            if progress is not None:
-                progress.update(rows + errors.count)
-        errors.flush()  # records skipped after the last batch
-    os.replace(partial, out)
+    try:
+        with _ErrorLog(errors_path(out), bad_records) as errors, open(partial, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "label", *columns])
+            for batch in batches:
+                errors.flush()
+                if len(batch.ids) == 0:
+                    continue
+                values = compute_scores(
+                    estimator,
+                    batch.images,
+                    tuple(scores),
+                    num_samples=num_samples,
+                    typical_nll=typical_nll,
+                    seed=seed,
+                    binarize_seed=binarize_seed,
+                    ids=batch.ids,
+                    progress=False,
+                    stderr="log_prob" in scores,
+                )
+                labels = batch.labels
+                for r, image_id in enumerate(batch.ids):
+                    row_values = {c: values[c][r] for c in columns}
+                    writer.writerow(format_row(image_id, None if labels is None else labels[r], row_values, columns))
+                    digest.update(image_id.encode() + b"\0")
+                digest.update(np.ascontiguousarray(batch.images, np.float32).tobytes())
+                rows += len(batch.ids)
+                if progress is not None:
+                    progress.update(rows + errors.count)
+            errors.flush()  # records skipped after the last batch
+        os.replace(partial, out)
+    except OSError as err:
+        # The old CSV, if any, is left as it was; half a new one is not left beside it.
+        partial.unlink(missing_ok=True)
+        raise storage_error("write", out, err) from err
     summary = {
         "rows": rows,
         "bad_records": errors.count,
@@ -188,5 +194,5 @@ def score_to_csv(
         "ids_and_images_sha256": digest.hexdigest(),
         **(settings or {}),
     }
-    settings_path(out).write_text(json.dumps(summary, indent=2))
+    atomic_write_text(settings_path(out), json.dumps(summary, indent=2))
     return summary

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tfpvae._io import atomic_write
 from tfpvae._keras import tfk
 from tfpvae._validation import check_float, check_images, check_int, check_labels
 from tfpvae.embedding import posterior_means, project
@@ -158,6 +159,9 @@ class LatentEvolution(tfk.callbacks.Callback):
           path: output file, e.g. "latents.gif".
           fps: frames per second, > 0. Default 2.
           dpi: resolution of each frame. Default 80.
+
+        Raises:
+          StorageError: the file could not be written (an old file is left as it was).
         """
         import matplotlib.pyplot as plt
         from PIL import Image
@@ -176,8 +180,12 @@ class LatentEvolution(tfk.callbacks.Callback):
             fig.canvas.draw()
             images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
             plt.close(fig)
-        images[0].save(
-            path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0, optimize=False
+        duration = int(round(1000 / fps))
+        atomic_write(
+            path,
+            lambda f: images[0].save(
+                f, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, optimize=False
+            ),
         )
 
     def reconstructions_figure(

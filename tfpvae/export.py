@@ -26,17 +26,24 @@ seed, so the same request gives the same answer. Load with plain TensorFlow:
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from tfpvae._io import StorageError, storage_error
 from tfpvae._keras import tf
 from tfpvae._validation import check_float, check_int, check_seed
 from tfpvae.likelihood import default_batch_elements
 from tfpvae.precision import networks_in, resolve_precision
 from tfpvae.scoring import ScoringPlan, score_images
+from tfpvae.write_guard import claim_folder
 
+# What tf.saved_model.save writes into a folder.
+_SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 # The score signature's outputs: `tfpvae score`'s CSV columns (typicality only with a typical NLL).
 SERVED_SCORES = ("log_prob", "log_prob_stderr", "elbo", "rate", "distortion", "complexity")
 
@@ -159,29 +166,72 @@ def export(
     binarize_seed: int | None = None,
     typical_nll: float | None = None,
     precision: str = "float32",
+    overwrite: bool = False,
 ) -> Path:
     """Writes `model` as a SavedModel with `score`, `log_prob`, `elbo` and `sample` signatures.
 
+    The SavedModel is written to a staging folder beside `path` and moved into `path` only
+    when complete, so a failed export (a full disk, say) leaves `path` as it was.
+
     Args:
       model: a trained `tfpvae.VAE`.
-      path: output folder (created; must not already hold a SavedModel).
+      path: output folder (created if needed), locked while the export writes it.
       num_samples: importance samples per image fixed into every score. Default 64.
       binarize_seed: serve the scores of the fixed binarisation keyed by (id,
         binarize_seed), as `tfpvae score --binarize-seed`. Default None.
-      typical_nll: mean -log p(x) of normal images, to serve `typicality`. Default None.
+      typical_nll: mean -log p(x) of normal data, to serve `typicality`. Default None.
       precision: "float32" (default), "bfloat16" or "auto": see `ServingModule`.
+      overwrite: replace a SavedModel already in `path`. Default False.
 
     Returns:
       The folder as a `Path`.
+
+    Raises:
+      OutputExistsError: `path` holds a SavedModel and `overwrite` is False.
+      FolderInUseError: another process is writing to `path`.
+      StorageError: the file system refused a write; `path` is unchanged.
     """
     path = Path(path)
-    if (path / "saved_model.pb").exists():
-        raise ValueError(f"`path` {path} already holds a SavedModel; choose a new folder.")
     module = ServingModule(
         model, num_samples, binarize_seed=binarize_seed, typical_nll=typical_nll, precision=precision
     )
     signatures = {
         name: getattr(module, name).get_concrete_function() for name in ("score", "log_prob", "elbo", "sample")
     }
-    tf.saved_model.save(module, str(path), signatures=signatures)
+    # The module before the folder: arguments it refuses leave no folder behind.
+    with claim_folder(path, ("saved_model.pb",), what="a SavedModel", argument="path", overwrite=overwrite):
+        try:
+            staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+        except OSError as err:
+            raise storage_error("create a folder in", path.parent, err) from err
+        try:
+            try:
+                tf.saved_model.save(module, str(staging), signatures=signatures)
+            except tf.errors.OpError as err:  # TensorFlow's file system reports its own errors
+                raise StorageError("write SavedModel", path, OSError(errno.EIO, err.message)) from err
+            except OSError as err:
+                raise storage_error("write SavedModel", path, err) from err
+            _move_into(staging, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _move_into(staging: Path, path: Path) -> None:
+    """Moves a complete SavedModel from `staging` into `path`, replacing the one there.
+
+    Renames only (no copying, nothing left half-written); saved_model.pb goes last, so a
+    reader finds it only once its variables are in place.
+    """
+    new = sorted(os.listdir(staging), key=lambda name: name == "saved_model.pb")
+    old = [name for name in _SAVED_MODEL_ENTRIES if (path / name).exists() and name not in new]
+    try:
+        for name in new:
+            if (path / name).is_dir():  # a folder cannot be renamed over a full one: move the old one aside
+                os.replace(path / name, staging / f"old.{name}")
+            os.replace(staging / name, path / name)
+        for name in old:  # parts of the old SavedModel the new one does not have
+            target = path / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    except OSError as err:
+        raise storage_error("move the SavedModel into", path, err) from err

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -21,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tfpvae._io import atomic_write
 from tfpvae._validation import check_labels
 from tfpvae.charts import roc_curves as roc_curves
 from tfpvae.charts import score_histograms as score_histograms
@@ -31,9 +33,18 @@ _MAX_LEGEND_CLASSES = 20
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
-    """Saves `fig` to `path` (format from the suffix) and closes it to free memory."""
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    """Saves `fig` to `path` (format from the suffix, PNG without one) and closes it to free memory.
+
+    The file is written whole or not at all (`tfpvae._io.atomic_write`).
+
+    Raises:
+      StorageError: the file could not be written (an old file is left as it was).
+    """
+    kind = Path(path).suffix[1:].lower() or "png"
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def _show_image(ax, image: np.ndarray) -> None:

@@ -15,8 +15,10 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -30,12 +32,37 @@ from tfpvae._io import atomic_write_text
 from tfpvae._validation import check_choice
 from tfpvae.bulk import iter_array_batches, score_to_csv
 from tfpvae.config import PRECISIONS, VAEConfig
+from tfpvae.serialization import MODEL_FILES
 from tfpvae.subsets import spread
+from tfpvae.write_guard import claim_folder, remove_files
 
 TRAIN_ARGS_FILE = "train_args.json"
 # A run folder written before a setting existed lacks it in train_args.json and used its
 # default; these were there from the first version on.
 _ALWAYS_WRITTEN = ("dataset", "data_dir", "limit", "batch_size", "checkpoint_every", "clip_norm", "seed", "epochs")
+# What a run writes into its folder: any of them makes a folder taken, and an overwrite
+# removes them all before the new run starts.
+FIGURE_FILES = (
+    "samples.png",
+    "reconstructions.png",
+    "training_curves.png",
+    "manifold.png",
+    "latent_scatter.png",
+    "interpolation.png",
+    "pseudo_inputs.png",
+    "evolution.gif",
+    "reconstructions_by_epoch.png",
+)
+RUN_OUTPUTS = (
+    TRAIN_ARGS_FILE,
+    "checkpoint.npz",
+    *MODEL_FILES,
+    "history.csv",
+    "scores.csv",
+    "scores.csv.json",
+    "evaluation.json",
+    *FIGURE_FILES,
+)
 # Share of the training images held out to monitor early stopping when the dataset has no
 # valid split of its own.
 HOLDOUT_FRACTION = 0.1
@@ -200,11 +227,12 @@ def train_run(
     score_limit: int = 1000,
     verbose: int = 1,
     note: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Trains a model into the folder `run_dir` and writes its figures and scores.
 
     Args:
-      run_dir: the run folder (created if needed).
+      run_dir: the run folder (created if needed), locked while the run writes it.
       settings: how to train (`RunSettings`). With `resume`, the folder's own settings are
         used (see `resumed_settings`) and this may be None.
       config: the model's hyperparameters; the image shape is taken from the data.
@@ -217,65 +245,86 @@ def train_run(
       score_limit: test images scored into scores.csv, evenly spread. Default 1000.
       verbose: 1 a progress bar per epoch, 2 a line per epoch, 0 silent. Default 1.
       note: called with one-line notes (a figure skipped, ...). Default: print to stderr.
+      overwrite: train into a folder that holds another run or model: its files
+        (`RUN_OUTPUTS`) are removed first; other files are left alone. Default False.
 
     Returns:
       A `RunResult`.
 
     Raises:
       TrainingDivergedError: the loss became NaN or Inf (the last good state is saved).
+      OutputExistsError: `run_dir` holds a run or model; neither `resume` nor `overwrite`.
+      FolderInUseError: another process is writing to `run_dir` (the message names it).
+      StorageError: the file system refused a write; the folder keeps its last complete
+        checkpoint and model.
     """
-    from tfpvae._keras import tfk
     from tfpvae.distribute import is_chief, make_strategy
-    from tfpvae.model import VAE
-    from tfpvae.training import train
+    from tfpvae.training import saving, train
 
     note = note or (lambda text: print(f"tfpvae: note: {text}", file=sys.stderr))
     run = Path(run_dir)
-    if resume:
-        settings, config, _, done, stored_epochs = _resume(run, {"epochs": epochs})
-    elif settings is None:
+    if not resume and settings is None:
         raise ValueError("`settings` is required unless `resume=True`.")
     dist = make_strategy(strategy)
     chief = is_chief(dist)  # with several workers only the chief writes the run folder
-    data = _training_data(settings, dist)
     if resume:
-        if chief and settings.epochs != stored_epochs and settings.epochs >= done:
-            _write_settings(run, settings)  # the new total, so a later resume continues to it
-    else:
-        config = config or VAEConfig()
-        seed = config.seed if settings.seed is None else settings.seed
-        config = config.replace(input_shape=data.input_shape, seed=seed)
-        if chief:
-            run.mkdir(parents=True, exist_ok=True)
-            _write_settings(run, settings)
-    with dist.scope():
-        model = VAE(config)
-        model.compile(
-            tfk.optimizers.Adam(config.learning_rate, global_clipnorm=settings.clip_norm), precision=settings.precision
-        )
-    callbacks = _extra_callbacks(data, settings, evolution, tensorboard)
-    result = train(
-        model,
-        data.train,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        validation_data=data.validation,
-        run_dir=run,
-        checkpoint_every=settings.checkpoint_every,
-        resume=resume,
-        clip_norm=settings.clip_norm,
-        seed=settings.seed,
-        verbose=verbose,
-        callbacks=callbacks,
-        kl_warmup_epochs=settings.kl_warmup_epochs,
-        lr_schedule=settings.lr_schedule,
-        early_stopping=settings.early_stopping,
-        steps_per_epoch=data.steps_per_epoch,
-    )
+        settings, config, _, done, stored_epochs = _resume(run, {"epochs": epochs})
+    # The data before the folder: a dataset that cannot be read leaves no folder behind.
+    data = _training_data(settings, dist)
+    claim = contextlib.nullcontext([])
     if chief:
-        _write_outputs(model, run, data, settings, callbacks, result.interrupted, score_limit, note)
+        claim = claim_folder(
+            run, RUN_OUTPUTS, what="a trained model or run", argument="run_dir", overwrite=overwrite, resume=resume
+        )
+    with claim as found:
+        if resume:
+            if chief and settings.epochs != stored_epochs and settings.epochs >= done:
+                _write_settings(run, settings)  # the new total, so a later resume continues to it
+        else:
+            config = config or VAEConfig()
+            seed = config.seed if settings.seed is None else settings.seed
+            config = config.replace(input_shape=data.input_shape, seed=seed)
+            if chief:
+                # An overwrite starts clean: no figure, score or checkpoint of the old run is left to mix in.
+                remove_files(run, found)
+                _write_settings(run, settings)
+        model = _compiled_model(config, settings, dist)
+        callbacks = _extra_callbacks(data, settings, evolution, tensorboard)
+        result = train(
+            model,
+            data.train,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            validation_data=data.validation,
+            run_dir=run,
+            checkpoint_every=settings.checkpoint_every,
+            resume=resume,
+            clip_norm=settings.clip_norm,
+            seed=settings.seed,
+            verbose=verbose,
+            callbacks=callbacks,
+            kl_warmup_epochs=settings.kl_warmup_epochs,
+            lr_schedule=settings.lr_schedule,
+            early_stopping=settings.early_stopping,
+            steps_per_epoch=data.steps_per_epoch,
+        )
+        if chief:
+            with saving(run):
+                _write_outputs(model, run, data, settings, callbacks, result.interrupted, score_limit, note)
     final = {k: v[-1] for k, v in model.training_history.items() if v}
     return RunResult(run, result.epochs_completed, final, result.best_epoch, result.interrupted, chief, model)
+
+
+def _compiled_model(config: VAEConfig, settings: RunSettings, strategy: Any) -> Any:
+    """A new `VAE` of `config` in `strategy`'s scope, compiled with the run's optimizer and precision."""
+    from tfpvae._keras import tfk
+    from tfpvae.model import VAE
+
+    with strategy.scope():
+        model = VAE(config)
+        optimizer = tfk.optimizers.Adam(config.learning_rate, global_clipnorm=settings.clip_norm)
+        model.compile(optimizer, precision=settings.precision)
+    return model
 
 
 def _write_settings(run: Path, settings: RunSettings) -> None:
@@ -381,11 +430,12 @@ def _write_outputs(model, run: Path, data: _RunData, settings: RunSettings, call
 def write_history_csv(history: dict[str, list[float]], path: str | os.PathLike) -> None:
     """Writes per-epoch metrics as CSV: a column `epoch` (1-based), then one per metric."""
     keys = list(history)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", *keys])
-        for i in range(len(history[keys[0]]) if keys else 0):
-            writer.writerow([i + 1, *(history[k][i] for k in keys)])
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["epoch", *keys])
+    for i in range(len(history[keys[0]]) if keys else 0):
+        writer.writerow([i + 1, *(history[k][i] for k in keys)])
+    atomic_write_text(path, text.getvalue())
 
 
 def write_figures(model, x_test, y_test, run: Path, seed: int, note: Callable[[str], None]) -> None:

@@ -8,6 +8,8 @@ model from its config with library code, then assigns the arrays.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -16,13 +18,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tfpvae._io import atomic_write, atomic_write_text, load_npz_arrays, numbered_arrays, numbered_keys, sha256
+from tfpvae._io import atomic_write_files, load_npz_arrays, make_folder, numbered_arrays, numbered_keys, sha256
 from tfpvae._version import __version__
 from tfpvae.config import VAEConfig
 from tfpvae.registry import UnregisteredNameError
 
+# The format written. Every format from 1 up is read forever: tests/fixtures/model-format-N
+# holds a folder of each, which every later version must load with identical log_prob.
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.json", "weights.npz", "metadata.json"
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
 # Weights are stored under "w0000", "w0001", ... in the order of `Model.weights`, which
 # rebuilding the same config reproduces.
 _WEIGHT_PREFIX = "w"
@@ -55,7 +60,8 @@ def write_model_files(
     """Writes a model folder: each file atomically, the weights first.
 
     Args:
-      path: the folder, created if needed. Existing model files in it are replaced.
+      path: the folder, created if needed. Existing model files in it are replaced, all
+        three or none (a write error leaves the old ones).
       config: the model's `VAEConfig`.
       weights: the weight arrays in the order of the model's `weights`.
       metadata: JSON-serialisable entries for metadata.json; the format version, the
@@ -63,19 +69,29 @@ def write_model_files(
 
     Returns:
       The folder as a `Path`.
+
+    Raises:
+      StorageError: the file system refused a write; the folder's old files are unchanged.
     """
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = numbered_arrays(weights, _WEIGHT_PREFIX)
-    atomic_write(folder / WEIGHTS_FILE, lambda f: np.savez(f, **arrays))
+    make_folder(folder)
+    buffer = io.BytesIO()
+    np.savez(buffer, **numbered_arrays(weights, _WEIGHT_PREFIX))
+    data = buffer.getvalue()
     metadata = {
         "format_version": FORMAT_VERSION,
         "tfpvae_version": __version__,
         **metadata,
-        "weights_sha256": sha256(folder / WEIGHTS_FILE),
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
-    atomic_write_text(folder / CONFIG_FILE, config.to_json())
-    atomic_write_text(folder / METADATA_FILE, json.dumps(metadata, indent=2))
+    texts = {CONFIG_FILE: config.to_json(), METADATA_FILE: json.dumps(metadata, indent=2)}
+    # All three written before any is renamed: a full disk leaves the old model whole.
+    atomic_write_files(
+        {
+            folder / WEIGHTS_FILE: lambda f: f.write(data),
+            **{folder / name: (lambda f, t=text: f.write(t.encode())) for name, text in texts.items()},
+        }
+    )
     return folder
 
 
@@ -89,19 +105,40 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     folder = Path(path)
     if not folder.is_dir():
         raise ModelFormatError(f"Model folder {folder} does not exist (expected a folder written by VAE.save).")
-    for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
+    for name in MODEL_FILES:
         if not (folder / name).is_file():
             raise ModelFormatError(f"Model folder {folder} is incomplete: {name} is missing.")
     try:
         metadata = json.loads((folder / METADATA_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFormatError(f"{folder / METADATA_FILE} is not valid JSON: {err}") from None
-    version = metadata.get("format_version") if isinstance(metadata, dict) else None
-    if version != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"Model folder {folder} has format version {version!r}; this tfpvae reads version {FORMAT_VERSION}."
-        )
+    if not isinstance(metadata, dict):
+        raise ModelFormatError(f"{folder / METADATA_FILE} is not a JSON object: not written by tfpvae.")
+    check_format_version(metadata.get("format_version"), folder, metadata.get("tfpvae_version"))
     return metadata
+
+
+def check_format_version(version: Any, folder: str | os.PathLike, written_by: Any = None) -> int:
+    """Returns a model folder's format version, or raises saying why this tfpvae cannot read it.
+
+    Every format from 1 to `FORMAT_VERSION` is read (tests load a committed folder of each
+    with identical `log_prob`); a newer one asks for a newer tfpvae.
+
+    Raises:
+      ModelFormatError: `version` is missing, not an integer, or not a format this reads.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFormatError(
+            f"{Path(folder) / METADATA_FILE} has format_version {version!r}: not a model folder written by tfpvae."
+        )
+    if version > FORMAT_VERSION:
+        by = f" by tfpvae {written_by}" if isinstance(written_by, str) else ""
+        reads = "format 1" if FORMAT_VERSION == 1 else f"formats 1 to {FORMAT_VERSION}"
+        raise ModelFormatError(
+            f"Model folder {folder} was written{by} in format {version}, newer than this tfpvae {__version__} "
+            f"reads ({reads}): upgrade tfpvae (pip install -U tfpvae) to load it."
+        )
+    return version
 
 
 def _with_origin(message: str, metadata: dict[str, Any]) -> str:

@@ -12,27 +12,33 @@ from its index, so a resumed run continues the same schedule.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import math
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfpvae._io import atomic_write, load_npz_arrays, numbered_arrays, numbered_keys
+from tfpvae._io import StorageError, atomic_write, load_npz_arrays, make_folder, numbered_arrays, numbered_keys
 from tfpvae._keras import tf, tfk
 from tfpvae._validation import check_choice, check_float, check_int
 from tfpvae.config import VAEConfig
 from tfpvae.distribute import is_chief
 from tfpvae.model import load
 from tfpvae.schedules import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, KLWarmup, LearningRateDecay
+from tfpvae.serialization import MODEL_FILES
+from tfpvae.write_guard import claim_folder
 
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
+# The files that make a folder a model or a run: `train` does not write over them unasked.
+RUN_MARKERS = (*MODEL_FILES, CHECKPOINT_FILE)
 
 
 class CheckpointError(ValueError):
@@ -96,8 +102,7 @@ def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
     Returns:
       Path of the checkpoint file.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_folder(run_dir)
     meta = {
         "format": CHECKPOINT_FORMAT,
         "epoch": int(epoch),
@@ -169,6 +174,25 @@ def restore_checkpoint(model, run_dir: str | Path) -> int:
     return int(meta["epoch"])
 
 
+def kept_in(run_dir: Path) -> str:
+    """What a run folder still holds after a failed write, for the error message."""
+    try:
+        epoch = int(read_checkpoint_meta(run_dir)["epoch"])
+    except (OSError, ValueError):
+        return f"{run_dir} holds no checkpoint yet"
+    model = " and a complete model" if all((run_dir / name).is_file() for name in MODEL_FILES) else ""
+    return f"{run_dir} keeps its checkpoint of epoch {epoch}{model}: resume from it once the file system accepts writes"
+
+
+@contextlib.contextmanager
+def saving(run_dir: Path) -> Iterator[None]:
+    """Turns a failed write into a `StorageError` that also says what the run folder still holds."""
+    try:
+        yield
+    except StorageError as err:
+        raise err.keeping(kept_in(run_dir)) from err
+
+
 class _RunGuard(tfk.callbacks.Callback):
     """Checkpoints each epoch, watches the loss for NaN/Inf and stops on SIGINT."""
 
@@ -212,8 +236,9 @@ class _RunGuard(tfk.callbacks.Callback):
             }
             self.model.training_history = merged
         try:
-            save_checkpoint(self.model, self.run_dir, self.completed)
-            self.model.save(self.run_dir)
+            with saving(self.run_dir):
+                save_checkpoint(self.model, self.run_dir, self.completed)
+                self.model.save(self.run_dir)
             self.checkpointed = self.completed
         finally:
             self.model.training_history = history
@@ -260,6 +285,7 @@ def train(
     early_stopping: int | None = None,
     steps_per_epoch: int | None = None,
     precision: str | None = None,
+    overwrite: bool = False,
 ) -> TrainingResult:
     """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
 
@@ -272,6 +298,8 @@ def train(
       validation_data: images evaluated after each epoch. Default None.
       run_dir: folder for `checkpoint.npz` (the state of the last completed epoch) and the
         model files (`tfpvae.load` gives the model this returns). Default None: no files.
+        A folder that holds a model or checkpoint is refused unless `resume` or
+        `overwrite`, and the folder is locked while training writes it.
       checkpoint_every: epochs between checkpoints; the last is always written. Default 1.
       resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history).
       clip_norm: clip the global gradient norm to this value. Default None (no clipping).
@@ -292,6 +320,8 @@ def train(
       steps_per_epoch: batches per epoch for a repeating dataset. Default None: one pass.
       precision: the training steps' arithmetic, "float32", "bfloat16" or "auto"
         (`tfpvae.VAE.set_training_precision`). Default None: the model's (see `compile`).
+      overwrite: train into a `run_dir` that holds another model or run, replacing its
+        model and checkpoint as epochs complete. Default False.
 
     Returns:
       A `TrainingResult`.
@@ -299,47 +329,48 @@ def train(
     Raises:
       TrainingDivergedError: the loss became NaN/Inf; the last good weights are restored
         in `model` and, with a `run_dir`, saved there.
+      OutputExistsError: `run_dir` holds a model or checkpoint (pass `resume` or `overwrite`).
+      FolderInUseError: another process is writing to `run_dir`.
+      StorageError: a write failed (no space, ...); `run_dir` keeps its last checkpoint and model.
     """
     epochs = check_int(epochs, "epochs")
     batch_size = check_int(batch_size, "batch_size")
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
-    if steps_per_epoch is not None:
-        steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch")
-    if clip_norm is not None:
-        clip_norm = check_float(clip_norm, "clip_norm", minimum=0.0, min_inclusive=False)
+    steps_per_epoch = None if steps_per_epoch is None else check_int(steps_per_epoch, "steps_per_epoch")
+    clip_norm = None if clip_norm is None else check_float(clip_norm, "clip_norm", minimum=0.0, min_inclusive=False)
     if resume and run_dir is None:
         raise ValueError("`resume=True` needs the `run_dir` to resume from.")
     schedules, stopper = _schedule_callbacks(
         epochs, kl_warmup_epochs, lr_schedule, min_lr_fraction, early_stopping, validation_data
     )
     run_dir = None if run_dir is None else Path(run_dir)
-    _prepare(model, seed, clip_norm, precision)
-    start = restore_checkpoint(model, run_dir) if resume else 0
-    if start >= epochs:
-        # Nothing left to train: the result is the finished run's model (with early stopping,
-        # its best epoch's weights), which its folder holds, not the checkpoint's last epoch.
-        model.set_weights(load(run_dir).get_weights())
-        return TrainingResult(start, model.training_history)
-
     # With several workers only the chief writes: the others would race on the same files.
     # The model's strategy, not the current one: `train` is called outside `strategy.scope()`.
-    guard = _RunGuard(run_dir if is_chief(model.distribute_strategy) else None, checkpoint_every, start)
-    _fit_guarded(
-        model,
-        guard,
-        x,
-        epochs=epochs,
-        initial_epoch=start,
-        batch_size=None if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)) else batch_size,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        callbacks=[guard, *schedules, *([stopper] if stopper else []), *(callbacks or [])],
-        verbose=verbose,
-    )
-    if guard.failure:
-        guard.fail(kl_warmup_epochs > 0)
-    best_epoch = _finish(model, guard, stopper)
+    writer = run_dir if run_dir is not None and is_chief(model.distribute_strategy) else None
+    with _claim(writer, overwrite, resume):
+        _prepare(model, seed, clip_norm, precision)
+        start = restore_checkpoint(model, run_dir) if resume else 0
+        if start >= epochs:
+            # Nothing left to train: the result is the finished run's model (with early stopping,
+            # its best epoch's weights), which its folder holds, not the checkpoint's last epoch.
+            model.set_weights(load(run_dir).get_weights())
+            return TrainingResult(start, model.training_history)
+        guard = _RunGuard(writer, checkpoint_every, start)
+        callbacks = [guard, *schedules, *([stopper] if stopper else []), *(callbacks or [])]
+        fit = dict(epochs=epochs, initial_epoch=start, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
+        _fit_guarded(model, guard, x, callbacks=callbacks, validation_data=validation_data, verbose=verbose, **fit)
+        if guard.failure:
+            guard.fail(kl_warmup_epochs > 0)
+        best_epoch = _finish(model, guard, stopper)
     return TrainingResult(guard.completed, model.training_history, guard.interrupted, best_epoch)
+
+
+def _claim(run_dir: Path | None, overwrite: bool, resume: bool) -> contextlib.AbstractContextManager:
+    """The run folder's lock and its check for a model or run already there (nothing without a folder)."""
+    if run_dir is None:
+        return contextlib.nullcontext()
+    what = "a trained model or run"
+    return claim_folder(run_dir, RUN_MARKERS, what=what, argument="run_dir", overwrite=overwrite, resume=resume)
 
 
 def _prepare(model, seed: int | None, clip_norm: float | None, precision: str | None) -> None:
@@ -357,7 +388,8 @@ def _finish(model, guard: _RunGuard, stopper: _EarlyStopping | None) -> int | No
     if guard.run_dir is not None and (guard.interrupted or guard.checkpointed < guard.completed):
         # The last epoch whatever `checkpoint_every`, or after an interrupt the weights as
         # they are: no finished batch is lost.
-        save_checkpoint(model, guard.run_dir, guard.completed)
+        with saving(guard.run_dir):
+            save_checkpoint(model, guard.run_dir, guard.completed)
     best_epoch = None
     if stopper is not None and stopper.best_weights is not None:
         model.set_weights(stopper.best_weights)
@@ -365,7 +397,8 @@ def _finish(model, guard: _RunGuard, stopper: _EarlyStopping | None) -> int | No
     if guard.run_dir is not None:
         # The run folder's model is the one returned: the best epoch's weights, and the KL
         # weight a warm-up cut short by the end of the run leaves at beta (KLWarmup).
-        model.save(guard.run_dir)
+        with saving(guard.run_dir):
+            model.save(guard.run_dir)
     return best_epoch
 
 
@@ -397,6 +430,8 @@ def _schedule_callbacks(
 
 def _fit_guarded(model, guard: _RunGuard, x: Any, **fit_kwargs: Any) -> None:
     """`model.fit` with SIGINT stopping at the end of a batch; the history keeps only whole epochs."""
+    if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)):
+        fit_kwargs["batch_size"] = None  # a dataset comes in batches
     # A copy: `VAE.fit` extends the model's history in place, and the `finally` below
     # rebuilds it from this and the guard's completed epochs.
     history_before = {k: list(v) for k, v in model.training_history.items()}

@@ -2,8 +2,9 @@
 
 `train` (train.py); `evaluate`, `score` and `detect` (score.py); `sample`, `info`, `plot`,
 `interpolate` and `export` (outputs.py). A user's mistake (a bad flag, a missing file, a
-corrupt model, images of the wrong shape) prints one line to stderr and exits with status
-2; any other exception is a bug or an environment problem and keeps its traceback.
+corrupt model, images of the wrong shape, an output that exists, a folder in use) and a
+file system that refuses (no space left, permission denied, read-only) print one line to
+stderr and exit with status 2; any other exception is a bug and keeps its traceback.
 TensorFlow is imported only after the arguments parse, so `--help` is instant (unless an
 `--import`ed module, which may register networks and priors, imports it first).
 """
@@ -52,6 +53,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tfpvae.serialization import ModelFormatError
     from tfpvae.streaming import BadRecordError
     from tfpvae.training import CheckpointError
+    from tfpvae.write_guard import FolderInUseError, OutputExistsError
 
     return (
         UsageError,
@@ -61,10 +63,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DatasetNotFoundError,
         BadRecordError,
         UnregisteredNameError,
-        FileNotFoundError,
-        NotADirectoryError,
-        IsADirectoryError,
-        PermissionError,
+        OutputExistsError,
+        FolderInUseError,
+        # The file system: no space left, permission denied, read-only, a missing folder.
+        # The library's own writes raise StorageError, which names the operation and the path.
+        OSError,
     )
 
 

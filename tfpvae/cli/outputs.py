@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tfpvae._arguments import UsageError, add_precision_arg, file_ending, int_at_least, positive_int, seed
-from tfpvae.cli._common import add_data_args, add_input_arg, images_for_scoring, load_model, test_images
+from tfpvae.cli._common import add_data_args, add_input_arg, images_for_scoring, load_model, refused, test_images
 from tfpvae.config import FIGURES
 from tfpvae.datasets import NAMES as DATASETS
 
@@ -82,6 +82,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a TensorFlow SavedModel with score, log_prob, elbo and sample signatures")
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("--out", required=True, help="folder for the SavedModel")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a SavedModel already in --out (default: refuse it)"
+    )
     p.add_argument("--num-samples", type=positive_int, default=64, help="importance samples per image (default 64)")
     p.add_argument("--binarize-seed", type=seed, help="serve the scores of a fixed binarisation drawn with this seed")
     p.add_argument("--typical-nll", type=float, help="mean NLL of normal data: also serve the typicality score")
@@ -195,15 +198,20 @@ def interpolate(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     """Writes a SavedModel that serves the scores."""
     from tfpvae.export import export as export_model
+    from tfpvae.write_guard import OutputExistsError
 
-    path = export_model(
-        load_model(args),
-        args.out,
-        num_samples=args.num_samples,
-        binarize_seed=args.binarize_seed,
-        typical_nll=args.typical_nll,
-        precision=args.precision,
-    )
+    try:
+        path = export_model(
+            load_model(args),
+            args.out,
+            num_samples=args.num_samples,
+            binarize_seed=args.binarize_seed,
+            typical_nll=args.typical_nll,
+            precision=args.precision,
+            overwrite=args.overwrite,
+        )
+    except OutputExistsError as err:
+        raise refused(err) from None
     print(
         f"wrote SavedModel with signatures score, log_prob, elbo, sample (k={args.num_samples}, "
         f"precision {args.precision}) to {path}"

@@ -16,6 +16,7 @@ from tfpvae.cli._common import (
     add_scoring_args,
     images_for_scoring,
     load_model,
+    refused,
     test_images,
     typed,
 )
@@ -43,6 +44,7 @@ def add_score(sub: argparse._SubParsersAction) -> None:
         "TFRecord files of tf.train.Example (bytes feature 'image', optional int64 'label'), or .npy/.npz arrays",
     )
     p.add_argument("--out", required=True, help="CSV file to write (one row per image: id, label, scores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse it)")
     p.add_argument(
         "--score", nargs="+", choices=SCORES, default=[s for s in SCORES if s != "typicality"], help="scores"
     )
@@ -142,7 +144,12 @@ def score(args: argparse.Namespace) -> int:
     from tfpvae.anomaly import available_scores
     from tfpvae.bulk import errors_path, score_to_csv
     from tfpvae.serialization import read_metadata
+    from tfpvae.write_guard import OutputExistsError, check_new_file
 
+    try:  # before any work: scores of hours are not written over unasked
+        check_new_file(args.out, "--out", args.overwrite)
+    except OutputExistsError as err:
+        raise refused(err) from None
     model = load_model(args)
     available = available_scores(model.likelihood)
     if not typed(args, "score"):  # the default list: the scores this model can give

@@ -19,7 +19,7 @@ from tfpvae._arguments import (
     positive_int,
     seed,
 )
-from tfpvae.cli._common import add_data_args, as_flags, typed
+from tfpvae.cli._common import add_data_args, as_flags, refused, typed
 from tfpvae.config import LR_SCHEDULES, STRATEGIES
 
 
@@ -41,6 +41,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="run folder to write (required unless --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run or model already in --out: its files are removed first (default: refuse the folder)",
+    )
     p.add_argument("--epochs", type=positive_int, help="total passes over the data (default 10)")
     p.add_argument(
         "--checkpoint-every",
@@ -131,7 +136,10 @@ def run(args: argparse.Namespace) -> int:
     """Trains (or resumes) a run; prints its summary as JSON."""
     from tfpvae.runs import train_run
     from tfpvae.training import TrainingDivergedError
+    from tfpvae.write_guard import OutputExistsError
 
+    if args.resume and args.overwrite:
+        raise UsageError(f"Give `--resume {args.resume}` or `--overwrite`, not both: a run is continued or replaced.")
     if args.resume:
         _note_ignored(args)
         run_dir, settings, config = args.resume, None, None
@@ -153,7 +161,10 @@ def run(args: argparse.Namespace) -> int:
             tensorboard=args.tensorboard,
             score_limit=args.score_limit,
             verbose=1 if args.progress else 2,
+            overwrite=args.overwrite,
         )
+    except OutputExistsError as err:
+        raise refused(err) from None
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
