@@ -1,12 +1,16 @@
 import csv
 import json
+import os
 import shlex
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import tfpvae
 from tfpvae.cli import main
 from tfpvae.datasets import load_split
 from tfpvae.subsets import evenly_spaced
@@ -671,3 +675,142 @@ def test_train_from_streamed_files(tmp_path, capsys):
     ):
         assert main(f"{command} {extra} --out {tmp_path / 'other'}".split()) == 2
         assert message in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tfpvae: error: "), err
+    return err[0][len("tfpvae: error: ") :]
+
+
+def _weights_digest(folder) -> str:
+    return json.loads((Path(folder) / "metadata.json").read_text())["weights_sha256"]
+
+
+SMALL_RUN = "train --dataset digits --limit 100 --epochs 1 --latent-dim 2 --no-progress --score-limit 20"
+
+
+@pytest.mark.slow  # three small training runs: about 30 s
+def test_train_refuses_a_run_folder_unless_resumed_or_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(f"{SMALL_RUN} --seed 0 --evolution --out {run}".split()) == 0
+    before = _weights_digest(run), (run / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main(f"{SMALL_RUN} --seed 1 --out {run}".split()) == 2
+    message = _one_error_line(capsys)
+    assert message.startswith(f"`--out` {run} already holds a trained model or run (train_args.json, checkpoint.npz")
+    assert message.endswith(f"): pass `--resume {run}` to continue it or `--overwrite` to replace it.")
+    assert (_weights_digest(run), (run / "checkpoint.npz").read_bytes()) == before
+    assert main(f"{SMALL_RUN} --seed 1 --out {run} --overwrite --resume {run}".split()) == 2
+    assert "not both" in _one_error_line(capsys)
+    (run / "my_notes.txt").write_text("mine")
+    assert main(f"{SMALL_RUN} --seed 1 --out {run} --overwrite".split()) == 0
+    assert _weights_digest(run) != before[0] and json.loads((run / "train_args.json").read_text())["seed"] == 1
+    # The old run's files went first: no evolution.gif of the old run mixes into the new one.
+    assert not (run / "evolution.gif").exists() and (run / "my_notes.txt").read_text() == "mine"
+    assert main(f"train --resume {run} --epochs 2 --no-progress --score-limit 20".split()) == 0
+
+
+@pytest.mark.slow  # a training subprocess (TensorFlow import, then epochs) and two runs beside it: about 40 s
+def test_a_second_process_on_the_same_folder_fails_at_once_and_a_killed_one_blocks_nothing(tmp_path, capsys):
+    from tfpvae.write_guard import OWNER_FILE
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "tfpvae", *f"{SMALL_RUN} --epochs 400 --seed 0 --out {run}".split()]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / OWNER_FILE).exists():  # the first run holds the folder
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        started = time.monotonic()
+        assert main(f"{SMALL_RUN} --seed 1 --out {run} --overwrite".split()) == 2
+        assert time.monotonic() - started < 10  # at once, without waiting for the folder
+        message = _one_error_line(capsys)
+        assert message.startswith(f"{run} is in use by process {first.pid} on ")
+        assert message.endswith(": wait for it to finish or choose another folder.")
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs
+        first.wait()
+    assert (run / OWNER_FILE).exists()  # the dead process's record stays; its lock does not
+    assert main(f"{SMALL_RUN} --seed 1 --out {run} --overwrite".split()) == 0
+    assert json.loads((run / "train_args.json").read_text())["seed"] == 1
+
+
+def test_export_and_score_refuse_an_existing_output_unless_overwritten(trained_digits_dir, tmp_path, capsys):
+    import tensorflow as tf
+
+    served = tmp_path / "served"
+    export = f"export --model {trained_digits_dir} --out {served} --num-samples 4"
+    assert main(export.split()) == 0
+    pb = (served / "saved_model.pb").read_bytes()
+    capsys.readouterr()
+    assert main(export.split()) == 2
+    assert _one_error_line(capsys) == (
+        f"`--out` {served} already holds a SavedModel (saved_model.pb): pass `--overwrite` to replace it."
+    )
+    assert (served / "saved_model.pb").read_bytes() == pb
+    assert main(f"{export} --overwrite".split()) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]  # no staging folder left
+    assert "score" in tf.saved_model.load(str(served)).signatures
+    out = tmp_path / "scores.csv"
+    out.write_text("hours of scores")
+    assert main(f"score --model {trained_digits_dir} --dataset digits --limit 5 --out {out} --quiet".split()) == 2
+    assert _one_error_line(capsys) == f"`--out` {out} already exists: pass `--overwrite` to replace it."
+    assert out.read_text() == "hours of scores"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs: a real full disk (needs root, as CI has, and a system that allows mounts)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("this system does not allow mounting a tmpfs")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _fill(disk) -> Path:
+    """Fills the file system of `disk` to the last byte; returns the filler file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # unbuffered: nothing left to flush at close
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.slow  # two small training runs on a real tmpfs: about 25 s
+def test_a_full_disk_and_a_read_only_one_end_in_one_line_with_the_last_checkpoint_intact(small_disk, capsys):
+    from tfpvae.training import read_checkpoint_meta
+
+    run = small_disk / "run"
+    assert main(f"{SMALL_RUN} --seed 0 --out {run}".split()) == 0
+    kept = (run / "checkpoint.npz").read_bytes(), _weights_digest(run)
+    filler = _fill(small_disk)
+    capsys.readouterr()
+    assert main(f"train --resume {run} --epochs 3 --no-progress".split()) == 2
+    message = _one_error_line(capsys)
+    # The new epoch total goes to train_args.json first: the first write the full disk refuses.
+    assert message.startswith(f"cannot write {run / 'train_args.json'}: No space left on device; ")
+    assert message.endswith(
+        f"{run} keeps its checkpoint of epoch 1 and a complete model: resume from it once the "
+        "file system accepts writes"
+    )
+    assert (run / "checkpoint.npz").read_bytes() == kept[0] and _weights_digest(run) == kept[1]
+    assert read_checkpoint_meta(run)["epoch"] == 1 and tfpvae.load(run) is not None
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # no half-written temporary
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert main(f"train --resume {run} --epochs 3 --no-progress".split()) == 2
+    assert _one_error_line(capsys).startswith(f"cannot lock {run / '.tfpvae.lock'}: Read-only file system")
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert main(f"train --resume {run} --epochs 2 --no-progress --score-limit 20".split()) == 0
+    assert read_checkpoint_meta(run)["epoch"] == 2

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,24 @@ def test_planted_pickle_in_weights_is_refused_and_not_executed(saved, tmp_path):
     with pytest.raises(ModelFormatError, match="pickled"):
         tfpvae.load(saved)
     assert not marker.exists()
+
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("model-format-*"))
+
+
+def test_every_format_written_so_far_has_a_committed_fixture():
+    from tfpvae.serialization import FORMAT_VERSION
+
+    assert [p.name for p in FIXTURES] == [f"model-format-{v}" for v in range(1, FORMAT_VERSION + 1)], (
+        "a new format needs its fixture: python tests/fixtures/make_model_fixture.py"
+    )
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.name)
+def test_a_folder_of_every_format_loads_with_the_log_prob_it_was_saved_with(fixture, digits):
+    expected = json.loads((fixture / "expected.json").read_text())
+    model = tfpvae.load(fixture / "model")
+    x = digits[1][0][: len(expected["log_prob"])]
+    log_prob = model.log_prob(x, expected["num_samples"], seed=expected["seed"])
+    # Equal up to float32 rounding, which differs in the last bits between CPUs.
+    np.testing.assert_allclose(log_prob, expected["log_prob"], rtol=1e-5, atol=1e-5)

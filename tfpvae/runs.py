@@ -276,7 +276,7 @@ def train_run(
         claim = claim_folder(
             run, RUN_OUTPUTS, what="a trained model or run", argument="run_dir", overwrite=overwrite, resume=resume
         )
-    with claim as found:
+    with claim as found, saving(run):
         if resume:
             if chief and settings.epochs != stored_epochs and settings.epochs >= done:
                 _write_settings(run, settings)  # the new total, so a later resume continues to it
@@ -309,8 +309,7 @@ def train_run(
             steps_per_epoch=data.steps_per_epoch,
         )
         if chief:
-            with saving(run):
-                _write_outputs(model, run, data, settings, callbacks, result.interrupted, score_limit, note)
+            _write_outputs(model, run, data, settings, callbacks, result.interrupted, score_limit, note)
     final = {k: v[-1] for k, v in model.training_history.items() if v}
     return RunResult(run, result.epochs_completed, final, result.best_epoch, result.interrupted, chief, model)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from tfpvae._io import make_folder
+from tfpvae._io import make_folder, storage_error
 
 LOCK_FILE = ".tfpvae.lock"
 # Who holds the lock, for the error another process gets. A file of its own: the lock file
@@ -119,6 +119,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[bool]:
             raise FolderInUseError(
                 f"{folder} is in use by {_holder(folder)}: wait for it to finish or choose another folder."
             ) from None
+        except OSError as err:  # a read-only or full file system, a folder without write permission
+            raise storage_error("lock", folder / LOCK_FILE, err) from err
         try:
             try:  # best effort: the lock holds without it, and a full disk should fail at the real write
                 (folder / OWNER_FILE).write_text(_owner())
