@@ -27,6 +27,9 @@ _EXPORTS = {
     "register_network": "tfpvae.registry",
     "register_prior": "tfpvae.registry",
     "TrainingDivergedError": "tfpvae.training",
+    "StorageError": "tfpvae._io",
+    "OutputExistsError": "tfpvae.write_guard",
+    "FolderInUseError": "tfpvae.write_guard",
 }
 _SUBMODULES = (
     "anomaly",
@@ -52,6 +55,7 @@ _SUBMODULES = (
     "subsets",
     "training",
     "uncertainty",
+    "write_guard",
 )
 
 __all__ = [
@@ -63,6 +67,9 @@ __all__ = [
     "VAEConfig",
     "DatasetNotFoundError",
     "ModelFormatError",
+    "StorageError",
+    "OutputExistsError",
+    "FolderInUseError",
     "datasets",
     "register_network",
     "register_prior",
@@ -73,6 +80,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tfpvae import datasets
+    from tfpvae._io import StorageError
     from tfpvae.anomaly import AnomalyDetector
     from tfpvae.config import VAEConfig
     from tfpvae.datasets import DatasetNotFoundError
@@ -81,6 +89,7 @@ if TYPE_CHECKING:
     from tfpvae.registry import register_network, register_prior
     from tfpvae.serialization import ModelFormatError
     from tfpvae.training import TrainingDivergedError, train
+    from tfpvae.write_guard import FolderInUseError, OutputExistsError
 
 
 # Names whose first use also installs the deprecated VAE method aliases (`tfpvae._deprecated`).
