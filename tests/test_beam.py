@@ -30,6 +30,7 @@ from tfpvae.bulk import format_row, score_columns
 from tfpvae.cli import main as tfpvae_main
 from tfpvae.datasets import load_split
 from tfpvae.streaming import iter_batches
+from tfpvae.write_guard import OutputExistsError
 
 NUM_PNG = 24
 SHARDS = 3
@@ -256,6 +257,24 @@ def test_flag_errors_are_one_line_naming_the_flag(run_dir, inputs, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tfpvae.beam: error: ") and flag in err[0], err
     assert not list(tmp_path.glob("scores*"))
+
+
+def test_existing_shards_are_refused_unless_overwritten(run_dir, inputs, tmp_path, capsys):
+    folder, _ = inputs
+    (tmp_path / "scores-00000-of-00001.csv").write_text("id,label,log_prob\nhours,,1.0\n")
+    argv = ["--model", str(run_dir), "--input", str(folder), "--output", str(tmp_path / "scores")]
+    assert run([*argv, "--score", "elbo", "--num-samples", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"tfpvae.beam: error: `--output` {tmp_path / 'scores'} already holds score shards "
+        "(scores-00000-of-00001.csv, ...): pass `--overwrite` to replace it."
+    ]
+    assert (tmp_path / "scores-00000-of-00001.csv").read_text().endswith("hours,,1.0\n")
+    with pytest.raises(OutputExistsError, match=r"pass `overwrite=True` to replace it"):
+        with beam.Pipeline() as pipeline:
+            build_pipeline(pipeline, run_dir, folder, tmp_path / "scores", scores=["elbo"], num_samples=2)
+    assert run([*argv, "--score", "elbo", "--num-samples", "2", "--overwrite"]) == 0
+    assert "hours" not in (tmp_path / "scores-00000-of-00001.csv").read_text()
 
 
 def test_a_missing_model_folder_is_named(tmp_path, inputs, capsys):

@@ -56,6 +56,7 @@ from tfpvae.config import PRECISIONS, SCORES
 from tfpvae.input_files import is_single_array
 from tfpvae.registry import import_modules
 from tfpvae.streaming import list_files
+from tfpvae.write_guard import OutputExistsError
 
 # The handler and its types are re-exported from tfpvae.beam_handler: code and docs import them from here.
 __all__ = [
@@ -130,7 +131,11 @@ def _threads_per_worker(options: Any) -> int | None:
     return max(1, cores // workers)
 
 
-def _check_output(output: Any, name: str) -> str:
+def _check_output(output: Any, overwrite: bool, names: dict[str, str]) -> str:
+    """The output prefix, checked: a local folder that exists, and no shards there unless `overwrite`."""
+    from apache_beam.io.filesystems import FileSystems
+
+    name = names["output"]
     if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
         raise TypeError(f"{name} must be a non-empty path prefix such as 'out/scores'; got {output!r}.")
     output = os.fspath(output)
@@ -139,6 +144,12 @@ def _check_output(output: Any, name: str) -> str:
         if not folder.is_dir():
             problem = "is a file, not a folder" if folder.exists() else "does not exist"
             raise NotADirectoryError(f"{name} {output}: folder {folder} {problem}.")
+    if not overwrite:  # on any file system Beam reaches (gs://...), as the shards will be written
+        patterns = [f"{output}-?????-of-?????.csv", f"{output}{ERRORS_SUFFIX}-?????-of-?????.csv"]
+        found = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+        if found:
+            holds = f"score shards ({os.path.basename(sorted(found)[0])}, ...)"
+            raise OutputExistsError(name.strip("`"), output, holds, flags=("", names["overwrite"]))
     return output
 
 
@@ -149,6 +160,7 @@ _API_NAMES = {
     "scores": "`scores`",
     "typical_nll": "`typical_nll`",
     "imports": "`imports`",
+    "overwrite": "`overwrite=True`",
 }
 _CLI_NAMES = {
     "model_dir": "`--model`",
@@ -157,6 +169,7 @@ _CLI_NAMES = {
     "scores": "`--score`",
     "typical_nll": "`--typical-nll`",
     "imports": "`--import`",
+    "overwrite": "`--overwrite`",
 }
 
 
@@ -173,6 +186,7 @@ def _build(
     batch_size: int,
     imports: Sequence[str],
     precision: str,
+    overwrite: bool,
     names: dict[str, str],
 ) -> ScoringOutputs:
     if not isinstance(pipeline, beam.Pipeline):
@@ -185,7 +199,7 @@ def _build(
     if typical_nll is not None:
         typical_nll = check_float(typical_nll, names["typical_nll"].strip("`"))
     scores = _check_scores(scores, model, typical_nll, names)
-    output = _check_output(output, names["output"])
+    output = _check_output(output, overwrite, names)
     handler = TfpvaeModelHandler(
         model_dir,
         scores,
@@ -241,6 +255,7 @@ def build_pipeline(
     batch_size: int = DEFAULT_BATCH_SIZE,
     imports: Sequence[str] = (),
     precision: str = "float32",
+    overwrite: bool = False,
 ) -> ScoringOutputs:
     """Adds the scoring of image files to `pipeline`: read, check, score, write CSV shards.
 
@@ -257,8 +272,8 @@ def build_pipeline(
         whose `**` also crosses folders.
       output: path prefix of the CSV shards: PREFIX-SSSSS-of-NNNNN.csv (header
         `id,label,<columns>`) and PREFIX-errors-SSSSS-of-NNNNN.csv (header `id,reason`).
-        Existing shards of the same names are replaced; shards of an earlier run with
-        another shard count are not removed. A local prefix's folder must exist.
+        A prefix that already has shards is refused unless `overwrite`. A local
+        prefix's folder must exist.
       scores: names from `tfpvae.anomaly.SCORES`. Default None: every score the model
         gives except "typicality" (as `tfpvae score`; name it, with `typical_nll`).
       num_samples: importance samples per image, >= 1. Default 100.
@@ -272,6 +287,8 @@ def build_pipeline(
         with Beam's --setup_file) or .py paths (local runners). Default ().
       precision: the networks' arithmetic on the workers: "float32" (default), "bfloat16"
         or "auto" (bfloat16 on workers with native bfloat16 units); see `tfpvae.precision`.
+      overwrite: write over the shards of an earlier run with this prefix (shards of
+        another shard count are not removed). Default False.
 
     Returns:
       `ScoringOutputs`: the rows and errors PCollections (already written) and the
@@ -281,6 +298,7 @@ def build_pipeline(
       ValueError, TypeError: a bad argument, or `model_dir` is not a readable run folder.
       FileNotFoundError: `input` names nothing (as `tfpvae.streaming.list_files`).
       NotADirectoryError: the folder of a local `output` does not exist.
+      OutputExistsError: `output` already has shards and `overwrite` is False.
 
     Examples:
       >>> with beam.Pipeline() as p:
@@ -306,6 +324,7 @@ def build_pipeline(
         batch_size,
         imports,
         precision,
+        overwrite,
         _API_NAMES,
     )
 
@@ -333,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PREFIX",
         help="CSV shards PREFIX-SSSSS-of-NNNNN.csv and, for unreadable records, PREFIX-errors-SSSSS-of-NNNNN.csv",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="write over the shards of an earlier run (default: refuse them)"
     )
     p.add_argument(
         "--score",
@@ -438,6 +460,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             args.batch_size,
             args.imports,
             args.precision,
+            args.overwrite,
             _CLI_NAMES,
         )
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:

@@ -45,9 +45,16 @@ class OutputExistsError(ValueError):
       resumable: whether the writer could continue it instead (`resume`).
     """
 
-    def __init__(self, argument: str, path: Path, holds: str | None = None, resumable: bool = False) -> None:
+    def __init__(
+        self,
+        argument: str,
+        path: Path | str,
+        holds: str | None = None,
+        resumable: bool = False,
+        flags: tuple[str, str] = ("`resume`", "`overwrite`"),
+    ) -> None:
         self.path, self.holds, self.resumable = path, holds, resumable
-        super().__init__(f"`{argument}` {self.problem}: {self.remedy('`resume`', '`overwrite`')}.")
+        super().__init__(f"`{argument}` {self.problem}: {self.remedy(*flags)}.")
 
     @property
     def problem(self) -> str:
