@@ -814,3 +814,45 @@ def test_a_full_disk_and_a_read_only_one_end_in_one_line_with_the_last_checkpoin
     subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
     assert main(f"train --resume {run} --epochs 2 --no-progress --score-limit 20".split()) == 0
     assert read_checkpoint_meta(run)["epoch"] == 2
+
+
+@pytest.fixture
+def world_readable_dir():
+    """A folder another user can reach (pytest's own tmp_path is private to root)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tfpvae-perm-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+@pytest.mark.slow  # a training run, then a resume in a subprocess as another user: about 25 s
+def test_a_folder_without_write_permission_ends_in_one_line_with_the_run_intact(world_readable_dir, capsys):
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("running as another user needs root and setpriv (root itself may write anywhere)")
+    run = world_readable_dir / "run"
+    assert main(f"{SMALL_RUN} --seed 0 --out {run}".split()) == 0
+    kept = (run / "checkpoint.npz").read_bytes(), _weights_digest(run)
+    home = world_readable_dir / "home"
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)
+    (run / ".tfpvae.lock").chmod(0o666)  # the lock may be taken; nothing else may be written
+    run.chmod(0o555)
+    env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home)}
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    command = [*nobody, sys.executable, "-m", "tfpvae", "train", "--resume", str(run), "--epochs", "2", "--no-progress"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tfpvae")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert errors[0] == (
+        f"tfpvae: error: cannot write {run / 'train_args.json'}: Permission denied; {run} keeps its checkpoint of "
+        "epoch 1 and a complete model: resume from it once the file system accepts writes"
+    )
+    assert ((run / "checkpoint.npz").read_bytes(), _weights_digest(run)) == kept
