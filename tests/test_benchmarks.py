@@ -195,3 +195,23 @@ def test_precision_tradeoff_reports_speed_error_and_auroc(data_dir, tmp_path):
     assert row["nll_difference"] == pytest.approx(row["nll_bfloat16"] - row["nll_float32"], abs=2e-3)
     assert 0 <= row["abs_delta_median"] <= row["abs_delta_p99"] <= row["abs_delta_max"] < 1.0
     assert all(math.isfinite(v) for v in _finite_numbers(row))
+
+
+def test_serving_benchmark_checks_every_answer(data_dir, tmp_path):
+    from tfpvae.export import SERVED_SCORES
+
+    out = tmp_path / "serving.json"
+    flags = "--epochs 1 --train-limit 512 --num-samples 4 --requests 12 --max-images 8 --threads 2 --small 4"
+    flags += f" --huge 40 --data-dir {shlex.quote(str(data_dir))} --out {out}"
+    assert _script("serving").main(shlex.split(flags)) == 0
+    result = json.loads(out.read_text())
+    load = result["load"]
+    assert load["requests"] == 12 and 12 <= load["images"] <= 96 and load["threads"] == 2
+    assert result["answers_checked"] == load["images"] + 4 + 40 and result["all_answers_match"]
+    assert set(result["largest_difference"]) == set(SERVED_SCORES)
+    assert all(0 <= v <= result["atol"] for v in result["largest_difference"].values())
+    assert [r["images"] for r in result["single_requests"]] == [4, 40]
+    assert 0 < load["latency_ms"]["p50"] <= load["latency_ms"]["p99"] <= load["latency_ms"]["max"]
+    assert load["requests_per_s"] > 0 and load["memory"]["peak_rss_mb"] >= load["memory"]["rss_before_mb"] > 0
+    assert result["chunk_images"] * result["num_samples"] <= result["max_batch_elements"]
+    assert all(math.isfinite(v) for v in _finite_numbers(result))

@@ -11,7 +11,7 @@ import pytest
 import tfpvae
 from tfpvae._keras import tf
 from tfpvae.cli import main
-from tfpvae.export import ServingModule
+from tfpvae.export import SERVED_SCORES, ServingModule
 
 FRESH = textwrap.dedent(
     """
@@ -162,3 +162,147 @@ def test_bfloat16_signatures_serve_the_librarys_bfloat16_scores(trained_digits, 
     np.testing.assert_allclose(served, library, atol=1e-4)
     float32 = trained_digits.log_prob(x, 8, seed=3)
     assert 0 < np.abs(served - float32).max() < 0.5
+
+
+SERVED_VS_LIBRARY = (  # the served name, the library's name, the served sign
+    ("log_prob", "log_prob", 1),
+    ("log_prob_stderr", "log_prob_stderr", 1),
+    ("elbo", "elbo", 1),
+    ("rate", "rate", -1),
+    ("distortion", "distortion", -1),
+    ("complexity", "complexity", 1),
+)
+
+
+def _library_scores(model, x, ids, seed, num_samples):
+    """The served `score` outputs of `x`, computed in-process by the model's own estimator."""
+    names = tuple(library for _, library, _ in SERVED_VS_LIBRARY)
+    out = model.estimator().scores(x, names, num_samples, ids=list(ids), seed=seed)
+    return {served: sign * out[library] for served, library, sign in SERVED_VS_LIBRARY}
+
+
+def test_a_request_larger_than_the_chunk_equals_small_requests_and_the_library(trained_digits, digits):
+    """23 images in chunks of 4: the same rows as requests of 1, 4, 7 and 11 images and as in-process scores."""
+    model = trained_digits
+    module = ServingModule(model, num_samples=8, max_batch_elements=32)
+    assert module.chunk_images == 4  # 32 codes per decoder batch / 8 samples per image
+    x = digits[1][0][:23]
+    ids = [f"img-{i}" for i in np.random.default_rng(1).permutation(100)[:23]]
+    seed = tf.constant(7)
+    whole = {k: v.numpy() for k, v in module.score(tf.constant(x), tf.constant(ids), seed).items()}
+    assert sorted(whole) == sorted(SERVED_SCORES) and all(v.shape == (23,) for v in whole.values())
+    bounds = [0, 1, 5, 12, 23]
+    parts = [module.score(tf.constant(x[a:b]), tf.constant(ids[a:b]), seed) for a, b in zip(bounds, bounds[1:])]
+    library = _library_scores(model, x, ids, 7, 8)
+    for name in SERVED_SCORES:
+        pieces = np.concatenate([part[name].numpy() for part in parts])
+        np.testing.assert_allclose(whole[name], pieces, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(whole[name], library[name], atol=1e-4, err_msg=name)
+    assert np.ptp(whole["log_prob"]) > 1.0  # different images: the comparison has teeth
+    # The log_prob signature, with row-index ids: the library's default ids (elbo: the test below).
+    np.testing.assert_allclose(
+        module.log_prob(tf.constant(x), seed)["log_prob"], model.log_prob(x, 8, seed=7), atol=1e-4
+    )
+
+
+def test_sample_decodes_in_chunks_the_images_of_one_draw(trained_digits):
+    """`sample` with 4 codes per decoder batch: the images of one decoder call on the same prior draw."""
+    module = ServingModule(trained_digits, num_samples=1, max_batch_elements=4)
+    served = module.sample(tf.constant(10), tf.constant(5))["images"].numpy()
+    z = trained_digits.prior.sample(10, seed=tf.constant([5, 1]))
+    np.testing.assert_allclose(served, trained_digits.decoder(z, training=False).mean().numpy(), atol=1e-6)
+    assert np.ptp(served.reshape(10, -1).mean(axis=1)) > 0  # ten different images
+
+
+def _recording_decoder(module: ServingModule) -> tf.Variable:
+    """Makes `module`'s signatures record their largest decoder batch (codes) in the returned variable."""
+    encoder, decoder, prior = module._networks()
+    largest = tf.Variable(0)
+
+    def recording(z, training):
+        largest.assign(tf.maximum(largest, tf.shape(z)[0]))
+        return decoder(z, training=training)
+
+    module._networks = lambda: (encoder, recording, prior)
+    return largest
+
+
+def test_peak_memory_is_bounded_by_the_chunk_whatever_the_request_size(trained_digits, digits):
+    """The largest intermediate, the decoder batch, is one chunk's codes for 1x and 8x the chunk's images.
+
+    Unchunked, 8x the images would decode 8x the codes at once (256 here, not 32); the
+    chunks run one at a time (parallel_iterations=1), else TensorFlow could overlap them.
+    """
+    module = ServingModule(trained_digits, num_samples=8, max_batch_elements=32)
+    largest = _recording_decoder(module)
+    x = digits[1][0]
+    for n in (4, 32, 61):  # one chunk, 8 chunks, 15 chunks and a short one
+        largest.assign(0)
+        out = module.score(tf.constant(x[:n]), tf.constant([str(i) for i in range(n)]), tf.constant(0))
+        assert out["log_prob"].shape == (n,)
+        assert int(largest.numpy()) == 32, n  # 4 images x 8 samples, the budget, never n x 8
+        for signature in (module.log_prob, module.elbo):
+            largest.assign(0)
+            served = signature(tf.constant(x[:n]), tf.constant(0))
+            assert int(largest.numpy()) == 32, (signature, n)
+    # The last request (elbo, 61 images in 16 decoder batches) gives the rows of the library's one call.
+    np.testing.assert_allclose(served["elbo"], trained_digits.elbo(x[:61], 8, seed=0), atol=1e-4)
+    for n, expected in ((3, 3), (32, 32), (100, 32)):  # sample: at most the budget's 32 codes at a time
+        largest.assign(0)
+        assert module.sample(tf.constant(n), tf.constant(0))["images"].shape == (n, 8, 8, 1)
+        assert int(largest.numpy()) == expected, n
+    for signature in (module.score, module.log_prob, module.elbo, module.sample):
+        graph = signature.get_concrete_function().graph
+        loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+        assert [op.get_attr("parallel_iterations") for op in loops] == [1], signature
+
+
+@pytest.mark.slow  # 1,000 requests and their in-process references: 20 to 30 s on 2 cores
+def test_load_1000_mixed_requests_from_4_threads_every_answer_checked(trained_digits, digits, tmp_path, monkeypatch):
+    """A loaded SavedModel under load: 1,000 `score` requests of 1..64 images, random ids and seeds, 4 threads.
+
+    Every row of every answer equals the in-process score of the same image, id and seed.
+    The export's budget is cut to 128 codes (16 images per chunk at k=8) so that requests
+    span up to four chunks.
+    """
+    import concurrent.futures
+
+    import tfpvae.export
+
+    monkeypatch.setattr(tfpvae.export, "default_batch_elements", lambda model: 128)
+    k = 8
+    assert ServingModule(trained_digits, num_samples=k).chunk_images == 16
+    tfpvae.export.export(trained_digits, tmp_path / "served", num_samples=k)
+    served = tf.saved_model.load(str(tmp_path / "served"))  # kept: its signatures hold its variables
+    score = served.signatures["score"]
+    rng = np.random.default_rng(0)
+    pool = np.concatenate([digits[0][0], digits[1][0]])
+    seeds = rng.integers(0, 2**31 - 1, size=4)
+    requests = []
+    for r in range(1000):
+        n = int(rng.integers(1, 65))
+        rows = rng.integers(0, len(pool), size=n)
+        ids = [f"r{r}-{i}-{rng.integers(10**6)}" for i in range(n)]
+        requests.append((rows, ids, int(rng.choice(seeds))))
+
+    def send(request):
+        rows, ids, seed = request
+        out = score(images=tf.constant(pool[rows]), ids=tf.constant(ids), seed=tf.constant(seed, tf.int32))
+        return {name: value.numpy() for name, value in out.items()}
+
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        answers = list(executor.map(send, requests))
+    assert len(answers) == 1000 and all(sorted(a) == sorted(SERVED_SCORES) for a in answers)
+    # The reference: one in-process call per seed over the rows of all its requests.
+    for seed in seeds:
+        mine = [i for i, (_, _, s) in enumerate(requests) if s == seed]
+        rows = np.concatenate([requests[i][0] for i in mine])
+        ids = [id_ for i in mine for id_ in requests[i][1]]
+        library = _library_scores(trained_digits, pool[rows], ids, int(seed), k)
+        sizes = np.array([len(requests[i][0]) for i in mine])
+        for i, stop, size in zip(mine, np.cumsum(sizes), sizes):
+            start = stop - size
+            for name in SERVED_SCORES:
+                np.testing.assert_allclose(
+                    answers[i][name], library[name][start:stop], atol=1e-4, err_msg=f"request {i}, {name}"
+                )

@@ -15,10 +15,17 @@ Signatures (images float32 (n, H, W, C) in [0, 1]; outputs float32):
   Bernoulli means of prior samples.
 
 The number of importance samples (and, optionally, a fixed binarisation seed and the
-typical NLL of normal data) are fixed at export time. Each request decodes
-n * min(k, max_batch_elements) codes at once: send batches sized for the serving machine
-(a 28x28 conv decoder needs about 250 KB per code). Draws are stateless given the ids and
-seed, so the same request gives the same answer. Load with plain TensorFlow:
+typical NLL of normal data) are fixed at export time, and so is the decoder budget
+`max_batch_elements` (`tfpvae.likelihood.default_batch_elements`: 4096 codes for an MLP,
+1024 otherwise; a 28x28 conv decoder needs about 250 KB per code). Inside the graph,
+`score`, `log_prob` and `elbo` go through a request in chunks of
+max(1, max_batch_elements // s) images, where s is the samples per step (k when k fits
+the budget, else at most max_batch_elements), one chunk after another; `sample` decodes
+at most max_batch_elements codes at a time. So a request's working memory is bounded by
+one chunk whatever its number of images n: only the request itself and its answer (and,
+in `score`, one boolean per input pixel for the range check) grow with n. Draws are
+stateless given the ids and seed, so the same request gives the same answer, and the
+chunking leaves the answers as they were (to float32 rounding). Load with plain TensorFlow:
 
     served = tf.saved_model.load(path)
     served.signatures["score"](images=x, ids=tf.constant(["a.png", "b.png"]), seed=tf.constant(0))
@@ -66,8 +73,9 @@ class ServingModule(tf.Module):
       typical_nll: mean -log p(x) of normal images; adds the `typicality` output.
         Default None.
       max_batch_elements: (image, sample) pairs per decoder batch; larger k is split into
-        steps inside the graph. Default None: `tfpvae.likelihood.default_batch_elements(model)`,
-        as for `LikelihoodEstimator.from_model`.
+        steps inside the graph, and a request into chunks of `chunk_images` images, one
+        chunk at a time (`sample` decodes this many codes at a time). Default None:
+        `tfpvae.likelihood.default_batch_elements(model)`, as for `LikelihoodEstimator.from_model`.
       precision: the networks' arithmetic in every signature, "float32" (default),
         "bfloat16" or "auto" (decided here, on the exporting machine; see
         `LikelihoodEstimator.from_model`). The SavedModel runs it on any device; bfloat16
@@ -91,7 +99,11 @@ class ServingModule(tf.Module):
         self.binarize_seed = check_seed(binarize_seed, "binarize_seed", maximum=2**31 - 1)
         self.typical_nll = None if typical_nll is None else check_float(typical_nll, "typical_nll")
         budget = default_batch_elements(model) if max_batch_elements is None else max_batch_elements
-        self.plan = ScoringPlan.make(self.num_samples, check_int(budget, "max_batch_elements"))
+        self.max_batch_elements = check_int(budget, "max_batch_elements")
+        self.plan = ScoringPlan.make(self.num_samples, self.max_batch_elements)
+        # Images per chunk: as many as share one decoder batch of the budget (the plan's
+        # `images` when k fits it), so a chunk's codes never exceed max_batch_elements.
+        self.chunk_images = max(1, self.max_batch_elements // self.plan.samples)
         self.score_names = SERVED_SCORES + (("typicality",) if self.typical_nll is not None else ())
         # Track only the variables: attaching the Keras models would make the SavedModel
         # serialise Keras layer metadata (and re-trace the KL regularizer), which plain
@@ -100,7 +112,7 @@ class ServingModule(tf.Module):
         self.precision = model.estimator(precision).precision if precision == "auto" else resolve_precision(precision)
         encoder, decoder = networks_in(self.precision, model.encoder, model.decoder)
         self._networks = lambda: (encoder, decoder, model.prior)
-        h, w, c = model.config.input_shape
+        h, w, c = self._image_shape = model.config.input_shape
         images = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
         ids = tf.TensorSpec([None], tf.string, name="ids")
         seed = tf.TensorSpec([], tf.int32, name="seed")
@@ -110,6 +122,7 @@ class ServingModule(tf.Module):
         self.sample = tf.function(self._sample, input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed])
 
     def _scores(self, images, ids, seed, names):
+        """The scores `names` of a request, float32 (n,) each, computed chunk by chunk."""
         n = tf.shape(images)[0]
         checks = [
             tf.debugging.assert_positive(n, message="`images` must hold at least one image"),
@@ -121,19 +134,57 @@ class ServingModule(tf.Module):
         ]
         images = _after(tf.group(checks), images)
         encoder, decoder, prior = self._networks()
-        out = score_images(
-            lambda x: encoder(x, training=False),
-            lambda z: decoder(z, training=False),
-            lambda: prior,
-            images,
-            ids,
-            seed,
-            tf.constant(-1 if self.binarize_seed is None else self.binarize_seed, tf.int32),
-            plan=self.plan,
-            outputs=names,
-            typical_nll=tf.constant(math.nan if self.typical_nll is None else self.typical_nll, tf.float64),
-        )
-        return {name: tf.cast(out[name], tf.float32) for name in names}
+        binarize_seed = tf.constant(-1 if self.binarize_seed is None else self.binarize_seed, tf.int32)
+        typical_nll = tf.constant(math.nan if self.typical_nll is None else self.typical_nll, tf.float64)
+
+        def chunk(start, stop):
+            # Every score is a function of (image, id, seed) alone: scoring a slice gives
+            # the rows the whole request would, to float32 rounding.
+            out = score_images(
+                lambda x: encoder(x, training=False),
+                lambda z: decoder(z, training=False),
+                lambda: prior,
+                images[start:stop],
+                ids[start:stop],
+                seed,
+                binarize_seed,
+                plan=self.plan,
+                outputs=names,
+                typical_nll=typical_nll,
+            )
+            return {name: tf.cast(out[name], tf.float32) for name in names}
+
+        return self._in_chunks(chunk, n, self.chunk_images, {name: [] for name in names})
+
+    @staticmethod
+    def _in_chunks(compute: Any, n: tf.Tensor, size: int, shapes: dict[str, list[int]]) -> dict[str, tf.Tensor]:
+        """`compute(start, stop)` over [0, n) in chunks of `size` rows, one after another, concatenated.
+
+        Args:
+          compute: (start, stop) int32 scalars -> dict name -> float32 (stop - start, *shape).
+          n: int32 scalar, the rows in all (0 gives empty outputs).
+          size: rows per chunk (the last one may be shorter).
+          shapes: name -> the shape of one row of that output.
+
+        Returns:
+          dict name -> float32 (n, *shape).
+        """
+        count = (n + size - 1) // size
+        arrays = {
+            name: tf.TensorArray(tf.float32, size=count, infer_shape=False, element_shape=[None, *shape])
+            for name, shape in shapes.items()
+        }
+
+        def body(i, arrays):
+            start = i * size
+            out = compute(start, tf.minimum(start + size, n))
+            return i + 1, {name: arrays[name].write(i, out[name]) for name in arrays}
+
+        # parallel_iterations=1: no chunk starts before the one before it has finished, which
+        # is what bounds the memory (the chunks are independent, so TensorFlow would otherwise
+        # run several at once).
+        _, arrays = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), arrays), parallel_iterations=1)
+        return {name: array.concat() for name, array in arrays.items()}
 
     def _score(self, images, ids, seed):
         out = self._scores(images, ids, seed, self.score_names)
@@ -154,8 +205,14 @@ class ServingModule(tf.Module):
         check = tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be >= 0")
         num_samples = _after(check, num_samples)
         _, decoder, prior = self._networks()
+        # One draw of all the codes (num_samples x d, small beside the images), so the
+        # samples are those of an unchunked call; only the decoding goes chunk by chunk.
         z = prior.sample(num_samples, seed=tf.stack([seed, 1]))
-        return {"images": decoder(z, training=False).mean()}
+
+        def chunk(start, stop):
+            return {"images": tf.cast(decoder(z[start:stop], training=False).mean(), tf.float32)}
+
+        return self._in_chunks(chunk, num_samples, self.max_batch_elements, {"images": list(self._image_shape)})
 
 
 def export(
