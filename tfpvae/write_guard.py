@@ -39,6 +39,14 @@ _held_lock = threading.Lock()
 class OutputExistsError(ValueError):
     """The output already holds a model, run or result, and replacing it was not asked for.
 
+    Args:
+      argument: the argument that named the output, for the message ("run_dir", "--output").
+      path: the folder or file.
+      holds: what the folder holds; None for a file that exists.
+      resumable: the writer could continue what is there (the message offers `resume`).
+      flags: the words for resume and overwrite in the caller's terms. Default
+        ("`resume`", "`overwrite`").
+
     Attributes:
       path: the folder or file.
       holds: what the folder holds, e.g. "a SavedModel (saved_model.pb)"; None for a file.
