@@ -63,3 +63,31 @@ def trained_digits_dir(trained_digits, tmp_path_factory) -> Path:
     from tfpvae import save
 
     return save(trained_digits, tmp_path_factory.mktemp("trained_digits") / "model")
+
+
+# Hypothesis profiles (tests/test_fuzz.py): "ci", the default, keeps the fuzz tests under a minute on
+# two cores and is derandomized so that a run is repeatable; "fuzz" tries random cases for long runs
+# (tools/fuzz.py). Choose one with HYPOTHESIS_PROFILE=fuzz or `pytest --hypothesis-profile fuzz`.
+# No example database, and hypothesis' caches in the temporary folder: nothing is left in the repository.
+def _register_hypothesis_profiles() -> None:
+    import tempfile
+    from datetime import timedelta
+
+    from hypothesis import HealthCheck, settings
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "tfpvae-hypothesis")
+
+    common = dict(
+        database=None,
+        deadline=timedelta(seconds=20),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=True,
+    )
+    settings.register_profile("ci", max_examples=300, derandomize=True, **common)
+    # max_examples is the size of one run; a timed fuzz run repeats runs with fresh seeds.
+    settings.register_profile("fuzz", max_examples=500, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_register_hypothesis_profiles()

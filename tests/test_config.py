@@ -104,3 +104,31 @@ def test_a_registered_network_name_is_accepted_and_an_unregistered_one_says_what
         assert VAEConfig(architecture="config_test_net").architecture == "config_test_net"
     finally:
         registry.networks.unregister("config_test_net")
+
+
+# --------------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def test_from_dict_and_from_json_refuse_any_input_naming_the_argument():
+    with pytest.raises(TypeError, match=r"`data` keys must be config field names \(str\); got \[1\]"):
+        VAEConfig.from_dict({1: 2, "x": 3})  # sorting the unknown keys raised a TypeError naming nothing
+    with pytest.raises(ValueError, match="`text` is not valid JSON: Expecting"):
+        VAEConfig.from_json("{not json")
+    with pytest.raises(ValueError, match="`text` is not valid JSON: it is nested too deeply"):
+        VAEConfig.from_json('{"options": {"a": ' + "[" * 100_000 + "]" * 100_000 + "}}")  # was RecursionError
+    with pytest.raises(ValueError, match="`learning_rate` must be a finite number > 0.0; got inf"):
+        VAEConfig.from_json('{"learning_rate": 1' + "0" * 400 + "}")  # was OverflowError
+
+
+def test_options_may_not_nest_deeper_than_a_config_can_be_copied():
+    deep: list = []
+    for _ in range(40):
+        deep = [deep]
+    # Accepted before, then to_json() and hash() raised RecursionError from dataclasses.asdict at ~300 levels.
+    with pytest.raises(ValueError, match="`options` nests lists and dicts more than 32 levels deep"):
+        VAEConfig(options={"a": deep})
+    nested: list = []
+    for _ in range(30):
+        nested = [nested]
+    config = VAEConfig(options={"a": nested})
+    assert VAEConfig.from_json(config.to_json()) == config

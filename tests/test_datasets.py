@@ -265,3 +265,41 @@ def test_to_dataset_batches(digits):
     batches = list(datasets.to_dataset(x[:100], batch_size=32, seed=0))
     assert [len(b) for b in batches] == [32, 32, 32, 4]
     assert os.environ.get("TFPVAE_DATA_DIR")
+
+
+# --------------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def test_corrupt_or_impossible_idx_files_raise_value_error_naming_them(tmp_path):
+    data = bytearray(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]), mtime=0))
+    data[10] = 0xFF  # the first deflate block of the reserved type 3: zlib.error before
+    (tmp_path / "a.gz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=re.escape(f"Cannot read IDX file {tmp_path / 'a.gz'}")):
+        read_idx(tmp_path / "a.gz")
+    dims = b"".join((2**31).to_bytes(4, "big") for _ in range(3)) + bytes(4)  # 0 bytes of data, but no such array
+    (tmp_path / "b").write_bytes(bytes([0, 0, 8, 4]) + dims)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'b'} has an IDX shape")):
+        read_idx(tmp_path / "b")
+
+
+def test_mnist_npz_and_binarized_npz_arrays_are_checked(tmp_path):
+    u8 = np.zeros((3, 4, 4), np.uint8)
+    bad_files = {
+        "x-float.npz": dict(x_train=u8 * 300.0, y_train=np.arange(3)),  # gave pixels of 300 / 255
+        "x-text.npz": dict(x_train=u8.astype("U1"), y_train=np.arange(3)),  # numpy's "could not convert"
+        "y-short.npz": dict(x_train=u8, y_train=np.arange(2)),  # 3 images, 2 labels
+    }
+    for name, arrays in bad_files.items():
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "mnist.npz", **arrays)
+        with pytest.raises(ValueError, match=re.escape(str(tmp_path / name / "mnist.npz"))):
+            load_split("mnist", "train", tmp_path / name)
+    np.savez(tmp_path / "binarized_mnist.npz", train=np.full((2, 784), 2, np.uint8))
+    with pytest.raises(ValueError, match=r"\['train'\] must hold binary pixels 0 or 1"):
+        load_split("binarized_mnist", "train", tmp_path)
+
+
+def test_load_images_names_the_file_of_a_bad_row(tmp_path):
+    np.save(tmp_path / "x.npy", np.full((2, 3, 3), 2.0))
+    with pytest.raises(ValueError, match=re.escape(f"0: in {tmp_path / 'x.npy'}: pixel values")):
+        load_images(tmp_path)  # the message was "0: pixel values ...", naming no file

@@ -508,3 +508,127 @@ def test_stream_reports_bad_records_to_on_error(damaged):
     assert sorted(ids) == sorted(good) and sorted(e.id for e in errors) == sorted(bad)
     with pytest.raises(tf.errors.OpError, match=r"bad\.tfrecord:1"):
         list(streaming.stream(folder))
+
+
+# --------------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def test_a_tfrecord_frame_length_past_the_end_is_a_bad_record_not_a_crash(tmp_path):
+    # TensorFlow allocates a frame's stated length before reading it: 2**40 (its own CRC valid)
+    # killed the process with a segfault. Run in a child process, so that a regression fails
+    # this test instead of ending the whole test run.
+    import subprocess
+    import sys
+    import textwrap
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    path = tmp_path / "crafted.tfrecord"
+    payload = example(png_bytes(np.zeros((2, 2), np.uint8)), 1)
+    good = len(payload).to_bytes(8, "little")
+    lie = (2**40).to_bytes(8, "little")
+    frames = [head + masked_crc32c(head).to_bytes(4, "little") + payload for head in (good, lie)]
+    path.write_bytes(frames[0] + masked_crc32c(payload).to_bytes(4, "little") + frames[1])
+    code = textwrap.dedent(f"""
+        from tfpvae.streaming import read_records
+        records = list(read_records({str(path)!r}))
+        print(len(records), records[1][1])
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"2 {path}:1: corrupt TFRecord data (frame length 1099511627776 at byte {len(frames[0]) + 4}" in run.stdout
+    assert "runs past the end of the file" in run.stdout
+
+
+def test_empty_images_and_float64_beyond_float32_are_bad_records(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((2, 0, 0), np.uint8))  # batched as (0, 0, 1) images before
+    np.save(tmp_path / "huge.npy", np.full((1, 2, 2), 1e300))  # reported as Inf, with a RuntimeWarning
+    errors = []
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(iter_batches(tmp_path, on_error=errors.append)) == []
+    reasons = {e.id: e.reason for e in errors}
+    empty, huge = str(tmp_path / "empty.npy"), str(tmp_path / "huge.npy")
+    assert reasons[empty].endswith("it has shape (2, 0, 0); images need a positive height, width and channels.")
+    assert "must lie in [0, 1]" in reasons[f"{huge}:0"] and "NaN" not in reasons[f"{huge}:0"]
+
+
+def test_an_array_file_of_no_rows_that_cannot_be_read_counts_its_one_error(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((0, 2, 2), dtype=object), allow_pickle=True)  # counted 0 before
+    assert len(list(read_records(tmp_path / "a.npy"))) == count_records(tmp_path / "a.npy") == 1
+
+
+def test_a_huge_png_header_leaves_no_huge_decode_target_behind():
+    # A 12-byte IDAT claiming 4000 x 4000 pixels: the 16 MB target of the failed decode was kept for reuse.
+    import zlib
+
+    data = bytearray(png_bytes(np.zeros((2, 2), np.uint8)))
+    data[16:24] = (4000).to_bytes(4, "big") * 2
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    with pytest.raises(BadRecordError):
+        decode_image(bytes(data), "big")
+    assert all(w * h <= image_files._CACHED_PIXELS for _, w, h in image_files._decode_targets.images)
+
+
+
+def test_npy_format_3_is_read_and_counted_alike(tmp_path):
+    # np.load (the local .npy reader) reads format 3.0, but the header reader of counts and streams
+    # refused it: count_records said 1 of a file that read_records gave 2 rows of.
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 1, 1)}"
+    header += " " * (-(len(header) + 13) % 64) + "\n"
+    data = b"\x93NUMPY\x03\x00" + len(header).to_bytes(4, "little") + header.encode() + b"\x07\x09"
+    for name in ("a.npy", "b.npz"):
+        path = tmp_path / name
+        if name.endswith(".npy"):
+            path.write_bytes(data)
+        else:
+            with zipfile.ZipFile(path, "w") as zf:
+                zf.writestr("x.npy", data)
+        records = list(read_records(path))
+        assert [r[1].ravel().tolist() for r in records] == [[7], [9]] and count_records(path) == 2
+
+
+def test_labels_beyond_int64_and_rows_without_pixels_are_bad_records(tmp_path):
+    # Labels of 1e300 or 2**64 - 1 passed as whole numbers, then Batch.labels raised OverflowError.
+    np.savez(tmp_path / "a.npz", x=np.zeros((3, 2, 2), np.uint8), y=np.array([1.0, 1e300, 2.0]))
+    np.savez(tmp_path / "b.npz", x=np.zeros((2, 2, 2), np.uint8), y=np.array([2**64 - 1, 3], np.uint64))
+    # 8 million rows of no pixels in a 128-byte file: 8 million bad records, about half a minute.
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (8388609, 0, 1)}"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    (tmp_path / "c.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    errors = []
+    labels = [b.labels.tolist() for b in iter_batches(tmp_path, on_error=errors.append)]
+    assert labels == [[1, 2, 3]]
+    reasons = {e.id: e.reason for e in errors}
+    assert reasons[f"{tmp_path / 'a.npz'}:1"] == f"label 1e+300 in {tmp_path / 'a.npz'} is outside the int64 range."
+    assert "is outside the int64 range" in reasons[f"{tmp_path / 'b.npz'}:0"]
+    assert "images need a positive height, width and channels" in reasons[str(tmp_path / "c.npy")]
+    assert len(errors) == 3 and count_records(tmp_path / "c.npy") == 1
+
+
+def test_images_beyond_the_pixel_limit_are_bad_records():
+    # Pillow only warns between 1x and 2x its limit: this 8 x 16,777,224 PNG of a few bytes decoded to
+    # 134 million pixels, and load_images' first buffer of 64 of them asked for 32 GiB (MemoryError).
+    import zlib
+
+    data = bytearray(png_bytes(np.zeros((2, 8), np.uint8)))
+    data[16:24] = (8).to_bytes(4, "big") + (16_777_224).to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(BadRecordError, match="more than the limit"):
+        decode_image(bytes(data), "bomb")
+
+
+def test_the_first_batch_of_large_images_starts_small(tmp_path):
+    # The first buffer held 64 images whatever their size: 2.3 GB for three 3000 x 3000 images here
+    # (and 22 GB for 89-million-pixel PNGs, within Pillow's limit). Now it starts at 64 MiB and doubles.
+    np.save(tmp_path / "big.npy", np.zeros((3, 3000, 3000), np.uint8))
+    tracemalloc.start()
+    try:
+        batches = list(iter_batches(tmp_path / "big.npy"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [len(b) for b in batches] == [3]
+    assert peak < 400e6, peak  # 4 images of 36 MB in the last doubling, plus chunks and copies

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfpvae._validation import check_choice, check_float, check_images, check_int
+from tfpvae._validation import check_choice, check_float, check_images, check_int, check_labels
 
 
 def test_uint8_is_scaled_and_float_passes_through():
@@ -75,3 +75,40 @@ def test_scalar_checks():
     assert check_float(0.5, "rate", minimum=0.0, maximum=1.0, max_inclusive=False) == 0.5
     with pytest.raises(ValueError, match="`score` must be one of 'a', 'b'; got 'c'"):
         check_choice("c", "score", ["a", "b"])
+
+
+# --------------------------------------------------------------------------- found by tests/test_fuzz.py
+
+
+def test_complex_and_duration_pixels_are_not_numeric():
+    # numpy counts both as numbers: complex pixels lost their imaginary part (with a ComplexWarning).
+    for dtype in (np.complex64, "m8[s]"):
+        with pytest.raises(TypeError, match=r"`x` must have a numeric dtype \(bool, int, uint or float\)"):
+            check_images(np.zeros((1, 2, 2), dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_images_without_pixels_are_refused_naming_the_argument(dtype):
+    # Float ones raised numpy's "zero-size array to reduction operation", uint8 ones were accepted.
+    with pytest.raises(ValueError, match=r"`x` images must have a positive height, width and channels; got shape"):
+        check_images(np.zeros((2, 0, 5), dtype=dtype))
+
+
+def test_float64_beyond_float32_is_out_of_range_not_inf():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cast to float32 overflowed with a RuntimeWarning
+        with pytest.raises(ValueError, match=r"`x` float pixel values must lie in \[0, 1\].*got range \[0, 1e\+300\]"):
+            check_images(np.array([[[0.0, 1e300]]]))
+
+
+def test_huge_ints_and_ragged_labels_are_refused_naming_the_argument():
+    with pytest.raises(ValueError, match="`beta` must be a finite number >= 0.0; got inf"):
+        check_float(10**400, "beta", minimum=0.0)  # was OverflowError
+    with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 9\]; got <an int of 16610 bits>"):
+        check_int(10**5000, "seed", minimum=0, maximum=9)  # printing the int raised ValueError
+    with pytest.raises(ValueError, match=r"`labels` must be an array of shape \(2,\), one per image; could not"):
+        check_labels([[1], [1, 2]], 2)
+    with pytest.raises(ValueError, match="`score` must be one of 'a'; got <a list that cannot be shown>"):
+        check_choice([10**5000], "score", ["a"])

@@ -13,14 +13,32 @@ from typing import Any
 
 import numpy as np
 
+# Longest repr of a given value an error message quotes: a message must stay one readable line.
+_SHOW_CHARS = 200
+
+
+def show(value: Any) -> str:
+    """repr(value) for an error message, shortened; it never fails, whatever the value.
+
+    repr raises for an int of more than 4300 digits (Python's limit on int-to-text
+    conversion) and may raise for a user's object: the message would then be lost.
+    """
+    if isinstance(value, int) and value.bit_length() > 4000:  # beyond Python's 4300-digit limit on int-to-text
+        return f"<an int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<a {type(value).__name__} that cannot be shown>"
+    return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}..."
+
 
 def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     """Returns `value` as an int, or raises if it is not an int in [minimum, maximum]."""
     bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int {bound}; got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"`{name}` must be an int {bound}; got {show(value)} ({type(value).__name__}).")
     if value < minimum or (maximum is not None and value > maximum):
-        raise ValueError(f"`{name}` must be an int {bound}; got {value}.")
+        raise ValueError(f"`{name}` must be an int {bound}; got {show(int(value))}.")
     return int(value)
 
 
@@ -45,8 +63,11 @@ def check_float(
 ) -> float:
     """Returns `value` as a finite float within the given bounds, or raises."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number; got {value!r} ({type(value).__name__}).")
-    value = float(value)
+        raise TypeError(f"`{name}` must be a number; got {show(value)} ({type(value).__name__}).")
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond the float range: out of every bound
+        value = math.inf if value > 0 else -math.inf
     low_ok = value >= minimum if min_inclusive else value > minimum
     high_ok = value <= maximum if max_inclusive else value < maximum
     if not (math.isfinite(value) and low_ok and high_ok):
@@ -65,12 +86,17 @@ def check_bool(value: Any, name: str, allow_none: bool = False) -> bool | None:
     """Returns `value` if it is True or False (or None, with `allow_none`), else raises."""
     if isinstance(value, (bool, np.bool_)) or (allow_none and value is None):
         return None if value is None else bool(value)
-    raise TypeError(f"`{name}` must be True{', False or None' if allow_none else ' or False'}; got {value!r}.")
+    raise TypeError(f"`{name}` must be True{', False or None' if allow_none else ' or False'}; got {show(value)}.")
 
 
 def check_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     """Returns `labels` as an array of shape (n,), one per image, or raises naming it."""
-    labels = np.asarray(labels)
+    try:
+        labels = np.asarray(labels)
+    except Exception as err:  # ragged lists and similar
+        raise ValueError(
+            f"`{name}` must be an array of shape ({n},), one per image; could not convert it ({err})."
+        ) from None
     if labels.shape != (n,):
         raise ValueError(f"`{name}` must have shape ({n},), one per image; got {labels.shape}.")
     return labels
@@ -80,7 +106,7 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     """Returns `value` if it is one of `choices`, else raises listing the valid ones."""
     choices = tuple(choices)
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {show(value)}.")
     return value
 
 
@@ -88,10 +114,10 @@ def check_shape(value: Any, name: str) -> tuple[int, int, int]:
     """Returns an image shape `(height, width, channels)` as a tuple of positive ints."""
     try:  # any iterable of three: a tuple, list, numpy array or tf.TensorShape
         values = None if isinstance(value, str) else tuple(value)
-    except TypeError:
+    except (TypeError, ValueError):  # not iterable, or its iteration fails
         values = None
     if values is None or len(values) != 3:
-        raise ValueError(f"`{name}` must be (height, width, channels); got {value!r}.")
+        raise ValueError(f"`{name}` must be (height, width, channels); got {show(value)}.")
     return tuple(check_int(v, f"{name}[{i}]") for i, v in enumerate(values))  # type: ignore[return-value]
 
 
@@ -109,8 +135,10 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
       float32 array of shape (n, height, width, channels).
 
     Raises:
-      TypeError: if `x` is not numeric.
-      ValueError: on wrong rank or shape, an empty batch, NaN/Inf, or values out of range.
+      TypeError: if `x` is not numeric (bool, int, uint or float; complex, dates and
+        durations are not pixel values).
+      ValueError: on wrong rank or shape, an empty batch, images of zero height, width or
+        channels, NaN/Inf, or values out of range.
     """
     if hasattr(x, "numpy") and callable(x.numpy):
         x = x.numpy()
@@ -118,8 +146,8 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
         arr = np.asarray(x)
     except Exception as err:  # ragged lists and similar
         raise TypeError(f"`{name}` must be a numeric array of images; could not convert it ({err}).") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"`{name}` must have a numeric dtype; got dtype {arr.dtype}.")
+    if arr.dtype.kind not in "biuf":  # numpy counts complex and timedelta as numbers too
+        raise TypeError(f"`{name}` must have a numeric dtype (bool, int, uint or float); got dtype {arr.dtype}.")
     if image_shape is not None and arr.shape == tuple(image_shape) and image_shape[0] != 1:
         # Read as (n, H, W) this would fail with a puzzling shape: say what it is.
         raise ValueError(
@@ -134,6 +162,8 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
         )
     if arr.shape[0] == 0:
         raise ValueError(f"`{name}` is empty: got shape {arr.shape}; expected at least one image.")
+    if 0 in arr.shape[1:]:
+        raise ValueError(f"`{name}` images must have a positive height, width and channels; got shape {arr.shape}.")
     if image_shape is not None and tuple(arr.shape[1:]) != tuple(image_shape):
         raise ValueError(
             f"`{name}` images must have shape {tuple(image_shape)} to match the model; got {tuple(arr.shape[1:])}."
@@ -141,12 +171,18 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / np.float32(255.0)
     kind = "float" if np.issubdtype(arr.dtype, np.floating) else str(arr.dtype)
-    arr = arr.astype(np.float32, copy=False)
+    original = arr
+    # A float64 value beyond float32's range becomes Inf in the cast: counted as out of range
+    # below, from the original values, not as the NaN or Inf it never was.
+    with np.errstate(over="ignore"):
+        arr = arr.astype(np.float32, copy=False)
     if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"`{name}` contains {bad} NaN or Inf pixel values; all pixels must be finite.")
+        bad = int(np.size(original) - np.count_nonzero(np.isfinite(original)))
+        if bad:
+            raise ValueError(f"`{name}` contains {bad} NaN or Inf pixel values; all pixels must be finite.")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0.0 or hi > 1.0:
+        lo, hi = float(original.min()), float(original.max())
         raise ValueError(
             f"`{name}` {kind} pixel values must lie in [0, 1] (only uint8 is read as 0..255); "
             f"got range [{lo:g}, {hi:g}]."

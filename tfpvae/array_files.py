@@ -39,6 +39,10 @@ def _row_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
         raise ValueError(f"its dtype {dtype} is not numeric; expected uint8 0..255 or float in [0, 1]")
     if len(shape) not in (3, 4):
         raise ValueError(f"it has shape {shape}; expected (n, height, width) or (n, height, width, channels)")
+    if 0 in shape[1:]:
+        # Every row would be refused, and rows of no bytes are not bounded by the file's size:
+        # a 128-byte file could yield millions of bad records.
+        raise ValueError(f"it has shape {shape}; images need a positive height, width and channels")
     return tuple(shape[1:])
 
 
@@ -46,9 +50,20 @@ def _chunk_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:
     return max(1, _CHUNK_BYTES // max(1, math.prod(row_shape) * dtype.itemsize))
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The int64 range of float labels, [-2**63, 2**63): both ends exact as floats (2**63 - 1 is not).
+_INT64_MIN, _INT64_END = -(2.0**63), 2.0**63
+
+
 def _as_images(chunk: np.ndarray) -> np.ndarray:
     chunk = chunk[..., None] if chunk.ndim == 3 else chunk
-    return chunk if chunk.dtype == np.uint8 else chunk.astype(np.float32, copy=False)
+    if chunk.dtype == np.uint8:
+        return chunk
+    if chunk.dtype.kind == "f" and chunk.dtype.itemsize > 4:
+        # A finite float64 beyond float32's range would become Inf in the cast (and be refused as
+        # "NaN or Inf"): clip it to the largest float32, which is refused as out of [0, 1].
+        chunk = np.where(np.isinf(chunk), chunk, np.clip(chunk, -_FLOAT32_MAX, _FLOAT32_MAX))
+    return chunk.astype(np.float32, copy=False)
 
 
 def _array_records(prefix: str, chunks: Iterator[tuple[np.ndarray, np.ndarray | None]], path: str) -> Iterator[Record]:
@@ -65,9 +80,14 @@ def _array_records(prefix: str, chunks: Iterator[tuple[np.ndarray, np.ndarray | 
             yield rid, BadRecordError(rid, reason), None
             return
         images = _as_images(images)
-        whole = None
+        whole = fits = None
         if labels is not None and labels.dtype.kind == "f":
             whole = np.isfinite(labels) & (labels == np.round(labels))
+        # Labels become int64 (Batch.labels): a larger one would overflow there.
+        if labels is not None and labels.dtype.kind == "f":
+            fits = (labels >= _INT64_MIN) & (labels < _INT64_END)
+        elif labels is not None and labels.dtype.kind == "u":
+            fits = labels <= np.iinfo(np.int64).max
         for i in range(len(images)):
             rid = f"{prefix}{row}"
             row += 1
@@ -75,6 +95,8 @@ def _array_records(prefix: str, chunks: Iterator[tuple[np.ndarray, np.ndarray | 
                 yield rid, images[i], None
             elif whole is not None and not whole[i]:
                 yield rid, BadRecordError(rid, f"label {labels[i]:g} in {path} is not a whole number."), None
+            elif fits is not None and not fits[i]:
+                yield rid, BadRecordError(rid, f"label {labels[i]:g} in {path} is outside the int64 range."), None
             else:
                 yield rid, images[i], int(labels[i])
 
@@ -102,7 +124,9 @@ def _npy_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(fp)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(fp)
-    if version == (2, 0):
+    if version in ((2, 0), (3, 0)):
+        # 3.0 differs from 2.0 only in a UTF-8 header, which numpy writes for structured dtypes
+        # with non-Latin-1 field names (refused below as not numeric); np.load reads it, so must this.
         return np.lib.format.read_array_header_2_0(fp)
     raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
 
@@ -193,8 +217,9 @@ def read_array_file(path: str, *, single_array: bool) -> Iterator[Record]:
 def count_array_file(path: str) -> int:
     """The number of rows of a .npy or .npz file, from the .npy header alone.
 
-    A file whose images are not (n, height, width[, channels]), or an .npz without `x` or
-    `images`, counts 1, as `read_array_file` yields one error for it.
+    A file whose images are not (n, height, width[, channels]) of positive sizes, or an .npz
+    without `x` or `images`, counts 1, as `read_array_file` yields one error for it; one of 0 rows (or a
+    negative count) counts what reading it yields (0, or 1 for the error of a refused file).
 
     Raises:
       Exception: numpy, zipfile or the file system's error when the file cannot be read.
@@ -210,4 +235,9 @@ def count_array_file(path: str) -> int:
                 return 1  # read_array_file yields one error for it
             with zf.open(key) as member:
                 shape = _npy_header(member)[0]
-    return shape[0] if len(shape) in (3, 4) else 1
+    if len(shape) not in (3, 4) or 0 in shape[1:]:
+        return 1
+    if shape[0] > 0:
+        return shape[0]
+    # No rows (or a negative count): reading is as cheap as counting, and yields the error of a refused file.
+    return sum(1 for _ in read_array_file(path, single_array=True))

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from tfpvae import registry
-from tfpvae._validation import check_choice, check_float, check_int, check_shape
+from tfpvae._validation import check_choice, check_float, check_int, check_shape, show
 
 # The built-in names; `tfpvae.registry` holds these and the ones users register.
 PRIORS = registry.BUILTIN_PRIORS
@@ -52,6 +52,9 @@ CHOICES = {
 }
 # The fields whose value is a name in a registry of builders.
 REGISTERED = {"architecture": registry.networks, "prior": registry.priors}
+# How deeply `options` may nest lists and dicts: far more than a builder's settings need, few
+# enough that copying a config (dataclasses.asdict recurses) stays clear of the recursion limit.
+_MAX_OPTIONS_DEPTH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,9 +192,18 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
-        """Builds a config from `to_dict()` output; unknown keys raise `ValueError`."""
+        """Builds a config from `to_dict()` output.
+
+        Raises:
+          TypeError, ValueError: `data` is not a dict of field names, names an unknown field,
+            or a field's value is invalid; the message names the field. `UnregisteredNameError`
+            (a ValueError) for an `architecture` or `prior` no imported module registers.
+        """
         if not isinstance(data, dict):
             raise TypeError(f"`data` must be a dict; got {type(data).__name__}.")
+        bad_keys = [k for k in data if not isinstance(k, str)]
+        if bad_keys:
+            raise TypeError(f"`data` keys must be config field names (str); got {show(bad_keys[:3])}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -207,8 +219,31 @@ class VAEConfig:
 
     @classmethod
     def from_json(cls, text: str) -> VAEConfig:
-        """Inverse of `to_json`."""
-        return cls.from_dict(json.loads(text))
+        """Inverse of `to_json`.
+
+        Raises:
+          TypeError, ValueError: `text` is not JSON of a config object; as `from_dict` for its fields.
+        """
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise TypeError(f"`text` must be JSON text (str); got {type(text).__name__}.")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as err:  # bad JSON or UTF-8, a huge number, deep nesting
+            detail = "it is nested too deeply" if isinstance(err, RecursionError) else err
+            raise ValueError(f"`text` is not valid JSON: {detail}") from None
+        return cls.from_dict(data)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How many levels of lists and dicts `value` nests, counted up to limit + 1 (a loop: no recursion limit)."""
+    deepest, level = 0, [value]
+    while deepest <= limit:
+        containers = [item for item in level if isinstance(item, (list, tuple, dict))]
+        if not containers:
+            break
+        deepest += 1
+        level = [v for item in containers for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 def _check_options(options: Any) -> dict[str, Any]:
@@ -217,7 +252,10 @@ def _check_options(options: Any) -> dict[str, Any]:
         raise TypeError(f"`options` must be a dict of JSON values; got {type(options).__name__}.")
     bad_keys = [k for k in options if not isinstance(k, str)]
     if bad_keys:
-        raise TypeError(f"`options` keys must be strings; got {bad_keys[:3]}.")
+        raise TypeError(f"`options` keys must be strings; got {show(bad_keys[:3])}.")
+    if _depth(options, _MAX_OPTIONS_DEPTH) > _MAX_OPTIONS_DEPTH:
+        # Deeper values would break the recursive copies and comparisons of a config.
+        raise ValueError(f"`options` nests lists and dicts more than {_MAX_OPTIONS_DEPTH} levels deep.")
     try:
         # The round trip is the check: a value JSON cannot hold fails, and tuples become lists,
         # so a config equals the config it is reloaded as.

@@ -16,9 +16,11 @@ directly, which holds one batch at a time. Nothing here unpickles: every `np.loa
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from tfpvae._io import load_npz_arrays
 from tfpvae._validation import check_choice, check_int
-from tfpvae.streaming import iter_batches
+from tfpvae.streaming import BadRecordError, iter_batches, list_files
 from tfpvae.subsets import evenly_spaced as evenly_spaced  # documented here in 0.1; lives in subsets
 
 NAMES = ("digits", "mnist", "fashion_mnist", "binarized_mnist", "colour_mnist", "colour_fashion_mnist")
@@ -83,7 +85,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # zlib.error: corrupt gzip data
         raise ValueError(f"Cannot read IDX file {path}: {err}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not a uint8 IDX file (bad magic number).")
@@ -92,13 +94,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if ndim < 1 or len(raw) < header:
         raise ValueError(f"{path} has a truncated IDX header.")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)  # exact: np.prod would wrap around in int64 for huge dims
     if len(raw) - header != expected:
         raise ValueError(
             f"{path} is truncated or corrupt: header promises {expected} bytes of data for shape {dims}, "
             f"found {len(raw) - header}."
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    try:
+        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    except ValueError:  # an empty array of a shape numpy cannot hold, e.g. (2**31, 2**31, 2**31, 0)
+        raise ValueError(f"{path} has an IDX shape {dims} that no array can have.") from None
 
 
 def _to_images(x: np.ndarray, scale: float) -> np.ndarray:
@@ -109,9 +114,20 @@ def _to_images(x: np.ndarray, scale: float) -> np.ndarray:
 def _load_idx_split(folder: Path, split: str) -> Arrays:
     images, labels = (folder / name for name in _IDX_FILES[split])
     x, y = read_idx(images), read_idx(labels)
-    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or 0 in x.shape:
         raise ValueError(f"IDX files in {folder} do not match: images {x.shape}, labels {y.shape}.")
     return _to_images(x, 255.0), y.astype(np.int64)
+
+
+def _check_split_arrays(path: Path, x: np.ndarray, y: np.ndarray, names: tuple[str, str]) -> None:
+    """Raises unless x is uint8 images (n, H, W) and y one integer label per image, as in Keras' mnist.npz."""
+    if x.dtype != np.uint8 or x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"{path}: {names[0]} must be uint8 images (n, height, width); got {x.dtype} {x.shape}.")
+    fits = y.dtype.kind in "iu" and (np.can_cast(y.dtype, np.int64) or y.max(initial=0) <= np.iinfo(np.int64).max)
+    if not fits or y.shape != (len(x),):
+        raise ValueError(
+            f"{path}: {names[1]} must hold one integer label per image, shape ({len(x)},); got {y.dtype} {y.shape}."
+        )
 
 
 def _load_keras_npz(path: Path, split: str) -> Arrays:
@@ -119,7 +135,22 @@ def _load_keras_npz(path: Path, split: str) -> Arrays:
     key = "train" if split == "train" else "test"
     if f"x_{key}" not in data or f"y_{key}" not in data:
         raise ValueError(f"{path} lacks arrays x_{key}/y_{key}; found {sorted(data)}.")
-    return _to_images(data[f"x_{key}"], 255.0), data[f"y_{key}"].astype(np.int64)
+    x, y = data[f"x_{key}"], data[f"y_{key}"]
+    _check_split_arrays(path, x, y, (f"x_{key}", f"y_{key}"))
+    return _to_images(x, 255.0), y.astype(np.int64)
+
+
+def _load_binarized(path: Path, split: str) -> Arrays:
+    data = load_npz_arrays(path)
+    if split not in data:
+        raise ValueError(f"{path} lacks array {split!r}; found {sorted(data)}.")
+    x = data[split]
+    if x.ndim != 2 or x.shape[1] != 784 or not len(x) or x.dtype.kind not in "biuf":
+        raise ValueError(f"{path}[{split!r}] must be numbers of shape (n, 784); got {x.dtype} {x.shape}.")
+    x = x.reshape(-1, 28, 28, 1).astype(np.float32)
+    if not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1):
+        raise ValueError(f"{path}[{split!r}] must hold binary pixels 0 or 1; it holds values outside [0, 1].")
+    return x, None
 
 
 def _find(name: str, data_dir) -> tuple[str, Path]:
@@ -212,13 +243,7 @@ def load_split(name: str, split: str = "train", data_dir: str | os.PathLike | No
                 f"(CLI: --data-dir DATA_DIR) or set {DATA_DIR_ENV}."
             ) from None
     if fmt == "binarized":
-        data = load_npz_arrays(path)
-        if split not in data:
-            raise ValueError(f"{path} lacks array {split!r}; found {sorted(data)}.")
-        x = data[split]
-        if x.ndim != 2 or x.shape[1] != 784:
-            raise ValueError(f"{path}[{split!r}] must have shape (n, 784); got {x.shape}.")
-        return x.reshape(-1, 28, 28, 1).astype(np.float32), None
+        return _load_binarized(path, split)
     if fmt == "keras_npz":
         return _load_keras_npz(path, split)
     return _load_idx_split(path, split)
@@ -314,12 +339,19 @@ def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]
         would silently mix its -1 placeholders in with the real classes).
     """
     images, labels, unlabelled = [], [], None
-    for batch in iter_batches(path, on_error=None):
-        images.append(batch.images)
-        if batch.labels is not None:
-            labels.append(batch.labels)
-        if unlabelled is None and (batch.labels is None or batch.labelled is not None):
-            unlabelled = batch.ids[0 if batch.labels is None else int(np.argmin(batch.labelled))]
+    try:
+        for batch in iter_batches(path, on_error=None):
+            images.append(batch.images)
+            if batch.labels is not None:
+                labels.append(batch.labels)
+            if unlabelled is None and (batch.labels is None or batch.labelled is not None):
+                unlabelled = batch.ids[0 if batch.labels is None else int(np.argmin(batch.labelled))]
+    except BadRecordError as err:
+        # A row of the input's only array file has the bare row number as id: name the file.
+        file = list_files(path)[0] if err.id.isdigit() else err.id
+        if file in str(err):
+            raise
+        raise BadRecordError(err.id, f"in {file}: {err.reason}") from None
     if not images:
         raise ValueError(f"`path` {os.fspath(path)!r} holds no images; expected at least one.")
     if labels and unlabelled is not None:

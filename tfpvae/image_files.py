@@ -28,6 +28,8 @@ _CHUNK_HEAD = struct.Struct(">I4s")
 _CRC = struct.Struct(">I")
 _IHDR = struct.Struct(">IIBBBBB")
 _decode_targets = threading.local()
+# Largest image (in pixels) whose decode target is kept for reuse: 1024 x 1024.
+_CACHED_PIXELS = 1 << 20
 
 
 def _decode_plain_png(data: bytes, id: str) -> np.ndarray | None:
@@ -78,13 +80,17 @@ def _decode_plain_png(data: bytes, id: str) -> np.ndarray | None:
         return None  # let Image.open raise its decompression-bomb error
     mode, channels = ("L", 1) if colour == 0 else ("RGB", 3)
     # Decoding into a reused image skips Image.new, a quarter of the decode time at 28x28;
-    # one per thread, as Beam and tf.data may decode in several threads at once.
+    # one per thread, as Beam and tf.data may decode in several threads at once. Only small
+    # images are kept: a header may claim up to MAX_IMAGE_PIXELS (89 million) pixels over a
+    # few bytes of data, and eight such targets would hold 2 GB per thread.
     images = _decode_targets.__dict__.setdefault("images", {})
     im = images.get((mode, width, height))
     if im is None:
         if len(images) >= 8:  # images of many sizes: keep the cache small
             images.clear()
-        im = images[(mode, width, height)] = Image.new(mode, (width, height))
+        im = Image.new(mode, (width, height))
+        if width * height <= _CACHED_PIXELS:
+            images[(mode, width, height)] = im
     try:
         im.frombytes(b"".join(idat), "zip", mode)
     except ValueError:  # bad zlib data or too little of it
@@ -124,7 +130,8 @@ def decode_image(data: bytes, id: str) -> np.ndarray:
       uint8 array of shape (height, width, channels), channels 1 or 3; it may be read-only.
 
     Raises:
-      BadRecordError: `data` is not a readable PNG or JPEG image; `.id` is `id`.
+      BadRecordError: `data` is not a readable PNG or JPEG image, or has more pixels than
+        Pillow's `Image.MAX_IMAGE_PIXELS` (89,478,485 unless changed); `.id` is `id`.
     """
     fast = _decode_plain_png(data, id)
     if fast is not None:
@@ -133,6 +140,11 @@ def decode_image(data: bytes, id: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as im:
+            limit = Image.MAX_IMAGE_PIXELS or math.inf
+            if im.width * im.height > limit:
+                # Pillow refuses only twice its limit, and merely warns in between: a few bytes of
+                # header then make a 100-million-pixel image, and a batch of them tens of GB.
+                raise ValueError(f"{im.width} x {im.height} pixels, more than the limit of {limit}")
             im.load()
             return _pil_to_array(im)
     except Exception as err:

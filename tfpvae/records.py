@@ -47,8 +47,9 @@ channels) or the `BadRecordError` saying why the record cannot be read; label an
 def image_problem(image: np.ndarray, expected: tuple[int, ...] | None) -> str | None:
     """Why a decoded image cannot be scored, or None if it can: the checks of `tfpvae.streaming.iter_batches`.
 
-    They are the per-image checks `check_images` makes of an in-memory array, so a record
-    read from a file is accepted or refused exactly as the same image in memory would be.
+    They are the per-image checks `check_images` makes of an in-memory array (a positive
+    height, width and channels; finite values in [0, 1] unless uint8), so a record read
+    from a file is accepted or refused exactly as the same image in memory would be.
 
     Args:
       image: a uint8 array (any values) or a float array (values must be finite and in
@@ -59,6 +60,8 @@ def image_problem(image: np.ndarray, expected: tuple[int, ...] | None) -> str | 
       None, or the reason as a sentence, e.g. "has shape (32, 32, 3); expected (28, 28, 1).",
       ready for `BadRecordError(id, reason)`.
     """
+    if 0 in image.shape:  # an array file may hold (n, 0, 0) "images": no pixel to score
+        return f"has shape {image.shape}; an image needs a positive height, width and channels."
     if expected is not None and image.shape != expected:
         return f"has shape {image.shape}; expected {expected}."
     if image.dtype == np.uint8:

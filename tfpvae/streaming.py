@@ -37,6 +37,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,8 @@ __all__ = [
 # Images per generator step in `stream`: from_generator costs ~100 us a call, so one call
 # per image would cap the pipeline near 10,000 images/s.
 _STREAM_BATCH = 64
+# Most bytes the first batch's buffer starts with, before it grows by doubling.
+_FIRST_BATCH_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays has no single truth value
@@ -188,7 +191,9 @@ def _batches(
     buffer: np.ndarray | None = None
     # The first batch grows by doubling, so a huge batch_size over a small input never
     # allocates batch_size images up front; once one batch filled, later ones start full size.
-    capacity = min(batch_size, 64)
+    # It starts at 64 images, or fewer large ones (set at the first image; a decoded PNG may
+    # have 89 million pixels, and 64 of those in float32 would be 22 GB).
+    capacity = 0
     ids: list[str] = []
     labels: list[int | None] = []
     scale = np.float32(255.0)
@@ -206,6 +211,9 @@ def _batches(
                 expected = image.shape
             count = len(ids)
             if buffer is None or count == len(buffer):
+                if not capacity:
+                    image_bytes = max(1, 4 * math.prod(expected))
+                    capacity = max(1, min(batch_size, 64, _FIRST_BATCH_BYTES // image_bytes))
                 grown = np.empty((max(capacity, min(batch_size, 2 * count)), *expected), dtype=np.float32)
                 if count:
                     grown[:count] = buffer[:count]

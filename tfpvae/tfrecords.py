@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from tfpvae.records import BadRecordError, Record
 __all__ = ["count_tfrecord", "read_tfrecord"]
 
 _TFRECORD_LENGTH = struct.Struct("<Q")
+_REST_LOST = "this record and the rest of the file could not be read."
 
 
 class _SilenceDeprecation(logging.Filter):
@@ -39,6 +41,31 @@ def _record_iterator(tf, path: str) -> Iterator[bytes]:
         return tf.compat.v1.io.tf_record_iterator(path)
     finally:
         logger.removeFilter(quiet)
+
+
+def _frame_ends(frames: BinaryIO) -> Iterator[int | str]:
+    """The end offset of each frame in turn, from its length alone; a reason string for one that overruns the file.
+
+    TensorFlow allocates a frame's stated length before reading it, so a corrupt or crafted
+    length of 2**40 kills the process (a segfault, not an exception) and one of 10**9
+    allocates a gigabyte. Every length is checked against the file's size here first, on
+    the same walk from frame to frame that TensorFlow takes (a frame whose length fails its
+    CRC stops TensorFlow before the next one). Ends at the end of the file or at a header
+    too short to hold a length, which TensorFlow reports itself.
+    """
+    frames.seek(0, 2)
+    size, pos = frames.tell(), 0
+    while True:
+        frames.seek(pos)
+        head = frames.read(8)
+        if len(head) < 8:
+            return
+        length = _TFRECORD_LENGTH.unpack(head)[0]
+        if pos + 16 + length > size:
+            yield f"frame length {length} at byte {pos} runs past the end of the file at byte {size}"
+            return
+        pos += 16 + length
+        yield pos
 
 
 def _parse_example(raw: bytes, rid: str, from_string) -> tuple[np.ndarray | BadRecordError, int | None]:
@@ -88,16 +115,25 @@ def read_tfrecord(path: str) -> Iterator[Record]:
     from_string = tf.train.Example.FromString
     number = 0
     try:
-        for raw in _record_iterator(tf, path):
-            rid = f"{path}:{number}"
-            image, label = _parse_example(raw, rid, from_string)
-            yield rid, image, label
-            number += 1
+        with open_binary(path) as frames:
+            records = _record_iterator(tf, path)
+            for end in _frame_ends(frames):
+                rid = f"{path}:{number}"
+                if isinstance(end, str):
+                    yield rid, BadRecordError(rid, f"corrupt TFRecord data ({end}); {_REST_LOST}"), None
+                    return
+                raw = next(records, None)
+                if raw is None:  # the file shrank while being read
+                    return
+                image, label = _parse_example(raw, rid, from_string)
+                yield rid, image, label
+                number += 1
+            next(records, None)  # a header cut short at the end: TensorFlow raises DataLossError for it
     except tf.errors.DataLossError as err:
         # A bad length or CRC means the frame boundaries can no longer be trusted: this record
         # and everything after it are lost, and the reader cannot resynchronise.
         rid = f"{path}:{number}"
-        reason = f"corrupt TFRecord data ({err.message}); this record and the rest of the file could not be read."
+        reason = f"corrupt TFRecord data ({err.message}); {_REST_LOST}"
         yield rid, BadRecordError(rid, reason), None
     except (tf.errors.OpError, OSError) as err:
         rid = path if number == 0 else f"{path}:{number}"
