@@ -32,7 +32,6 @@ import struct
 import sys
 import tempfile
 import time
-import tokenize
 import traceback
 import warnings
 import zipfile
@@ -144,29 +143,11 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-# Bugs these properties found in modules outside this change (reported with the reproducers at the end of
-# this file, which are strict xfails until fixed): name -> (error types, the tfpvae function they pass through).
-# A property counts a match as "known bug: <name>" instead of failing, so that it goes on guarding the
-# rest. When a reproducer starts passing, delete its mark and its entry here.
-KNOWN_BUGS: dict[str, tuple[tuple[type[BaseException], ...], str]] = {
-    # numpy's header parser raises tokenize.TokenError (not a ValueError) for some broken headers; numpy
-    # MemoryError for a huge stated shape (a 200-byte file asking for terabytes) and OverflowError for one
-    # past int64; a compressed member's corrupt deflate data zlib.error: load_npz_arrays lets all four out.
-    "load_npz_arrays: TokenError, MemoryError, OverflowError or zlib.error": (
-        (tokenize.TokenError, MemoryError, OverflowError, zlib.error),
-        "_io.py:load_npz_arrays",
-    ),
-    # json.loads of metadata.json nested deeper than the recursion limit.
-    "read_metadata: RecursionError": ((RecursionError,), "serialization.py:read_metadata"),
-    # Weights of the right shapes but another dtype go to set_weights unchecked: text raises numpy's
-    # ValueError naming no file (complex ones are cast, with a ComplexWarning). A metadata "history" that
-    # is not a dict of lists raises AttributeError or TypeError.
-    "load: not ModelFormatError": ((Exception,), "model.py:load"),
-    # meta_json that is not UTF-8 JSON of an object: JSONDecodeError, UnicodeDecodeError, AttributeError.
-    "read_checkpoint_meta: not CheckpointError": ((Exception,), "training.py:read_checkpoint_meta"),
-    # Missing or wrong arrays and meta entries: KeyError, Keras' ValueError, config errors, AttributeError.
-    "restore_checkpoint: not CheckpointError": ((Exception,), "training.py:restore_checkpoint"),
-}
+# Bugs a property has found and that are not fixed yet: name -> (error types, the tfpvae function they
+# pass through). A property counts a match as "known bug: <name>" instead of failing, so that it goes on
+# guarding the rest; each entry needs a strict-xfail reproducer at the end of this file. None now: the
+# reproducers there are the regression tests of the bugs found so far.
+KNOWN_BUGS: dict[str, tuple[tuple[type[BaseException], ...], str]] = {}
 
 
 def known_bug(err: BaseException) -> str | None:
@@ -1289,13 +1270,10 @@ def test_damaged_checkpoints_resume_or_raise_checkpoint_error(damage):
             epoch, _ = attempt(
                 "restore_checkpoint", lambda: restore_checkpoint(model, folder), (CheckpointError,), (str(folder),)
             )
-            if epoch is not None and not (type(epoch) is int and epoch >= 0):
-                # A negative, fractional or text epoch in meta_json comes back as int(epoch):
-                # part of the restore_checkpoint bug (see test_known_bug_restore_checkpoint).
-                count("known bug: restore_checkpoint: bad epoch")
+            assert epoch is None or (type(epoch) is int and epoch >= 0), f"restored epoch {epoch!r}"
 
 
-# --------------------------------------------------------------------------- reproducers of KNOWN_BUGS
+# --------------------------------------------------------------------------- crafted files: bugs found, fixed
 
 
 def npz_with_header(path: Path, header: str) -> Path:
@@ -1318,33 +1296,22 @@ def npz_with_bad_deflate(path: Path) -> Path:
 _HEADER = "{'descr': '<f4', 'fortran_order': False, 'shape': "
 
 
-def _io_bug(error: type[BaseException]) -> pytest.MarkDecorator:
-    name = error.__name__ if error.__module__ == "builtins" else f"{error.__module__}.{error.__name__}"
-    return pytest.mark.xfail(
-        strict=True, raises=error, reason=f"known bug in tfpvae/_io.py: load_npz_arrays lets {name} out"
-    )
-
-
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(
-            lambda path: npz_with_header(path, _HEADER + "(1,"), id="TokenError", marks=_io_bug(tokenize.TokenError)
-        ),
+        pytest.param(lambda path: npz_with_header(path, _HEADER + "(1,"), id="TokenError"),
         pytest.param(
             lambda path: npz_with_header(path, _HEADER + "(1099511627776,)}"),
             id="MemoryError",
-            marks=_io_bug(MemoryError),
         ),
         pytest.param(
             lambda path: npz_with_header(path, _HEADER + f"({2**64},)}}"),
             id="OverflowError",
-            marks=_io_bug(OverflowError),
         ),
-        pytest.param(npz_with_bad_deflate, id="zlib.error", marks=_io_bug(zlib.error)),
+        pytest.param(npz_with_bad_deflate, id="zlib.error"),
     ],
 )
-def test_known_bug_load_npz_arrays(tmp_path, make):
+def test_crafted_load_npz_arrays(tmp_path, make):
     """An .npz member whose header is cut short, states a 4 TiB array or one of 2**64 elements, or whose deflate
     data is corrupt: a ValueError naming the file."""
     path = make(tmp_path / "a.npz")
@@ -1352,12 +1319,7 @@ def test_known_bug_load_npz_arrays(tmp_path, make):
         load_npz_arrays(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="known bug in tfpvae/serialization.py: read_metadata lets RecursionError out",
-)
-def test_known_bug_read_metadata_recursion(tmp_path):
+def test_crafted_read_metadata_recursion(tmp_path):
     """metadata.json nested 100,000 deep: a ModelFormatError naming the folder."""
     folder = shutil.copytree(valid_model(), tmp_path / "model")
     (folder / "metadata.json").write_text('{"format_version": 1, "history": ' + "[" * 100_000 + "]" * 100_000 + "}")
@@ -1365,8 +1327,7 @@ def test_known_bug_read_metadata_recursion(tmp_path):
         read_model_files(folder)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="known bug in tfpvae/model.py: load checks no weight dtype")
-def test_known_bug_load_text_weights(tmp_path):
+def test_crafted_load_text_weights(tmp_path):
     """weights.npz whose first array is text of the right shape (checksum updated): ModelFormatError naming the
     folder, not numpy's "could not convert string to float"."""
     import tfpvae
@@ -1379,18 +1340,14 @@ def test_known_bug_load_text_weights(tmp_path):
         tfpvae.load(folder)
 
 
-def _load_bug(error: type[BaseException], what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=error, reason=f"known bug in tfpvae/model.py: load raises {what}")
-
-
 @pytest.mark.parametrize(
     "history",
     [
-        pytest.param([1], id="a-list", marks=_load_bug(AttributeError, "AttributeError")),
-        pytest.param({"loss": 3}, id="a-number-per-metric", marks=_load_bug(TypeError, "TypeError")),
+        pytest.param([1], id="a-list"),
+        pytest.param({"loss": 3}, id="a-number-per-metric"),
     ],
 )
-def test_known_bug_load_history(tmp_path, history):
+def test_crafted_load_history(tmp_path, history):
     """metadata.json whose "history" is not a dict of lists: ModelFormatError naming the folder."""
     import tfpvae
 
@@ -1422,22 +1379,18 @@ def _checkpoint_case(case: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _training_bug(error: type[BaseException], what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=error, reason=f"known bug in tfpvae/training.py: {what}")
-
-
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param("meta-not-json", marks=_training_bug(json.JSONDecodeError, "JSONDecodeError naming no file")),
-        pytest.param("meta-a-list", marks=_training_bug(AttributeError, "AttributeError from meta.get")),
-        pytest.param("no-w0000", marks=_training_bug(KeyError, "KeyError for a missing weight array")),
-        pytest.param("w0000-wrong-shape", marks=_training_bug(ValueError, "Keras' ValueError from set_weights")),
-        pytest.param("no-config", marks=_training_bug(KeyError, "KeyError for a missing meta entry")),
-        pytest.param("negative-epoch", marks=_training_bug(pytest.fail.Exception, "a negative epoch is restored")),
+        pytest.param("meta-not-json"),
+        pytest.param("meta-a-list"),
+        pytest.param("no-w0000"),
+        pytest.param("w0000-wrong-shape"),
+        pytest.param("no-config"),
+        pytest.param("negative-epoch"),
     ],
 )
-def test_known_bug_restore_checkpoint(tmp_path, case):
+def test_crafted_restore_checkpoint(tmp_path, case):
     """A damaged checkpoint.npz: CheckpointError naming the run folder, from read_checkpoint_meta or
     restore_checkpoint (JSONDecodeError, AttributeError, KeyError, Keras' ValueError; a negative epoch is
     restored as is)."""

@@ -572,7 +572,6 @@ def test_a_huge_png_header_leaves_no_huge_decode_target_behind():
     assert all(w * h <= image_files._CACHED_PIXELS for _, w, h in image_files._decode_targets.images)
 
 
-
 def test_npy_format_3_is_read_and_counted_alike(tmp_path):
     # np.load (the local .npy reader) reads format 3.0, but the header reader of counts and streams
     # refused it: count_records said 1 of a file that read_records gave 2 rows of.

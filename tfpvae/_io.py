@@ -171,6 +171,10 @@ def load_npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"Cannot read {path}: {err}") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise ValueError(f"Cannot read {path}: it is truncated or not an .npz file ({err}).") from None
+    except Exception as err:
+        # A crafted member makes numpy's header parser and zlib raise their own errors
+        # (TokenError, OverflowError, MemoryError for a stated shape of terabytes, zlib.error).
+        raise ValueError(f"Cannot read {path}: it is corrupt ({type(err).__name__}: {err}).") from None
 
 
 def numbered_arrays(arrays: Sequence[Any], prefix: str) -> dict[str, np.ndarray]:

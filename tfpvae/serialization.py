@@ -110,7 +110,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             raise ModelFormatError(f"Model folder {folder} is incomplete: {name} is missing.")
     try:
         metadata = json.loads((folder / METADATA_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested too deeply
         raise ModelFormatError(f"{folder / METADATA_FILE} is not valid JSON: {err}") from None
     if not isinstance(metadata, dict):
         raise ModelFormatError(f"{folder / METADATA_FILE} is not a JSON object: not written by tfpvae.")
@@ -161,8 +161,9 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
 
     Raises:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
-        version, its weights fail the checksum or hold pickled data, or are not numbered
-        as `write_model_files` numbers them.
+        version, its weights fail the checksum, hold pickled data or other than floats, or
+        are not numbered as `write_model_files` numbers them, or its metadata's history is
+        not a dict of lists of numbers.
       UnregisteredNameError: the config names a network or prior that no module imported
         in this process registers; the message names the module that registered it when
         the model was saved (from metadata.json's "registered_by"; it is never imported).
@@ -188,4 +189,19 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
     keys = numbered_keys(len(arrays), _WEIGHT_PREFIX)
     if set(arrays) != set(keys):
         raise ModelFormatError(f"Weights in {folder} are not numbered as tfpvae writes them: {sorted(arrays)[:3]}...")
+    not_float = [k for k in keys if arrays[k].dtype.kind != "f"]
+    if not_float:
+        key = not_float[0]
+        raise ModelFormatError(f"Weights in {folder} must be float arrays; {key} has dtype {arrays[key].dtype}.")
+    if not _is_history(metadata.get("history", {})):
+        raise ModelFormatError(f'{folder / METADATA_FILE} has a "history" that is not a dict of lists of numbers.')
     return ModelFiles(config, [arrays[k] for k in keys], metadata)
+
+
+def _is_history(history: Any) -> bool:
+    """Whether `history` is {metric: [number per epoch]}, as `VAE.training_history` is."""
+    number = (int, float)
+    return isinstance(history, dict) and all(
+        isinstance(v, list) and all(isinstance(x, number) and not isinstance(x, bool) for x in v)
+        for v in history.values()
+    )

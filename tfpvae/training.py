@@ -133,9 +133,20 @@ def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(str(err)) from None
     if "meta_json" not in arrays:
         raise CheckpointError(f"{path} is not a tfpvae checkpoint (no metadata).")
-    meta = json.loads(arrays["meta_json"].tobytes().decode())
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {meta.get('format')!r}; expected {CHECKPOINT_FORMAT}.")
+    try:
+        meta = json.loads(arrays["meta_json"].tobytes().decode())
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested too deeply
+        raise CheckpointError(f"{path} has metadata that is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path} has checkpoint format {found!r}; expected {CHECKPOINT_FORMAT}.")
+    epoch, history, config = meta.get("epoch"), meta.get("history"), meta.get("config")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"{path} has epoch {epoch!r}; expected a count of completed epochs (an int >= 0).")
+    if not isinstance(config, dict) or not isinstance(history, dict):
+        raise CheckpointError(f"{path} lacks the config or history a tfpvae checkpoint holds.")
+    if not all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in history.values()):
+        raise CheckpointError(f"{path} has a history that is not a dict of lists of numbers.")
     meta["arrays"] = arrays
     return meta
 
@@ -152,17 +163,33 @@ def restore_checkpoint(model, run_dir: str | Path) -> int:
     """
     meta = read_checkpoint_meta(run_dir)
     arrays = meta["arrays"]
+    path = Path(run_dir) / CHECKPOINT_FILE
     # Compared as configs, not dicts: a checkpoint written before a field was added lacks
     # it, and means its default.
-    if VAEConfig.from_dict(meta["config"]) != model.config:
+    try:
+        config = VAEConfig.from_dict(meta["config"])
+    except ValueError as err:  # UnregisteredNameError too: the user's module was not imported
+        raise CheckpointError(f"{path} holds a config this tfpvae cannot build: {err}") from None
+    except TypeError as err:
+        raise CheckpointError(f"{path} holds a config that is not valid: {err}") from None
+    if config != model.config:
         raise CheckpointError(f"The checkpoint in {run_dir} was written by a model with a different config.")
-    model.set_weights([arrays[k] for k in numbered_keys(len(model.weights), "w")])
+    keys = numbered_keys(len(model.weights), "w")
+    expected = {k: (tuple(w.shape), "f") for k, w in zip(keys, model.weights)}
+    expected["rng_state"] = (tuple(model.binarize_rng.state.shape), "iu")
+    wrong = [k for k, (shape, kinds) in expected.items() if k not in arrays or arrays[k].shape != shape]
+    wrong += [k for k, (_, kinds) in expected.items() if k in arrays and arrays[k].dtype.kind not in kinds]
+    if wrong:
+        raise CheckpointError(f"{path} does not hold the state of this model: {wrong[0]} is missing or does not fit.")
+    model.set_weights([arrays[k] for k in keys])
     if model.optimizer is None:
         model.compile()
     model.optimizer.build(model.trainable_variables)  # no-op when built; see _state_arrays
     variables = model.optimizer.variables
     saved = sorted(key for key in arrays if key[0] == "o" and key[1:].isdigit())
-    if len(saved) != len(variables) or any(arrays[key].shape != tuple(v.shape) for key, v in zip(saved, variables)):
+    if len(saved) != len(variables) or any(
+        arrays[key].shape != tuple(v.shape) or arrays[key].dtype.kind not in "fiu" for key, v in zip(saved, variables)
+    ):
         raise CheckpointError(
             f"The optimizer state in {run_dir} ({len(saved)} arrays) does not match the model's optimizer "
             f"({len(variables)} variables)."
