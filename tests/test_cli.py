@@ -728,6 +728,7 @@ def test_a_second_process_on_the_same_folder_fails_at_once_and_a_killed_one_bloc
         assert time.monotonic() - started < 10  # at once, without waiting for the folder
         message = _one_error_line(capsys)
         assert message.startswith(f"{run} is in use by process {first.pid} on ")
+        assert f"(tfpvae {SMALL_RUN} --epochs 400 --seed 0 --out {run}, since " in message
         assert message.endswith(": wait for it to finish or choose another folder.")
     finally:
         first.kill()  # SIGKILL: no clean-up runs

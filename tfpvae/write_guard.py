@@ -92,10 +92,19 @@ def _owner() -> str:
         {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200] if sys.argv else "",
+            "command": _command()[:200],
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
     )
+
+
+def _command() -> str:
+    """This process's command line as typed: `python -m tfpvae train ...` shows as `tfpvae train ...`."""
+    if not sys.argv:
+        return ""
+    program = Path(sys.argv[0])
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    return " ".join([name, *sys.argv[1:]])
 
 
 def _holder(folder: Path) -> str:
@@ -143,7 +152,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[bool]:
                 pass
             yield True
         finally:
-            (folder / OWNER_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a file system gone read-only must not hide the real error
+                (folder / OWNER_FILE).unlink(missing_ok=True)
             lock.release()
     finally:
         with _held_lock:
