@@ -193,12 +193,12 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
     if not_float:
         key = not_float[0]
         raise ModelFormatError(f"Weights in {folder} must be float arrays; {key} has dtype {arrays[key].dtype}.")
-    if not _is_history(metadata.get("history", {})):
+    if not is_history(metadata.get("history", {})):
         raise ModelFormatError(f'{folder / METADATA_FILE} has a "history" that is not a dict of lists of numbers.')
     return ModelFiles(config, [arrays[k] for k in keys], metadata)
 
 
-def _is_history(history: Any) -> bool:
+def is_history(history: Any) -> bool:
     """Whether `history` is {metric: [number per epoch]}, as `VAE.training_history` is."""
     number = (int, float)
     return isinstance(history, dict) and all(

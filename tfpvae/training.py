@@ -32,7 +32,7 @@ from tfpvae.config import VAEConfig
 from tfpvae.distribute import is_chief
 from tfpvae.model import load
 from tfpvae.schedules import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, KLWarmup, LearningRateDecay
-from tfpvae.serialization import MODEL_FILES
+from tfpvae.serialization import MODEL_FILES, is_history
 from tfpvae.write_guard import claim_folder
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -145,7 +145,7 @@ def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} has epoch {epoch!r}; expected a count of completed epochs (an int >= 0).")
     if not isinstance(config, dict) or not isinstance(history, dict):
         raise CheckpointError(f"{path} lacks the config or history a tfpvae checkpoint holds.")
-    if not all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in history.values()):
+    if not is_history(history):
         raise CheckpointError(f"{path} has a history that is not a dict of lists of numbers.")
     meta["arrays"] = arrays
     return meta

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tfpvae._arguments import Parser, UsageError
 from tfpvae.cli import outputs, score, train
-from tfpvae.cli._common import add_import_arg, import_modules
+from tfpvae.cli._common import add_import_arg, import_modules, refused
+from tfpvae.write_guard import OutputExistsError
 
 # The commands in the order `tfpvae --help` lists them: train, look at the model, score, compare.
 _COMMANDS = (
@@ -53,7 +54,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tfpvae.serialization import ModelFormatError
     from tfpvae.streaming import BadRecordError
     from tfpvae.training import CheckpointError
-    from tfpvae.write_guard import FolderInUseError, OutputExistsError
+    from tfpvae.write_guard import FolderInUseError
 
     return (
         UsageError,
@@ -63,7 +64,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DatasetNotFoundError,
         BadRecordError,
         UnregisteredNameError,
-        OutputExistsError,
         FolderInUseError,
         # The file system: no space left, permission denied, read-only, a missing folder.
         # The library's own writes raise StorageError, which names the operation and the path.
@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             problem = "is a file, not a folder" if folder.exists() else "does not exist"
             raise NotADirectoryError(f"`--out {args.out}`: folder {folder} {problem}.")
         return args.func(args)
+    except OutputExistsError as err:
+        print(f"tfpvae: error: {refused(err)}", file=sys.stderr)
+        return 2
     except _user_errors() as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"tfpvae: error: {message}", file=sys.stderr)

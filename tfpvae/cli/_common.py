@@ -24,9 +24,9 @@ def as_flags(message: str) -> str:
     return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: f"`{flag(m.group(1))}`", message)
 
 
-def refused(err: Any, flag_name: str = "--out") -> UsageError:
-    """An `OutputExistsError` in the CLI's terms: the flag that named the output, the flags that allow it."""
-    return UsageError(f"`{flag_name}` {err.problem}: {err.remedy(f'`--resume {err.path}`', '`--overwrite`')}.")
+def refused(err: Any) -> str:
+    """An `OutputExistsError` in the CLI's terms: `--out`, which names every output, and the flags that allow it."""
+    return f"`--out` {err.problem}: {err.remedy(f'`--resume {err.path}`', '`--overwrite`')}."
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True, split: bool = False) -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tfpvae._arguments import UsageError, add_precision_arg, file_ending, int_at_least, positive_int, seed
-from tfpvae.cli._common import add_data_args, add_input_arg, images_for_scoring, load_model, refused, test_images
+from tfpvae.cli._common import add_data_args, add_input_arg, images_for_scoring, load_model, test_images
 from tfpvae.config import FIGURES
 from tfpvae.datasets import NAMES as DATASETS
 
@@ -198,20 +198,16 @@ def interpolate(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     """Writes a SavedModel that serves the scores."""
     from tfpvae.export import export as export_model
-    from tfpvae.write_guard import OutputExistsError
 
-    try:
-        path = export_model(
-            load_model(args),
-            args.out,
-            num_samples=args.num_samples,
-            binarize_seed=args.binarize_seed,
-            typical_nll=args.typical_nll,
-            precision=args.precision,
-            overwrite=args.overwrite,
-        )
-    except OutputExistsError as err:
-        raise refused(err) from None
+    path = export_model(
+        load_model(args),
+        args.out,
+        num_samples=args.num_samples,
+        binarize_seed=args.binarize_seed,
+        typical_nll=args.typical_nll,
+        precision=args.precision,
+        overwrite=args.overwrite,
+    )
     print(
         f"wrote SavedModel with signatures score, log_prob, elbo, sample (k={args.num_samples}, "
         f"precision {args.precision}) to {path}"

@@ -16,7 +16,6 @@ from tfpvae.cli._common import (
     add_scoring_args,
     images_for_scoring,
     load_model,
-    refused,
     test_images,
     typed,
 )
@@ -144,12 +143,9 @@ def score(args: argparse.Namespace) -> int:
     from tfpvae.anomaly import available_scores
     from tfpvae.bulk import errors_path, score_to_csv
     from tfpvae.serialization import read_metadata
-    from tfpvae.write_guard import OutputExistsError, check_new_file
+    from tfpvae.write_guard import check_new_file
 
-    try:  # before any work: scores of hours are not written over unasked
-        check_new_file(args.out, "--out", args.overwrite)
-    except OutputExistsError as err:
-        raise refused(err) from None
+    check_new_file(args.out, "--out", args.overwrite)  # before any work: hours of scores are not written over
     model = load_model(args)
     available = available_scores(model.likelihood)
     if not typed(args, "score"):  # the default list: the scores this model can give

@@ -19,7 +19,7 @@ from tfpvae._arguments import (
     positive_int,
     seed,
 )
-from tfpvae.cli._common import add_data_args, as_flags, refused, typed
+from tfpvae.cli._common import add_data_args, as_flags, typed
 from tfpvae.config import LR_SCHEDULES, STRATEGIES
 
 
@@ -136,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
     """Trains (or resumes) a run; prints its summary as JSON."""
     from tfpvae.runs import train_run
     from tfpvae.training import TrainingDivergedError
-    from tfpvae.write_guard import OutputExistsError
 
     if args.resume and args.overwrite:
         raise UsageError(f"Give `--resume {args.resume}` or `--overwrite`, not both: a run is continued or replaced.")
@@ -163,8 +162,6 @@ def run(args: argparse.Namespace) -> int:
             verbose=1 if args.progress else 2,
             overwrite=args.overwrite,
         )
-    except OutputExistsError as err:
-        raise refused(err) from None
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
