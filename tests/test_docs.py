@@ -253,51 +253,81 @@ def steps_of_text(text: str) -> list[Step]:
 
 
 # --------------------------------------------------------------------------- CLI reference
+# Each command's section: what it does, its one example call (the `example:` of its --help,
+# run by test_examples_run with the other examples of docs/cli.md), and a list of its options,
+# each with its kind of value and its default stated once. Options every command takes with
+# the same help (--import, --help) are listed once, above the commands. A list, not a table:
+# a table's narrow columns split option names and values mid-word.
+_DEFAULT = re.compile(r"\s*\(default:? ([^()]*(?:\([^()]*\)[^()]*)*)\)$")
+
+
 def _cell(text: str) -> str:
     # Help strings are argparse format strings: "%%" is how they write a literal "%".
     return " ".join(str(text).split()).replace("%%", "%").replace("|", "\\|")
+
+
+def _visible(sub: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in sub._actions if not isinstance(a, argparse._HelpAction) and a.help != argparse.SUPPRESS]
 
 
 def _option_name(action: argparse.Action) -> str:
     if not action.option_strings:
         return f"`{action.metavar or action.dest}`"
     *aliases, last = action.option_strings
-    # Only a chosen metavar (K, N, FILES, RUN_DIR) says more than the value column; the
-    # default one (the flag in capitals) only makes the cell too wide to read.
+    # Only a chosen metavar (K, N, FILES, RUN_DIR) says more than the kind of value; the
+    # default one (the flag in capitals) would only repeat the flag.
     if action.nargs != 0 and action.metavar:
         value = action.metavar
         last = f"{last} {value} ..." if action.nargs in ("+", "*") else f"{last} {value}"
     return ", ".join(f"`{s}`" for s in (*aliases, last))
 
 
-def _option_value(action: argparse.Action) -> str:
+def _option_value(action: argparse.Action, description: str) -> str:
     if action.nargs == 0:
         return "flag"
-    kinds = []
+    several = action.nargs in ("+", "*")
     if action.choices is not None:
-        kinds.append("one of " + ", ".join(f"`{c}`" for c in action.choices))
-    elif action.type is not None:
+        if description.startswith("one of"):  # the help lists them already
+            return ""
+        return ("one or more of " if several else "one of ") + ", ".join(f"`{c}`" for c in action.choices)
+    if action.type is not None:
         name = getattr(action.type, "__name__", str(action.type))
-        words = {
-            "int": "integer",
-            "float": "number",
-        }
-        kinds.append(words.get(name, name))
+        kind = {"int": "integer", "float": "number", "str": "text"}.get(name, name)
     else:
-        kinds.append("text")
-    if action.nargs in ("+", "*"):
-        kinds.append("(one or more)")
-    return " ".join(kinds)
+        kind = "text"
+    return kind + (", one or more" if several else "")
 
 
-def _option_default(action: argparse.Action) -> str:
+def _option_default(action: argparse.Action, words: str | None) -> str:
+    """The default, once: argparse's value, with what the help says of it where that says more."""
     if action.required:
         return "required"
-    if action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
-        return ""
-    if isinstance(action.default, (list, tuple)):
-        return " ".join(f"`{v}`" for v in action.default)
-    return f"`{action.default}`"
+    value = action.default
+    if action.nargs == 0:  # a flag's default is its absence: what happens without it
+        return f"without it: {words}" if words else ""
+    if value in (None, argparse.SUPPRESS) or value == []:  # the help says what happens
+        if words and " " not in words:
+            return f"default `{words}`"
+        return f"default: {words}" if words else ""
+    if isinstance(value, (list, tuple)):
+        return f"default: {words}" if words else "default " + " ".join(f"`{v}`" for v in value)
+    if words is None or words == str(value):
+        return f"default `{value}`"
+    if words.startswith(f"{value}:"):
+        return f"default `{value}`:{words[len(str(value)) + 1 :]}"
+    return f"default `{value}`: {words}"
+
+
+def _option_line(action: argparse.Action) -> str:
+    description = _cell(action.help or "")
+    found = _DEFAULT.search(description)
+    words = found.group(1) if found else None
+    if found:
+        description = description[: found.start()]
+    # Flags named in the help as code, so that a line is never broken after their "--".
+    description = re.sub(r"(?<![\w`-])(--[a-z][a-z0-9-]*)", r"`\1`", description)
+    facts = "; ".join(f for f in (_option_value(action, description), _option_default(action, words)) if f)
+    return f"- {_option_name(action)} ({facts}): {description}"
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
@@ -306,38 +336,39 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpar
     return [(name, helps.get(name, ""), sub) for name, sub in action.choices.items()]
 
 
-def _synopsis(name: str, sub: argparse.ArgumentParser) -> str:
-    parts = [f"tfpvae {name}"]
-    for action in sub._actions:
-        if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
-            continue
-        if not action.option_strings:
-            parts.append(action.metavar or action.dest)
-        elif action.required:
-            parts.append(f"{action.option_strings[-1]} {action.metavar or action.dest.upper()}")
-    parts.append("[OPTIONS]")
-    return " ".join(parts)
+def _example(name: str, sub: argparse.ArgumentParser) -> str:
+    """The example call that ends the command's --help (`tfpvae.cli._common.example`)."""
+    epilog = sub.epilog or ""
+    if not epilog.startswith("example:\n"):
+        raise AssertionError(f"`tfpvae {name} --help` does not end with an example call")
+    return textwrap.dedent(epilog.removeprefix("example:\n")).strip()
+
+
+def _shared(commands: list[tuple[str, str, argparse.ArgumentParser]]) -> list[argparse.Action]:
+    """The options every command takes with the same help."""
+    first, *rest = [_visible(sub) for _, _, sub in commands]
+    return [
+        a
+        for a in first
+        if all(any(b.option_strings == a.option_strings and b.help == a.help for b in other) for other in rest)
+    ]
 
 
 def render_cli_reference(parser: argparse.ArgumentParser) -> str:
-    """The generated part of docs/cli.md: a summary table, then each command's options."""
+    """The generated part of docs/cli.md: the commands, then each one's example call and options."""
     commands = _subcommands(parser)
-    out = [BEGIN, "", "| command | what it does |", "|---|---|"]
-    out += [f"| [`{name}`](#tfpvae-{name}) | {_cell(help_)} |" for name, help_, _ in commands]
+    shared = _shared(commands)
+    shared_flags = [a.option_strings for a in shared]
+    out = [BEGIN, "", "The commands:", ""]
+    out += [f"- [`{name}`](#tfpvae-{name}): {_cell(help_)}" for name, help_, _ in commands]
+    out += ["", "Every command also takes:", ""]
+    out += [_option_line(a) for a in shared]
+    out.append("- `-h`, `--help` (flag): print the command's options and its example call, and exit")
     for name, help_, sub in commands:
-        out += ["", f"## tfpvae {name}", "", f"{_cell(help_)[:1].upper()}{_cell(help_)[1:]}.", ""]
-        out += ["```text", _synopsis(name, sub), "```", ""]
-        out += ["| option | value | default | description |", "|---|---|---|---|"]
-        for action in sub._actions:
-            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
-                continue
-            default = _option_default(action)
-            text = _cell(action.help or "")
-            if default and default != "required":  # the column says it: no "(default X)" beside it
-                text = re.sub(r"\s*\(default [^()]*\)$", "", text)
-            row = (_option_name(action), _option_value(action), default, text)
-            out.append("| " + " | ".join(row) + " |")
-        out.append("| `-h`, `--help` | flag |  | print this command's help and exit |")
+        text = _cell(help_)
+        out += ["", f"## tfpvae {name}", "", f"{text[:1].upper()}{text[1:]}.", ""]
+        out += ["```bash", _example(name, sub), "```", ""]
+        out += [_option_line(a) for a in _visible(sub) if a.option_strings not in shared_flags]
     out += ["", END]
     return "\n".join(out) + "\n"
 
@@ -365,6 +396,16 @@ def test_cli_reference_matches_parser():
     # Independently of the renderer: every command and every visible option is on the page.
     for name, _, sub in _subcommands(parser):
         assert f"## tfpvae {name}\n" in actual
+        # One example call per command, a `tfpvae NAME ...` line that test_examples_run runs.
+        section = actual.split(f"## tfpvae {name}\n")[1].split("\n## ")[0]
+        calls = [
+            argv
+            for language, _, body in code_blocks(section)
+            if language == "bash"
+            for _, command in shell_commands(body, console=False)
+            for argv in tfpvae_invocations(command)
+        ]
+        assert len(calls) == 1 and calls[0][0] == name, (name, calls)
         for action in sub._actions:
             if action.help != argparse.SUPPRESS:
                 for flag in action.option_strings:

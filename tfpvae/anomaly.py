@@ -97,23 +97,23 @@ def compute_scores(
     Args:
       estimator: a `tfpvae.likelihood.LikelihoodEstimator`.
       x: images (n, H, W, C) in [0, 1].
-      scores: names from `SCORES` (or one name). Default None: every score the estimator
+      scores: names from `SCORES` (or one name). None: every score the estimator
         gives (`available_scores`), with "typicality" only when `typical_nll` is given.
-      num_samples: importance samples k per image, shared by every score. Default 100.
+      num_samples: importance samples k per image, shared by every score.
       typical_nll: mean -log p(x) of normal data; required by "typicality".
-      seed: seed for reproducible scores, in [0, 2^31 - 1]. Default 0.
+      seed: seed for reproducible scores, in [0, 2^31 - 1].
       binarize_seed: score a fixed binarisation of grey images drawn with this seed
-        (`tfpvae.likelihood.binarize`). Default None (score the grey values; the
+        (`tfpvae.likelihood.binarize`). None: score the grey values; the
         "complexity" score still uses a fixed binarisation drawn with `seed`, because its
-        compressed length is that of one binary image).
-      ids: one id per image (str or int), which keys its draws. Default None: the row
+        compressed length is that of one binary image.
+      ids: one id per image (str or int), which keys its draws. None: the row
         index plus `index_offset`.
-      index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
-      progress: show a progress bar. Default None (automatic).
+      index_offset: with the default ids, the position of x[0] in a larger set.
+      progress: show a progress bar. None: automatic.
       compressor: the code length L(x) of "complexity": "context" (default, computed in
         the scoring graph) or "zlib"; see `compressed_bits`.
       stderr: also return "log_prob_stderr" (and "elbo_stderr") beside "log_prob" (and
-        "elbo"), the Monte Carlo standard errors. Default False.
+        "elbo"), the Monte Carlo standard errors.
 
     Returns:
       dict name -> float64 array (n,), higher = more normal (the standard errors are
@@ -260,24 +260,22 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     Args:
       model: a trained `tfpvae.VAE` (its `likelihood` estimator is used), or any object
         `LikelihoodEstimator.from_model` accepts; or pass `estimator` instead.
-      score: one of `SCORES`. Default "log_prob".
-      num_samples: importance samples per image. Default 100.
+      score: one of `SCORES`.
+      num_samples: importance samples per image.
       threshold: "fpr" (flag the `target_fpr` lowest-scoring fraction of normal data) or
-        "contamination" (flag the `contamination` fraction). Default "fpr".
+        "contamination" (flag the `contamination` fraction).
       target_fpr: false-positive rate on normal data for threshold="fpr", in (0, 1).
-        Default 0.05.
       contamination: expected outlier fraction for threshold="contamination", in (0, 0.5].
-        Default 0.1.
       calibration_fraction: for "typicality", the share of the fit data used for
         calibration, in (0, 1]; the rest is the reference. Other scores calibrate on all of
-        it. Default 0.5.
-      seed: seed for the split and for the Monte Carlo scores. Default 0.
-      binarize_seed: score a fixed binarisation of grey images. Default None.
-      compressor: L(x) of the "complexity" score, "context" (default) or "zlib".
-      progress: show progress bars while `fit` and `score_samples` score images. Default
+        it.
+      seed: seed for the split and for the Monte Carlo scores.
+      binarize_seed: score a fixed binarisation of grey images.
+      compressor: L(x) of the "complexity" score, "context" or "zlib".
+      progress: show progress bars while `fit` and `score_samples` score images.
         None (automatic: on for long runs in a terminal).
-      estimator: a ready `LikelihoodEstimator` (then `model` may be None). Default None.
-      precision: the networks' arithmetic when scoring a `model`: "float32" (default),
+      estimator: a ready `LikelihoodEstimator` (then `model` may be None).
+      precision: the networks' arithmetic when scoring a `model`: "float32",
         "bfloat16" or "auto" (see `LikelihoodEstimator.from_model`). With `estimator`, the
         estimator's own precision is used.
 
@@ -505,7 +503,7 @@ def fit_detectors(
       model_or_estimator: a trained `tfpvae.VAE` (the detectors' `model`) or a
         `LikelihoodEstimator` (their `estimator`).
       x: normal images (n, H, W, C) held out from training, n >= 4.
-      scores: names from `SCORES` (or one name). Default None: every score the model gives
+      scores: names from `SCORES` (or one name). None: every score the model gives
         (`available_scores`), "typicality" included.
       **detector_params: the other `AnomalyDetector` parameters (num_samples, threshold,
         target_fpr, contamination, calibration_fraction, seed, binarize_seed, compressor,

@@ -26,8 +26,9 @@ another order.
 
 Run it as a module; flags Beam knows (`--runner`, `--direct_num_workers`, ...) go to Beam:
 
-    python -m tfpvae.beam --model RUN --input 'shards/*.tfrecord' --output out/scores \\
-        --num-samples 64 --direct_num_workers 2 --direct_running_mode multi_processing
+    python -m tfpvae.beam --model RUN --input 'shards/*.tfrecord' \\
+        --output out/scores --num-samples 64 \\
+        --direct_num_workers 2 --direct_running_mode multi_processing
 """
 
 from __future__ import annotations
@@ -274,21 +275,21 @@ def build_pipeline(
         `id,label,<columns>`) and PREFIX-errors-SSSSS-of-NNNNN.csv (header `id,reason`).
         A prefix that already has shards is refused unless `overwrite`. A local
         prefix's folder must exist.
-      scores: names from `tfpvae.anomaly.SCORES`. Default None: every score the model
+      scores: names from `tfpvae.anomaly.SCORES`. None: every score the model
         gives except "typicality" (as `tfpvae score`; name it, with `typical_nll`).
-      num_samples: importance samples per image, >= 1. Default 100.
-      seed: Monte Carlo seed in [0, 2^31 - 1]. Default 0.
+      num_samples: importance samples per image, >= 1.
+      seed: Monte Carlo seed in [0, 2^31 - 1].
       binarize_seed: score the fixed binarisation keyed by (id, binarize_seed), in
-        [0, 2^31 - 1]. Default None (score the grey values).
-      typical_nll: mean NLL of normal data, needed by "typicality". Default None.
+        [0, 2^31 - 1]. None: score the grey values.
+      typical_nll: mean NLL of normal data, needed by "typicality".
       batch_size: images per scoring batch, >= 1. Default 1024.
       imports: modules that register the model's network or prior, imported here and by
         each worker before it loads the model: dotted names (installed on the workers, e.g.
-        with Beam's --setup_file) or .py paths (local runners). Default ().
-      precision: the networks' arithmetic on the workers: "float32" (default), "bfloat16"
+        with Beam's --setup_file) or .py paths (local runners).
+      precision: the networks' arithmetic on the workers: "float32", "bfloat16"
         or "auto" (bfloat16 on workers with native bfloat16 units); see `tfpvae.precision`.
       overwrite: write over the shards of an earlier run with this prefix (shards of
-        another shard count are not removed). Default False.
+        another shard count are not removed).
 
     Returns:
       `ScoringOutputs`: the rows and errors PCollections (already written) and the
@@ -437,7 +438,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Runs `python -m tfpvae.beam`; returns the exit status (0 done, 2 a mistake in the flags).
 
     Args:
-      argv: the arguments, tfpvae.beam's flags and Beam pipeline options mixed. Default
+      argv: the arguments, tfpvae.beam's flags and Beam pipeline options mixed.
         None: `sys.argv[1:]`.
     """
     parser = build_parser()

@@ -152,18 +152,18 @@ class TfpvaeModelHandler(ModelHandler[Example, Row, _Scorer]):
       model_dir: run folder written by `tfpvae train` / `VAE.save`; a remote one
         (gs://, any file system `tf.io.gfile` has) is copied to a temporary folder first.
       scores: names from `tfpvae.anomaly.SCORES`.
-      num_samples: importance samples per image, >= 1. Default 100.
-      seed: Monte Carlo seed in [0, 2^31 - 1]. Default 0.
-      binarize_seed: score the fixed binarisation keyed by (id, binarize_seed). Default None.
-      typical_nll: mean NLL of normal data, needed by "typicality". Default None.
+      num_samples: importance samples per image, >= 1.
+      seed: Monte Carlo seed in [0, 2^31 - 1].
+      binarize_seed: score the fixed binarisation keyed by (id, binarize_seed).
+      typical_nll: mean NLL of normal data, needed by "typicality".
       batch_size: images per RunInference batch (`BatchElements`' min and max). Default 1024.
-      intra_op_threads: TensorFlow intra-op threads per worker process. Default None
+      intra_op_threads: TensorFlow intra-op threads per worker process. None
         (TensorFlow's default: one per core, which oversubscribes the CPU when several
         worker processes share a machine).
       imports: modules that register the model's network or prior
         (`tfpvae.register_network`), imported by each worker before it loads the model;
-        dotted names (installed on the workers) or .py paths. Default ().
-      precision: the networks' arithmetic, "float32" (default), "bfloat16" or "auto" (decided
+        dotted names (installed on the workers) or .py paths.
+      precision: the networks' arithmetic, "float32", "bfloat16" or "auto" (decided
         by each worker for its own hardware); see `tfpvae.likelihood.LikelihoodEstimator.from_model`.
 
     Examples:

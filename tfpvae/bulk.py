@@ -125,15 +125,15 @@ def score_to_csv(
       batches: iterable of `tfpvae.streaming.Batch` (images, ids, labels).
       out: the CSV to write (via `OUT.partial`, renamed when complete).
       scores: names from `tfpvae.anomaly.SCORES`.
-      num_samples: importance samples per image. Default 100.
-      seed: Monte Carlo seed. Default 0.
-      binarize_seed: score a fixed binarisation keyed by (id, binarize_seed). Default None.
-      typical_nll: for "typicality". Default None.
+      num_samples: importance samples per image.
+      seed: Monte Carlo seed.
+      binarize_seed: score a fixed binarisation keyed by (id, binarize_seed).
+      typical_nll: for "typicality".
       bad_records: a list that the reader appends `BadRecordError`s to while it skips them
         (the `on_error` of `tfpvae.streaming.iter_batches`); they are written to
-        `errors_path(out)` as they come. Default None (no skipping).
-      settings: extra entries for the settings file beside the CSV. Default None.
-      progress: an object with `update(n_done)` (e.g. a Keras Progbar). Default None.
+        `errors_path(out)` as they come. None: no skipping.
+      settings: extra entries for the settings file beside the CSV.
+      progress: an object with `update(n_done)` (e.g. a Keras Progbar).
 
     Returns:
       The summary also written to `settings_path(out)`: rows, bad records, scores and

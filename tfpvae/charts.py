@@ -21,7 +21,7 @@ def training_curves(history: dict[str, Sequence[float]], title: str | None = Non
 
     Args:
       history: dict of metric name -> per-epoch values (`VAE.training_history`).
-      title: figure title. Default None.
+      title: figure title.
     """
     metrics = [m for m in ("loss", "nll", "kl", "elbo") if m in history]
     if not metrics:
@@ -81,16 +81,16 @@ def score_histograms(
     Args:
       scores: group name -> scores (1-D), e.g. {"MNIST (normal)": s1, "Fashion (anomalous)": s2},
         for one panel; or score name -> {group name -> scores} for one panel per score.
-      bins: number of bins shared by all groups of a panel. Default None: sqrt of the
+      bins: number of bins shared by all groups of a panel. None: sqrt of the
         number of scores, between 10 and 60. The bins span all scores unless some lie far
         out (beyond the groups' 5-95 percentiles by more than their width); those are
         counted in the edge bins and reported in the legend as "k beyond axis".
-      xlabel: x-axis label for a single panel (panels use their score names). Default "score".
-      title: figure title. Default None.
-      threshold: draw a vertical dashed line at this score. Default None.
+      xlabel: x-axis label for a single panel (panels use their score names).
+      title: figure title.
+      threshold: draw a vertical dashed line at this score.
 
     Returns:
-      The Figure.
+      the matplotlib figure, to show or to save with `savefig`.
     """
     if not isinstance(scores, Mapping) or not scores:
         raise ValueError("`scores` must be a non-empty dict: group -> scores, or score name -> {group -> scores}.")
@@ -135,9 +135,9 @@ def roc_curves(
     Args:
       normal: scores of normal images (1-D), or score name -> scores for several curves.
       anomalous: scores of anomalous images, the same kind as `normal` (same keys).
-      higher_is_anomalous: True (default) if a larger score means more anomalous (e.g.
+      higher_is_anomalous: True if a larger score means more anomalous (e.g.
         -log p(x)); False to flip, e.g. for log-likelihoods.
-      title: axes title. Default None.
+      title: axes title.
 
     Returns:
       The Figure. Legend entries read "name (AUROC 0.953)".

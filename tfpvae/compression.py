@@ -52,7 +52,7 @@ def context_code_length_graph(
     Args:
       x: binary images, float tensor (n, H, W, C) of 0/1 values (not checked here).
       template: context offsets, as in `context_code_length`.
-      pseudo_count: a > 0. Default 0.5.
+      pseudo_count: a > 0.
 
     Returns:
       float64 tensor (n,) of bits.
@@ -97,8 +97,8 @@ def context_code_length(
     Args:
       x: binary images, array (n, H, W, C) (or (n, H, W)) of 0/1 values.
       template: (row offset, column offset) of each context pixel; every offset must point
-        to an earlier pixel in raster order. Default `CONTEXT_TEMPLATE` (4 neighbours).
-      pseudo_count: a, > 0. Default 0.5.
+        to an earlier pixel in raster order. `CONTEXT_TEMPLATE`: 4 neighbours.
+      pseudo_count: a, > 0.
 
     Returns:
       float64 array (n,) of bits.
@@ -120,8 +120,7 @@ def compressed_bits(x: Any, binarize_threshold: float | None = 0.5, compressor: 
       x: images (n, H, W, C), float in [0, 1] or uint8 0..255 (scaled to [0, 1]).
       binarize_threshold: compress the image thresholded at this value in (0, 1] (matching
         a binary Bernoulli model), or None to compress the 8-bit grey image (zlib only).
-        Default 0.5.
-      compressor: "context" (default), the adaptive context-model code length of
+      compressor: "context", the adaptive context-model code length of
         `context_code_length`, or "zlib" (level 9, on the packed bits or grey bytes), a
         much weaker coder for images this small whose fixed header cost is the same for
         every image (a shift that does not change rankings).

@@ -206,8 +206,8 @@ def load_split(name: str, split: str = "train", data_dir: str | os.PathLike | No
     Args:
       name: one of `NAMES`: "digits", "mnist", "fashion_mnist", "binarized_mnist",
         "colour_mnist", "colour_fashion_mnist".
-      split: "train", "test", or "valid" (binarized_mnist only). Default "train".
-      data_dir: folder to search first. Default None (then `TFPVAE_DATA_DIR`, the Keras cache).
+      split: "train", "test", or "valid" (binarized_mnist only).
+      data_dir: folder to search first. None: then `TFPVAE_DATA_DIR`, the Keras cache.
 
     Returns:
       (images, labels): images float32 of shape (n, H, W, 1) in [0, 1] ((n, 32, 32, 3)
@@ -260,8 +260,8 @@ def colourise(images: Any, size: int = 32, seed: int = 0) -> np.ndarray:
 
     Args:
       images: grey images, array of shape (n, H, W, 1) or (n, H, W) in [0, 1], H = W <= size.
-      size: side of the output. Default 32.
-      seed: seed of the colours; image i's colours depend only on the seed and i. Default 0.
+      size: side of the output.
+      seed: seed of the colours; image i's colours depend only on the seed and i.
 
     Returns:
       float32 array of shape (n, size, size, 3) in [0, 1].
@@ -298,7 +298,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Arrays, 
     Args:
       name: one of "digits" (no files needed), "mnist", "fashion_mnist", "binarized_mnist".
       data_dir: folder to search first (layout as `../shared/data`: `mnist/*.gz`,
-        `fashion_mnist/*.gz`, `binarized_mnist/binarized_mnist.npz`). Default None.
+        `fashion_mnist/*.gz`, `binarized_mnist/binarized_mnist.npz`).
 
     Returns:
       ((x_train, y_train), (x_test, y_test)); see `load_split`.
@@ -367,9 +367,9 @@ def to_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True, seed:
 
     Args:
       x: float32 images (n, H, W, C) in [0, 1].
-      batch_size: images per batch. Default 128.
-      shuffle: reshuffle every epoch. Default True.
-      seed: shuffle seed. Default None.
+      batch_size: images per batch.
+      shuffle: reshuffle every epoch.
+      seed: shuffle seed.
     """
     from tfpvae._keras import tf
 

@@ -35,7 +35,7 @@ def make_strategy(name: str = "mirrored", devices: list[str] | None = None) -> A
       name: "default" (no distribution), "mirrored" (all local devices, or `devices`) or
         "multiworker" (MultiWorkerMirroredStrategy configured by the TF_CONFIG environment
         variable; every worker runs the same program).
-      devices: device names for "mirrored", e.g. ["/cpu:0", "/cpu:1"]. Default None: all.
+      devices: device names for "mirrored", e.g. ["/cpu:0", "/cpu:1"]. None: all.
 
     Raises:
       ValueError: unknown name, or "multiworker" without a valid TF_CONFIG.
@@ -100,10 +100,10 @@ def file_dataset(
       source: anything `tfpvae.streaming.list_files` takes (a file, folder or glob of
         PNG/JPEG, TFRecord or .npy/.npz files).
       global_batch_size: images per step over all replicas, int >= 1.
-      strategy: a `tf.distribute` strategy. Default None: the current one.
-      image_shape: (height, width, channels). Default None: the first image's.
-      shuffle_buffer: images in the shuffle buffer, int >= 1. Default 10,000.
-      seed: shuffle seed. Default None.
+      strategy: a `tf.distribute` strategy. None: the current one.
+      image_shape: (height, width, channels). None: the first image's.
+      shuffle_buffer: images in the shuffle buffer, int >= 1.
+      seed: shuffle seed.
 
     Returns:
       (dataset, steps_per_epoch, image_shape): a `tf.data.Dataset` of float32 image

@@ -63,10 +63,10 @@ def embed_latents(
       x: images (n, H, W, C).
       method: "direct" (the codes themselves; latent_dim 2 only), "pca" (top two
         principal components), "tsne" (t-SNE, initialised with PCA; slow beyond a few
-        thousand points) or "auto" (default): "direct" for latent_dim 2, else "pca".
+        thousand points) or "auto": "direct" for latent_dim 2, else "pca".
       max_points: at most this many images are embedded, a random subset without
-        replacement when n is larger, >= 2. Default 2000.
-      seed: seed of the subset and of t-SNE. Default 0.
+        replacement when n is larger, >= 2.
+      seed: seed of the subset and of t-SNE.
 
     Returns:
       An `Embedding` (coords float32 (m, 2), indices into `x` (m,), axis_labels); use

@@ -35,15 +35,14 @@ class LatentEvolution(tfk.callbacks.Callback):
 
     Args:
       x: images (n, H, W, C) whose codes are scattered.
-      y: class labels (n,) to colour the scatter. Default None.
-      every: snapshot period in epochs, >= 1. Default 1.
-      x_reconstruct: images to reconstruct at each snapshot. Default None:
+      y: class labels (n,) to colour the scatter.
+      every: snapshot period in epochs, >= 1.
+      x_reconstruct: images to reconstruct at each snapshot. None:
         `num_reconstructions` images of `x` spread evenly over it
         (`tfpvae.subsets.evenly_spaced`), so a set stored in class order shows every class.
-      num_reconstructions: how many images when `x_reconstruct` is None. Default 8.
+      num_reconstructions: how many images when `x_reconstruct` is None.
       max_points: at most this many points in the scatter (a seeded random subset).
-        Default 1000.
-      seed: seed of the subset. Default 0.
+      seed: seed of the subset.
 
     Attributes:
       epochs: epoch number of each snapshot (0 = before training), list of int.
@@ -136,9 +135,9 @@ class LatentEvolution(tfk.callbacks.Callback):
         """The latent scatter of one snapshot as a Figure.
 
         Args:
-          index: which snapshot, as in `epochs`. Default -1: the last.
-          limits: ((xmin, xmax), (ymin, ymax)) to fix the axes. Default None: fitted to the points.
-          dpi: figure resolution. Default 100.
+          index: which snapshot, as in `epochs`. -1: the last.
+          limits: ((xmin, xmax), (ymin, ymax)) to fix the axes. None: fitted to the points.
+          dpi: figure resolution.
         """
         from tfpvae import plots
 
@@ -157,8 +156,8 @@ class LatentEvolution(tfk.callbacks.Callback):
 
         Args:
           path: output file, e.g. "latents.gif".
-          fps: frames per second, > 0. Default 2.
-          dpi: resolution of each frame. Default 80.
+          fps: frames per second, > 0.
+          dpi: resolution of each frame.
 
         Raises:
           StorageError: the file could not be written (an old file is left as it was).
@@ -194,9 +193,9 @@ class LatentEvolution(tfk.callbacks.Callback):
         """Originals in the first row, then one row of reconstructions per snapshot.
 
         Args:
-          title: figure title. Default "reconstructions during training".
+          title: figure title.
           max_rows: most snapshot rows shown; longer runs show evenly spaced snapshots,
-            always including the first and the last. Default 12.
+            always including the first and the last.
         """
         from tfpvae import plots
 

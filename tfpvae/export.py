@@ -28,7 +28,8 @@ stateless given the ids and seed, so the same request gives the same answer, and
 chunking leaves the answers as they were (to float32 rounding). Load with plain TensorFlow:
 
     served = tf.saved_model.load(path)
-    served.signatures["score"](images=x, ids=tf.constant(["a.png", "b.png"]), seed=tf.constant(0))
+    ids = tf.constant(["a.png", "b.png"])
+    served.signatures["score"](images=x, ids=ids, seed=tf.constant(0))
 """
 
 from __future__ import annotations
@@ -67,16 +68,15 @@ class ServingModule(tf.Module):
 
     Args:
       model: a trained `tfpvae.VAE` (model_type "vae").
-      num_samples: importance samples per image in every score. Default 64.
+      num_samples: importance samples per image in every score.
       binarize_seed: score the fixed binarisation keyed by (id, binarize_seed), as
-        `tfpvae score --binarize-seed`. Default None (score the images as sent).
+        `tfpvae score --binarize-seed`. None: score the images as sent.
       typical_nll: mean -log p(x) of normal images; adds the `typicality` output.
-        Default None.
       max_batch_elements: (image, sample) pairs per decoder batch; larger k is split into
         steps inside the graph, and a request into chunks of `chunk_images` images, one
-        chunk at a time (`sample` decodes this many codes at a time). Default None:
+        chunk at a time (`sample` decodes this many codes at a time). None:
         `tfpvae.likelihood.default_batch_elements(model)`, as for `LikelihoodEstimator.from_model`.
-      precision: the networks' arithmetic in every signature, "float32" (default),
+      precision: the networks' arithmetic in every signature, "float32",
         "bfloat16" or "auto" (decided here, on the exporting machine; see
         `LikelihoodEstimator.from_model`). The SavedModel runs it on any device; bfloat16
         is faster only where the hardware has native bfloat16 units.
@@ -233,12 +233,12 @@ def export(
     Args:
       model: a trained `tfpvae.VAE`.
       path: output folder (created if needed), locked while the export writes it.
-      num_samples: importance samples per image fixed into every score. Default 64.
+      num_samples: importance samples per image fixed into every score.
       binarize_seed: serve the scores of the fixed binarisation keyed by (id,
-        binarize_seed), as `tfpvae score --binarize-seed`. Default None.
-      typical_nll: mean -log p(x) of normal data, to serve `typicality`. Default None.
-      precision: "float32" (default), "bfloat16" or "auto": see `ServingModule`.
-      overwrite: replace a SavedModel already in `path`. Default False.
+        binarize_seed), as `tfpvae score --binarize-seed`.
+      typical_nll: mean -log p(x) of normal data, to serve `typicality`.
+      precision: "float32", "bfloat16" or "auto": see `ServingModule`.
+      overwrite: replace a SavedModel already in `path`.
 
     Returns:
       The folder as a `Path`.

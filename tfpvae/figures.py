@@ -87,24 +87,24 @@ def make_figure(
       model: a trained `tfpvae.VAE`.
       x: images (n, H, W, C) the figure is about (test data). Needed by all kinds but
         "samples", "curves" and "pseudo-inputs" (a VampPrior's learned pseudo-images, the
-        first num_images**2 of them).
-      y: labels (n,) for per-class reconstructions and coloured scatters. Default None.
+        first `num_images**2` of them).
+      y: labels (n,) for per-class reconstructions and coloured scatters.
         Without labels, "reconstructions" shows num_images images evenly spread over x, and
         "manifold" takes its PCA plane from up to max_points images spread the same way.
       x_anomalous: anomalous images for "histogram" and "roc" (x is then the normal set).
-      num_images: images per row or pairs/rows shown. Default 8.
+      num_images: images per row or pairs/rows shown.
       index: which image of x "traversal", "uncertainty" and "pixel-likelihood" start from.
-      grid_size: cells per side of the manifold grid. Default 15.
-      method: embedding for "scatter": "auto", "direct", "pca" or "tsne". Default "auto".
-      max_points: points in the scatter. Default 2000.
-      num_samples: Monte Carlo / importance samples. Default 64.
-      temperature: prior temperature for "samples". Default 1.0.
-      seed: seed for every random choice. Default 0.
+      grid_size: cells per side of the manifold grid.
+      method: embedding for "scatter": "auto", "direct", "pca" or "tsne".
+      max_points: points in the scatter.
+      num_samples: Monte Carlo / importance samples.
+      temperature: prior temperature for "samples".
+      seed: seed for every random choice.
       binarize_seed: "histogram" and "roc" score a fixed binarisation of grey images drawn
-        with this seed (as `tfpvae.anomaly.compute_scores` does). Default None: the grey values.
+        with this seed (as `tfpvae.anomaly.compute_scores` does). None: the grey values.
 
     Returns:
-      The Figure.
+      the matplotlib figure, to show or to save with `savefig`.
     """
     check_figure(kind, model, x, x_anomalous=x_anomalous, index=index)
     num_images = check_int(num_images, "num_images")

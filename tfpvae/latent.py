@@ -154,8 +154,8 @@ def fit_aggregate_posterior(
     Args:
       model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
       x: training images (n, H, W, C), n >= num_components.
-      num_components: mixture components, >= 1. Default 10 (one per MNIST class).
-      seed: seed of the mixture's initialisation. Default None.
+      num_components: mixture components, >= 1. 10: one per MNIST class.
+      seed: seed of the mixture's initialisation.
 
     Returns:
       A fitted `sklearn.mixture.GaussianMixture` with full covariances over
@@ -205,9 +205,9 @@ def sample_aggregate_posterior(
       gmm: the mixture returned by `fit_aggregate_posterior` (any fitted sklearn
         `GaussianMixture` over (latent_dim,) codes).
       num_samples: number of images, >= 1.
-      seed: int for reproducible samples. Default None. (Drawn here with numpy rather
+      seed: int for reproducible samples. (Drawn here with numpy rather
         than `gmm.sample`, which ignores seeds and returns the codes sorted by component.)
-      return_latents: also return the codes. Default False.
+      return_latents: also return the codes.
 
     Returns:
       images, float32 (num_samples, H, W, C) in [0, 1]; with `return_latents`, the pair
@@ -246,7 +246,7 @@ def latent_path(start: np.ndarray, end: np.ndarray, num_steps: int, method: str 
       start: codes (n, d).
       end: codes (n, d).
       num_steps: points per path including both ends, >= 2.
-      method: "linear" or "slerp". Default "linear".
+      method: "linear" or "slerp".
 
     Returns:
       float64 array (n, num_steps, d); [:, 0] equals `start` and [:, -1] equals `end`.
@@ -291,9 +291,9 @@ def interpolate(
         encoded to their posterior means; with inputs="latents", codes (n_pairs,
         latent_dim) or one code (latent_dim,).
       end: the same kind and shape as `start`.
-      num_steps: points per path, both ends included, >= 2. Default 10.
-      method: "linear" or "slerp" (see `latent_path`). Default "linear".
-      inputs: "images" (default) or "latents": what `start` and `end` are.
+      num_steps: points per path, both ends included, >= 2.
+      method: "linear" or "slerp" (see `latent_path`).
+      inputs: "images" or "latents": what `start` and `end` are.
 
     Returns:
       An `Interpolation` (images, log_prior, latents) with shapes (n_pairs, num_steps,
@@ -343,12 +343,12 @@ def traverse(
 
     Args:
       model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
-      x: one image (H, W, C) or (1, H, W, C); None centres on the prior mean. Default None.
-      dims: latent dimensions to vary (0-based), a sequence or one int. Default None: all.
-      num_steps: codes per row, >= 2. Default 9 (odd, so the centre code is shown).
-      span: half-width of the walk in std units, > 0. Default 3.0.
+      x: one image (H, W, C) or (1, H, W, C); None centres on the prior mean.
+      dims: latent dimensions to vary (0-based), a sequence or one int. None: all.
+      num_steps: codes per row, >= 2. 9: odd, so the centre code is shown.
+      span: half-width of the walk in std units, > 0.
       scale: "prior" or "posterior" (needs `x`, and a posterior with spread: a VAE, not a
-        plain autoencoder). Default "prior".
+        plain autoencoder).
 
     Returns:
       A `Traversal` (images (n_dims, num_steps, H, W, C), latents (n_dims, num_steps,
@@ -423,14 +423,14 @@ def manifold_grid(
 
     Args:
       model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
-      grid_size: points per side, >= 2. Default 15.
+      grid_size: points per side, >= 2.
       extent: if given (> 0), u and v run evenly over [-extent, extent] (latent units
-        for the axis planes, for a normal prior e.g. 4.0 covers +-4 std). Default None:
+        for the axis planes, for a normal prior e.g. 4.0 covers +-4 std). None:
         the points sit at Gaussian quantiles 5%..95% (evenly spaced in probability, so
         denser where the mass is) of the prior's marginal on the axis planes, of N(0, 1)
         on a given (origin, basis) plane, and of the projected posterior means for PCA.
-      plane: see above. Default None.
-      x: images (n, H, W, C), n >= 3, for the PCA plane. Default None.
+      plane: see above.
+      x: images (n, H, W, C), n >= 3, for the PCA plane.
 
     Returns:
       A `ManifoldGrid` (images (g, g, H, W, C), coords (2, g), latents (g, g, latent_dim),

@@ -189,13 +189,13 @@ class LikelihoodEstimator:
         that returns it, read on every call (for a prior that depends on trained weights,
         such as the VampPrior, so the estimator follows further training).
       image_shape: (H, W, C) the images must have; checked on every call when given.
-        Default None (any shape the decoder accepts).
+        None: any shape the decoder accepts.
       max_batch_elements: default number of (image, sample) pairs decoded per call; each
         method can override it. Default 1024.
       defines_likelihood: False for a model whose q(z|x) is a point mass (a plain
         autoencoder): `elbo`, `log_prob` and `bits_per_dim` then refuse, since
         log p(x|z) + log p(z) - log q(z|x) bounds nothing; `rate_distortion` and
-        `pixel_log_prob` still give its reconstruction terms. Default True.
+        `pixel_log_prob` still give its reconstruction terms.
 
     All methods take images `x` of shape (n, H, W, C) (or (n, H, W)), float in [0, 1] or
     uint8 0..255, and the keywords `seed`, `ids`, `index_offset`, `binarize_seed`,
@@ -257,9 +257,9 @@ class LikelihoodEstimator:
         Args:
           model: a `tfpvae.VAE`, or any object with the `encoder`, `decoder`, `prior` and
             `image_shape` that `EncoderDecoderModel` describes (and optionally its `config`).
-          max_batch_elements: default (image, sample) pairs per decoder call. Default None:
+          max_batch_elements: default (image, sample) pairs per decoder call. None:
             `default_batch_elements(model)`, 4096 for a model with architecture "mlp", else 1024.
-          precision: "float32" (default), "bfloat16" (the networks' matrix products in
+          precision: "float32", "bfloat16" (the networks' matrix products in
             bfloat16; heads, log-probabilities and sums in float32: see `tfpvae.precision`)
             or "auto" (bfloat16 on hardware with native bfloat16 units, unless the model's
             bfloat16 log p(x) of 16 of its own samples differs from float32's by more than
@@ -421,20 +421,20 @@ class LikelihoodEstimator:
           x: images (n, H, W, C).
           outputs: names from `tfpvae.scoring.OUTPUTS`: "log_prob", "log_prob_stderr",
             "elbo", "elbo_stderr", "rate", "rate_mc", "distortion", "typicality",
-            "complexity", "pixels". Default log_prob, elbo, rate, distortion.
-          num_samples: draws k per image, >= 1. Default 100.
-          ids: one id per image (str or int) that keys its draws. Default None: the row
+            "complexity", "pixels".
+          num_samples: draws k per image, >= 1.
+          ids: one id per image (str or int) that keys its draws. None: the row
             index plus `index_offset`.
           seed: int in [0, 2^31 - 1] for reproducible draws, the same z in every method.
-            Default None (a fresh seed).
-          index_offset: with the default ids, the position of x[0] in a larger set. Default 0.
+            None: a fresh seed.
+          index_offset: with the default ids, the position of x[0] in a larger set.
           binarize_seed: int >= 0 to score the fixed binarisation keyed by (id,
-            binarize_seed) instead of `x`. Default None.
-          typical_nll: mean -log p(x) of normal data, for "typicality". Default None.
-          analytic_kl: "rate" in closed form where TFP has one. Default True.
-          max_batch_elements: (image, sample) pairs per decoder call. Default None: the
+            binarize_seed) instead of `x`.
+          typical_nll: mean -log p(x) of normal data, for "typicality".
+          analytic_kl: "rate" in closed form where TFP has one.
+          max_batch_elements: (image, sample) pairs per decoder call. None: the
             estimator's `max_batch_elements`.
-          progress: show a progress bar. Default None: only for jobs of over 16 calls, on a terminal.
+          progress: show a progress bar. None: only for jobs of over 16 calls, on a terminal.
 
         Returns:
           dict name -> float64 array (n,) in nats ("complexity" in bits; "pixels" float32

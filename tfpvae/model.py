@@ -34,7 +34,7 @@ def posterior_from_params(params: tf.Tensor, event_size: int, scale_floor: float
     Args:
       params: float tensor (..., event_size + event_size * (event_size + 1) / 2).
       event_size: latent dimension d.
-      scale_floor: added to the softplus diagonal of scale_tril. Default 1e-5.
+      scale_floor: added to the softplus diagonal of scale_tril.
 
     Returns:
       `MultivariateNormalTriL` with batch shape params.shape[:-1] and event shape (d,).
@@ -49,12 +49,13 @@ class KLOnceMultivariateNormalTriL(tfpl.MultivariateNormalTriL):
     `DistributionLambda.__call__` hands Keras a (distribution, sample) pair, and Keras
     applies the activity regularizer to every flattened output, so a
     `KLDivergenceRegularizer` is added to `model.losses` twice
-    (tensorflow/probability#1215). Here it sees only the distribution.
+    ([TensorFlow Probability issue 1215](https://github.com/tensorflow/probability/issues/1215)).
+    Here it sees only the distribution.
 
     Args:
       event_size: latent dimension.
       scale_floor: added to the softplus diagonal of scale_tril, so no posterior standard
-        deviation falls below it. Default 1e-5 (TFP's own value); raise it (e.g. 1e-3) if
+        deviation falls below it. 1e-5 is TFP's own value; raise it (e.g. 1e-3) if
         training diverges from collapsing posterior scales.
       **kwargs: passed to the Keras layer (name, activity_regularizer, ...).
     """
@@ -135,7 +136,7 @@ class VAE(tfk.Model):
     """Variational autoencoder with TFP distribution layers (or a plain autoencoder).
 
     Args:
-      config: a `VAEConfig`. Default: `VAEConfig()` (28x28x1, latent 16, mlp, normal prior).
+      config: a `VAEConfig`. None: `VAEConfig()` (28x28x1, latent 16, mlp, normal prior).
       **overrides: config fields to change, e.g. `VAE(latent_dim=2, prior="mixture")`.
 
     Attributes:
@@ -286,9 +287,9 @@ class VAE(tfk.Model):
         """Configures training; without `optimizer`, Adam at `config.learning_rate`.
 
         Args:
-          optimizer: any tf_keras optimizer (instance or name). Default None: Adam.
-          precision: the arithmetic of the training and validation steps: "float32"
-            (default), "bfloat16" (the networks' matrix products, forward and backward, in
+          optimizer: any tf_keras optimizer (instance or name). None: Adam.
+          precision: the arithmetic of the training and validation steps: "float32",
+            "bfloat16" (the networks' matrix products, forward and backward, in
             bfloat16; weights, optimizer, heads and loss in float32: see `tfpvae.precision`)
             or "auto" (bfloat16 where the hardware has native bfloat16 units).
             `training_precision` says which was used; scoring has its own (`estimator`).
@@ -327,13 +328,14 @@ class VAE(tfk.Model):
           x: images, array of shape (n, H, W, C) (float in [0, 1] or uint8 0..255), or a
             `tf.data.Dataset` of such batches (or of (images, labels) pairs).
           y: must be None; labels are not used.
-          batch_size: images per step for array input. Default None (Keras' 32).
-          epochs: number of passes over the data. Default 1.
+          batch_size: images per step for array input. None: Keras' 32.
+          epochs: number of passes over the data.
           **kwargs: passed to `tf_keras.Model.fit` (validation_data, callbacks, ...).
             `validation_data` may be an image array, an (images, labels) pair or a dataset.
 
         Returns:
-          The Keras `History`; `training_history` accumulates it across calls.
+          (tf_keras.callbacks.History): the Keras training history of this call;
+          `training_history` accumulates the histories of every call.
         """
         if y is not None:
             raise ValueError("`y` must be None: a VAE learns to reproduce `x`, so it needs no targets.")
@@ -414,10 +416,10 @@ class VAE(tfk.Model):
 
         Args:
           num_samples: number of images, >= 1.
-          temperature: prior spread multiplier, > 0. Default 1.0; lower gives cleaner,
-            less varied images.
-          seed: int for reproducible samples. Default None.
-          return_latents: also return the codes. Default False.
+          temperature: prior spread multiplier, > 0. 1.0 draws from the prior itself; lower
+            gives cleaner, less varied images.
+          seed: int for reproducible samples.
+          return_latents: also return the codes.
 
         Returns:
           images, float32 array (num_samples, H, W, C) in [0, 1]; with `return_latents`,
@@ -445,7 +447,7 @@ class VAE(tfk.Model):
         Reusing it matters: each estimator compiles its own `tf.function`.
 
         Args:
-          precision: "float32" (default), "bfloat16" or "auto"; see
+          precision: "float32", "bfloat16" or "auto"; see
             `LikelihoodEstimator.from_model`.
         """
         from tfpvae.likelihood import LikelihoodEstimator
@@ -507,7 +509,7 @@ def save(model: VAE, path: str | os.PathLike, extra_metadata: dict[str, Any] | N
     Args:
       model: a `tfpvae.VAE`.
       path: the folder. Existing model files in it are replaced atomically.
-      extra_metadata: more JSON-serialisable entries for metadata.json. Default None.
+      extra_metadata: more JSON-serialisable entries for metadata.json.
 
     Returns:
       The folder as a `Path`.

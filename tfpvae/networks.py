@@ -111,7 +111,7 @@ def decoder_body(config: VAEConfig) -> tfk.Model:
         hidden_units, activation, dropout, seed.
 
     Returns:
-      A Keras model mapping codes (n, latent_dim) to flat Bernoulli logits (n, H*W*C).
+      A Keras model mapping codes (n, latent_dim) to flat Bernoulli logits (n, H * W * C).
     """
     check_choice(config.architecture, "architecture", ARCHITECTURES)
     init, act = _Init(config, 500), config.activation

@@ -68,13 +68,13 @@ def image_grid(
 
     Args:
       images: array of shape (n, H, W, C) in [0, 1].
-      ncols: columns. Default None: about sqrt(n).
-      titles: one caption per image. Default None.
-      title: figure title. Default None.
-      cell_size: inches per image. Default 1.0.
+      ncols: columns. None: about sqrt(n).
+      titles: one caption per image.
+      title: figure title.
+      cell_size: inches per image.
 
     Returns:
-      The Figure.
+      the matplotlib figure, to show or to save with `savefig`.
     """
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
@@ -110,11 +110,11 @@ def reconstructions(
     Args:
       originals: array (n, H, W, C) in [0, 1].
       reconstructed: array of the same shape.
-      title: figure title. Default None.
+      title: figure title.
       labels: class of each image, (n,). If given, only the first image of each class
         is shown, one column per class in sorted order, captioned with the class.
-        Default None: every image, in order.
-      class_names: captions for the classes, e.g. {0: "T-shirt"}. Default None: the labels.
+        None: every image, in order.
+      class_names: captions for the classes, e.g. {0: "T-shirt"}. None: the labels.
     """
     originals, reconstructed = np.asarray(originals), np.asarray(reconstructed)
     if originals.shape != reconstructed.shape:
@@ -204,11 +204,11 @@ def image_rows(
 
     Args:
       images: array (rows, columns, H, W, C) in [0, 1].
-      row_labels: one label per row, drawn on the left. Default None.
-      col_labels: one label per column, drawn on top. Default None.
-      title: figure title. Default None.
-      cell_size: inches per image. Default 0.7.
-      pad: blank pixels between images. Default 1.
+      row_labels: one label per row, drawn on the left.
+      col_labels: one label per column, drawn on top.
+      title: figure title.
+      cell_size: inches per image.
+      pad: blank pixels between images.
 
     Returns:
       The Figure: one axes holding the tiled picture, row labels as y ticks, column labels
@@ -247,10 +247,10 @@ def interpolation_strips(
     Args:
       images: array (n_paths, num_steps, H, W, C), e.g. `latent.interpolate(...).images`.
       log_prior: log p(z) at each step, (n_paths, num_steps). If given, a line panel
-        under the strips shows it per path (the step index is the column). Default None.
-      row_labels: one label per path. Default None: "path 1", "path 2", ...
-      title: figure title. Default None.
-      cell_size: inches per image. Default 0.7.
+        under the strips shows it per path (the step index is the column).
+      row_labels: one label per path. None: "path 1", "path 2", ...
+      title: figure title.
+      cell_size: inches per image.
 
     Returns:
       The Figure: the strips, and with `log_prior` a second axes of one curve per path
@@ -305,12 +305,12 @@ def traversal_grid(
 
     Args:
       images: array (n_dims, num_steps, H, W, C), e.g. `latent.traverse(...).images`.
-      dims: the latent dimension of each row, labels "z_k". Default None: 0, 1, ...
-      offsets: the step of each column in std units, (num_steps,). Default None: no
+      dims: the latent dimension of each row, labels "z_k". None: 0, 1, ...
+      offsets: the step of each column in std units, (num_steps,). None: no
         column labels.
-      unit: suffix of the column labels. Default "σ".
-      title: figure title. Default None.
-      cell_size: inches per image. Default 0.7.
+      unit: suffix of the column labels.
+      title: figure title.
+      cell_size: inches per image.
 
     Returns:
       The Figure (an `image_rows` picture): rows labelled "z_k", columns by offset.
@@ -342,12 +342,12 @@ def manifold_grid(
         was decoded at `(coords[0][j], coords[1][i])`.
       coords: (2, g): horizontal coordinates of the columns and vertical coordinates of
         the rows (top row first). Ticks sit at the centre of each image.
-      axis_labels: names of the horizontal and vertical coordinate. Default ("z_0", "z_1").
-      title: figure title. Default None.
-      size: width of the picture in inches. Default 7.
+      axis_labels: names of the horizontal and vertical coordinate.
+      title: figure title.
+      size: width of the picture in inches.
 
     Returns:
-      The Figure.
+      the matplotlib figure, to show or to save with `savefig`.
     """
     images = _check_image_rows(images)
     r, c = images.shape[:2]
@@ -388,19 +388,19 @@ def latent_scatter(
     Args:
       coords: (n, 2), e.g. `latent.embed_latents(...).coords`.
       labels: class of each point, (n,), drawn in distinct colours with a class legend
-        (numeric labels of more than 20 classes get a colour bar instead). Default None.
+        (numeric labels of more than 20 classes get a colour bar instead).
       values: a number per point, (n,) (a score, a log-likelihood), drawn with a colour bar.
-        Default None. Pass at most one of `labels` and `values`.
-      axis_labels: names of the two coordinates. Default ("z_0", "z_1").
-      title: axes title. Default None.
-      class_names: legend names for the classes, e.g. {0: "T-shirt"}. Default None.
-      values_label: colour bar label. Default None.
+        Pass at most one of `labels` and `values`.
+      axis_labels: names of the two coordinates.
+      title: axes title.
+      class_names: legend names for the classes, e.g. {0: "T-shirt"}.
+      values_label: colour bar label.
       limits: ((xmin, xmax), (ymin, ymax)) to fix the axes, e.g. for animation frames.
-        Default None: fitted to the points.
-      dpi: figure resolution. Default 100.
+        None: fitted to the points.
+      dpi: figure resolution.
 
     Returns:
-      The Figure.
+      the matplotlib figure, to show or to save with `savefig`.
     """
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) == 0:
@@ -476,10 +476,10 @@ def pixel_maps(
       images: array (n, H, W, C) in [0, 1], or one image (H, W, C).
       maps: column title -> per-pixel values shaped like the images ((n, H, W, C),
         (n, H, W), or for one image (H, W[, C])); several channels are averaged.
-      cmaps: column title -> matplotlib colour map. Default None: "viridis" for every map.
-      row_labels: one label per image. Default None.
-      title: figure title. Default None.
-      cell_size: inches per panel. Default 1.6.
+      cmaps: column title -> matplotlib colour map. None: "viridis" for every map.
+      row_labels: one label per image.
+      title: figure title.
+      cell_size: inches per panel.
 
     Returns:
       The Figure: one row per image; each map column shares one colour scale and colour

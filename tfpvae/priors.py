@@ -129,8 +129,8 @@ class MixturePrior(PriorLayer):
 
     Args:
       latent_dim: dimension of z.
-      num_components: mixture components. Default 10.
-      seed: seed for the initial component locations (standard normal draws). Default None.
+      num_components: mixture components.
+      seed: seed for the initial component locations (standard normal draws).
       **kwargs: passed to the Keras layer.
     """
 
@@ -164,7 +164,7 @@ class VampPrior(PriorLayer):
     Args:
       num_components: number of pseudo-images. Default 10 (the paper uses 500).
       input_shape: (H, W, C) of the pseudo-images.
-      seed: seed for the pseudo-images' initial noise. Default None.
+      seed: seed for the pseudo-images' initial noise.
       **kwargs: passed to the Keras layer.
 
     Attributes:
@@ -226,9 +226,9 @@ class FlowPrior(PriorLayer):
 
     Args:
       latent_dim: dimension of z.
-      num_layers: number of transforms. Default 4.
-      hidden_units: width of each MADE's two hidden layers. Default 128.
-      seed: seed for the initial weights. Default None.
+      num_layers: number of transforms.
+      hidden_units: width of each MADE's two hidden layers.
+      seed: seed for the initial weights.
       **kwargs: passed to the Keras layer.
     """
 
@@ -349,8 +349,8 @@ def Prior(  # noqa: N802 - kept from when the priors were one class
     Args:
       kind: "normal", "learned_normal", "mixture", "vamp", "flow", or a registered name.
       latent_dim: dimension of z.
-      num_components: mixture components or pseudo-images. Default 10.
-      seed: seed for the initial values. Default None.
+      num_components: mixture components or pseudo-images.
+      seed: seed for the initial values.
       input_shape: (H, W, C) of the images; "vamp" needs it for its pseudo-images.
 
     Returns:
@@ -376,8 +376,8 @@ def sample_prior(
     Args:
       distribution: the prior, event shape (latent_dim,).
       num_samples: number of codes to draw.
-      temperature: spread multiplier, > 0. Default 1.0 (exact prior samples).
-      seed: int seed for reproducible draws. Default None.
+      temperature: spread multiplier, > 0. 1.0: exact prior samples.
+      seed: int seed for reproducible draws.
 
     Returns:
       float32 tensor of shape (num_samples, latent_dim).

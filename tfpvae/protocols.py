@@ -83,7 +83,7 @@ def encode_in_chunks(model: LatentModel, x: np.ndarray, chunk: int = ENCODE_CHUN
     Args:
       model: a `LatentModel`.
       x: validated images, array of shape (n, H, W, C).
-      chunk: images per encoder call, int >= 1. Default `ENCODE_CHUNK` (1024).
+      chunk: images per encoder call, int >= 1. `ENCODE_CHUNK`: 1024.
     """
     for start in range(0, len(x), chunk):
         yield model.encode(x[start : start + chunk])

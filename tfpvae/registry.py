@@ -146,9 +146,9 @@ def register_network(name: str, *, replace: bool = False) -> Callable[[Builder],
 
     Args:
       name: the architecture name; not one of the built-in "mlp", "conv", "dcgan".
-      replace: allow replacing a different function registered under `name`. Default
-        False (re-registering the same definition, as a re-run notebook cell does, is
-        always allowed).
+      replace: allow replacing a different function registered under `name`.
+        False: re-registering the same definition, as a re-run notebook cell does, is
+        always allowed.
 
     Returns:
       A decorator that registers the function and returns it unchanged.
@@ -158,11 +158,14 @@ def register_network(name: str, *, replace: bool = False) -> Callable[[Builder],
       >>> from tfpvae._keras import tfk, tfkl
       >>> @tfpvae.register_network("small_mlp")
       ... def small_mlp(config, role):
+      ...     hidden = tfkl.Dense(64, activation="relu")
       ...     if role == "encoder":
-      ...         return tfk.Sequential([tfkl.Flatten(), tfkl.Dense(64, activation="relu")])
+      ...         return tfk.Sequential([tfkl.Flatten(), hidden])
       ...     h, w, c = config.input_shape
-      ...     return tfk.Sequential([tfkl.Dense(64, activation="relu"), tfkl.Dense(h * w * c)])
-      >>> model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="small_mlp")
+      ...     return tfk.Sequential([hidden, tfkl.Dense(h * w * c)])
+      >>> model = tfpvae.VAE(
+      ...     input_shape=(8, 8, 1), latent_dim=2, architecture="small_mlp"
+      ... )
       >>> model.sample(3).shape
       (3, 8, 8, 1)
     """
@@ -184,7 +187,7 @@ def register_prior(name: str, *, replace: bool = False) -> Callable[[Builder], B
     Args:
       name: the prior name; not one of the built-in ones ("normal", "learned_normal",
         "mixture", "vamp", "flow").
-      replace: allow replacing a different function registered under `name`. Default False.
+      replace: allow replacing a different function registered under `name`.
 
     Returns:
       A decorator that registers the function and returns it unchanged.
@@ -194,10 +197,11 @@ def register_prior(name: str, *, replace: bool = False) -> Callable[[Builder], B
       >>> from tfpvae._keras import tf, tfd
       >>> @tfpvae.register_prior("wide_normal")
       ... def wide_normal(config):
-      ...     return tfpvae.priors.FixedPrior(
-      ...         tfd.MultivariateNormalDiag(tf.zeros(config.latent_dim), 2.0 * tf.ones(config.latent_dim))
-      ...     )
-      >>> tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, prior="wide_normal").prior.stddev().numpy()
+      ...     d = config.latent_dim
+      ...     normal = tfd.MultivariateNormalDiag(tf.zeros(d), 2.0 * tf.ones(d))
+      ...     return tfpvae.priors.FixedPrior(normal)
+      >>> model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, prior="wide_normal")
+      >>> model.prior.stddev().numpy()
       array([2., 2.], dtype=float32)
     """
     return priors.register(name, replace=replace)
@@ -213,7 +217,7 @@ def import_modules(modules: Sequence[str], argument: str = "imports") -> None:
 
     Args:
       modules: dotted module names or .py file paths.
-      argument: how messages name the argument (e.g. "--import"). Default "imports".
+      argument: how messages name the argument (e.g. "--import").
 
     Raises:
       ValueError: a named module or file does not exist. An error raised while the module

@@ -236,20 +236,20 @@ def train_run(
       settings: how to train (`RunSettings`). With `resume`, the folder's own settings are
         used (see `resumed_settings`) and this may be None.
       config: the model's hyperparameters; the image shape is taken from the data.
-        Default `VAEConfig()`. Ignored with `resume` (the checkpoint's config is kept).
-      resume: continue the run in `run_dir` from its last checkpoint. Default False.
-      epochs: with `resume`, the run's new total of epochs. Default None: its own.
+        None: `VAEConfig()`. Ignored with `resume` (the checkpoint's config is kept).
+      resume: continue the run in `run_dir` from its last checkpoint.
+      epochs: with `resume`, the run's new total of epochs. None: its own.
       strategy: "default", "mirrored" or "multiworker" (see `tfpvae.distribute`).
-      evolution: also write evolution.gif and reconstructions_by_epoch.png. Default False.
-      tensorboard: folder for TensorBoard logs. Default None.
-      score_limit: test images scored into scores.csv, evenly spread. Default 1000.
-      verbose: 1 a progress bar per epoch, 2 a line per epoch, 0 silent. Default 1.
-      note: called with one-line notes (a figure skipped, ...). Default: print to stderr.
+      evolution: also write evolution.gif and reconstructions_by_epoch.png.
+      tensorboard: folder for TensorBoard logs.
+      score_limit: test images scored into scores.csv, evenly spread.
+      verbose: 1 a progress bar per epoch, 2 a line per epoch, 0 silent.
+      note: called with one-line notes (a figure skipped, ...). None: print to stderr.
       overwrite: train into a folder that holds another run or model: its files
-        (`RUN_OUTPUTS`) are removed first; other files are left alone. Default False.
+        (`RUN_OUTPUTS`) are removed first; other files are left alone.
 
     Returns:
-      A `RunResult`.
+      what the run did: its folder, epochs, final metrics and the trained model.
 
     Raises:
       TrainingDivergedError: the loss became NaN or Inf (the last good state is saved).

@@ -35,7 +35,7 @@ def kl_warmup_weight(epoch: int, warmup_epochs: int, beta: float = 1.0) -> float
     Args:
       epoch: 0-based epoch index, >= 0.
       warmup_epochs: length of the warm-up, >= 0; 0 means no warm-up (always beta).
-      beta: the final KL weight, >= 0. Default 1.0 (the ELBO).
+      beta: the final KL weight, >= 0. 1.0: the ELBO.
 
     Returns:
       The weight, a float in [0, beta].
@@ -61,13 +61,13 @@ def learning_rate_at(
 ) -> float:
     """The learning rate of 0-based `epoch` in a run of `epochs` epochs.
 
-    With floor = min_lr_fraction * learning_rate and t = epoch / (epochs - 1) (0 at the
+    With `floor = min_lr_fraction * learning_rate` and `t = epoch / (epochs - 1)` (0 at the
     first epoch, 1 at the last; t = 0 throughout a one-epoch run):
 
     * "constant": learning_rate at every epoch.
-    * "cosine": floor + (learning_rate - floor) * (1 + cos(pi * t)) / 2, a half cosine from
-      learning_rate at the first epoch to exactly the floor at the last.
-    * "exponential": learning_rate * min_lr_fraction ** t, a geometric decay by the same
+    * "cosine": `floor + (learning_rate - floor) * (1 + cos(pi * t)) / 2`, a half cosine
+      from learning_rate at the first epoch to exactly the floor at the last.
+    * "exponential": `learning_rate * min_lr_fraction**t`, a geometric decay by the same
       factor each epoch, from learning_rate to exactly the floor at the last epoch.
 
     Epochs past the last (a resumed run that trains longer) keep the floor.
@@ -76,7 +76,7 @@ def learning_rate_at(
       epoch: 0-based epoch index, >= 0.
       epochs: total epochs of the run, >= 1.
       learning_rate: the initial learning rate, > 0.
-      schedule: one of `LR_SCHEDULES`. Default "constant".
+      schedule: one of `LR_SCHEDULES`.
       min_lr_fraction: the floor as a fraction of learning_rate, in (0, 1]. Default 0.05.
 
     Returns:
@@ -118,7 +118,7 @@ class KLWarmup(tfk.callbacks.Callback):
 
     Args:
       epochs: warm-up length in epochs, >= 0 (0: the weight is beta from the start).
-      beta: the final weight, >= 0. Default None: the model's `config.beta`.
+      beta: the final weight, >= 0. None: the model's `config.beta`.
 
     Examples:
       >>> model.fit(x, epochs=20, callbacks=[KLWarmup(10)])  # doctest: +SKIP
@@ -150,7 +150,7 @@ class LearningRateDecay(tfk.callbacks.Callback):
       schedule: "constant", "cosine" or "exponential".
       epochs: total epochs of the run, >= 1: the decaying schedules reach their floor at
         epoch `epochs` (1-based). Pass the same total when resuming, so the curve is the same.
-      learning_rate: the initial learning rate. Default None: the model's
+      learning_rate: the initial learning rate. None: the model's
         `config.learning_rate` (not the optimizer's current rate, which a previous run of
         this schedule has already lowered).
       min_lr_fraction: the floor as a fraction of the initial rate. Default 0.05 (1/20).

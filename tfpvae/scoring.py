@@ -150,12 +150,12 @@ def binarize(x: Any, seed: int | None = None, index_offset: int = 0, ids: Sequen
     Args:
       x: images, array of shape (n, H, W, C) (or (n, H, W)) with float values in [0, 1]
         or uint8 0..255, read as the probability that each pixel is on.
-      seed: int in [0, 2^31 - 1] for a reproducible draw. Default None (a fresh draw each call).
+      seed: int in [0, 2^31 - 1] for a reproducible draw. None: a fresh draw each call.
       index_offset: with the default ids, the position of x[0] in a larger set: image i
         gets id str(index_offset + i), and so the draw it gets when the whole set is
-        binarised in one call. Default 0.
+        binarised in one call.
       ids: one id per image (str or int); an image's draw depends only on its id and the
-        seed. Default None (row indices from `index_offset`).
+        seed. None: row indices from `index_offset`.
 
     Returns:
       float32 array shaped like `x` as (n, H, W, C), with values 0.0 and 1.0.
@@ -238,7 +238,7 @@ class ScoringPlan(NamedTuple):
           budget: (image, sample) pairs per decoder batch, >= 1.
           n: images to score, when known: with k <= budget a call then holds at most the
             power of two >= n (and >= 8), so that small calls neither pad much nor retrace
-            often. Default None (as many as the budget allows).
+            often. None: as many as the budget allows.
         """
         block = min(k, SAMPLE_BLOCK)
         if k <= budget:
@@ -432,9 +432,9 @@ def score_images(
       binarize_seed: int32 scalar; >= 0 scores the fixed binarisation keyed by (id,
         binarize_seed) instead of x; negative scores x as it is.
       plan: how the k = plan.num_samples draws per image are cut into steps.
-      outputs: names from `OUTPUTS`. Default log_prob, elbo, rate, distortion.
-      typical_nll: mean -log p(x) of normal data, needed by "typicality". Default None.
-      analytic_kl: "rate" in closed form where TFP has one. Default True.
+      outputs: names from `OUTPUTS`.
+      typical_nll: mean -log p(x) of normal data, needed by "typicality".
+      analytic_kl: "rate" in closed form where TFP has one.
       complexity_template: the context model's template for "complexity".
 
     Returns:

@@ -28,7 +28,9 @@ framing, wrong shape, values outside [0, 1]) is a `BadRecordError` naming its id
 caller chooses to stop on it or to collect it and go on, and none is dropped silently.
 
 Examples:
-  >>> batches = iter_batches("shards/*.tfrecord", batch_size=512, on_error=bad.append)
+  >>> bad = []
+  >>> batches = iter_batches("shards/*.tfrecord", batch_size=512,
+  ...                        on_error=bad.append)
   >>> for batch in batches:
   ...     scores = model.score(batch.images)
   ...     write(batch.ids, scores)
@@ -132,7 +134,7 @@ def read_records(path: str | os.PathLike, *, single_array: bool = True) -> Itera
 
         Array row ids are str(row) when `single_array`, else f"{path}:{row}".
       single_array: whether `path` is the only file of the input, which gives array rows
-        the bare row number as id. Default True.
+        the bare row number as id.
 
     Yields:
       (id, image, label): image is a uint8 array (height, width, channels) or a float32
@@ -255,17 +257,17 @@ def iter_batches(
 
     Args:
       source: anything `list_files` takes: a file, folder, glob or list of those.
-      batch_size: most images per batch, int >= 1. Default 1024.
-      image_shape: (height, width, channels) every image must have; default None, which
-        takes the first good image's shape.
-      on_error: None (default) raises the first `BadRecordError`; a callable is called
+      batch_size: most images per batch, int >= 1.
+      image_shape: (height, width, channels) every image must have; None takes the
+        first good image's shape.
+      on_error: None raises the first `BadRecordError`; a callable is called
         with each bad record, which is then skipped (count or log them there: none is
         dropped silently). Bad records are unreadable images or files, Examples without
         `image`, broken TFRecord framing, images of another shape ("has shape (32, 32, 3);
         expected (28, 28, 1)") and float images with values outside [0, 1] or not finite.
       files: an explicit list of files to read (e.g. one worker's shard) instead of
         expanding `source`; `source`, if also given, still decides the array row ids, so a
-        shard names rows as a read of the whole input does. Default None.
+        shard names rows as a read of the whole input does.
 
     Yields:
       `Batch`: images float32 (b, height, width, channels) in [0, 1] (uint8 divided by
@@ -281,7 +283,8 @@ def iter_batches(
 
     Examples:
       >>> bad = []
-      >>> batches = iter_batches("data/*.tfrecord", batch_size=256, on_error=bad.append)
+      >>> batches = iter_batches("data/*.tfrecord", batch_size=256,
+      ...                        on_error=bad.append)
       >>> for batch in batches:
       ...     print(batch.images.shape, batch.ids[0])
       (256, 28, 28, 1) data/a.tfrecord:0
@@ -308,13 +311,13 @@ def stream(
 
     Args:
       source: anything `list_files` takes.
-      image_shape: (height, width, channels) of every image. Default None: read the input
+      image_shape: (height, width, channels) of every image. None: read the input
         up to its first good record to find it (the dataset's element spec needs it).
       on_error: as for `iter_batches`. With None, a bad record stops iteration with a
         TensorFlow error (InvalidArgumentError or UnknownError) whose message contains
         the `BadRecordError` text, id first.
       files: as for `iter_batches`.
-      with_labels: add a "label" entry. Default False.
+      with_labels: add a "label" entry.
 
     Returns:
       dataset of dicts {"image": float32 (height, width, channels) in [0, 1], "id":

@@ -22,9 +22,9 @@ class TensorBoardLogger(tfk.callbacks.Callback):
     Args:
       log_dir: folder for the event files (created if needed).
       images: images (n, H, W, C) whose reconstructions are logged; at most 8 are used.
-        Default None: no reconstruction summaries.
-      num_samples: prior samples logged per epoch. Default 8.
-      seed: seed of the prior samples, so epochs show the same codes decoded. Default 0.
+        None: no reconstruction summaries.
+      num_samples: prior samples logged per epoch.
+      seed: seed of the prior samples, so epochs show the same codes decoded.
     """
 
     def __init__(self, log_dir: str | os.PathLike, images: Any = None, num_samples: int = 8, seed: int = 0) -> None:

@@ -321,37 +321,38 @@ def train(
       x: training images, array (n, H, W, C), a `tf.data.Dataset` of batches, or a
         distributed dataset (`tfpvae.distribute.file_dataset`).
       epochs: total number of epochs, counting those of a resumed run.
-      batch_size: images per step for array input. Default 128.
-      validation_data: images evaluated after each epoch. Default None.
+      batch_size: images per step for array input.
+      validation_data: images evaluated after each epoch.
       run_dir: folder for `checkpoint.npz` (the state of the last completed epoch) and the
-        model files (`tfpvae.load` gives the model this returns). Default None: no files.
+        model files (`tfpvae.load` gives the model this returns). None: no files.
         A folder that holds a model or checkpoint is refused unless `resume` or
         `overwrite`, and the folder is locked while training writes it.
-      checkpoint_every: epochs between checkpoints; the last is always written. Default 1.
+      checkpoint_every: epochs between checkpoints; the last is always written.
       resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history).
-      clip_norm: clip the global gradient norm to this value. Default None (no clipping).
+      clip_norm: clip the global gradient norm to this value. None: no clipping.
       seed: seeds shuffling (`tf.random.set_seed`); weight initialisation and binarisation
-        follow `model.config.seed`. Default None.
+        follow `model.config.seed`.
       verbose: Keras verbosity: "auto", 0, 1 (progress bar) or 2 (a line per epoch).
-      callbacks: more Keras callbacks. Default None.
+      callbacks: more Keras callbacks.
       kl_warmup_epochs: raise `model.kl_weight` linearly from beta / n in the first epoch
-        to `config.beta` at epoch n (`tfpvae.schedules.KLWarmup`). Default 0: none.
-      lr_schedule: "constant" (default), "cosine" or "exponential": decay from
+        to `config.beta` at epoch n (`tfpvae.schedules.KLWarmup`). 0: none.
+      lr_schedule: "constant", "cosine" or "exponential": decay from
         `config.learning_rate` to `min_lr_fraction` of it at epoch `epochs`
         (`tfpvae.schedules.LearningRateDecay`); resume with the same `epochs`.
       min_lr_fraction: the decaying schedules' final fraction, in (0, 1]. Default 0.05.
       early_stopping: patience in epochs: stop when the validation loss has not improved
         for this many epochs (warm-up epochs not compared) and keep the best epoch's
         weights (`TrainingResult.best_epoch`; the checkpoint keeps the last epoch's state).
-        Needs `validation_data` held out from training. Default None.
-      steps_per_epoch: batches per epoch for a repeating dataset. Default None: one pass.
+        Needs `validation_data` held out from training.
+      steps_per_epoch: batches per epoch for a repeating dataset. None: one pass.
       precision: the training steps' arithmetic, "float32", "bfloat16" or "auto"
-        (`tfpvae.VAE.set_training_precision`). Default None: the model's (see `compile`).
+        (`tfpvae.VAE.set_training_precision`). None: the model's (see `compile`).
       overwrite: train into a `run_dir` that holds another model or run, replacing its
-        model and checkpoint as epochs complete. Default False.
+        model and checkpoint as epochs complete.
 
     Returns:
-      A `TrainingResult`.
+      the epochs completed, the per-epoch history, whether SIGINT stopped training
+      and, with `early_stopping`, the best epoch.
 
     Raises:
       TrainingDivergedError: the loss became NaN/Inf; the last good weights are restored

@@ -85,7 +85,7 @@ def posterior_uncertainty(model: LatentModel, x: Any, correlation: bool = False)
       model: a `LatentModel` (e.g. a trained `tfpvae.VAE`) whose q(z|x) has a
         `scale_tril`: model_type "vae" (a plain autoencoder has no spread).
       x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
-      correlation: also return the (n, d, d) correlation matrices. Default False.
+      correlation: also return the (n, d, d) correlation matrices.
 
     Returns:
       A `PosteriorUncertainty` of float64 arrays: mean and stddev (n, latent_dim),
@@ -131,9 +131,9 @@ def predictive_uncertainty(
       model: a `LatentModel` (e.g. a trained `tfpvae.VAE`); for a plain autoencoder the
         latent part is zero.
       x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
-      num_samples: draws of z per image, >= 1. Default 64; the Monte Carlo error of the
-        mean falls as 1/sqrt(num_samples).
-      seed: int for reproducible draws. Default None.
+      num_samples: draws of z per image, >= 1. The Monte Carlo error of the mean
+        falls as 1/sqrt(num_samples).
+      seed: int for reproducible draws.
 
     Returns:
       A `PredictiveUncertainty` of float64 (n, H, W, C) arrays.

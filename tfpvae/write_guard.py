@@ -177,9 +177,9 @@ def claim_folder(
       markers: file names that mean the folder holds `what` (e.g. "weights.npz").
       what: what they are, for the message ("a trained model or run").
       argument: the argument that named the folder, for the message ("run_dir").
-      overwrite: replace what is there (the caller removes or replaces it). Default False.
+      overwrite: replace what is there (the caller removes or replaces it).
       resume: continue what is there; None for writers that cannot continue anything
-        (the message then offers only `overwrite`). Default None.
+        (the message then offers only `overwrite`).
 
     Yields:
       The markers found (empty when the folder held none; also when an enclosing claim of

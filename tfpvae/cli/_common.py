@@ -13,6 +13,14 @@ from tfpvae.datasets import SPLITS
 DATA_DIR_HELP = "folder holding the dataset files (default: $TFPVAE_DATA_DIR, Keras cache)"
 
 
+def example(command: str) -> dict[str, Any]:
+    """`add_parser` arguments that end a command's --help with one example call.
+
+    The CLI reference (docs/cli.md) shows the same call, and the documentation tests run it.
+    """
+    return {"epilog": f"example:\n  {command}", "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def typed(args: argparse.Namespace, key: str) -> bool:
     """Whether the flag of `key` (e.g. "latent_dim" for --latent-dim) was typed, not defaulted."""
     name = flag(key)

@@ -7,14 +7,18 @@ import json
 from pathlib import Path
 
 from tfpvae._arguments import UsageError, add_precision_arg, file_ending, int_at_least, positive_int, seed
-from tfpvae.cli._common import add_data_args, add_input_arg, images_for_scoring, load_model, test_images
+from tfpvae.cli._common import add_data_args, add_input_arg, example, images_for_scoring, load_model, test_images
 from tfpvae.config import FIGURES
 from tfpvae.datasets import NAMES as DATASETS
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae sample`."""
-    p = sub.add_parser("sample", help="draw images from a trained model's prior")
+    p = sub.add_parser(
+        "sample",
+        help="draw images from a trained model's prior",
+        **example("tfpvae sample --model runs/fashion -n 64 --seed 0 --out samples.png"),
+    )
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("-n", "--num-samples", type=positive_int, default=64, help="number of images (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior spread multiplier (default 1.0)")
@@ -25,14 +29,22 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 def add_info(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae info`."""
-    p = sub.add_parser("info", help="print a model's config, metrics and parameter count")
+    p = sub.add_parser(
+        "info",
+        help="print a model's config, metrics and parameter count",
+        **example("tfpvae info --model runs/fashion"),
+    )
     p.add_argument("--model", required=True, help="run folder written by train")
     p.set_defaults(func=info)
 
 
 def add_plot(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae plot`."""
-    p = sub.add_parser("plot", help="draw one figure of a trained model to a PNG")
+    p = sub.add_parser(
+        "plot",
+        help="draw one figure of a trained model to a PNG",
+        **example("tfpvae plot traversal --model runs/fashion --dataset fashion_mnist \\\n    --out traversal.png"),
+    )
     p.add_argument("kind", choices=FIGURES, metavar="KIND", help="one of: " + ", ".join(FIGURES))
     p.add_argument("--model", required=True, help="run folder written by train")
     add_data_args(p, required=False, split=True)
@@ -42,13 +54,17 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=file_ending(".png", ".pdf", ".svg"), help="output .png (or .pdf/.svg)")
     p.add_argument("--num-images", type=positive_int, default=8, help="images per row / rows (default 8)")
-    p.add_argument("--index", type=int, default=0, help="image the traversal/uncertainty figures start from")
+    p.add_argument(
+        "--index", type=int, default=0, help="image the traversal/uncertainty figures start from (default 0)"
+    )
     p.add_argument("--grid-size", type=int_at_least(2), default=15, help="manifold grid cells per side (default 15)")
-    p.add_argument("--method", choices=("auto", "direct", "pca", "tsne"), default="auto", help="scatter embedding")
+    p.add_argument(
+        "--method", choices=("auto", "direct", "pca", "tsne"), default="auto", help="scatter embedding (default auto)"
+    )
     p.add_argument("--num-samples", type=positive_int, default=64, help="Monte Carlo samples (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior temperature for samples (default 1.0)")
     p.add_argument("--no-labels", action="store_true", help="ignore the dataset's labels")
-    p.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random draws (default 0)")
     p.add_argument(
         "--binarize-seed",
         type=seed,
@@ -59,12 +75,16 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
 
 def add_interpolate(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae interpolate`."""
-    p = sub.add_parser("interpolate", help="decode paths between pairs of images (PNG strips or .npz)")
+    p = sub.add_parser(
+        "interpolate",
+        help="decode paths between pairs of images (PNG strips or .npz)",
+        **example("tfpvae interpolate --model runs/fashion --dataset fashion_mnist --out paths.png"),
+    )
     p.add_argument("--model", required=True, help="run folder written by train")
     add_data_args(p, required=False, split=True)
     add_input_arg(p)
     p.add_argument("--indices", type=int, nargs="+", help="pairs of image indices: i1 j1 i2 j2 ...")
-    p.add_argument("--pairs", type=positive_int, default=6, help="random pairs when --indices is not given")
+    p.add_argument("--pairs", type=positive_int, default=6, help="random pairs when --indices is not given (default 6)")
     p.add_argument("--steps", type=int_at_least(2), default=10, help="images per path (default 10)")
     p.add_argument("--method", choices=("linear", "slerp"), default="slerp", help="path shape (default slerp)")
     p.add_argument("--seed", type=seed, default=0, help="seed for the random pairs (default 0)")
@@ -79,11 +99,17 @@ def add_interpolate(sub: argparse._SubParsersAction) -> None:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae export`."""
-    p = sub.add_parser("export", help="write a TensorFlow SavedModel with score, log_prob, elbo and sample signatures")
+    p = sub.add_parser(
+        "export",
+        help="write a TensorFlow SavedModel with score, log_prob, elbo and sample signatures",
+        **example("tfpvae export --model runs/fashion --out runs/fashion-savedmodel"),
+    )
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("--out", required=True, help="folder for the SavedModel")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace a SavedModel already in --out (default: refuse it)"
+        "--overwrite",
+        action="store_true",
+        help="replace a SavedModel already in --out (default: refuse a folder that holds one)",
     )
     p.add_argument("--num-samples", type=positive_int, default=64, help="importance samples per image (default 64)")
     p.add_argument("--binarize-seed", type=seed, help="serve the scores of a fixed binarisation drawn with this seed")

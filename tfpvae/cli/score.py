@@ -14,6 +14,7 @@ from tfpvae.cli._common import (
     DATA_DIR_HELP,
     add_data_args,
     add_scoring_args,
+    example,
     images_for_scoring,
     load_model,
     test_images,
@@ -25,7 +26,11 @@ from tfpvae.datasets import NAMES as DATASETS
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae evaluate`."""
-    p = sub.add_parser("evaluate", help="mean ELBO, IWAE NLL with standard errors, bits/dim (JSON)")
+    p = sub.add_parser(
+        "evaluate",
+        help="mean ELBO, IWAE NLL with standard errors, bits/dim (JSON)",
+        **example("tfpvae evaluate --model runs/fashion --dataset fashion_mnist --limit 1000"),
+    )
     add_scoring_args(p)
     add_data_args(p, split=True)
     p.set_defaults(func=evaluate, input=None)
@@ -33,7 +38,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def add_score(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae score`."""
-    p = sub.add_parser("score", help="per-image anomaly scores to CSV")
+    p = sub.add_parser(
+        "score",
+        help="per-image anomaly scores to CSV",
+        **example("tfpvae score --model runs/fashion --dataset mnist --limit 1000 --out mnist.csv"),
+    )
     add_scoring_args(p)
     add_data_args(p, required=False, split=True)
     p.add_argument(
@@ -43,9 +52,15 @@ def add_score(sub: argparse._SubParsersAction) -> None:
         "TFRecord files of tf.train.Example (bytes feature 'image', optional int64 'label'), or .npy/.npz arrays",
     )
     p.add_argument("--out", required=True, help="CSV file to write (one row per image: id, label, scores)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse it)")
     p.add_argument(
-        "--score", nargs="+", choices=SCORES, default=[s for s in SCORES if s != "typicality"], help="scores"
+        "--overwrite", action="store_true", help="replace an existing --out file (default: refuse an existing file)"
+    )
+    p.add_argument(
+        "--score",
+        nargs="+",
+        choices=SCORES,
+        default=[s for s in SCORES if s != "typicality"],
+        help="scores to compute (default: all but typicality)",
     )
     p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
     p.add_argument(
@@ -65,7 +80,11 @@ def add_score(sub: argparse._SubParsersAction) -> None:
 
 def add_detect(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae detect`."""
-    p = sub.add_parser("detect", help="fit a detector on held-out normal data and report metrics per score")
+    p = sub.add_parser(
+        "detect",
+        help="fit a detector on held-out normal data and report metrics per score",
+        **example("tfpvae detect --model runs/fashion --normal fashion_mnist --anomalous mnist \\\n    --limit 500"),
+    )
     add_scoring_args(p)
     p.add_argument("--normal", choices=DATASETS, required=True, help="dataset the model takes as normal")
     p.add_argument("--anomalous", choices=DATASETS, required=True, help="dataset of anomalies")
@@ -75,7 +94,12 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
         type=int_at_least(4),
         help="use N anomalous and 2N normal test images (N >= 4), spread evenly over each split",
     )
-    p.add_argument("--target-fpr", type=float_in(0.0, 1.0), default=0.05, help="false-positive rate of the threshold")
+    p.add_argument(
+        "--target-fpr",
+        type=float_in(0.0, 1.0),
+        default=0.05,
+        help="false-positive rate of the threshold (default 0.05)",
+    )
     p.set_defaults(func=detect)
 
 

@@ -19,13 +19,17 @@ from tfpvae._arguments import (
     positive_int,
     seed,
 )
-from tfpvae.cli._common import add_data_args, as_flags, typed
+from tfpvae.cli._common import add_data_args, as_flags, example, typed
 from tfpvae.config import LR_SCHEDULES, STRATEGIES
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae train`."""
-    p = sub.add_parser("train", help="train a model and write it with samples and plots")
+    p = sub.add_parser(
+        "train",
+        help="train a model and write it with samples and plots",
+        **example("tfpvae train --dataset fashion_mnist --epochs 2 --seed 0 --out runs/fashion"),
+    )
     add_data_args(p, required=False)
     p.add_argument(
         "--input",
