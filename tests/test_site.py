@@ -61,6 +61,7 @@ def test_a_clean_page_has_no_problems(tmp_path):
         ("<ul><li><strong>*</strong> <strong>KL warm-up</strong></li></ul><p>**KL warm-up** (text)</p>", "'**'"),
         ("<p>Returns the <code>x</code> and `y` arrays.</p>", "backtick"),
         ("<p>Steps:\n* first\n* second</p>", "list marker"),
+        ("<p>An image of H<em>W</em>C values.</p>", "emphasis inside a word"),
         ("<p>The loss is $$ -\\log p(x) $$ here.</p>", "TeX"),
         ('<p><span class="arithmatex">\\(x^2\\)</span></p>', "TeX"),
         ("<h2>Results (issue 5)</h2>", "issue number"),

@@ -2,10 +2,10 @@
 
 Two kinds of check, each returning one line per problem (`page: what`):
 
-* `static_problems` reads the HTML: doctest prompts (`>>>`) or raw Markdown (`**`, backticks, `* ` list markers)
-  in the text instead of code blocks, formulas left as TeX instead of MathML, images whose file is missing,
-  code lines longer than the text column holds, and notes meant for developers (issue numbers, paths of a
-  development checkout).
+* `static_problems` reads the HTML: doctest prompts (`>>>`) or raw Markdown (`**`, backticks, `* ` list
+  markers, emphasis inside a word) in the text instead of code blocks, formulas left as TeX instead of MathML,
+  images whose file is missing, code lines longer than the text column holds, and notes meant for developers
+  (issue numbers, paths of a development checkout).
 * `layout_problems` opens every page in headless Chromium at a desktop and a phone width and measures what the
   HTML cannot say: code blocks and tables wider than the column at 1280 px, names in table cells broken over two
   lines, images that do not load, and pages that scroll sideways on a phone.
@@ -138,6 +138,11 @@ def static_problems(site: str | Path, code_columns: int = CODE_COLUMNS, only: st
                 if len(line) > code_columns:
                     problems.append(f"{rel}: a code line of {len(line)} characters (> {code_columns}): {line[:60]}...")
                     break
+        # `H*W*C` or `a_b_c` outside code turns into H<em>W</em>C: emphasis that starts or ends inside a word.
+        match = re.search(r"\w<em>|</em>\w", article)
+        if match:
+            excerpt = article[match.start() - 30 : match.end() + 30]
+            problems.append(f"{rel}: emphasis inside a word (Markdown * or _ outside code): {excerpt!r}")
         for src in parser.images:
             if src.startswith(("data:", "http://", "https://")):
                 continue
