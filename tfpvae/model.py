@@ -49,7 +49,7 @@ class KLOnceMultivariateNormalTriL(tfpl.MultivariateNormalTriL):
     `DistributionLambda.__call__` hands Keras a (distribution, sample) pair, and Keras
     applies the activity regularizer to every flattened output, so a
     `KLDivergenceRegularizer` is added to `model.losses` twice
-    ([TensorFlow Probability issue 1215](https://github.com/tensorflow/probability/issues/1215)).
+    ([tensorflow/probability#1215](https://github.com/tensorflow/probability/issues/1215)).
     Here it sees only the distribution.
 
     Args:

@@ -175,8 +175,17 @@ function measure(doc, win, width) {
   for (const el of main.querySelectorAll('.md-typeset__scrollwrap, .md-typeset__table'))
     if (el.scrollWidth > el.clientWidth + 1)
       out.push(`a table is wider than the column at ${width} px (${el.scrollWidth} > ${el.clientWidth} px)`);
-  for (const el of main.querySelectorAll('td code, th code'))
-    if (el.getClientRects().length > 1) out.push(`'${el.textContent}' is broken over two lines in a table`);
+  // A name in a table cell must not break inside itself (between words is fine).
+  for (const el of main.querySelectorAll('td code, th code')) {
+    if (el.getClientRects().length < 2) continue;
+    const walker = doc.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode())
+      for (const token of node.data.matchAll(/\\S+/g)) {
+        const range = doc.createRange();
+        range.setStart(node, token.index); range.setEnd(node, token.index + token[0].length);
+        if (range.getClientRects().length > 1) out.push(`'${token[0]}' is broken over two lines in a table`);
+      }
+  }
   return out;
 }
 async function run() {
