@@ -206,7 +206,7 @@ def test_readme_opens_with_the_two_commands():
     assert language == "bash"
     first = "pip install . && tfpvae train --dataset digits --epochs 60 --batch-size 32 --latent-dim 8 --seed 0"
     assert commands[0] == first + " --out runs/digits"
-    assert commands[1] == 'pip install -e ".[test,dev]" && python -m pytest -q'
+    assert commands[1] == 'pip install -e ".[test,dev]" && python -m pytest -q -n 2'
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci, ".ci/run must run README's second command"
 

@@ -93,7 +93,8 @@ def test_the_browser_measures_what_the_html_cannot_say(tmp_path):
     )
     broken_name = '<table><tr><td style="width: 40px; max-width: 40px"><code>fashion_mnist</code></td></tr></table>'
     # Words of one piece of code on two lines are fine: only a word split inside itself is a defect.
-    two_words = '<table><tr><td style="width: 70px; max-width: 70px; padding: 0; font: 10px monospace"><code>score --out FILE</code></td></tr></table>'
+    cell = "width: 70px; max-width: 70px; padding: 0; font: 10px monospace"
+    two_words = f'<table><tr><td style="{cell}"><code>score --out FILE</code></td></tr></table>'
     site = write_site(tmp_path, CLEAN + wide_code + wide_table + broken_name + two_words + '<img src="img/gone.png">')
     problems = check_site.layout_problems(site, widths=(1280,))
     found = "\n".join(problems)
@@ -104,6 +105,13 @@ def test_the_browser_measures_what_the_html_cannot_say(tmp_path):
     assert len(problems) == 4, problems
     clean = write_site(tmp_path / "clean", CLEAN)
     assert check_site.layout_problems(clean, widths=(1280, 390)) == []
+
+
+def test_a_function_name_is_spaced_from_its_argument_as_in_tex():
+    out = mkdocs_mathml.on_page_content('<span class="arithmatex">\\(\\log p(x) = \\log(x)\\)</span>')
+    assert out.count("<mi>log</mi>") == 2
+    assert '<mi>log</mi><mspace width="0.1667em"></mspace><mi>p</mi>' in out  # log p: a thin space
+    assert '<mi>log</mi><mo stretchy="false">&#x00028;</mo>' in out  # log(x): none, as in TeX
 
 
 def test_formulas_become_mathml():

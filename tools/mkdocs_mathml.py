@@ -22,6 +22,11 @@ _FORMULA = re.compile(
 )
 
 
+# A function name such as log written before its argument without brackets ("log p(x)"): latex2mathml sets
+# the two side by side ("logp(x)"), where TeX puts a thin space.
+_FUNCTION_THEN_ARGUMENT = re.compile(r"(<mi>(?:log|ln|exp|det|sin|cos|tan)</mi>)(?!<mo stretchy=\"false\">&#x00028;)")
+
+
 def to_mathml(match: re.Match) -> str:
     """Return the MathML for one arithmatex element (display math for `\\[...\\]`)."""
     tex = html.unescape(match.group("tex")).strip()
@@ -34,6 +39,7 @@ def to_mathml(match: re.Match) -> str:
     unknown = re.search(r">(\\[A-Za-z]+)<", mathml)
     if unknown:
         raise ValueError(f"formula {tex!r} does not convert to MathML: unknown command {unknown.group(1)}")
+    mathml = _FUNCTION_THEN_ARGUMENT.sub(r'\1<mspace width="0.1667em"></mspace>', mathml)
     if display == "block":
         return f'<div class="arithmatex">{mathml}</div>'
     return f'<span class="arithmatex">{mathml}</span>'
