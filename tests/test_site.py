@@ -112,6 +112,8 @@ def test_a_function_name_is_spaced_from_its_argument_as_in_tex():
     assert out.count("<mi>log</mi>") == 2
     assert '<mi>log</mi><mspace width="0.1667em"></mspace><mi>p</mi>' in out  # log p: a thin space
     assert '<mi>log</mi><mo stretchy="false">&#x00028;</mo>' in out  # log(x): none, as in TeX
+    subscript = mkdocs_mathml.on_page_content('<span class="arithmatex">\\(\\log_2 p\\)</span>')
+    assert '<msub><mi>log</mi><mn>2</mn></msub><mspace width="0.1667em"></mspace><mi>p</mi>' in subscript
 
 
 def test_formulas_become_mathml():

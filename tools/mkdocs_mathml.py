@@ -22,9 +22,13 @@ _FORMULA = re.compile(
 )
 
 
-# A function name such as log written before its argument without brackets ("log p(x)"): latex2mathml sets
-# the two side by side ("logp(x)"), where TeX puts a thin space.
-_FUNCTION_THEN_ARGUMENT = re.compile(r"(<mi>(?:log|ln|exp|det|sin|cos|tan)</mi>)(?!<mo stretchy=\"false\">&#x00028;)")
+# A function name such as log written before its argument without brackets ("log p(x)", "log_2 p(x)"):
+# latex2mathml sets the two side by side ("logp(x)"), where TeX puts a thin space. The space goes after the
+# name, or after the whole <msub> when the name has a subscript (inside <msub> it would become the subscript).
+_NAME = r"<mi>(?:log|ln|exp|det|sin|cos|tan)</mi>"
+_FUNCTION_THEN_ARGUMENT = re.compile(
+    rf"((?<!<msub>){_NAME}|<msub>{_NAME}<(mn|mi)>[^<]*</\2></msub>)(?!<mo stretchy=\"false\">&#x00028;)"
+)
 
 
 def to_mathml(match: re.Match) -> str:
