@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from tfpvae.precision import networks_in, resolve_precision
 from tfpvae.priors import build_prior, check_prior, sample_prior, uses_exact_kl
 from tfpvae.scoring import log_weight_terms
 from tfpvae.serialization import ModelFormatError, read_model_files, write_model_files
+
+if TYPE_CHECKING:  # for the annotations only: the estimator is built on first use
+    from tfpvae.likelihood import LikelihoodEstimator
 
 # Codes decoded per call when turning many latents into images: bounds peak memory.
 _DECODE_CHUNK = 1024
@@ -437,11 +440,11 @@ class VAE(tfk.Model):
 
     # ------------------------------------------------------------------ likelihoods
     @property
-    def likelihood(self):
+    def likelihood(self) -> LikelihoodEstimator:
         """The model's float32 `tfpvae.likelihood.LikelihoodEstimator`: `estimator("float32")`."""
         return self.estimator("float32")
 
-    def estimator(self, precision: str = "float32"):
+    def estimator(self, precision: str = "float32") -> LikelihoodEstimator:
         """The model's `tfpvae.likelihood.LikelihoodEstimator` in `precision`, built once and reused.
 
         Reusing it matters: each estimator compiles its own `tf.function`.
