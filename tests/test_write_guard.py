@@ -128,3 +128,14 @@ def test_check_new_file(tmp_path):
         check_new_file(path, "out")
     assert check_new_file(path, "out", overwrite=True) == path
     assert path.read_text() == "hours of scores"
+
+
+def test_the_holders_command_is_kept_whole_up_to_its_limit(monkeypatch):
+    from tfpvae import write_guard
+
+    long_path = "/tmp/" + "d" * 300 + "/run"  # longer than a pytest-xdist worker's tmp paths, shorter than the limit
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/tfpvae", "train", "--out", long_path])
+    assert write_guard._command() == f"tfpvae train --out {long_path}"
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/tfpvae", "train", "--out", "x" * 2000])
+    cut = write_guard._command()
+    assert len(cut) == write_guard.COMMAND_LIMIT and cut.startswith("tfpvae train --out xxx") and cut.endswith("...")

@@ -92,19 +92,25 @@ def _owner() -> str:
         {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "command": _command()[:200],
+            "command": _command(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
     )
 
 
+# The longest command line a holder's record keeps: room for every flag and long paths, yet a bounded message.
+COMMAND_LIMIT = 1000
+
+
 def _command() -> str:
-    """This process's command line as typed: `python -m tfpvae train ...` shows as `tfpvae train ...`."""
+    """This process's command line as typed: `python -m tfpvae train ...` shows as `tfpvae train ...`; one longer
+    than COMMAND_LIMIT characters is cut there and ends with `...`."""
     if not sys.argv:
         return ""
     program = Path(sys.argv[0])
     name = program.parent.name if program.name == "__main__.py" else program.name
-    return " ".join([name, *sys.argv[1:]])
+    command = " ".join([name, *sys.argv[1:]])
+    return command if len(command) <= COMMAND_LIMIT else command[: COMMAND_LIMIT - 3] + "..."
 
 
 def _holder(folder: Path) -> str:
