@@ -15,6 +15,7 @@ import math
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tfpvae
@@ -215,3 +216,40 @@ def test_serving_benchmark_checks_every_answer(data_dir, tmp_path):
     assert load["requests_per_s"] > 0 and load["memory"]["peak_rss_mb"] >= load["memory"]["rss_before_mb"] > 0
     assert result["chunk_images"] * result["num_samples"] <= result["max_batch_elements"]
     assert all(math.isfinite(v) for v in _finite_numbers(result))
+
+
+def test_ood_suite_sets_are_the_transforms_they_name():
+    ood = _script("ood_suite")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(size=(12, 28, 28, 1)).astype(np.float32)
+    other = rng.uniform(size=(20, 28, 28, 1)).astype(np.float32)
+    sets = ood.build_suite(base, other, "other", n=10, seed=0)
+    assert list(sets)[0] == "other" and len(sets) >= 25
+    for name, images in sets.items():
+        assert images.shape == (10, 28, 28) or images.shape == (10, 28, 28, 1), name
+        assert images.dtype == np.float32 and images.min() >= 0 and images.max() <= 1, name
+    x = base[:10, ..., 0]
+    np.testing.assert_array_equal(np.squeeze(sets["hflip"]), x[:, :, ::-1])
+    np.testing.assert_array_equal(np.squeeze(sets["vflip"]), x[:, ::-1, :])
+    np.testing.assert_allclose(np.squeeze(sets["invert"]), 1 - x)
+    again = ood.build_suite(base, other, "other", n=10, seed=0)
+    assert all(np.array_equal(again[k], sets[k]) for k in sets)  # seeded: the same suite every run
+
+
+def test_grey_entropy_is_the_binary_entropy_of_the_pixels():
+    ood = _script("ood_suite")
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    x[1] = 0.5
+    np.testing.assert_allclose(ood.grey_entropy(x), [0.0, 28 * 28 * math.log(2)], atol=1e-6)
+
+
+def test_ood_suite_quick_run(data_dir, tmp_path):
+    out = tmp_path / "ood.jsonl"
+    argv = f"--quick --datasets mnist --no-timing --runs {tmp_path / 'runs'} --data-dir {data_dir} --out {out}"
+    assert _script("ood_suite").main(shlex.split(argv)) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    sets = [line for line in lines if "set" in line]
+    assert len(sets) >= 25 and sets[0]["set"] == "fashion_mnist"
+    for line in sets:
+        assert {"log_prob", "complexity", "dose_kde_kl"} <= set(line["auroc"])
+        assert all(0.0 <= v <= 1.0 for v in line["auroc"].values()), line
