@@ -4,6 +4,7 @@ run on the built site; and the MathML hook of tools/mkdocs_mathml.py."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import check_site  # noqa: E402
 import mkdocs_mathml  # noqa: E402
 
 needs_mkdocs = pytest.mark.skipif(
-    importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocs_jupyter") is None,
+    any(importlib.util.find_spec(m) is None for m in ("mkdocs", "mkdocstrings_handlers", "mkdocs_jupyter")),
     reason='the docs extra is not installed: pip install -e ".[docs]"',
 )
 needs_chromium = pytest.mark.skipif(check_site.find_chromium() is None, reason="no Chromium on PATH")
@@ -139,17 +140,24 @@ def test_a_formula_that_does_not_convert_fails_the_build_naming_itself(tex, why)
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The documentation site, built once with mkdocs --strict."""
+    """The documentation site, built once with mkdocs --strict (a warning, such as a broken link, fails it)."""
     out = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     return out
+
+
+@needs_mkdocs
+@pytest.mark.slow
+def test_the_site_builds_strict(site):
+    assert (site / "api" / "model" / "index.html").is_file()
 
 
 @needs_mkdocs

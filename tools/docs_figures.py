@@ -164,8 +164,8 @@ def draw_default_model(plan: Plan, runs: Path, out: Path) -> None:
     for ax in curves.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     save(curves, out / "training_curves.png", dpi=120)
-    if plan.foreign_dataset:
-        (_, _), (x_other, _) = tfpvae.datasets.load("fashion_mnist")
+    if plan.anomaly_dataset:  # the anomaly run's normal data: clothes beside the digits
+        (_, _), (x_other, _) = tfpvae.datasets.load(plan.anomaly_dataset)
         mixed = np.concatenate([x_test[:2], x_other[:2]])  # two digits, two clothes
     else:
         mixed = np.concatenate([x_test[:2], 1.0 - x_test[2:4]])
