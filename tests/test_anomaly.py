@@ -13,6 +13,7 @@ from sklearn.model_selection import GridSearchCV
 import tfpvae
 from tfpvae.anomaly import (
     CONTEXT_TEMPLATE,
+    DETECTOR_SCORES,
     SCORES,
     AnomalyDetector,
     compressed_bits,
@@ -202,7 +203,7 @@ def test_compressor_input_errors():
 @pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_detector_threshold_fpr_and_conformal_p_values():
     normal = _images(4000, 0.3, 1)
-    det = AnomalyDetector(estimator=_FakeEstimator(), target_fpr=0.1, seed=0).fit(normal)
+    det = AnomalyDetector(estimator=_FakeEstimator(), score="log_prob", target_fpr=0.1, seed=0).fit(normal)
     assert det.threshold_ == pytest.approx(np.quantile(det.calibration_scores_, 0.1))
     fresh = _images(4000, 0.3, 2)
     flagged = np.mean(det.predict(fresh) == -1)
@@ -218,16 +219,17 @@ def test_detector_threshold_fpr_and_conformal_p_values():
 
 def test_contamination_threshold_and_typicality():
     normal = _images(2000, 0.3, 4)
-    det = AnomalyDetector(estimator=_FakeEstimator(), threshold="contamination", contamination=0.2).fit(normal)
+    det = AnomalyDetector(estimator=_FakeEstimator(), score="log_prob", threshold="contamination", contamination=0.2)
+    det.fit(normal)
     assert np.mean(det.calibration_scores_ < det.threshold_) == pytest.approx(0.2, abs=0.05)
     typ = AnomalyDetector(estimator=_FakeEstimator(), score="typicality").fit(normal)
     assert typ.typical_nll_ == pytest.approx(-_known_log_prob(np.full((1, 16), 0.3))[0], rel=0.05)
-    # Only typicality holds images back for its reference; the other scores calibrate on all.
+    # Only typicality (and combined) hold images back for their reference; the others calibrate on all.
     assert len(det.calibration_scores_) == 2000 and len(typ.calibration_scores_) == 1000
     # Too little ink is atypical too: typicality flags it, raw likelihood prefers it.
     empty = np.zeros((10, 4, 4, 1), np.float32)
     assert np.all(typ.predict(empty) == -1)
-    assert np.all(AnomalyDetector(estimator=_FakeEstimator()).fit(normal).predict(empty) == 1)
+    assert np.all(AnomalyDetector(estimator=_FakeEstimator(), score="log_prob").fit(normal).predict(empty) == 1)
 
 
 def test_detector_errors():
@@ -243,7 +245,7 @@ def test_detector_errors():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"score": "nope"}, "`score` must be one of 'log_prob'"),
+        ({"score": "nope"}, "`score` must be one of 'combined'"),
         ({"num_samples": 0}, "`num_samples` must be an int >= 1; got 0"),
         ({"num_samples": "8"}, "`num_samples` must be an int >= 1; got '8'"),
         ({"threshold": "top"}, "`threshold` must be one of 'fpr', 'contamination'; got 'top'"),
@@ -393,6 +395,9 @@ def _assert_same_fit(a, b):
     assert a.get_params() == b.get_params() and a.estimator_ is b.estimator_
     assert a.threshold_ == b.threshold_ and a.typical_nll_ == b.typical_nll_
     np.testing.assert_array_equal(a.calibration_scores_, b.calibration_scores_)
+    if a.score == "combined":  # the same density and reference p-values
+        np.testing.assert_array_equal(a.combined_.pose_reference_, b.combined_.pose_reference_)
+        np.testing.assert_array_equal(a.combined_.density_reference_, b.combined_.density_reference_)
 
 
 @pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
@@ -401,7 +406,7 @@ def test_fit_detectors_equal_detectors_fitted_one_by_one(trained_digits, digits)
     x_fit, x_new = xt[:41], xt[41:60]  # odd: the typicality split rounds
     settings = dict(num_samples=4, seed=3, target_fpr=0.1, calibration_fraction=0.4, progress=False)
     detectors = fit_detectors(trained_digits, x_fit, **settings)
-    assert list(detectors) == list(SCORES)  # default: every score the model gives
+    assert list(detectors) == list(DETECTOR_SCORES)  # default: every score the model gives
     for name, detector in detectors.items():
         alone = AnomalyDetector(trained_digits, score=name, **settings).fit(x_fit)
         _assert_same_fit(detector, alone)

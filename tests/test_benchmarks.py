@@ -9,7 +9,6 @@ end to end (both references, the memory subprocess, the summary) and reports eve
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shlex
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import benchmark
 
 import tfpvae
 
@@ -25,16 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench():
-    return _script("run")
+    return benchmark("run")
 
 
 def _finite_numbers(value):
@@ -89,7 +82,7 @@ def test_overrides_are_typed(bench):
 def test_anomaly_benchmark_quick_run(data_dir, tmp_path):
     out = tmp_path / "anomaly.jsonl"
     argv = shlex.split(f"--quick --digits 3 --data-dir {shlex.quote(str(data_dir))} --out {out}")
-    assert _script("anomaly").main(argv) == 0
+    assert benchmark("anomaly").main(argv) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["task"] for line in lines] == [
         "fashion_mnist -> mnist",
@@ -111,7 +104,7 @@ def test_anomaly_benchmark_quick_run(data_dir, tmp_path):
 
 
 def test_compressor_study_prints_every_template(data_dir, capsys):
-    compressor = _script("compressor")
+    compressor = benchmark("compressor")
     assert compressor.main(shlex.split(f"--images 5 --pseudo-counts 0.5 --data-dir {shlex.quote(str(data_dir))}")) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "bits" not in line]
     assert len(rows) == 1 + len(compressor.TEMPLATES)  # zlib, then one row per template
@@ -125,7 +118,7 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     recipe = f"--dataset binarized_mnist --data-dir {shlex.quote(str(data_dir))} --out {out} --train-images 512"
     recipe += " --test-images 16 --num-samples 8 --latent-dim 4 --prior mixture --train-samples 3"
     recipe += " --kl-warmup-epochs 1 --lr-schedule cosine --early-stopping 1 --dropout 0.1"
-    assert _script("best_likelihood").main(shlex.split(f"{recipe} --epochs 3")) == 0
+    assert benchmark("best_likelihood").main(shlex.split(f"{recipe} --epochs 3")) == 0
     summary = json.loads((out / "best_likelihood.json").read_text())
     assert summary["num_images"] == 16 and summary["num_samples"] == 8
     assert 1 <= summary["epochs_completed"] <= 3
@@ -140,14 +133,14 @@ def test_best_likelihood_recipe_smoke_run(data_dir, tmp_path):
     assert summary["iwae_nll_stderr"] == pytest.approx(log_p.std(ddof=1) / 4, rel=1e-4)
     assert summary["final_train_loss"] == reloaded.training_history["loss"][-1]
     # --resume continues the checkpoint to the new total (--epochs counts all epochs).
-    assert _script("best_likelihood").main(shlex.split(f"{recipe} --epochs 4 --resume")) == 0
+    assert benchmark("best_likelihood").main(shlex.split(f"{recipe} --epochs 4 --resume")) == 0
     resumed = json.loads((out / "best_likelihood.json").read_text())
     assert resumed["epochs_completed"] == 4 and resumed["recipe"]["resume"] is True
     assert len(tfpvae.load(out).training_history["loss"]) == 4
 
 
 def test_step_time_reports_every_candidate(data_dir, capsys):
-    step_time = _script("step_time")
+    step_time = benchmark("step_time")
     flags = f"--data-dir {shlex.quote(str(data_dir))} --base latent_dim=2,hidden_units=8,train_samples=2,seed=0"
     flags += " --candidate plain: --candidate vamp:prior=vamp,num_components=3 --steps 2 --rounds 2"
     assert step_time.main(shlex.split(flags)) == 0
@@ -164,7 +157,7 @@ def test_step_time_reports_every_candidate(data_dir, capsys):
 
 
 def test_roofline_counts_the_products_and_reports_fractions(tmp_path):
-    roofline = _script("roofline")
+    roofline = benchmark("roofline")
     model = tfpvae.VAE(input_shape=(28, 28, 1))
     # The default MLP: 784-512-256-152 encoder, 16-256-512-784 decoder, 2 FLOPs per multiply-add.
     assert roofline.layer_flops(model.encoder) == 2 * (784 * 512 + 512 * 256 + 256 * 152)
@@ -187,7 +180,7 @@ def test_roofline_counts_the_products_and_reports_fractions(tmp_path):
 
 
 def test_precision_tradeoff_reports_speed_error_and_auroc(data_dir, tmp_path):
-    precision = _script("precision")
+    precision = benchmark("precision")
     out = tmp_path / "precision.json"
     flags = f"--datasets mnist --epochs 1 --images 40 --num-samples 4 --rounds 1 --data-dir {data_dir} --out {out}"
     assert precision.main(shlex.split(flags)) == 0
@@ -204,7 +197,7 @@ def test_serving_benchmark_checks_every_answer(data_dir, tmp_path):
     out = tmp_path / "serving.json"
     flags = "--epochs 1 --train-limit 512 --num-samples 4 --requests 12 --max-images 8 --threads 2 --small 4"
     flags += f" --huge 40 --data-dir {shlex.quote(str(data_dir))} --out {out}"
-    assert _script("serving").main(shlex.split(flags)) == 0
+    assert benchmark("serving").main(shlex.split(flags)) == 0
     result = json.loads(out.read_text())
     load = result["load"]
     assert load["requests"] == 12 and 12 <= load["images"] <= 96 and load["threads"] == 2
@@ -219,7 +212,7 @@ def test_serving_benchmark_checks_every_answer(data_dir, tmp_path):
 
 
 def test_ood_suite_sets_are_the_transforms_they_name():
-    ood = _script("ood_suite")
+    ood = benchmark("ood_suite")
     rng = np.random.default_rng(0)
     base = rng.uniform(size=(12, 28, 28, 1)).astype(np.float32)
     other = rng.uniform(size=(20, 28, 28, 1)).astype(np.float32)
@@ -237,7 +230,7 @@ def test_ood_suite_sets_are_the_transforms_they_name():
 
 
 def test_grey_entropy_is_the_binary_entropy_of_the_pixels():
-    ood = _script("ood_suite")
+    ood = benchmark("ood_suite")
     x = np.zeros((2, 28, 28, 1), np.float32)
     x[1] = 0.5
     np.testing.assert_allclose(ood.grey_entropy(x), [0.0, 28 * 28 * math.log(2)], atol=1e-6)
@@ -246,7 +239,7 @@ def test_grey_entropy_is_the_binary_entropy_of_the_pixels():
 def test_ood_suite_quick_run(data_dir, tmp_path):
     out = tmp_path / "ood.jsonl"
     argv = f"--quick --datasets mnist --no-timing --runs {tmp_path / 'runs'} --data-dir {data_dir} --out {out}"
-    assert _script("ood_suite").main(shlex.split(argv)) == 0
+    assert benchmark("ood_suite").main(shlex.split(argv)) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     sets = [line for line in lines if "set" in line]
     assert len(sets) >= 25 and sets[0]["set"] == "fashion_mnist"

@@ -33,7 +33,10 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "anomaly",
+    "anomaly_maps",
+    "batch_tests",
     "charts",
+    "combined",
     "config",
     "datasets",
     "embedding",
@@ -41,6 +44,7 @@ _SUBMODULES = (
     "figures",
     "latent",
     "likelihood",
+    "metrics",
     "model",
     "networks",
     "plots",

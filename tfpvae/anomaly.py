@@ -16,22 +16,23 @@ pass of importance draws per image set.
   compressed length L(x) in bits (Serra et al., ICLR 2020): how many bits the model saves
   over a generic compressor. Out-of-distribution data that is simpler than the training
   data, where raw likelihood fails.
+* `combined` (the detector's default): a density of several of these statistics and two
+  image statistics, joined with a pose test and `complexity` by Fisher's method
+  (`tfpvae.combined`). Any shift; it needs fitting, so `compute_scores` does not give it.
 
 Raw likelihood fails on simpler foreign images: a model of Fashion-MNIST gives MNIST digits
 (mostly black background) *higher* likelihood than its own data. The likelihood mixes "how
 typical is this for my data" with "how compressible is this image at all"; `complexity`
 subtracts the second part with a generic compressor (an adaptive context-model coder of
 the binary image, `context_code_length`), which works as a likelihood ratio against a
-universal background model. Use `complexity` for dataset shift between image domains,
-`log_prob`/`elbo` for defects within one domain, and look at several scores with
-`detection_metrics` (or `detection_report`) before choosing.
+universal background model. `combined` holds against the most kinds of shift
+(docs/anomaly-benchmarks.md); compare the scores on your own shift with `detection_report`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,14 +42,17 @@ from sklearn.base import BaseEstimator, OutlierMixin, clone
 from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int, check_seed
 from tfpvae.compression import COMPRESSORS, CONTEXT_TEMPLATE, compressed_bits, context_code_length
 from tfpvae.config import PRECISIONS
+from tfpvae.metrics import detection_metrics, evaluate
 from tfpvae.scoring import SCORES
 
 __all__ = [
     "COMPRESSORS",
     "CONTEXT_TEMPLATE",
+    "DETECTOR_SCORES",
     "SCORES",
     "AnomalyDetector",
     "available_scores",
+    "combined_statistics",
     "compressed_bits",
     "compute_scores",
     "context_code_length",
@@ -59,6 +63,8 @@ __all__ = [
     "score_all",
 ]
 THRESHOLDS = ("fpr", "contamination")
+DETECTOR_SCORES = ("combined", *SCORES)  # "combined" is fitted on normal images (`tfpvae.combined`)
+PASS = ("log_prob", "rate", "distortion", "complexity")  # what "combined" reads of one scoring pass
 # Parameters that `sklearn.base.clone` passes on by reference: a Keras model (which cannot be
 # deep-copied) and its likelihood estimator (whose traced `tf.function` is worth sharing).
 _SHARED_PARAMS = ("model", "estimator")
@@ -67,10 +73,13 @@ _SCORING_PARAMS = ("num_samples", "seed", "binarize_seed", "progress", "compress
 _SHARED_SETTINGS = ("estimator_", "num_samples", "seed", "binarize_seed", "compressor")
 
 
-def available_scores(estimator: Any) -> tuple[str, ...]:
-    """The `SCORES` an estimator can give: all of them, or for a model without a likelihood
-    (a plain autoencoder, `LikelihoodEstimator.defines_likelihood` False) only "distortion"."""
-    return SCORES if getattr(estimator, "defines_likelihood", True) else ("distortion",)
+def available_scores(estimator: Any, detector: bool = False) -> tuple[str, ...]:
+    """The `SCORES` an estimator can give (with `detector`, the `DETECTOR_SCORES`): all of
+    them, or for a model without a likelihood (a plain autoencoder,
+    `LikelihoodEstimator.defines_likelihood` False) only "distortion"."""
+    if not getattr(estimator, "defines_likelihood", True):
+        return ("distortion",)
+    return DETECTOR_SCORES if detector else SCORES
 
 
 def compute_scores(
@@ -174,71 +183,6 @@ def compute_scores(
     return {name: np.asarray(out[name], np.float64) for name in names}
 
 
-def detection_metrics(normal_scores: Any, anomalous_scores: Any) -> dict[str, float]:
-    """Detection metrics for scores where higher means more normal.
-
-    Args:
-      normal_scores: array (n,) of scores of normal images.
-      anomalous_scores: array (m,) of scores of anomalous images.
-
-    Returns:
-      dict with "auroc" and "auprc" (anomalies as the positive class) and "fpr_at_95_tpr"
-      (fraction of normal images flagged when 95% of anomalies are caught).
-
-    Raises:
-      ValueError: an argument that is not a non-empty 1-D array without NaN.
-
-    Examples:
-      >>> # 5 of the 6 (normal, anomalous) pairs are ranked right
-      >>> detection_metrics([3.0, 2.0, 1.0], [0.0, 1.5])["auroc"]
-      0.8333333333333334
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-
-    normal, anomalous = np.asarray(normal_scores, np.float64), np.asarray(anomalous_scores, np.float64)
-    for name, arr in (("normal_scores", normal), ("anomalous_scores", anomalous)):
-        if arr.ndim != 1 or len(arr) == 0 or np.any(np.isnan(arr)):
-            nans = int(np.isnan(arr).sum()) if arr.ndim == 1 else 0
-            raise ValueError(
-                f"`{name}` must be a non-empty 1-D array of scores without NaN; got shape {arr.shape}, {nans} NaN."
-            )
-    # -inf (an image the model calls impossible) is the most anomalous score there is: rank
-    # infinities beyond every finite score, since scikit-learn's metrics refuse them.
-    pooled = np.r_[normal, anomalous]
-    finite = pooled[np.isfinite(pooled)]
-    low, high = (finite.min() - 1.0, finite.max() + 1.0) if finite.size else (-1.0, 1.0)
-    normal, anomalous = (np.clip(np.nan_to_num(a, posinf=high, neginf=low), low, high) for a in (normal, anomalous))
-    labels = np.r_[np.zeros(len(normal)), np.ones(len(anomalous))]
-    anomaly_score = -np.r_[normal, anomalous]
-    fpr, tpr, _ = roc_curve(labels, anomaly_score)
-    return {
-        "auroc": float(roc_auc_score(labels, anomaly_score)),
-        "auprc": float(average_precision_score(labels, anomaly_score)),
-        "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
-    }
-
-
-def evaluate(scores_normal: Any, scores_anomalous: Any) -> dict[str, float]:
-    """Deprecated alias of `detection_metrics`, removed in tfpvae 0.3.
-
-    The name clashed with `VAE.evaluate` and `tfpvae evaluate`, which give the NLL.
-
-    Args:
-      scores_normal: array (n,) of scores of normal images.
-      scores_anomalous: array (m,) of scores of anomalous images.
-
-    Returns:
-      `detection_metrics(scores_normal, scores_anomalous)`.
-    """
-    warnings.warn(
-        "`tfpvae.anomaly.evaluate` is deprecated and will be removed in tfpvae 0.3; "
-        "use `tfpvae.anomaly.detection_metrics(normal_scores, anomalous_scores)` instead (the same metrics).",
-        FutureWarning,
-        stacklevel=2,
-    )
-    return detection_metrics(scores_normal, scores_anomalous)
-
-
 class _InvalidParameterError(ValueError, TypeError):
     """A detector parameter that `fit` refuses (both kinds, as scikit-learn's own)."""
 
@@ -260,15 +204,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     Args:
       model: a trained `tfpvae.VAE` (its `likelihood` estimator is used), or any object
         `LikelihoodEstimator.from_model` accepts; or pass `estimator` instead.
-      score: one of `SCORES`.
+      score: one of `DETECTOR_SCORES`. Default "combined", the score that holds against
+        the most kinds of shift (see `tfpvae.combined`).
       num_samples: importance samples per image.
       threshold: "fpr" (flag the `target_fpr` lowest-scoring fraction of normal data) or
         "contamination" (flag the `contamination` fraction).
       target_fpr: false-positive rate on normal data for threshold="fpr", in (0, 1).
       contamination: expected outlier fraction for threshold="contamination", in (0, 0.5].
-      calibration_fraction: for "typicality", the share of the fit data used for
-        calibration, in (0, 1]; the rest is the reference. Other scores calibrate on all of
-        it.
+      calibration_fraction: for "typicality" and "combined", the share of the fit data
+        used for calibration, in (0, 1]; the rest is the reference (the typical NLL; the
+        density and its p-values). Other scores calibrate on all of it.
       seed: seed for the split and for the Monte Carlo scores.
       binarize_seed: score a fixed binarisation of grey images.
       compressor: L(x) of the "complexity" score, "context" or "zlib".
@@ -284,9 +229,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
       threshold_: score below which `predict` returns -1.
       calibration_scores_: sorted scores of the calibration images, array (n_cal,).
       typical_nll_: mean -log p(x) of the reference images for "typicality", else None.
+      combined_: the fitted `tfpvae.combined.CombinedScore` for "combined", else None.
 
     Examples:
-      >>> detector = AnomalyDetector(model, score="complexity")
+      >>> detector = AnomalyDetector(model)  # score="combined"
       >>> detector.fit(x_normal_heldout)
       >>> detector.predict(x_new)       # +1 inlier, -1 outlier
       >>> detector.p_values(x_new)      # small = unlike the normal data
@@ -306,7 +252,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     def __init__(
         self,
         model: Any = None,
-        score: str = "log_prob",
+        score: str = "combined",
         num_samples: int = 100,
         threshold: str = "fpr",
         target_fpr: float = 0.05,
@@ -362,7 +308,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """
         above_0 = dict(minimum=0.0, min_inclusive=False)
         try:
-            check_choice(self.score, "score", SCORES)
+            check_choice(self.score, "score", DETECTOR_SCORES)
             check_int(self.num_samples, "num_samples")
             check_choice(self.threshold, "threshold", THRESHOLDS)
             # Open at both ends, as `tfpvae detect --target-fpr`: 0 flags nothing, 1 flags everything.
@@ -376,7 +322,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         except (TypeError, ValueError) as err:
             raise _InvalidParameterError(str(err)) from None
         estimator = self._build_estimator() if estimator is None else estimator
-        if self.score not in available_scores(estimator):
+        if self.score not in available_scores(estimator, detector=True):
             estimator.require_likelihood(self.score)  # a plain autoencoder: only "distortion"
         return estimator
 
@@ -385,8 +331,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return {name: getattr(self, name) for name in _SCORING_PARAMS}
 
     def _fit_outputs(self) -> tuple[str, ...]:
-        """The scores of the fit images that `_calibrate` reads."""
+        """The scores of the fit images that `_calibrate` reads ("combined": its statistics)."""
         return ("log_prob",) if self.score == "typicality" else (self.score,)
+
+    def _score_of(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        """This detector's score from the scores (and statistics) of `_statistics`."""
+        return self.combined_(scores) if self.score == "combined" else scores[self.score]
 
     def _calibrate(self, estimator: Any, scores: Mapping[str, np.ndarray]) -> AnomalyDetector:
         """Learns the fitted attributes from `_fit_outputs` scores of the fit images.
@@ -398,14 +348,22 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         Returns:
           self.
         """
-        self.estimator_, self.typical_nll_ = estimator, None
+        from tfpvae.combined import CombinedScore
+
+        self.estimator_, self.typical_nll_, self.combined_ = estimator, None, None
+        n = len(next(iter(scores.values())))
+        order = np.random.default_rng(self.seed).permutation(n)
+        n_ref = 2 if self.score == "combined" else 1  # at least one image per reference part
+        n_cal = min(n - n_ref, max(1, int(round(self.calibration_fraction * n))))
+        cal, ref = order[:n_cal], order[n_cal:]
         if self.score == "typicality":
-            log_p = scores["log_prob"]
-            order = np.random.default_rng(self.seed).permutation(len(log_p))
-            n_cal = min(len(log_p) - 1, max(1, int(round(self.calibration_fraction * len(log_p)))))
-            self.typical_nll_ = float(-np.mean(log_p[order[n_cal:]]))
+            self.typical_nll_ = float(-np.mean(scores["log_prob"][ref]))
             # The graph's formula (`tfpvae.scoring`), so an image scores the same in `score_samples`.
-            calibration = -np.abs(-log_p[order[:n_cal]] - self.typical_nll_)
+            calibration = -np.abs(-scores["log_prob"][cal] - self.typical_nll_)
+        elif self.score == "combined":  # half the reference fits the density, half makes its p-values
+            half = len(ref) // 2
+            self.combined_ = CombinedScore(*({k: v[part] for k, v in scores.items()} for part in np.split(ref, [half])))
+            calibration = self.combined_({k: v[cal] for k, v in scores.items()})
         else:
             calibration = scores[self.score]
         self.calibration_scores_ = np.sort(calibration)
@@ -430,7 +388,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def score_samples(self, x: Any) -> np.ndarray:
         """Per-image score, array (n,) for images (n, H, W, C); higher = more normal."""
-        return _score_together([self], x)[self.score]
+        return self._score_of(_score_together([self], x))
 
     def decision_function(self, x: Any) -> np.ndarray:
         """score_samples(x) - threshold_, array (n,): negative for outliers."""
@@ -457,8 +415,53 @@ def _fit_together(detectors: Sequence[AnomalyDetector], estimator: Any, x: Any) 
     if len(x) < 4:
         raise ValueError(f"`x` must hold at least 4 normal images to calibrate; got {len(x)}.")
     outputs = tuple(dict.fromkeys(name for d in detectors for name in d._fit_outputs()))
-    scores = compute_scores(estimator, x, outputs, **detectors[0]._scoring_settings())
+    scores = _statistics(estimator, x, outputs, detectors[0]._scoring_settings())
     return [d._calibrate(estimator, scores) for d in detectors]
+
+
+def combined_statistics(
+    estimator: Any,
+    x: Any,
+    *,
+    num_samples: int = 100,
+    seed: int | None = 0,
+    binarize_seed: int | None = None,
+    compressor: str = "context",
+    progress: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-image statistics of the "combined" score (`tfpvae.combined`), keyed "combined.<name>".
+
+    Args:
+      estimator: a `LikelihoodEstimator` of a VAE.
+      x: images (n, H, W, C) in [0, 1].
+      num_samples: importance samples of the scoring pass (the pose passes take
+        `tfpvae.combined.POSE_SAMPLES`).
+      seed: seed of the posterior draws.
+      binarize_seed: seed of the fixed binarisation x~ that every statistic of the model
+        reads (binary images are their own). None: `seed` (0 when that is None).
+      compressor: L(x) of the complexity statistic, "context" or "zlib".
+      progress: show progress bars. None: automatic.
+
+    Returns:
+      dict "combined.<name>" -> float64 array (n,), for each of `tfpvae.combined.FEATURES`
+      and "pose".
+    """
+    from tfpvae.combined import POSE_SAMPLES, combined_features, pose_views
+    from tfpvae.likelihood import binarize
+
+    x = check_images(x, "x", getattr(estimator, "image_shape", None))
+    xb = binarize(x, binarize_seed if binarize_seed is not None else 0 if seed is None else seed)
+    kw = dict(seed=seed, progress=progress)
+    scores = compute_scores(estimator, xb, PASS, num_samples=num_samples, compressor=compressor, **kw)
+    pose = compute_scores(estimator, pose_views(xb), "log_prob", num_samples=POSE_SAMPLES, **kw)["log_prob"]
+    return combined_features(x, scores, pose)
+
+
+def _statistics(estimator: Any, x: np.ndarray, names: Sequence[str], settings: dict, **kwargs: Any) -> dict:
+    """`compute_scores` of the `SCORES` among `names`, and the statistics of "combined" if named."""
+    out = combined_statistics(estimator, x, **settings) if "combined" in names else {}
+    library = tuple(name for name in names if name != "combined")
+    return {**out, **(compute_scores(estimator, x, library, **settings, **kwargs) if library else {})}
 
 
 def _score_together(detectors: Sequence[AnomalyDetector], x: Any) -> dict[str, np.ndarray]:
@@ -484,7 +487,7 @@ def _score_together(detectors: Sequence[AnomalyDetector], x: Any) -> dict[str, n
     x = check_images(x, "x", getattr(estimator, "image_shape", None))
     names = tuple(dict.fromkeys(d.score for d in detectors))
     typical_nll = typical.pop() if typical else None
-    return compute_scores(estimator, x, names, typical_nll=typical_nll, **first._scoring_settings())
+    return _statistics(estimator, x, names, first._scoring_settings(), typical_nll=typical_nll)
 
 
 def fit_detectors(
@@ -504,7 +507,7 @@ def fit_detectors(
         `LikelihoodEstimator` (their `estimator`).
       x: normal images (n, H, W, C) held out from training, n >= 4.
       scores: names from `SCORES` (or one name). None: every score the model gives
-        (`available_scores`), "typicality" included.
+        (`available_scores(estimator, detector=True)`), "typicality" and "combined" included.
       **detector_params: the other `AnomalyDetector` parameters (num_samples, threshold,
         target_fpr, contamination, calibration_fraction, seed, binarize_seed, compressor,
         progress), shared by every detector.
@@ -529,7 +532,7 @@ def fit_detectors(
     source = "estimator" if isinstance(model_or_estimator, LikelihoodEstimator) else "model"
     template = AnomalyDetector(**{source: model_or_estimator}, **detector_params)
     estimator = template._build_estimator()
-    names = available_scores(estimator) if scores is None else (scores,) if isinstance(scores, str) else scores
+    names = available_scores(estimator, True) if scores is None else (scores,) if isinstance(scores, str) else scores
     detectors = {name: clone(template).set_params(score=name) for name in dict.fromkeys(names)}
     if not detectors:
         raise ValueError("`scores` is empty: name at least one score.")
@@ -558,7 +561,7 @@ def score_all(detectors: Mapping[str, AnomalyDetector], x: Any) -> dict[str, np.
       >>> s = score_all(detectors, x_new)   # {"log_prob": ..., ...}
     """
     scores = _score_together(list(detectors.values()), x)
-    return {name: scores[d.score] for name, d in detectors.items()}
+    return {name: d._score_of(scores) for name, d in detectors.items()}
 
 
 def detection_report(

@@ -34,6 +34,7 @@ FIGURES = (
     "scatter",
     "uncertainty",
     "pixel-likelihood",
+    "anomaly-map",
     "curves",
     "pseudo-inputs",
     "histogram",

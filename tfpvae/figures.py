@@ -3,8 +3,8 @@
 `make_figure(kind, model, x, y)` is what `tfpvae plot KIND` and `tfpvae train` call, so the
 command line holds no plotting logic. Each kind returns a matplotlib Figure; `FIGURES`
 names them all (defined in `tfpvae.config`, so the CLI's parser needs no TensorFlow). The
-latent and uncertainty figures compute their arrays with `tfpvae.latent` and
-`tfpvae.uncertainty`.
+latent, uncertainty and anomaly-map figures compute their arrays with `tfpvae.latent`,
+`tfpvae.uncertainty` and `tfpvae.anomaly_maps`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfpvae import latent, plots, uncertainty
+from tfpvae import anomaly_maps, latent, plots, uncertainty
 from tfpvae._validation import check_choice, check_int, check_labels
 from tfpvae.config import FIGURES as FIGURES
 from tfpvae.protocols import latent_dim
@@ -45,7 +45,7 @@ def check_figure(
       model: the model the figure is of.
       x: the images it is about, or None.
       x_anomalous: the anomalous images, or None.
-      index: the image "traversal", "uncertainty" and "pixel-likelihood" start from.
+      index: the image "traversal", "uncertainty", "pixel-likelihood" and "anomaly-map" start from.
     """
     kind = check_choice(kind, "kind", FIGURES)
     if x is None and needs_data(kind, model):
@@ -57,7 +57,7 @@ def check_figure(
             "Figure 'pseudo-inputs' needs a prior with pseudo-inputs (prior='vamp'); "
             f"this model's prior is {model.config.prior!r}."
         )
-    if x is not None and kind in ("traversal", "uncertainty", "pixel-likelihood"):
+    if x is not None and kind in ("traversal", "uncertainty", "pixel-likelihood", "anomaly-map"):
         index = check_int(index, "index", minimum=0)
         if index >= len(x):
             raise ValueError(f"`index` must be < the number of images ({len(x)}); got {index}.")
@@ -79,6 +79,7 @@ def make_figure(
     temperature: float = 1.0,
     seed: int = 0,
     binarize_seed: int | None = None,
+    map_method: str = anomaly_maps.DEFAULT_METHOD,
 ) -> Figure:
     """Builds figure `kind` for `model`.
 
@@ -93,7 +94,8 @@ def make_figure(
         "manifold" takes its PCA plane from up to max_points images spread the same way.
       x_anomalous: anomalous images for "histogram" and "roc" (x is then the normal set).
       num_images: images per row or pairs/rows shown.
-      index: which image of x "traversal", "uncertainty" and "pixel-likelihood" start from.
+      index: which image of x "traversal", "uncertainty", "pixel-likelihood" and "anomaly-map"
+        start from.
       grid_size: cells per side of the manifold grid.
       method: embedding for "scatter": "auto", "direct", "pca" or "tsne".
       max_points: points in the scatter.
@@ -102,6 +104,8 @@ def make_figure(
       seed: seed for every random choice.
       binarize_seed: "histogram" and "roc" score a fixed binarisation of grey images drawn
         with this seed (as `tfpvae.anomaly.compute_scores` does). None: the grey values.
+      map_method: the per-pixel score of "anomaly-map", one of `tfpvae.anomaly_maps.METHODS`
+        (with that module's default healing and smoothing).
 
     Returns:
       the matplotlib figure, to show or to save with `savefig`.
@@ -111,7 +115,7 @@ def make_figure(
     request = _Request(
         model=model, x=x, y=y, x_anomalous=x_anomalous, num_images=num_images, index=index, grid_size=grid_size,
         method=method, max_points=max_points, num_samples=num_samples, temperature=temperature, seed=seed,
-        binarize_seed=binarize_seed,
+        binarize_seed=binarize_seed, map_method=check_choice(map_method, "map_method", anomaly_maps.METHODS),
     )  # fmt: skip
     return _DRAW[kind](request)
 
@@ -133,6 +137,7 @@ class _Request:
     temperature: float
     seed: int
     binarize_seed: int | None
+    map_method: str
 
 
 def _samples(r: _Request) -> Figure:
@@ -202,6 +207,13 @@ def _pixel_likelihood(r: _Request) -> Figure:
     )
 
 
+def _anomaly_map(r: _Request) -> Figure:
+    sel = r.x[r.index : r.index + r.num_images]
+    maps = anomaly_maps.anomaly_map(r.model, sel, r.map_method, num_samples=r.num_samples, seed=r.seed)
+    labels = [str(i) for i in range(r.index, r.index + len(sel))]
+    return plots.anomaly_overlay(sel, maps, labels=labels, title=f"where each image is abnormal ({r.map_method})")
+
+
 def _curves(r: _Request) -> Figure:
     return plots.training_curves(r.model.training_history, title="training curves")
 
@@ -249,6 +261,7 @@ _DRAW: dict[str, Callable[[_Request], Figure]] = {
     "scatter": _scatter,
     "uncertainty": _uncertainty,
     "pixel-likelihood": _pixel_likelihood,
+    "anomaly-map": _anomaly_map,
     "curves": _curves,
     "pseudo-inputs": _pseudo_inputs,
     "histogram": _histogram,

@@ -1,4 +1,4 @@
-"""Matplotlib figures of images, latent walks, latent scatters and pixel maps; none shows itself.
+"""Matplotlib figures of images, latent walks, latent scatters, pixel and anomaly maps; none shows itself.
 
 Every function takes numpy arrays (the outputs of `tfpvae.latent`, `tfpvae.uncertainty`
 or a model's methods) and returns a Figure; none imports TensorFlow. Training curves,
@@ -462,6 +462,16 @@ def _as_maps(value: Any, n: int, hw: tuple[int, int], name: str) -> np.ndarray:
     return arr
 
 
+def _check_image_batch(images: Any) -> np.ndarray:
+    """`images` as float32 (n, H, W, C), one image (H, W, C) as a batch of one, or raises."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"`images` must have shape (n, H, W, C) or (H, W, C); got {images.shape}.")
+    return images
+
+
 def pixel_maps(
     images: np.ndarray,
     maps: Mapping[str, np.ndarray],
@@ -485,11 +495,7 @@ def pixel_maps(
       The Figure: one row per image; each map column shares one colour scale and colour
       bar, so rows can be compared.
     """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"`images` must have shape (n, H, W, C) or (H, W, C); got {images.shape}.")
+    images = _check_image_batch(images)
     if not isinstance(maps, Mapping) or not maps:
         raise ValueError("`maps` must be a non-empty dict of title -> per-pixel values.")
     n, hw = len(images), images.shape[1:3]
@@ -519,6 +525,76 @@ def pixel_maps(
         bar = fig.colorbar(im, ax=axes[:, j], location="bottom", shrink=0.9, aspect=12)
         bar.ax.tick_params(labelsize=7)
         bar.ax.xaxis.set_major_locator(MaxNLocator(3))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def anomaly_overlay(
+    images: np.ndarray,
+    maps: np.ndarray,
+    masks: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    cmap: str = "turbo",
+    cell_size: float = 1.4,
+) -> Figure:
+    """Images with their anomaly maps (`tfpvae.anomaly_maps.anomaly_map`) laid over them.
+
+    Three rows, one column per image: the image, its map, and the image in grey with the
+    map over it in colour, opaque where the map is high and clear where it is low. Every
+    panel shares one colour scale, from the lowest value to the 99.5th percentile.
+
+    Args:
+      images: array (n, H, W, C) in [0, 1], or one image (H, W, C).
+      maps: per-pixel anomaly scores (n, H, W) (or (n, H, W, C), averaged over channels),
+        higher = more abnormal.
+      masks: ground truth (n, H, W) of the abnormal pixels, drawn as magenta outlines; None
+        for none.
+      labels: one label per image, above its column.
+      title: figure title.
+      cmap: matplotlib colour map of the scores. Default "turbo".
+      cell_size: inches per panel.
+
+    Returns:
+      The Figure.
+    """
+    images = _check_image_batch(images)
+    n, hw = len(images), images.shape[1:3]
+    maps = np.asarray(maps, dtype=np.float64)
+    maps = maps.mean(-1) if maps.ndim == 4 else maps
+    if maps.shape != (n, *hw):
+        raise ValueError(f"`maps` must have shape ({n}, {hw[0]}, {hw[1]}) like the images; got {maps.shape}.")
+    if masks is not None and np.shape(masks) not in ((n, *hw), (n, *hw, 1)):
+        raise ValueError(f"`masks` must have shape ({n}, {hw[0]}, {hw[1]}) like the images; got {np.shape(masks)}.")
+    masks = None if masks is None else np.asarray(masks).reshape(n, *hw) > 0.5
+    _check_count(labels, n, "labels", "image")
+    finite = maps[np.isfinite(maps)]
+    vmin, vmax = (float(finite.min()), float(np.percentile(finite, 99.5))) if finite.size else (0.0, 1.0)
+    norm = plt.Normalize(vmin, max(vmax, vmin + 1e-12), clip=True)
+    fig, axes = plt.subplots(
+        3, n, figsize=(n * cell_size + 1.2, 3 * cell_size + 0.6 + (0.3 if title else 0)),
+        squeeze=False, layout="constrained",
+    )  # fmt: skip
+    for i in range(n):
+        _show_image(axes[0, i], images[i])
+        im = axes[1, i].imshow(maps[i], cmap=cmap, norm=norm, interpolation="nearest")
+        grey = np.clip(images[i].mean(-1), 0.0, 1.0)  # faded, so that the colours stand out
+        axes[2, i].imshow(grey, cmap="gray_r", vmin=0.0, vmax=2.0, interpolation="nearest")
+        heat = plt.get_cmap(cmap)(norm(maps[i]))
+        heat[..., 3] = 0.85 * norm(maps[i])  # clear where the score is low
+        axes[2, i].imshow(heat, interpolation="nearest")
+        for ax in axes[1:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if masks is not None and masks[i].any():
+                ax.contour(masks[i], levels=[0.5], colors="magenta", linewidths=1.2)
+        if labels is not None:
+            axes[0, i].set_title(labels[i], fontsize=8)
+    for row, name in enumerate(("image", "anomaly map", "overlay")):
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    bar = fig.colorbar(im, ax=axes[1:, :], location="right", shrink=0.9, extend="max", label="more abnormal")
+    bar.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title)
     return fig

@@ -42,7 +42,7 @@ FLOORS = {
     **dict.fromkeys(["tfpvae.config", "tfpvae.protocols", "tfpvae.subsets", "tfpvae.registry"], 0),
     **dict.fromkeys(["tfpvae.write_guard"], 0),
     **dict.fromkeys(["tfpvae.datasets", "tfpvae.streaming", "tfpvae.compression", "tfpvae.distribute"], 1),
-    "tfpvae.schedules": 1,
+    **dict.fromkeys(["tfpvae.schedules", "tfpvae.metrics"], 1),
     # streaming's split modules (extend this list, or name them tfpvae.streaming.* / tfpvae._streaming*)
     **dict.fromkeys(["tfpvae.input_files", "tfpvae.records", "tfpvae.image_files", "tfpvae.array_files"], 1),
     **dict.fromkeys(["tfpvae.tfrecords", "tfpvae.streaming.*", "tfpvae._streaming*"], 1),
@@ -52,6 +52,7 @@ FLOORS = {
     **dict.fromkeys(["tfpvae.anomaly", "tfpvae.latent", "tfpvae.evolution", "tfpvae.uncertainty"], 5),
     **dict.fromkeys(["tfpvae.plots", "tfpvae.figures", "tfpvae.export", "tfpvae.tensorboard", "tfpvae.training"], 5),
     **dict.fromkeys(["tfpvae.embedding", "tfpvae.charts"], 5),  # split out of latent and plots
+    **dict.fromkeys(["tfpvae.combined", "tfpvae.anomaly_maps", "tfpvae.batch_tests"], 5),  # beside anomaly
     **dict.fromkeys(["tfpvae.runs", "tfpvae.bulk", "tfpvae.beam", "tfpvae.beam_*", "tfpvae.beam.*"], 6),
     **dict.fromkeys(["tfpvae.cli", "tfpvae.cli.*", "tfpvae.__main__", "tfpvae", "tfpvae._deprecated"], 7),
 }

@@ -174,7 +174,8 @@ function measure(doc, win, width) {
   }
   for (const el of main.querySelectorAll('.md-typeset__scrollwrap, .md-typeset__table'))
     if (el.scrollWidth > el.clientWidth + 1)
-      out.push(`a table is wider than the column at ${width} px (${el.scrollWidth} > ${el.clientWidth} px)`);
+      out.push(`a table is wider than the column at ${width} px (${el.scrollWidth} > ${el.clientWidth} px): ` +
+               `${(el.querySelector('tr') || el).textContent.trim().replace(/\\s+/g, ' ').slice(0, 60)}`);
   // A name in a table cell must not break inside itself (between words is fine).
   for (const el of main.querySelectorAll('td code, th code')) {
     if (el.getClientRects().length < 2) continue;

@@ -49,6 +49,7 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the plots of the localisation and batch-test results
 
 from tfpvae import latent, plots  # noqa: E402
 from tfpvae.figures import make_figure  # noqa: E402
@@ -63,11 +64,18 @@ FIGURES = {
     "manifold.png": "the decoded latent plane of the 2-D model",
     "latent_scatter.png": "posterior means of test images in the 2-D model, by class",
     "latent_evolution.gif": "the latent scatter of the 2-D model, epoch by epoch",
-    "anomaly_roc.png": "ROC curves of three scores, Fashion-MNIST model, MNIST as anomalies",
+    "anomaly_roc.png": "ROC curves of four scores, Fashion-MNIST model, MNIST as anomalies",
     "anomaly_histograms.png": "histograms of log_prob and complexity, normal against anomalous",
     "pixel_likelihood.png": "per-pixel log-likelihood of digits and clothes under the MNIST model",
     "uncertainty.png": "per-pixel predictive uncertainty of the same images",
+    "anomaly_map.png": "anomaly maps of defective MNIST digits, the true defects outlined",
+    "localisation.png": "PRO and pixel AUROC per defect kind and map method (benchmark results)",
+    "batch_tests.png": "power and false-positive rate of the batch shift tests (benchmark results)",
 }
+# The benchmark results the last two draw, committed beside the scripts that measured them.
+RESULTS = ROOT / "benchmarks" / "results"
+LOCALISATION_RESULTS = RESULTS / "localisation-2026-12-06.jsonl"
+BATCH_TEST_RESULTS = RESULTS / "batch-tests-2026-12-06.jsonl"
 
 SEED = 0
 
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         draw_default_model(plan, runs, args.out)
         draw_2d_model(plan, runs, args.out)
         draw_anomaly_scores(plan, runs, args.out)
+        draw_anomaly_maps(plan, runs, args.out)
     finally:
         if not keep:
             shutil.rmtree(runs, ignore_errors=True)
@@ -189,7 +198,7 @@ def draw_2d_model(plan: Plan, runs: Path, out: Path) -> None:
 def draw_anomaly_scores(plan: Plan, runs: Path, out: Path) -> None:
     """ROC curves and histograms: Fashion-MNIST normal, MNIST digits anomalous (quick: inverted digits)."""
     import tfpvae
-    from tfpvae.anomaly import compute_scores, detection_metrics
+    from tfpvae.anomaly import AnomalyDetector, compute_scores, detection_metrics
 
     if plan.anomaly_dataset:
         anomaly_model, _ = train(runs, "fashion", plan, plan.anomaly_dataset)
@@ -206,6 +215,11 @@ def draw_anomaly_scores(plan: Plan, runs: Path, out: Path) -> None:
     kw = dict(num_samples=plan.num_samples, seed=SEED, binarize_seed=SEED)
     normal = compute_scores(anomaly_model.likelihood, x_normal[:n], names, progress=False, **kw)
     foreign = compute_scores(anomaly_model.likelihood, x_foreign[:n], names, progress=False, **kw)
+    # The detector's default, fitted on the next n normal images.
+    detector = AnomalyDetector(anomaly_model, num_samples=plan.num_samples, progress=False).fit(x_normal[n : 2 * n])
+    normal["combined"] = detector.score_samples(x_normal[:n])
+    foreign["combined"] = detector.score_samples(x_foreign[:n])
+    names += ("combined",)
     for name in names:
         print(f"AUROC {name}: {detection_metrics(normal[name], foreign[name])['auroc']:.3f}")
     title = f"{groups[0].split(',')[0]} model: {n} normal vs {n} anomalous images"
@@ -217,6 +231,35 @@ def draw_anomaly_scores(plan: Plan, runs: Path, out: Path) -> None:
     for ax in fig.axes:  # headroom for the legend above the bars
         ax.set_ylim(0, 1.4 * ax.get_ylim()[1])
     save(fig, out / "anomaly_histograms.png", dpi=120)
+
+
+def draw_anomaly_maps(plan: Plan, runs: Path, out: Path) -> None:
+    """The default model's anomaly maps of defective test images, and the localisation and
+    batch-test benchmark results (read from benchmarks/results)."""
+    import batch_tests
+    import localisation
+
+    import tfpvae
+    from tfpvae.anomaly_maps import anomaly_map
+
+    model, _ = train(runs, "mnist", plan, plan.dataset)
+    (_, _), (base, _) = tfpvae.datasets.load(plan.dataset)
+    other = tfpvae.datasets.load(plan.anomaly_dataset)[1][0] if plan.anomaly_dataset else base[::-1, :, ::-1]
+    images, masks, labels = [], [], []
+    for kind in localisation.DEFECTS:
+        try:
+            x, mask = localisation.make_defects(kind, base[:2], other, SEED)
+        except ValueError:  # a defect larger than the quick run's 8x8 digits
+            continue
+        images, masks, labels = [*images, x], [*masks, mask], [*labels, kind, kind]
+    images, masks = np.concatenate(images), np.concatenate(masks)
+    maps = anomaly_map(model, images, seed=SEED)
+    title = "anomaly maps of the MNIST model (defects outlined)"
+    save(plots.anomaly_overlay(images, maps, masks, labels, title=title), out / "anomaly_map.png", dpi=90)
+    localisation.plot_results(LOCALISATION_RESULTS, out / "localisation.png")
+    batch_tests.plot_results(BATCH_TEST_RESULTS, out / "batch_tests.png")
+    for name in ("localisation.png", "batch_tests.png"):
+        compress(out / name)
 
 
 def print_evaluation(run_dir: Path) -> None:
@@ -254,8 +297,13 @@ def _palette(image: Image.Image, colors: int) -> Image.Image:
 
 
 def save(fig, path: Path, dpi: int = 100) -> None:
-    """Saves `fig` with `plots.save_figure`, then re-encodes it as a palette PNG when that is smaller."""
+    """Saves `fig` with `plots.save_figure`, then `compress`es it."""
     plots.save_figure(fig, path, dpi=dpi)
+    compress(path)
+
+
+def compress(path: Path) -> None:
+    """Re-encodes the PNG at `path` as a palette PNG when that is smaller."""
     with Image.open(path) as image:
         small = _palette(image, 256)
     tmp = path.with_suffix(".tmp.png")

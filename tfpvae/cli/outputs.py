@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from tfpvae._arguments import UsageError, add_precision_arg, file_ending, int_at_least, positive_int, seed
+from tfpvae.anomaly_maps import DEFAULT_METHOD as DEFAULT_MAP_METHOD
+from tfpvae.anomaly_maps import METHODS as MAP_METHODS
 from tfpvae.cli._common import add_data_args, add_input_arg, example, images_for_scoring, load_model, test_images
 from tfpvae.config import FIGURES
 from tfpvae.datasets import NAMES as DATASETS
@@ -55,11 +57,20 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=file_ending(".png", ".pdf", ".svg"), help="output .png (or .pdf/.svg)")
     p.add_argument("--num-images", type=positive_int, default=8, help="images per row / rows (default 8)")
     p.add_argument(
-        "--index", type=int, default=0, help="image the traversal/uncertainty figures start from (default 0)"
+        "--index",
+        type=int,
+        default=0,
+        help="first image of the traversal, uncertainty and anomaly-map figures (default 0)",
     )
     p.add_argument("--grid-size", type=int_at_least(2), default=15, help="manifold grid cells per side (default 15)")
     p.add_argument(
         "--method", choices=("auto", "direct", "pca", "tsne"), default="auto", help="scatter embedding (default auto)"
+    )
+    p.add_argument(
+        "--map-method",
+        choices=MAP_METHODS,
+        default=DEFAULT_MAP_METHOD,
+        help=f"per-pixel score of the anomaly-map figure (default {DEFAULT_MAP_METHOD})",
     )
     p.add_argument("--num-samples", type=positive_int, default=64, help="Monte Carlo samples (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="prior temperature for samples (default 1.0)")
@@ -188,6 +199,7 @@ def plot(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         binarize_seed=args.binarize_seed,
+        map_method=args.map_method,
     )
     plots.save_figure(fig, args.out)
     print(f"wrote {args.kind} figure to {args.out}")

@@ -98,7 +98,13 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
         "--target-fpr",
         type=float_in(0.0, 1.0),
         default=0.05,
-        help="false-positive rate of the threshold (default 0.05)",
+        help="false-positive rate of the threshold (default 0.05); with --batch-size also the level of the batch tests",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int_at_least(2),
+        help="also test batches of N images (N >= 2) for a shift of the whole batch (typicality and MMD permutation "
+        "tests) and report their false-positive rate and power at --target-fpr (default: per-image scores only)",
     )
     p.set_defaults(func=detect)
 
@@ -241,7 +247,9 @@ def detect(args: argparse.Namespace) -> int:
     # Held-out normal images: half calibrate the detectors, half are evaluated.
     order = np.random.default_rng(args.seed).permutation(len(normal))
     fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
-    names = available_scores(model.likelihood)  # a plain autoencoder has only "distortion"
+    if args.batch_size is not None:  # before the scoring work: refuse a batch larger than the images
+        _check_batch_size(args.batch_size, {"evaluated normal": eval_part, "anomalous": anomalous})
+    names = available_scores(model.likelihood, detector=True)  # "combined" first; an autoencoder: "distortion"
     detectors = fit_detectors(
         model,
         fit_part,
@@ -272,5 +280,54 @@ def detect(args: argparse.Namespace) -> int:
         "target_fpr": args.target_fpr,
         "precision": model.estimator(args.precision).precision,
     }
-    print(json.dumps({**settings, "scores": report}, indent=2))
+    batch_test = (
+        {} if args.batch_size is None else {"batch_test": _batch_report(args, model, fit_part, eval_part, anomalous)}
+    )
+    print(json.dumps({**settings, "scores": report, **batch_test}, indent=2))
     return 0
+
+
+def _check_batch_size(n: int, images: dict[str, Any]) -> None:
+    """Raises naming --batch-size when a set of `images` (kind -> array) holds fewer than one batch."""
+    for kind, x in images.items():
+        if len(x) < n:
+            raise UsageError(
+                f"`--batch-size {n}` is more than the {len(x)} {kind} images: give a smaller batch size "
+                "or a larger `--limit`."
+            )
+
+
+def _batch_report(args: argparse.Namespace, model: Any, fit_part: Any, normal: Any, anomalous: Any) -> dict[str, Any]:
+    """`tfpvae detect --batch-size`: the batch tests fitted on `fit_part`, on batches of the other images."""
+    import numpy as np
+
+    from tfpvae.batch_tests import TESTS, BatchShiftTest
+
+    n = args.batch_size
+    test = BatchShiftTest(
+        model,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        binarize_seed=args.binarize_seed,
+        progress=False if args.quiet else None,
+        precision=args.precision,
+    ).fit(fit_part)
+    p_normal, p_anomalous = test.test_batches(normal, n), test.test_batches(anomalous, n)
+    alpha = args.target_fpr
+    return {
+        "batch_size": n,
+        "alpha": alpha,
+        "num_normal_batches": len(p_normal["either"]),
+        "num_anomalous_batches": len(p_anomalous["either"]),
+        "num_reference": len(test.reference_nll_),
+        "num_permutations": test.num_permutations,
+        "tests": {
+            name: {
+                "fpr": float(np.mean(p_normal[name] <= alpha)),
+                "power": float(np.mean(p_anomalous[name] <= alpha)),
+                "median_p_normal": float(np.median(p_normal[name])),
+                "median_p_anomalous": float(np.median(p_anomalous[name])),
+            }
+            for name in TESTS
+        },
+    }

@@ -1,0 +1,190 @@
+"""The combined anomaly score: its statistics against closed forms, its p-values' validity,
+the score against its three parts, and the detector that uses it by default."""
+
+import numpy as np
+import pytest
+
+from tfpvae.anomaly import AnomalyDetector, combined_statistics, detection_metrics, fit_detectors
+from tfpvae.combined import FEATURES, PREFIX, CombinedScore, image_statistics
+
+_LOGIT = -2.0
+
+
+def _estimator(column_logit: float | None = None):
+    """An estimator whose log p(x) is exact: q(z|x) is the prior and p(x|z) ignores z.
+
+    Every pixel has logit -2, except, with `column_logit`, the first column (the left edge),
+    which makes the model's images face one way: a flipped image is less likely.
+    """
+    from tfpvae._keras import tf, tfd
+    from tfpvae.likelihood import LikelihoodEstimator
+
+    logits = np.full((4, 4, 1), _LOGIT, np.float32)
+    if column_logit is not None:
+        logits[:, 0] = column_logit
+
+    def encode(x):
+        n = tf.shape(x)[0]
+        return tfd.MultivariateNormalDiag(loc=tf.zeros([n, 1]), scale_diag=tf.ones([n, 1]))
+
+    def decode(z):
+        tiled = tf.tile(tf.constant(logits)[None], [tf.shape(z)[0], 1, 1, 1])
+        return tfd.Independent(tfd.Bernoulli(logits=tiled, dtype=tf.float32), 3)
+
+    prior = tfd.MultivariateNormalDiag(loc=[0.0], scale_diag=[1.0])
+    return LikelihoodEstimator(encode, decode, prior, image_shape=(4, 4, 1)), logits
+
+
+def _exact_log_prob(x, logits):
+    x = np.asarray(x, np.float64)
+    log_on, log_off = -np.log1p(np.exp(-logits)), -np.log1p(np.exp(logits))
+    return (x * log_on + (1 - x) * log_off).reshape(len(x), -1).sum(1)
+
+
+def test_image_statistics_closed_forms():
+    half = np.full((2, 3, 5, 1), 0.5, np.float32)
+    np.testing.assert_allclose(image_statistics(half)["grey_entropy"], 15 * np.log(2.0))
+    binary = (np.random.default_rng(0).random((3, 4, 4, 1)) < 0.5).astype(np.float32)
+    np.testing.assert_allclose(image_statistics(binary)["grey_entropy"], 0.0, atol=1e-9)
+    # One bright pixel in the middle of a 3x3 image: 4 edges of height 1 in each image.
+    spot = np.zeros((1, 3, 3, 1), np.float32)
+    spot[0, 1, 1] = 0.8
+    stats = image_statistics(spot)
+    assert stats["gradient"][0] == pytest.approx(4 * 0.8)
+    assert stats["brightness"][0] == pytest.approx(np.quantile(spot.ravel(), 0.99))
+    with pytest.raises(ValueError, match="`x`"):
+        image_statistics(np.zeros((2, 4)))
+
+
+def test_statistics_of_an_exact_model():
+    estimator, logits = _estimator()
+    x = np.random.default_rng(1).random((6, 4, 4, 1)).astype(np.float32)
+    stats = combined_statistics(estimator, x, num_samples=4, seed=3)
+    assert set(stats) == {PREFIX + name for name in (*FEATURES, "pose")}
+    from tfpvae.scoring import binarize
+
+    xb = binarize(x, 3)  # binarize_seed None: the images are binarised with `seed`
+    log_p = _exact_log_prob(xb, logits)
+    np.testing.assert_allclose(stats[PREFIX + "kl"], log_p + image_statistics(x)["grey_entropy"], rtol=1e-5)
+    np.testing.assert_allclose(stats[PREFIX + "distortion"], log_p, rtol=1e-5)
+    np.testing.assert_allclose(stats[PREFIX + "rate"], 0.0, atol=1e-5)  # q(z|x) is the prior
+    # Every pixel alike: flips change no likelihood, so the pose statistic is 0.
+    np.testing.assert_allclose(stats[PREFIX + "pose"], 0.0, atol=1e-4)
+    again = combined_statistics(estimator, xb, num_samples=4, seed=3, binarize_seed=11)
+    np.testing.assert_allclose(again[PREFIX + "distortion"], log_p, rtol=1e-5)  # binary images are their own
+
+
+def test_pose_statistic_is_the_likelihood_lost_to_the_worst_flip():
+    estimator, logits = _estimator(column_logit=2.0)  # the left column is usually ink
+    left = np.zeros((2, 4, 4, 1), np.float32)
+    left[:, :, 0] = 1.0
+    right = left[:, :, ::-1].copy()  # the flipped pose
+    pose = {
+        name: combined_statistics(estimator, x, num_samples=2)[PREFIX + "pose"]
+        for name, x in (("left", left), ("right", right))
+    }
+    log_p = {name: _exact_log_prob(x, logits) for name, x in (("left", left), ("right", right))}
+    # The normal pose: its vertical flip is as likely (0), its horizontal flip less (> 0): min is 0.
+    np.testing.assert_allclose(pose["left"], 0.0, atol=1e-4)
+    # The flipped pose loses log p(left) - log p(right) to its flip back.
+    np.testing.assert_allclose(pose["right"], log_p["right"] - log_p["left"], rtol=1e-5)
+    assert np.all(pose["right"] < -10)
+
+
+def _synthetic(rng, n, density_shift=0.0, pose_shift=0.0):
+    """Statistics of `n` images: standard normal features, shifted where asked."""
+    stats = {PREFIX + name: rng.normal(size=n) + density_shift for name in FEATURES}
+    stats[PREFIX + "pose"] = rng.normal(size=n) - pose_shift
+    return stats
+
+
+def test_the_score_is_fishers_sum_of_its_three_p_values():
+    rng = np.random.default_rng(0)
+    score = CombinedScore(_synthetic(rng, 300), _synthetic(rng, 200))
+    test = _synthetic(rng, 400)
+    for values in test.values():
+        values[:5] -= 6.0  # a few far outside the reference, in every statistic
+    parts = score.log_parts(test)
+    np.testing.assert_allclose(score(test), parts["density"] + parts["pose"] + parts["complexity"])
+    # Each p-value by hand, (1 + #reference <= value) / (m + 1), where the value is within the reference.
+    for name, value, reference in (
+        ("pose", test[PREFIX + "pose"], score.pose_reference_),
+        ("complexity", test[PREFIX + "complexity"], score.complexity_reference_),
+        ("density", score.log_density(test), score.density_reference_),
+    ):
+        inside = value >= reference[0]
+        by_hand = [(1 + np.sum(reference <= v)) / 201 for v in value[inside]]
+        np.testing.assert_allclose(np.exp(parts[name][inside]), by_hand)
+        # Below it, the tail goes on falling: one nat per mean spacing of the lowest 20 values.
+        below = np.sort(value[~inside])[::-1]
+        assert below.size > 0
+        spacing = (reference[20] - reference[0]) / 20
+        np.testing.assert_allclose(np.sort(parts[name][~inside])[::-1], -np.log(201) - (reference[0] - below) / spacing)
+    # A non-finite statistic is as abnormal as can be.
+    test[PREFIX + "rate"][0] = np.nan
+    assert score.log_parts(test)["density"][0] == -np.inf
+
+
+def test_the_combined_score_catches_what_any_part_catches():
+    rng = np.random.default_rng(1)
+    score = CombinedScore(_synthetic(rng, 400), _synthetic(rng, 400))
+    normal = _synthetic(rng, 500)
+    # Half the anomalies are off in their features, half in their pose.
+    off_density, off_pose = _synthetic(rng, 250, density_shift=1.5), _synthetic(rng, 250, pose_shift=3.0)
+    anomalies = {k: np.r_[off_density[k], off_pose[k]] for k in normal}
+    auroc = {
+        name: detection_metrics(fn(normal), fn(anomalies))["auroc"]
+        for name, fn in (
+            ("combined", score),
+            ("density", lambda s: score.log_parts(s)["density"]),
+            ("pose", lambda s: score.log_parts(s)["pose"]),
+            ("complexity", lambda s: score.log_parts(s)["complexity"]),
+        )
+    }
+    assert auroc["combined"] > max(auroc["density"], auroc["pose"], auroc["complexity"]) + 0.05, auroc
+    # Each part alone does catch its own kind.
+    assert detection_metrics(score.log_parts(normal)["pose"], score.log_parts(off_pose)["pose"])["auroc"] > 0.95
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.2])
+def test_detector_p_values_keep_the_false_positive_rate(alpha):
+    """Over many fits on normal data, P(p <= alpha) <= alpha for new normal images."""
+    rng = np.random.default_rng(2)
+    rates = []
+    for seed in range(60):
+        fit, new = _synthetic(rng, 120), _synthetic(rng, 200)
+        detector = AnomalyDetector(estimator=object(), seed=seed, target_fpr=alpha)._calibrate(None, fit)
+        detector.score_samples = lambda x, new=new, detector=detector: detector._score_of(new)
+        rates.append(np.mean(detector.p_values(None) <= alpha))
+        # The threshold is the calibration scores' alpha-quantile.
+        assert detector.threshold_ == pytest.approx(np.quantile(detector.calibration_scores_, alpha))
+    # The mean over 60 x 200 images: its standard error is under 0.01 at these alphas.
+    assert np.mean(rates) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / (60 * 200)) + 0.01
+    assert np.mean(rates) >= alpha - 0.05  # and not trivially conservative
+
+
+def test_the_fit_images_are_split_three_ways():
+    rng = np.random.default_rng(3)
+    fit = _synthetic(rng, 101)
+    detector = AnomalyDetector(estimator=object(), calibration_fraction=0.5)._calibrate(None, fit)
+    assert len(detector.calibration_scores_) == 50  # round(0.5 * 101)
+    assert len(detector.combined_.pose_reference_) == 26  # the second half of the other 51
+    assert detector.combined_.density_.n_features_in_ == len(FEATURES)
+    tiny = AnomalyDetector(estimator=object(), calibration_fraction=1.0)._calibrate(None, _synthetic(rng, 4))
+    assert len(tiny.calibration_scores_) == 2  # two images are kept for the density and its p-values
+
+
+def test_the_detector_uses_the_combined_score_by_default(trained_digits, digits):
+    (x, _), (xt, _) = digits
+    detector = AnomalyDetector(trained_digits, num_samples=8, progress=False)
+    assert detector.score == "combined"
+    detector.fit(xt[:200])
+    assert isinstance(detector.combined_, CombinedScore)
+    normal, inverted = detector.score_samples(xt[200:]), detector.score_samples(1.0 - xt[200:])
+    assert detection_metrics(normal, inverted)["auroc"] > 0.95
+    p = detector.p_values(xt[200:])
+    assert 0.0 < np.mean(p <= 0.05) < 0.2
+    # fit_detectors fits it beside the other scores, and scores it as the detector alone does.
+    detectors = fit_detectors(trained_digits, xt[:200], ("log_prob", "combined"), num_samples=8, progress=False)
+    np.testing.assert_allclose(detectors["combined"].score_samples(xt[200:]), normal, rtol=1e-6)
+    assert "combined" in fit_detectors(trained_digits, xt[:40], num_samples=2, progress=False)
