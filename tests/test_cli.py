@@ -267,6 +267,7 @@ def test_detect_reports_every_score(trained_digits_dir, digits_test_split, capsy
         "normal": "digits",
         "anomalous": "digits",
         "num_calibration": 40,
+        "num_combined_reference": 20,
         "num_typicality_reference": 20,
         "num_normal_evaluated": 40,
         "num_anomalous": 40,

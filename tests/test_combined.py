@@ -188,3 +188,16 @@ def test_the_detector_uses_the_combined_score_by_default(trained_digits, digits)
     detectors = fit_detectors(trained_digits, xt[:200], ("log_prob", "combined"), num_samples=8, progress=False)
     np.testing.assert_allclose(detectors["combined"].score_samples(xt[200:]), normal, rtol=1e-6)
     assert "combined" in fit_detectors(trained_digits, xt[:40], num_samples=2, progress=False)
+
+
+def test_a_row_does_not_depend_on_the_batch_it_is_scored_in(trained_digits, digits):
+    (_, _), (xt, _) = digits
+    estimator = trained_digits.likelihood
+    batch = combined_statistics(estimator, xt[:6], num_samples=4, progress=False)
+    alone = combined_statistics(estimator, xt[3:4], num_samples=4, index_offset=3, progress=False)
+    named = combined_statistics(estimator, xt[3:4], num_samples=4, ids=["3"], progress=False)
+    for key, values in batch.items():
+        np.testing.assert_allclose(alone[key][0], values[3], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(named[key][0], values[3], rtol=1e-5, err_msg=key)
+    with pytest.raises(ValueError, match="`binarize_seed`"):
+        combined_statistics(estimator, xt[:2], binarize_seed=-1)

@@ -34,6 +34,7 @@ _EXPORTS = {
 _SUBMODULES = (
     "anomaly",
     "anomaly_maps",
+    "anomaly_scores",
     "batch_tests",
     "charts",
     "combined",

@@ -32,7 +32,6 @@ universal background model. `combined` holds against the most kinds of shift
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +39,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, clone
 
 from tfpvae._validation import check_bool, check_choice, check_float, check_images, check_int, check_seed
+from tfpvae.anomaly_scores import DETECTOR_SCORES, available_scores, compute_scores
+from tfpvae.combined import combined_statistics
 from tfpvae.compression import COMPRESSORS, CONTEXT_TEMPLATE, compressed_bits, context_code_length
 from tfpvae.config import PRECISIONS
 from tfpvae.metrics import detection_metrics, evaluate
@@ -63,124 +64,12 @@ __all__ = [
     "score_all",
 ]
 THRESHOLDS = ("fpr", "contamination")
-DETECTOR_SCORES = ("combined", *SCORES)  # "combined" is fitted on normal images (`tfpvae.combined`)
-PASS = ("log_prob", "rate", "distortion", "complexity")  # what "combined" reads of one scoring pass
 # Parameters that `sklearn.base.clone` passes on by reference: a Keras model (which cannot be
 # deep-copied) and its likelihood estimator (whose traced `tf.function` is worth sharing).
 _SHARED_PARAMS = ("model", "estimator")
 # The parameters that fix how images are scored, and what `score_all` needs detectors to share.
 _SCORING_PARAMS = ("num_samples", "seed", "binarize_seed", "progress", "compressor")
 _SHARED_SETTINGS = ("estimator_", "num_samples", "seed", "binarize_seed", "compressor")
-
-
-def available_scores(estimator: Any, detector: bool = False) -> tuple[str, ...]:
-    """The `SCORES` an estimator can give (with `detector`, the `DETECTOR_SCORES`): all of
-    them, or for a model without a likelihood (a plain autoencoder,
-    `LikelihoodEstimator.defines_likelihood` False) only "distortion"."""
-    if not getattr(estimator, "defines_likelihood", True):
-        return ("distortion",)
-    return DETECTOR_SCORES if detector else SCORES
-
-
-def compute_scores(
-    estimator: Any,
-    x: np.ndarray,
-    scores: str | tuple[str, ...] | None = None,
-    *,
-    num_samples: int = 100,
-    typical_nll: float | None = None,
-    seed: int | None = 0,
-    binarize_seed: int | None = None,
-    ids: Sequence[Any] | None = None,
-    index_offset: int = 0,
-    progress: bool | None = None,
-    compressor: str = "context",
-    stderr: bool = False,
-) -> dict[str, np.ndarray]:
-    """Computes the named scores of every image from one set of posterior draws.
-
-    Every score comes from the same k draws per image (`tfpvae.scoring.score_images`), keyed
-    by each image's id and the seed, so a row does not depend on the batch, order or shard
-    it is scored in.
-
-    Args:
-      estimator: a `tfpvae.likelihood.LikelihoodEstimator`.
-      x: images (n, H, W, C) in [0, 1].
-      scores: names from `SCORES` (or one name). None: every score the estimator
-        gives (`available_scores`), with "typicality" only when `typical_nll` is given.
-      num_samples: importance samples k per image, shared by every score.
-      typical_nll: mean -log p(x) of normal data; required by "typicality".
-      seed: seed for reproducible scores, in [0, 2^31 - 1].
-      binarize_seed: score a fixed binarisation of grey images drawn with this seed
-        (`tfpvae.likelihood.binarize`). None: score the grey values; the
-        "complexity" score still uses a fixed binarisation drawn with `seed`, because its
-        compressed length is that of one binary image.
-      ids: one id per image (str or int), which keys its draws. None: the row
-        index plus `index_offset`.
-      index_offset: with the default ids, the position of x[0] in a larger set.
-      progress: show a progress bar. None: automatic.
-      compressor: the code length L(x) of "complexity": "context" (default, computed in
-        the scoring graph) or "zlib"; see `compressed_bits`.
-      stderr: also return "log_prob_stderr" (and "elbo_stderr") beside "log_prob" (and
-        "elbo"), the Monte Carlo standard errors.
-
-    Returns:
-      dict name -> float64 array (n,), higher = more normal (the standard errors are
-      spreads, not scores).
-    """
-    from tfpvae.likelihood import binarize, check_ids
-
-    if scores is None:
-        scores = tuple(s for s in available_scores(estimator) if s != "typicality" or typical_nll is not None)
-    scores = (scores,) if isinstance(scores, str) else tuple(scores)
-    for name in scores:
-        check_choice(name, "score", SCORES)
-    check_int(num_samples, "num_samples")
-    check_choice(compressor, "compressor", COMPRESSORS)
-    check_bool(stderr, "stderr")
-    unavailable = [name for name in scores if name not in available_scores(estimator)]
-    if unavailable:
-        estimator.require_likelihood(unavailable[0])
-    if "typicality" in scores and typical_nll is None:
-        raise ValueError(
-            "The 'typicality' score needs `typical_nll`, the mean -log p(x) of held-out normal images "
-            "(AnomalyDetector(score='typicality').fit computes it as `typical_nll_`)."
-        )
-    x = check_images(x, "x", getattr(estimator, "image_shape", None))
-    ids = check_ids(ids, len(x), check_int(index_offset, "index_offset", minimum=0))
-    outputs = [name for name in scores if not (name == "complexity" and compressor == "zlib")]
-    if stderr:
-        outputs += [f"{name}_stderr" for name in ("log_prob", "elbo") if name in scores]
-    if "complexity" in scores and compressor == "zlib":
-        outputs.append("log_prob")
-    # The graph's scores are log-likelihoods and KLs; anomaly scores are higher = more normal.
-    out = estimator.scores(
-        x,
-        tuple(dict.fromkeys(outputs)),
-        num_samples,
-        ids=ids,
-        seed=seed,
-        binarize_seed=binarize_seed,
-        typical_nll=typical_nll,
-        progress=progress,
-    )
-    if "rate" in out:
-        out["rate"] = -out["rate"]
-    if "distortion" in out:
-        out["distortion"] = -out["distortion"]
-    if "complexity" in scores and compressor == "zlib":
-        xb = x if binarize_seed is None else binarize(x, binarize_seed, ids=ids)
-        grey = ~np.all((xb == 0) | (xb == 1), axis=(1, 2, 3))
-        if grey.any():
-            # As the graph does: a grey image is scored as its fixed binarisation keyed by id and seed.
-            xb = xb.copy()
-            xb[grey] = binarize(xb[grey], 0 if seed is None else seed, ids=ids[grey])
-            log_pb = estimator.log_prob(xb, num_samples, ids=ids, seed=seed, progress=progress)
-        else:
-            log_pb = out["log_prob"]
-        out["complexity"] = log_pb / math.log(2) + compressed_bits(xb, compressor="zlib")
-    names = list(scores) + [name for name in outputs if name.endswith("_stderr")]
-    return {name: np.asarray(out[name], np.float64) for name in names}
 
 
 class _InvalidParameterError(ValueError, TypeError):
@@ -196,9 +85,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     by reference: a Keras model is shared, never copied.
 
     `fit` takes normal images the model was *not* trained on; their scores set the threshold
-    and the conformal p-values. For "typicality" it first splits them into a reference part
-    (the typical NLL) and the calibration part, since the calibration scores must not come
-    from the images that defined the typical NLL. Every image is scored once, keyed by its
+    and the conformal p-values. For "typicality" and "combined" it first splits them into a
+    reference part (the typical NLL; the density and its p-values) and the calibration part,
+    since the calibration scores must not come from the images that fitted the score. Every
+    image is scored once, keyed by its
     row index in `x` and the seed, so the scores do not depend on the split.
 
     Args:
@@ -242,7 +132,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
       -1 anomaly); refit=False, since a refit would calibrate on the anomalies too:
 
       >>> auroc = lambda det, x, y: roc_auc_score(y == 1, det.score_samples(x))
-      >>> grid = {"score": list(SCORES), "num_samples": [16, 64]}
+      >>> grid = {"score": list(DETECTOR_SCORES), "num_samples": [16, 64]}
       >>> search = GridSearchCV(
       ...     AnomalyDetector(model), grid, scoring=auroc, cv=folds, refit=False
       ... )
@@ -351,11 +241,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         from tfpvae.combined import CombinedScore
 
         self.estimator_, self.typical_nll_, self.combined_ = estimator, None, None
-        n = len(next(iter(scores.values())))
-        order = np.random.default_rng(self.seed).permutation(n)
-        n_ref = 2 if self.score == "combined" else 1  # at least one image per reference part
-        n_cal = min(n - n_ref, max(1, int(round(self.calibration_fraction * n))))
-        cal, ref = order[:n_cal], order[n_cal:]
+        if self.score in ("typicality", "combined"):  # a seeded split: calibration, then reference
+            n = len(next(iter(scores.values())))
+            n_ref = 2 if self.score == "combined" else 1  # at least one image per reference part
+            n_cal = min(n - n_ref, max(1, int(round(self.calibration_fraction * n))))
+            order = np.random.default_rng(self.seed).permutation(n)
+            cal, ref = order[:n_cal], order[n_cal:]
         if self.score == "typicality":
             self.typical_nll_ = float(-np.mean(scores["log_prob"][ref]))
             # The graph's formula (`tfpvae.scoring`), so an image scores the same in `score_samples`.
@@ -419,44 +310,6 @@ def _fit_together(detectors: Sequence[AnomalyDetector], estimator: Any, x: Any) 
     return [d._calibrate(estimator, scores) for d in detectors]
 
 
-def combined_statistics(
-    estimator: Any,
-    x: Any,
-    *,
-    num_samples: int = 100,
-    seed: int | None = 0,
-    binarize_seed: int | None = None,
-    compressor: str = "context",
-    progress: bool | None = None,
-) -> dict[str, np.ndarray]:
-    """The per-image statistics of the "combined" score (`tfpvae.combined`), keyed "combined.<name>".
-
-    Args:
-      estimator: a `LikelihoodEstimator` of a VAE.
-      x: images (n, H, W, C) in [0, 1].
-      num_samples: importance samples of the scoring pass (the pose passes take
-        `tfpvae.combined.POSE_SAMPLES`).
-      seed: seed of the posterior draws.
-      binarize_seed: seed of the fixed binarisation x~ that every statistic of the model
-        reads (binary images are their own). None: `seed` (0 when that is None).
-      compressor: L(x) of the complexity statistic, "context" or "zlib".
-      progress: show progress bars. None: automatic.
-
-    Returns:
-      dict "combined.<name>" -> float64 array (n,), for each of `tfpvae.combined.FEATURES`
-      and "pose".
-    """
-    from tfpvae.combined import POSE_SAMPLES, combined_features, pose_views
-    from tfpvae.likelihood import binarize
-
-    x = check_images(x, "x", getattr(estimator, "image_shape", None))
-    xb = binarize(x, binarize_seed if binarize_seed is not None else 0 if seed is None else seed)
-    kw = dict(seed=seed, progress=progress)
-    scores = compute_scores(estimator, xb, PASS, num_samples=num_samples, compressor=compressor, **kw)
-    pose = compute_scores(estimator, pose_views(xb), "log_prob", num_samples=POSE_SAMPLES, **kw)["log_prob"]
-    return combined_features(x, scores, pose)
-
-
 def _statistics(estimator: Any, x: np.ndarray, names: Sequence[str], settings: dict, **kwargs: Any) -> dict:
     """`compute_scores` of the `SCORES` among `names`, and the statistics of "combined" if named."""
     out = combined_statistics(estimator, x, **settings) if "combined" in names else {}
@@ -506,7 +359,7 @@ def fit_detectors(
       model_or_estimator: a trained `tfpvae.VAE` (the detectors' `model`) or a
         `LikelihoodEstimator` (their `estimator`).
       x: normal images (n, H, W, C) held out from training, n >= 4.
-      scores: names from `SCORES` (or one name). None: every score the model gives
+      scores: names from `DETECTOR_SCORES` (or one name). None: every score the model gives
         (`available_scores(estimator, detector=True)`), "typicality" and "combined" included.
       **detector_params: the other `AnomalyDetector` parameters (num_samples, threshold,
         target_fpr, contamination, calibration_fraction, seed, binarize_seed, compressor,

@@ -23,7 +23,9 @@ Both p-values are permutation p-values: the batch and the reference are pooled, 
 relabellings pick m of the r + m pooled images as a "batch", and
 p = (1 + #{relabelled statistic >= observed}) / (B + 1). If the batch's images and the
 reference's are exchangeable (independent draws from the normal data), P(p <= a) <= a for
-every a, exactly and for any batch size. (Nalisnick et al. draw their null from bootstrap
+every a and any batch size: exactly for `typicality`; for `mmd` up to the kernel's
+bandwidth, which is fixed from the reference alone at `fit` (a negligible departure with a
+reference of hundreds of images). (Nalisnick et al. draw their null from bootstrap
 batches of a calibration part instead, which holds only approximately for a finite
 calibration set; the statistic is the same.) `either` is valid by the union bound. The
 scores of all images come from one scoring pass; each batch then costs O(B m^2) numpy work.
@@ -135,8 +137,9 @@ def permutation_p_values(
     The batch (m rows) and the reference (r rows) are pooled; each of `num_permutations`
     relabellings takes a uniformly random m of the r + m pooled rows as the batch. With
     T the statistic (`typicality_statistic` of the NLLs, `mmd2_unbiased` of the codes),
-    p = (1 + #{T(relabelled) >= T(observed)}) / (num_permutations + 1): exactly valid when
-    the pooled rows are exchangeable. The relabellings are shared by both statistics.
+    p = (1 + #{T(relabelled) >= T(observed)}) / (num_permutations + 1): valid when the
+    pooled rows are exchangeable (for MMD, with a bandwidth chosen without looking at the
+    batch). The relabellings are shared by both statistics.
 
     Args:
       batch_nll: array (m,), -log p(x) of the batch's images, m >= 2.

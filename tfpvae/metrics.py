@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["detection_metrics", "evaluate"]
+__all__ = ["detection_metrics"]  # `evaluate`, deprecated, is kept for `tfpvae.anomaly.evaluate`
 
 
 def detection_metrics(normal_scores: Any, anomalous_scores: Any) -> dict[str, float]:

@@ -52,7 +52,8 @@ FLOORS = {
     **dict.fromkeys(["tfpvae.anomaly", "tfpvae.latent", "tfpvae.evolution", "tfpvae.uncertainty"], 5),
     **dict.fromkeys(["tfpvae.plots", "tfpvae.figures", "tfpvae.export", "tfpvae.tensorboard", "tfpvae.training"], 5),
     **dict.fromkeys(["tfpvae.embedding", "tfpvae.charts"], 5),  # split out of latent and plots
-    **dict.fromkeys(["tfpvae.combined", "tfpvae.anomaly_maps", "tfpvae.batch_tests"], 5),  # beside anomaly
+    # beside anomaly: its per-image scores, the combined score, anomaly maps and batch tests
+    **dict.fromkeys(["tfpvae.anomaly_scores", "tfpvae.combined", "tfpvae.anomaly_maps", "tfpvae.batch_tests"], 5),
     **dict.fromkeys(["tfpvae.runs", "tfpvae.bulk", "tfpvae.beam", "tfpvae.beam_*", "tfpvae.beam.*"], 6),
     **dict.fromkeys(["tfpvae.cli", "tfpvae.cli.*", "tfpvae.__main__", "tfpvae", "tfpvae._deprecated"], 7),
 }

@@ -98,7 +98,7 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
         "--target-fpr",
         type=float_in(0.0, 1.0),
         default=0.05,
-        help="false-positive rate of the threshold (default 0.05); with --batch-size also the level of the batch tests",
+        help="false-positive rate of the threshold; with --batch-size also the level of the batch tests",
     )
     p.add_argument(
         "--batch-size",
@@ -266,12 +266,12 @@ def detect(args: argparse.Namespace) -> int:
         "normal": args.normal,
         "anomalous": args.anomalous,
         "num_calibration": len(fit_part),
-        # typicality: of the calibration images, these give the typical NLL, the rest its threshold
-        **(
-            {"num_typicality_reference": len(fit_part) - len(detectors["typicality"].calibration_scores_)}
-            if "typicality" in detectors
-            else {}
-        ),
+        # typicality and combined: of the calibration images, these fit the score, the rest its threshold
+        **{
+            f"num_{name}_reference": len(fit_part) - len(detectors[name].calibration_scores_)
+            for name in ("combined", "typicality")
+            if name in detectors
+        },
         "num_normal_evaluated": len(eval_part),
         "num_anomalous": len(anomalous),
         "num_samples": args.num_samples,
