@@ -20,6 +20,8 @@ Figures, per model:
 2. ``iwae_nll_k64``: IWAE NLL (nats, k=64) on the test images after exactly `--budget`
    seconds (default 300) of training, counted from the first step (tracing included); the
    run stops at the first step that ends past the budget (``train_seconds`` says when);
+   with `--lr-schedule`, tfpvae's learning rate decays over the budget at every step
+   (`tfpvae.schedules.decayed_rate` of the fraction spent, as `tfpvae train --time-budget`);
 3. ``score_images_per_s``: images/s of `log_prob(..., num_samples=64)` on those images,
    after a warm-up call that traces the same chunk shape; the call is repeated until at
    least 2 s have passed (one call of tfpvae on the quick mode's 100 images takes about
@@ -58,7 +60,9 @@ from roofline import cpu_model  # noqa: E402
 
 import tfpvae  # noqa: E402
 from tfpvae._keras import tf, tfk  # noqa: E402
+from tfpvae.config import LR_SCHEDULES  # noqa: E402
 from tfpvae.likelihood import MLP_MAX_BATCH_ELEMENTS, LikelihoodEstimator  # noqa: E402
+from tfpvae.schedules import decayed_rate  # noqa: E402
 
 BATCH_SIZE = 128
 # Issue 5's goals, checked on every run (ratios are tfpvae / tfp_example).
@@ -96,18 +100,25 @@ class BudgetClock(tfk.callbacks.Callback):
 
     Records the end time of every step, so the steady-state throughput of the same run can
     be read off afterwards. It never stops before `min_steps` steps (a guard for test-size
-    budgets shorter than the tracing; irrelevant at 300 s).
+    budgets shorter than the tracing; irrelevant at 300 s). With a `schedule` other than
+    "constant" it sets the learning rate before every step, as `tfpvae.schedules.TimeBudget`
+    does (which would stop before `min_steps`), decaying from `learning_rate` over the budget.
     """
 
-    def __init__(self, seconds: float, min_steps: int = 1) -> None:
+    def __init__(self, seconds: float, min_steps: int = 1, schedule: str = "constant", learning_rate=None) -> None:
         super().__init__()
         self.seconds, self.min_steps = seconds, min_steps
+        self.schedule, self.learning_rate = schedule, learning_rate
         self.start: float | None = None
         self.ends: list[float] = []
 
     def on_train_batch_begin(self, batch, logs=None):
+        now = time.perf_counter()
         if self.start is None:
-            self.start = time.perf_counter()
+            self.start = now
+        if self.schedule != "constant":
+            fraction = min((now - self.start) / self.seconds, 1.0)
+            self.model.optimizer.learning_rate = decayed_rate(fraction, self.learning_rate, self.schedule)
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
@@ -174,9 +185,7 @@ def _candidates(args, budget_elements: int) -> list[dict]:
             name="tfpvae",
             fit=vae,
             make_ds=_grey_batches,
-            estimator=LikelihoodEstimator.from_model(
-                vae, max_batch_elements=budget_elements, precision=args.precision
-            ),
+            estimator=LikelihoodEstimator.from_model(vae, max_batch_elements=budget_elements, precision=args.precision),
             parameters=sum(int(np.prod(w.shape)) for w in vae.trainable_weights),
             vae=vae,
         )
@@ -233,7 +242,10 @@ def _score_memory(vae, x: np.ndarray, k: int, budget_elements: int) -> dict:
 def run_model(m: dict, x_train, x_eval, x_mem, cfg: dict, args, budget_elements: int) -> dict:
     """Trains one model for the budget, scores it; returns its JSON row."""
     k = cfg["score_k"]
-    clock = BudgetClock(cfg["budget"], min_steps=cfg["warmup"] + 3)
+    # Only tfpvae's rate follows --lr-schedule; the references keep their published training.
+    schedule = args.lr_schedule if m["vae"] is not None else "constant"
+    rate = m["vae"].config.learning_rate if m["vae"] is not None else None
+    clock = BudgetClock(cfg["budget"], min_steps=cfg["warmup"] + 3, schedule=schedule, learning_rate=rate)
     tf.random.set_seed(args.seed)
     m["fit"].fit(
         m["make_ds"](x_train, BATCH_SIZE, args.seed),
@@ -347,6 +359,12 @@ def main(argv=None) -> int:
         default="float32",
         help="tfpvae's training and scoring arithmetic (default float32; the references stay float32)",
     )
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="constant",
+        help="tfpvae's learning rate over the budget (default constant; the references keep theirs)",
+    )
     p.add_argument("--threads", type=int, default=0, help="TF intra/inter-op threads (default 0: TF's choice)")
     p.add_argument("--no-memory", action="store_true", help="skip the k=1000 memory subprocess")
     p.add_argument("--seed", type=int, default=0)
@@ -375,7 +393,9 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         del m
     summary = summarise(rows, cfg, mode_name)
-    summary.update(cpu_model=cpu_model(), precision=args.precision, tfpvae_overrides=args.tfpvae)
+    summary.update(
+        cpu_model=cpu_model(), precision=args.precision, tfpvae_overrides=args.tfpvae, lr_schedule=args.lr_schedule
+    )
     print()
     print(markdown(rows, summary))
     print(f"\nratios tfpvae / reference: {json.dumps(summary['ratios'])}")

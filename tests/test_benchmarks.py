@@ -40,7 +40,8 @@ def _finite_numbers(value):
 
 def test_smoke_run_reports_every_field(bench, data_dir, tmp_path, capsys):
     out = tmp_path / "bench.jsonl"
-    assert bench.main(shlex.split(f"--smoke --data-dir {shlex.quote(str(data_dir))} --out {out}")) == 0
+    command = f"--smoke --lr-schedule linear --data-dir {shlex.quote(str(data_dir))} --out {out}"
+    assert bench.main(shlex.split(command)) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     rows, summary = lines[:-1], lines[-1]
     assert [r["model"] for r in rows] == ["tfpvae", "tfp_example", "keras_example"]
@@ -52,7 +53,7 @@ def test_smoke_run_reports_every_field(bench, data_dir, tmp_path, capsys):
         assert 0 < row["iwae_nll"] < 784 * math.log(2) * 2  # nats per 28x28 image, far from degenerate
     memory = rows[0]["score_memory"]
     assert memory["images"] == 16 and memory["k"] == 50 and memory["peak_rss_mb"] >= memory["rss_before_scoring_mb"] > 0
-    assert summary["summary"] and summary["mode"] == "smoke"
+    assert summary["summary"] and summary["mode"] == "smoke" and summary["lr_schedule"] == "linear"
     assert set(summary["ratios"]) == {"tfp_example", "keras_example"}
     for ratios in summary["ratios"].values():
         assert ratios["train_throughput"] > 0 and ratios["score_throughput"] > 0

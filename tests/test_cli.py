@@ -488,8 +488,9 @@ def test_scores_depend_only_on_image_id_and_seed(trained_digits_dir, digits_test
     assert all(other[k][2] != whole[k][2] for k in whole)
 
 
-@pytest.mark.slow  # a training run resumed three times: about 35 s on 2 cores
-def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def train_calls(monkeypatch):
+    """The keyword arguments of every `tfpvae.training.train` call, which still trains."""
     import tfpvae.training
 
     calls = []
@@ -500,6 +501,34 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(tfpvae.training, "train", spy)
+    return calls
+
+
+def test_train_time_budget_ends_the_run_and_is_kept(tmp_path, train_calls, capsys):
+    from tfpvae.cli.train import UNLIMITED_EPOCHS
+
+    calls = train_calls
+    run = tmp_path / "run"
+    command = f"train --dataset digits --limit 200 --latent-dim 2 --seed 0 --no-progress --score-limit 20 --out {run}"
+    assert main(f"{command} --time-budget 2 --lr-schedule linear".split()) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((run / "train_args.json").read_text())
+    # No --epochs: the budget, not an epoch count, ended the run.
+    assert saved["time_budget"] == 2.0 and saved["epochs"] == UNLIMITED_EPOCHS
+    assert calls[-1]["time_budget"] == 2.0 and calls[-1]["lr_schedule"] == "linear"
+    assert 1 <= summary["epochs"] < UNLIMITED_EPOCHS
+    # A resumed run keeps its budget, spent already: it trains no further.
+    assert main(f"train --resume {run} --no-progress --score-limit 20".split()) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == summary["epochs"]
+    assert calls[-1]["time_budget"] == 2.0 and calls[-1]["resume"]
+    with pytest.raises(SystemExit) as e:
+        main(f"{command}2 --time-budget 0".split())
+    assert e.value.code == 2 and "--time-budget" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a training run resumed three times: about 35 s on 2 cores
+def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, train_calls, capsys):
+    calls = train_calls
     run = tmp_path / "run"
     common = "--no-progress --score-limit 20"
     command = "train --dataset digits --limit 200 --epochs 2 --latent-dim 2 --seed 0"
@@ -547,7 +576,7 @@ def test_train_flags_for_the_best_likelihood_are_kept_for_resume(tmp_path, monke
         ("--train-samples 0", "--train-samples"),
         ("--kl-warmup-epochs -1", "--kl-warmup-epochs"),
         ("--kl-warmup-epochs two", "--kl-warmup-epochs"),
-        ("--lr-schedule linear", "--lr-schedule"),
+        ("--lr-schedule step", "--lr-schedule"),
     ],
 )
 def test_bad_best_likelihood_flags_exit_2_naming_the_flag(flags, match, capsys):

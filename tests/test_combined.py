@@ -52,6 +52,24 @@ def test_image_statistics_closed_forms():
     stats = image_statistics(spot)
     assert stats["gradient"][0] == pytest.approx(4 * 0.8)
     assert stats["brightness"][0] == pytest.approx(np.quantile(spot.ravel(), 0.99))
+    # Its Laplacian is 4 * 0.8 at the only interior pixel: sharpness 3.2 / 3.2 = 1.
+    assert stats["sharpness"][0] == pytest.approx(1.0)
+    assert image_statistics(half)["sharpness"] == pytest.approx([0.0, 0.0])  # no edges: 0, not 0/0
+
+
+def test_sharpness_is_scale_free_and_falls_with_blur():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((4, 12, 12, 1)) < 0.3).astype(np.float64)
+    sharp = image_statistics(x)["sharpness"]
+    # A dimmed copy has the same sharpness: a ratio of two sums linear in the image.
+    np.testing.assert_allclose(image_statistics(0.4 * x)["sharpness"], sharp, rtol=1e-12)
+    blurred = ndimage.gaussian_filter(x, (0, 1, 1, 0))
+    assert (image_statistics(blurred)["sharpness"] < sharp).all()
+    # A ramp has a gradient but no Laplacian inside: its sharpness is 0.
+    ramp = np.broadcast_to(np.linspace(0, 1, 6)[None, :, None, None], (1, 6, 6, 1))
+    assert image_statistics(ramp)["sharpness"][0] == pytest.approx(0.0, abs=1e-6)  # float32 rounding
     with pytest.raises(ValueError, match="`x`"):
         image_statistics(np.zeros((2, 4)))
 

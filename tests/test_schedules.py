@@ -1,4 +1,5 @@
-"""KL warm-up and learning-rate schedules: values per epoch, exact endpoints, resume-safety."""
+"""KL warm-up, learning-rate schedules and the time budget: values per epoch and per second,
+exact endpoints, resume-safety."""
 
 import math
 
@@ -11,6 +12,8 @@ from tfpvae.schedules import (
     DEFAULT_MIN_LR_FRACTION,
     KLWarmup,
     LearningRateDecay,
+    TimeBudget,
+    decayed_rate,
     kl_warmup_weight,
     learning_rate_at,
 )
@@ -89,7 +92,10 @@ def test_exponential_and_constant_schedules():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: learning_rate_at(0, 10, 1e-3, "linear"), "`schedule` must be one of"),
+        (lambda: learning_rate_at(0, 10, 1e-3, "step"), "`schedule` must be one of"),
+        (lambda: decayed_rate(-0.1, 1e-3, "linear"), "`progress`"),
+        (lambda: TimeBudget(0.0), "`seconds`"),
+        (lambda: TimeBudget(10.0, "cosine", spent=-1.0), "`spent`"),
         (lambda: learning_rate_at(0, 0, 1e-3, "cosine"), "`epochs` must be an int >= 1"),
         (lambda: learning_rate_at(0, 10, 1e-3, "cosine", min_lr_fraction=0.0), "`min_lr_fraction`"),
         (lambda: learning_rate_at(-1, 10, 1e-3), "`epoch` must be an int >= 0"),
@@ -120,3 +126,103 @@ def test_learning_rate_callback_refuses_a_keras_schedule(x):
     model.compile(tfk.optimizers.Adam(tfk.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.9)))
     with pytest.raises(ValueError, match="already a Keras LearningRateSchedule"):
         _fit(model, x, 1, [LearningRateDecay("cosine", 3)])
+
+
+def test_linear_schedule_and_decayed_rate():
+    lr, floor = 2e-3, DEFAULT_MIN_LR_FRACTION * 2e-3
+    values = [learning_rate_at(e, 5, lr, "linear") for e in range(5)]
+    np.testing.assert_allclose(np.diff(values), (floor - lr) / 4, rtol=1e-12)  # equal steps
+    assert values[0] == lr and values[-1] == floor
+    # decayed_rate is the same curve over a fraction of the run; past the end it keeps the floor.
+    assert decayed_rate(0.25, lr, "linear") == pytest.approx(values[1], rel=1e-12)
+    assert decayed_rate(1.7, lr, "cosine") == floor and decayed_rate(0.0, lr, "exponential") == lr
+    assert decayed_rate(0.5, lr, "exponential", 0.01) == pytest.approx(lr * 0.1, rel=1e-12)
+    assert decayed_rate(0.9, lr) == lr
+
+
+class _FakeClock(tfk.callbacks.Callback):
+    """time.perf_counter for the time budget, in a world where every batch takes 1 s."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.now += 1.0  # before the budget reads the clock: this callback comes first
+
+
+class _RateRecorder(tfk.callbacks.Callback):
+    """The learning rate each batch trains with (after the budget has set it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lr = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.lr.append(float(self.model.optimizer.learning_rate.numpy()))
+
+
+def test_time_budget_stops_at_the_first_batch_past_it_and_decays_by_time(x, monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(tfpvae.schedules.time, "perf_counter", clock)
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, learning_rate=1e-3, seed=0)
+    model.compile()
+
+    def fit(budget):
+        seen = _RateRecorder()
+        model.fit(x, epochs=50, batch_size=16, callbacks=[clock, budget, seen], verbose=0)
+        return seen
+
+    budget = TimeBudget(10.0, "linear")
+    seen = fit(budget)
+    # 64 images, 16 a batch: 4 batches an epoch; 10 batches of 1 s, so it stops in epoch 3.
+    assert len(seen.lr) == 10 and budget.exhausted and budget.spent == pytest.approx(10.0)
+    assert len(model.history.history["loss"]) == 3
+    expected = [decayed_rate(i / 10, 1e-3, "linear") for i in range(10)]
+    np.testing.assert_allclose(seen.lr, expected, rtol=1e-6)
+    # A budget already partly spent trains only the rest; "constant" leaves the rate alone.
+    model.optimizer.learning_rate = 5e-4
+    seen = fit(TimeBudget(4.5, spent=2.0))
+    assert len(seen.lr) == 3 and np.allclose(seen.lr, 5e-4)  # 2 + 3 x 1 s >= 4.5
+
+
+def test_train_with_a_time_budget_resumes_with_the_rest(x, tmp_path):
+    from tfpvae.training import read_checkpoint_meta, train
+
+    def run(epochs, resume, budget):
+        model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, learning_rate=1e-3, seed=0)
+        seen = _RateRecorder()
+        result = train(
+            model, x, epochs=epochs, batch_size=16, run_dir=tmp_path, seed=0, verbose=0, resume=resume,
+            lr_schedule="linear", time_budget=budget, callbacks=[seen],
+        )  # fmt: skip
+        return result, seen.lr
+
+    # Ended by its epochs: the checkpoint records the seconds spent of the budget.
+    result, lr = run(2, False, 1000.0)
+    spent = read_checkpoint_meta(tmp_path)["train_seconds"]
+    assert result.epochs_completed == 2 and len(lr) == 8 and 0.0 < spent < 1000.0
+    assert lr[0] == pytest.approx(1e-3, rel=1e-6) and lr[-1] < lr[0]  # decayed by the time spent
+    # Resumed with the same budget, the rate continues from the time spent, not from the start.
+    result, lr = run(3, True, 1000.0)
+    assert result.epochs_completed == 3
+    latest, earliest = (decayed_rate(t / 1000, 1e-3, "linear") for t in (spent + 30.0, spent))
+    assert latest < lr[0] <= earliest * (1 + 1e-6)  # the rate is stored in float32
+    # A budget already spent trains nothing more; a tiny one stops after the first batch.
+    spent = read_checkpoint_meta(tmp_path)["train_seconds"]
+    result, lr = run(10, True, spent)
+    assert result.epochs_completed == 3 and lr == []
+    result, lr = run(10, True, spent + 1e-9)
+    assert result.epochs_completed == 4 and len(lr) == 1  # the partial epoch counts as the last
+
+
+def test_train_refuses_a_time_budget_with_several_workers(x, monkeypatch):
+    from tfpvae import training
+
+    monkeypatch.setattr(training, "num_workers", lambda strategy: 2)
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    with pytest.raises(ValueError, match="`time_budget` needs a single-worker strategy"):
+        training.train(model, x, epochs=1, time_budget=5.0, verbose=0)

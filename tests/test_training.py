@@ -242,7 +242,8 @@ def test_checkpoint_without_a_later_config_field_still_resumes(x, tmp_path):
     "kwargs,match",
     [
         (dict(kl_warmup_epochs=-1), "`kl_warmup_epochs` must be an int >= 0"),
-        (dict(lr_schedule="linear"), "`lr_schedule` must be one of 'constant', 'cosine', 'exponential'"),
+        (dict(lr_schedule="step"), "`lr_schedule` must be one of 'constant', 'linear', 'cosine', 'exponential'"),
+        (dict(time_budget=0.0), "`time_budget` must be"),
         (dict(lr_schedule="cosine", min_lr_fraction=1.5), "`min_lr_fraction`"),
         (dict(early_stopping=2), "`early_stopping` needs `validation_data`"),
         (dict(early_stopping=0, validation_data=np.zeros((4, 8, 8, 1))), "`early_stopping` must be an int >= 1"),

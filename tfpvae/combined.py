@@ -13,13 +13,15 @@ log p_complexity; higher = more normal):
   minus the KL between its pixels and the decoder's, without its own greyness), the rate,
   the distortion and the `complexity` score; and two statistics of the image that no
   likelihood of a binarised image sees: its brightness (the 99th percentile of its pixel
-  values) and its total absolute gradient (blur lowers it, noise raises it).
+  values), its total absolute gradient (blur lowers it, noise raises it) and its sharpness
+  (the total absolute Laplacian over the total gradient: a ratio that blur, rotation and
+  other resampling lower whatever the image's ink, and that a cut edge raises).
 * pose: min over T in {horizontal flip, vertical flip, 180-degree rotation} of
   log p(x~) - log p(T x~), at `POSE_SAMPLES` importance samples. A model knows the pose of
   its data: a normal image is more likely than its flipped copy (or as likely, if it is
   symmetric), a flipped image less likely than its flip back.
 * complexity: the `complexity` score of x~ alone (Serra et al., ICLR 2020), the strongest
-  single test against images of another domain, which the density dilutes among its six
+  single test against images of another domain, which the density dilutes among its seven
   statistics.
 
 `combined_statistics` computes the statistics of images (one pass at the
@@ -53,7 +55,7 @@ __all__ = [
     "pose_views",
 ]
 
-FEATURES = ("kl", "rate", "distortion", "complexity", "brightness", "gradient")
+FEATURES = ("kl", "rate", "distortion", "complexity", "brightness", "gradient", "sharpness")
 POSE_TRANSFORMS = ("hflip", "vflip", "rot180")
 POSE_SAMPLES = 8  # the pose statistic is a difference of two estimates with shared draws: few suffice
 PASS = ("log_prob", "rate", "distortion", "complexity")  # what the statistics read of one scoring pass
@@ -74,8 +76,10 @@ def image_statistics(x: Any) -> dict[str, np.ndarray]:
     Returns:
       dict of float64 arrays (n,): "grey_entropy" (sum over pixels of the binary entropy
       h(x_hwc) in nats, 0 for a binary image), "brightness" (the 99th percentile of the
-      pixel values) and "gradient" (the sum of absolute differences between neighbouring
-      pixels along height and width).
+      pixel values), "gradient" (the sum of absolute differences between neighbouring
+      pixels along height and width) and "sharpness" (the sum of absolute values of the
+      discrete Laplacian 4 x[i, j] - x[i-1, j] - x[i+1, j] - x[i, j-1] - x[i, j+1] over the
+      interior pixels, divided by "gradient"; 0 for an image without edges).
 
     Examples:
       >>> image_statistics(np.full((1, 2, 2, 1), 0.5))["grey_entropy"]  # 4 log 2
@@ -83,10 +87,16 @@ def image_statistics(x: Any) -> dict[str, np.ndarray]:
     """
     x = check_images(x, "x").astype(np.float64)
     v = np.clip(x.reshape(len(x), -1), 1e-12, 1 - 1e-12)
+    gradient = np.abs(np.diff(x, axis=1)).sum(axis=(1, 2, 3)) + np.abs(np.diff(x, axis=2)).sum(axis=(1, 2, 3))
+    inner = x[:, 1:-1, 1:-1]
+    laplacian = 4 * inner - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
+    total_laplacian = np.abs(laplacian).sum(axis=(1, 2, 3))
     return {
         "grey_entropy": -(v * np.log(v) + (1 - v) * np.log1p(-v)).sum(axis=1),
         "brightness": np.quantile(x.reshape(len(x), -1), 0.99, axis=1),
-        "gradient": np.abs(np.diff(x, axis=1)).sum(axis=(1, 2, 3)) + np.abs(np.diff(x, axis=2)).sum(axis=(1, 2, 3)),
+        "gradient": gradient,
+        # A ratio, so that it measures how abruptly edges change, not how much ink there is.
+        "sharpness": np.divide(total_laplacian, gradient, out=np.zeros_like(gradient), where=gradient > 0),
     }
 
 
@@ -126,6 +136,7 @@ def combined_features(x: Any, scores: Mapping[str, np.ndarray], pose_log_prob: A
         "complexity": scores["complexity"],
         "brightness": image["brightness"],
         "gradient": image["gradient"],
+        "sharpness": image["sharpness"],
         "pose": (log_p[0] - log_p[1:]).min(axis=0),
     }
     return {PREFIX + name: np.asarray(v, np.float64) for name, v in values.items()}

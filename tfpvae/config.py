@@ -16,7 +16,7 @@ MODEL_TYPES = ("vae", "ae")
 BINARIZE = ("dynamic", "none")
 ACTIVATIONS = ("relu", "elu", "swish", "leaky_relu", "tanh")
 # Learning-rate schedules of `tfpvae.schedules` (here, free of TensorFlow, for the CLI's parser).
-LR_SCHEDULES = ("constant", "cosine", "exponential")
+LR_SCHEDULES = ("constant", "linear", "cosine", "exponential")
 # The per-image scores of `tfpvae.scoring` (here, free of TensorFlow, for the CLI's parser).
 SCORES = ("log_prob", "elbo", "rate", "distortion", "typicality", "complexity")
 # The arithmetic of `tfpvae.precision` (here, free of TensorFlow, for the CLI's parser).

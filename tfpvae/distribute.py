@@ -69,7 +69,7 @@ def is_chief(strategy: Any | None = None) -> bool:
     return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
 
 
-def _num_workers(strategy: Any) -> int:
+def num_workers(strategy: Any) -> int:
     """Worker machines (chief included) of a multi-worker strategy; 1 for any other."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:
@@ -129,7 +129,7 @@ def file_dataset(
         ds = streaming.stream(source, files=shard, image_shape=shape).map(lambda e: e["image"])
         return ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
-    workers = _num_workers(strategy)
+    workers = num_workers(strategy)
     if workers == 1:
         return images(files).batch(global_batch_size).prefetch(tf.data.AUTOTUNE), None, shape
     if len(files) < workers:

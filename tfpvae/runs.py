@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tfpvae._io import atomic_write_text
-from tfpvae._validation import check_choice
+from tfpvae._validation import check_choice, check_float
 from tfpvae.bulk import iter_array_batches, score_to_csv
 from tfpvae.config import PRECISIONS, VAEConfig
 from tfpvae.serialization import MODEL_FILES
@@ -97,13 +97,15 @@ class RunSettings:
       clip_norm: clip the global gradient norm. Default None.
       seed: seed of initialisation, shuffling and binarisation. Default None.
       kl_warmup_epochs: epochs of linear KL warm-up. Default 0.
-      lr_schedule: "constant", "cosine" or "exponential". Default "constant".
+      lr_schedule: "constant", "linear", "cosine" or "exponential". Default "constant".
       early_stopping: patience in epochs; validates on a split held out from training
         (binarized_mnist's valid split, else the last 10% of the training images).
       validation_images: validate on only N images each epoch, 0 for none. Default None (all).
       epochs: total epochs of the run. Default 10.
       precision: the training steps' arithmetic, "float32", "bfloat16" or "auto" (see
         `tfpvae.VAE.compile`). Default "float32".
+      time_budget: seconds of training after which the run stops (`tfpvae.train`'s
+        `time_budget`; `lr_schedule` then decays over the budget). Default None (none).
     """
 
     dataset: str | None = None
@@ -121,9 +123,12 @@ class RunSettings:
     validation_images: int | None = None
     epochs: int = 10
     precision: str = "float32"
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.precision, "precision", PRECISIONS)
+        if self.time_budget is not None:
+            check_float(self.time_budget, "time_budget", minimum=0.0, min_inclusive=False)
         if not (self.dataset or self.input):
             raise ValueError("`dataset` or `input` is required: the images to train on.")
         if self.input and (self.dataset or self.limit):
@@ -307,6 +312,7 @@ def train_run(
             lr_schedule=settings.lr_schedule,
             early_stopping=settings.early_stopping,
             steps_per_epoch=data.steps_per_epoch,
+            time_budget=settings.time_budget,
         )
         if chief:
             _write_outputs(model, run, data, settings, callbacks, result.interrupted, score_limit, note)

@@ -1,15 +1,19 @@
-"""Per-epoch training schedules: KL warm-up and learning-rate decay, as Keras callbacks.
+"""Training schedules as Keras callbacks: KL warm-up, learning-rate decay, a time budget.
 
-Both callbacks set their value at the start of each epoch from the epoch index alone (and
-the run's total epochs), never from a counter of epochs seen. A run resumed at epoch e
-(`tfpvae.train(..., resume=True)`, which passes `initial_epoch=e` to `fit`) therefore gets
-exactly the values the uninterrupted run would have had. The pure functions
-`kl_warmup_weight` and `learning_rate_at` give the values without a model.
+`KLWarmup` and `LearningRateDecay` set their value at the start of each epoch from the
+epoch index alone (and the run's total epochs), never from a counter of epochs seen. A run
+resumed at epoch e (`tfpvae.train(..., resume=True)`, which passes `initial_epoch=e` to
+`fit`) therefore gets exactly the values the uninterrupted run would have had.
+`TimeBudget` stops training after a number of seconds and decays the learning rate with
+the fraction of them spent, at every step: the schedule of a run that is to end at a time
+rather than after a number of epochs. The pure functions `kl_warmup_weight`,
+`learning_rate_at` and `decayed_rate` give the values without a model.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 from tfpvae._keras import tfk
 from tfpvae._validation import check_choice, check_float, check_int
@@ -20,6 +24,8 @@ __all__ = [
     "KLWarmup",
     "LR_SCHEDULES",
     "LearningRateDecay",
+    "TimeBudget",
+    "decayed_rate",
     "kl_warmup_weight",
     "learning_rate_at",
 ]
@@ -65,6 +71,8 @@ def learning_rate_at(
     first epoch, 1 at the last; t = 0 throughout a one-epoch run):
 
     * "constant": learning_rate at every epoch.
+    * "linear": `floor + (learning_rate - floor) * (1 - t)`, a straight line from
+      learning_rate at the first epoch to exactly the floor at the last.
     * "cosine": `floor + (learning_rate - floor) * (1 + cos(pi * t)) / 2`, a half cosine
       from learning_rate at the first epoch to exactly the floor at the last.
     * "exponential": `learning_rate * min_lr_fraction**t`, a geometric decay by the same
@@ -90,19 +98,49 @@ def learning_rate_at(
     """
     epoch = check_int(epoch, "epoch", minimum=0)
     epochs = check_int(epochs, "epochs")
+    if epochs == 1:
+        t = 0.0  # a one-epoch run never decays
+    else:
+        t = 1.0 if epoch >= epochs - 1 else epoch / (epochs - 1)
+    return decayed_rate(t, learning_rate, schedule, min_lr_fraction)
+
+
+def decayed_rate(
+    progress: float,
+    learning_rate: float,
+    schedule: str = "constant",
+    min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
+) -> float:
+    """The learning rate of `schedule` when `progress` of the run is done (see `learning_rate_at`).
+
+    Args:
+      progress: the fraction t of the run done, in [0, 1]; values above 1 count as 1.
+      learning_rate: the initial learning rate, > 0.
+      schedule: one of `LR_SCHEDULES`.
+      min_lr_fraction: the floor as a fraction of learning_rate, in (0, 1]. Default 0.05.
+
+    Returns:
+      The learning rate: learning_rate at t = 0, exactly the floor at t = 1 (for the
+      decaying schedules).
+
+    Examples:
+      >>> decayed_rate(0.5, 2e-3, "linear", 0.05)  # halfway from 2e-3 to 1e-4
+      0.00105
+    """
+    progress = min(check_float(progress, "progress", minimum=0.0), 1.0)
     learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
     schedule = check_choice(schedule, "schedule", LR_SCHEDULES)
     min_lr_fraction = check_float(min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False)
     if schedule == "constant":
         return learning_rate
     floor = min_lr_fraction * learning_rate
-    if epoch >= epochs - 1:
-        # The last epoch (and any beyond it) sits exactly on the floor, with no rounding error.
-        return floor if epochs > 1 else learning_rate
-    t = epoch / (epochs - 1)
+    if progress == 1.0:
+        return floor  # exactly, with no rounding error
+    if schedule == "linear":
+        return floor + (learning_rate - floor) * (1.0 - progress)
     if schedule == "cosine":
-        return floor + (learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
-    return learning_rate * min_lr_fraction**t
+        return floor + (learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return learning_rate * min_lr_fraction**progress
 
 
 class KLWarmup(tfk.callbacks.Callback):
@@ -147,7 +185,7 @@ class LearningRateDecay(tfk.callbacks.Callback):
     """Sets the optimizer's learning rate at the start of each epoch (see `learning_rate_at`).
 
     Args:
-      schedule: "constant", "cosine" or "exponential".
+      schedule: "constant", "linear", "cosine" or "exponential".
       epochs: total epochs of the run, >= 1: the decaying schedules reach their floor at
         epoch `epochs` (1-based). Pass the same total when resuming, so the curve is the same.
       learning_rate: the initial learning rate. None: the model's
@@ -190,3 +228,88 @@ class LearningRateDecay(tfk.callbacks.Callback):
                 "The optimizer's learning rate is already a Keras LearningRateSchedule; compile with a plain "
                 "learning rate to use `lr_schedule`."
             ) from None
+
+
+class TimeBudget(tfk.callbacks.Callback):
+    """Stops training after `seconds` of it, decaying the learning rate with the time spent.
+
+    The clock starts at the first batch of the first `fit` it sees (tracing, validation
+    and checkpoints between epochs count: the budget is wall-clock time), and training
+    stops at the end of the first batch that ends past the budget. Before every batch the
+    learning rate is set to `decayed_rate(spent / seconds, ...)`: with "linear", a
+    straight line from the initial rate to the floor at the end of the budget. A rate
+    that decays to the end of the budget (Li et al., "Budgeted training", ICLR 2020)
+    reached a 2.4-2.7 nats lower test NLL than a constant rate in 5 minutes of training,
+    linear and cosine alike (Benchmarks page, "Training to a time budget").
+
+    Args:
+      seconds: the budget in seconds, > 0.
+      schedule: one of `LR_SCHEDULES`, over the budget. Default "constant": the
+        optimizer's rate is left alone.
+      learning_rate: the initial learning rate. None: the model's `config.learning_rate`.
+      min_lr_fraction: the floor as a fraction of the initial rate, in (0, 1]. Default 0.05.
+      spent: seconds already spent of the budget (a resumed run's). Default 0. Keras
+        checks for a stop only after a batch, so `fit` with a budget already spent still
+        trains one batch; `tfpvae.train` trains none.
+
+    Attributes:
+      spent: seconds of the budget spent so far, updated at the end of every batch.
+
+    Raises:
+      ValueError: at the first batch, if a decaying schedule meets an optimizer whose
+        learning rate is itself a Keras `LearningRateSchedule`.
+
+    Examples:
+      >>> model.fit(x, epochs=1000, callbacks=[TimeBudget(300, "linear")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        schedule: str = "constant",
+        learning_rate: float | None = None,
+        min_lr_fraction: float = DEFAULT_MIN_LR_FRACTION,
+        spent: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.seconds = check_float(seconds, "seconds", minimum=0.0, min_inclusive=False)
+        self.schedule = check_choice(schedule, "schedule", LR_SCHEDULES)
+        if learning_rate is not None:
+            learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
+        self.learning_rate = learning_rate
+        self.min_lr_fraction = check_float(
+            min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False
+        )
+        self.spent = check_float(spent, "spent", minimum=0.0)
+        self._origin: float | None = None  # perf_counter() at which `spent` was 0
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the budget is spent."""
+        return self.spent >= self.seconds
+
+    def rate(self, spent: float) -> float:
+        """The learning rate after `spent` seconds (needs the model for learning_rate=None)."""
+        initial = self.model.config.learning_rate if self.learning_rate is None else self.learning_rate
+        return decayed_rate(spent / self.seconds, initial, self.schedule, self.min_lr_fraction)
+
+    def on_train_begin(self, logs=None):
+        self._origin = None  # a new `fit` continues from `spent`, not from the last one's clock
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._origin is None:
+            self._origin = time.perf_counter() - self.spent
+        if self.schedule == "constant":
+            return
+        try:
+            self.model.optimizer.learning_rate = self.rate(time.perf_counter() - self._origin)
+        except TypeError:  # tf_keras refuses to set the rate of an optimizer built with a schedule
+            raise ValueError(
+                "The optimizer's learning rate is already a Keras LearningRateSchedule; compile with a plain "
+                "learning rate to use a decaying `schedule` with a time budget."
+            ) from None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.spent = time.perf_counter() - self._origin
+        if self.exhausted:
+            self.model.stop_training = True

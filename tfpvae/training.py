@@ -29,9 +29,9 @@ from tfpvae._io import StorageError, atomic_write, load_npz_arrays, make_folder,
 from tfpvae._keras import tf, tfk
 from tfpvae._validation import check_choice, check_float, check_int
 from tfpvae.config import VAEConfig
-from tfpvae.distribute import is_chief
+from tfpvae.distribute import is_chief, num_workers
 from tfpvae.model import load
-from tfpvae.schedules import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, KLWarmup, LearningRateDecay
+from tfpvae.schedules import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, KLWarmup, LearningRateDecay, TimeBudget
 from tfpvae.serialization import MODEL_FILES, is_history
 from tfpvae.write_guard import claim_folder
 
@@ -91,13 +91,15 @@ def _state_arrays(model) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
+def save_checkpoint(model, run_dir: str | Path, epoch: int, train_seconds: float | None = None) -> Path:
     """Atomically writes the full training state of `model` after `epoch` epochs.
 
     Args:
       model: a compiled `tfpvae.VAE`.
       run_dir: the run folder (created if needed).
       epoch: number of completed epochs the state corresponds to.
+      train_seconds: seconds of a time budget spent so far (`train(time_budget=...)`),
+        which a resumed run continues from. None: not recorded.
 
     Returns:
       Path of the checkpoint file.
@@ -109,6 +111,8 @@ def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
         "history": model.training_history,
         "config": model.config.to_dict(),
     }
+    if train_seconds is not None:
+        meta["train_seconds"] = float(train_seconds)
     arrays = _state_arrays(model)
     arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
@@ -123,7 +127,8 @@ def save_checkpoint(model, run_dir: str | Path, epoch: int) -> Path:
 
 
 def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
-    """Returns a checkpoint's metadata (epoch, history, config) without building a model."""
+    """Returns a checkpoint's metadata (epoch, history, config, and "train_seconds" where
+    recorded) without building a model."""
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint in {run_dir}: {CHECKPOINT_FILE} is missing (nothing to resume).")
@@ -151,12 +156,14 @@ def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def restore_checkpoint(model, run_dir: str | Path) -> int:
+def restore_checkpoint(model, run_dir: str | Path, budget: TimeBudget | None = None) -> int:
     """Loads weights, optimizer state, RNG state and history into `model`.
 
     Args:
       model: a compiled `tfpvae.VAE` built from the checkpoint's config.
       run_dir: the run folder holding `checkpoint.npz`.
+      budget: a time budget that continues from the seconds the checkpoint records as
+        spent (0 where it records none).
 
     Returns:
       The number of completed epochs stored in the checkpoint.
@@ -198,6 +205,8 @@ def restore_checkpoint(model, run_dir: str | Path) -> int:
         v.assign(arrays[key])
     model.binarize_rng.reset(arrays["rng_state"])
     model.training_history = meta["history"]
+    if budget is not None:
+        budget.spent = float(meta.get("train_seconds", 0.0))
     return int(meta["epoch"])
 
 
@@ -223,7 +232,7 @@ def saving(run_dir: Path) -> Iterator[None]:
 class _RunGuard(tfk.callbacks.Callback):
     """Checkpoints each epoch, watches the loss for NaN/Inf and stops on SIGINT."""
 
-    def __init__(self, run_dir: Path | None, every: int, start_epoch: int) -> None:
+    def __init__(self, run_dir: Path | None, every: int, start_epoch: int, budget: TimeBudget | None = None) -> None:
         super().__init__()
         self.run_dir, self.every = run_dir, every
         self.completed = self.checkpointed = start_epoch
@@ -231,6 +240,12 @@ class _RunGuard(tfk.callbacks.Callback):
         self.interrupted = False
         self.epoch_logs: dict[str, list[float]] = {}
         self.good_state: dict[str, np.ndarray] | None = None
+        self.budget = budget  # whose time spent each checkpoint records
+
+    @property
+    def budget_spent(self) -> float | None:
+        """Seconds of the time budget spent (None without one), for the checkpoint."""
+        return None if self.budget is None else self.budget.spent
 
     def on_train_begin(self, logs=None):
         self.good_state = _state_arrays(self.model)
@@ -264,7 +279,7 @@ class _RunGuard(tfk.callbacks.Callback):
             self.model.training_history = merged
         try:
             with saving(self.run_dir):
-                save_checkpoint(self.model, self.run_dir, self.completed)
+                save_checkpoint(self.model, self.run_dir, self.completed, train_seconds=self.budget_spent)
                 self.model.save(self.run_dir)
             self.checkpointed = self.completed
         finally:
@@ -313,6 +328,7 @@ def train(
     steps_per_epoch: int | None = None,
     precision: str | None = None,
     overwrite: bool = False,
+    time_budget: float | None = None,
 ) -> TrainingResult:
     """Trains `model` to `epochs` total epochs, checkpointing into `run_dir`.
 
@@ -320,7 +336,7 @@ def train(
       model: a `tfpvae.VAE`; uncompiled models get Adam at `config.learning_rate`.
       x: training images, array (n, H, W, C), a `tf.data.Dataset` of batches, or a
         distributed dataset (`tfpvae.distribute.file_dataset`).
-      epochs: total number of epochs, counting those of a resumed run.
+      epochs: total number of epochs, counting those of a resumed run (at most, with a budget).
       batch_size: images per step for array input.
       validation_data: images evaluated after each epoch.
       run_dir: folder for `checkpoint.npz` (the state of the last completed epoch) and the
@@ -328,7 +344,7 @@ def train(
         A folder that holds a model or checkpoint is refused unless `resume` or
         `overwrite`, and the folder is locked while training writes it.
       checkpoint_every: epochs between checkpoints; the last is always written.
-      resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history).
+      resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history, time).
       clip_norm: clip the global gradient norm to this value. None: no clipping.
       seed: seeds shuffling (`tf.random.set_seed`); weight initialisation and binarisation
         follow `model.config.seed`.
@@ -336,9 +352,9 @@ def train(
       callbacks: more Keras callbacks.
       kl_warmup_epochs: raise `model.kl_weight` linearly from beta / n in the first epoch
         to `config.beta` at epoch n (`tfpvae.schedules.KLWarmup`). 0: none.
-      lr_schedule: "constant", "cosine" or "exponential": decay from
-        `config.learning_rate` to `min_lr_fraction` of it at epoch `epochs`
-        (`tfpvae.schedules.LearningRateDecay`); resume with the same `epochs`.
+      lr_schedule: "constant", "linear", "cosine" or "exponential": decay from
+        `config.learning_rate` to `min_lr_fraction` of it at epoch `epochs`, or at the end
+        of `time_budget` (`tfpvae.schedules`); resume with the same `epochs`.
       min_lr_fraction: the decaying schedules' final fraction, in (0, 1]. Default 0.05.
       early_stopping: patience in epochs: stop when the validation loss has not improved
         for this many epochs (warm-up epochs not compared) and keep the best epoch's
@@ -349,6 +365,8 @@ def train(
         (`tfpvae.VAE.set_training_precision`). None: the model's (see `compile`).
       overwrite: train into a `run_dir` that holds another model or run, replacing its
         model and checkpoint as epochs complete.
+      time_budget: seconds of wall-clock training after which the run stops, within an
+        epoch if need be (`tfpvae.schedules.TimeBudget`); a resumed run spends the rest.
 
     Returns:
       the epochs completed, the per-epoch history, whether SIGINT stopped training
@@ -368,23 +386,21 @@ def train(
     clip_norm = None if clip_norm is None else check_float(clip_norm, "clip_norm", minimum=0.0, min_inclusive=False)
     if resume and run_dir is None:
         raise ValueError("`resume=True` needs the `run_dir` to resume from.")
-    schedules, stopper = _schedule_callbacks(
-        epochs, kl_warmup_epochs, lr_schedule, min_lr_fraction, early_stopping, validation_data
+    schedules, stopper, budget = _schedule_callbacks(
+        epochs, kl_warmup_epochs, lr_schedule, min_lr_fraction, early_stopping, validation_data, time_budget, model
     )
     run_dir = None if run_dir is None else Path(run_dir)
-    # With several workers only the chief writes: the others would race on the same files.
-    # The model's strategy, not the current one: `train` is called outside `strategy.scope()`.
+    # Only the chief writes (workers would race); the model's strategy: `train` runs outside its scope.
     writer = run_dir if run_dir is not None and is_chief(model.distribute_strategy) else None
     with _claim(writer, overwrite, resume):
         _prepare(model, seed, clip_norm, precision)
-        start = restore_checkpoint(model, run_dir) if resume else 0
-        if start >= epochs:
-            # Nothing left to train: the result is the finished run's model (with early stopping,
-            # its best epoch's weights), which its folder holds, not the checkpoint's last epoch.
+        start = restore_checkpoint(model, run_dir, budget) if resume else 0
+        if start >= epochs or (budget is not None and budget.exhausted):
+            # Nothing left: the finished run's model from its folder (early stopping's best epoch).
             model.set_weights(load(run_dir).get_weights())
             return TrainingResult(start, model.training_history)
-        guard = _RunGuard(writer, checkpoint_every, start)
-        callbacks = [guard, *schedules, *([stopper] if stopper else []), *(callbacks or [])]
+        guard = _RunGuard(writer, checkpoint_every, start, budget)
+        callbacks = [guard, *schedules, *(callbacks or [])]
         fit = dict(epochs=epochs, initial_epoch=start, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
         _fit_guarded(model, guard, x, callbacks=callbacks, validation_data=validation_data, verbose=verbose, **fit)
         if guard.failure:
@@ -417,7 +433,7 @@ def _finish(model, guard: _RunGuard, stopper: _EarlyStopping | None) -> int | No
         # The last epoch whatever `checkpoint_every`, or after an interrupt the weights as
         # they are: no finished batch is lost.
         with saving(guard.run_dir):
-            save_checkpoint(model, guard.run_dir, guard.completed)
+            save_checkpoint(model, guard.run_dir, guard.completed, train_seconds=guard.budget_spent)
     best_epoch = None
     if stopper is not None and stopper.best_weights is not None:
         model.set_weights(stopper.best_weights)
@@ -437,10 +453,21 @@ def _schedule_callbacks(
     min_lr_fraction: Any,
     early_stopping: Any,
     validation_data: Any,
-) -> tuple[list, _EarlyStopping | None]:
-    """The KL warm-up and learning-rate callbacks, and the early stopper (or None), checked."""
+    time_budget: Any,
+    model: Any,
+) -> tuple[list, _EarlyStopping | None, TimeBudget | None]:
+    """The schedule callbacks (KL warm-up, learning rate by epoch or a `TimeBudget`) and the
+    early stopper in the order they run, the stopper (or None) and the budget (or None),
+    all checked before any file is touched."""
     kl_warmup_epochs = check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
     lr_schedule = check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
+    min_lr_fraction = check_float(min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False)
+    if time_budget is not None:
+        time_budget = check_float(time_budget, "time_budget", minimum=0.0, min_inclusive=False)
+        if num_workers(model.distribute_strategy) > 1:
+            # Each worker's clock would stop it at a different step, and the others would wait forever.
+            raise ValueError("`time_budget` needs a single-worker strategy: workers' clocks do not agree.")
+
     stopper = None
     if early_stopping is not None:
         early_stopping = check_int(early_stopping, "early_stopping")
@@ -449,11 +476,14 @@ def _schedule_callbacks(
         stopper = _EarlyStopping(
             monitor="val_loss", patience=early_stopping, restore_best_weights=True, start_from_epoch=kl_warmup_epochs
         )
-    min_lr_fraction = check_float(min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False)
     schedules = [KLWarmup(kl_warmup_epochs)] if kl_warmup_epochs else []
-    if lr_schedule != "constant":
+    budget = None
+    if time_budget is not None:  # the budget, not the epochs, then decays the rate
+        budget = TimeBudget(time_budget, lr_schedule, min_lr_fraction=min_lr_fraction)
+        schedules.append(budget)
+    elif lr_schedule != "constant":
         schedules.append(LearningRateDecay(lr_schedule, epochs, min_lr_fraction=min_lr_fraction))
-    return schedules, stopper
+    return schedules + ([stopper] if stopper else []), stopper, budget
 
 
 def _fit_guarded(model, guard: _RunGuard, x: Any, **fit_kwargs: Any) -> None:

@@ -22,6 +22,8 @@ from tfpvae._arguments import (
 from tfpvae.cli._common import add_data_args, as_flags, example, typed
 from tfpvae.config import LR_SCHEDULES, STRATEGIES
 
+UNLIMITED_EPOCHS = 1_000_000  # the epochs of a --time-budget run without --epochs: the budget ends it
+
 
 def add_train(sub: argparse._SubParsersAction) -> None:
     """Adds `tfpvae train`."""
@@ -50,7 +52,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace the run or model already in --out: its files are removed first (default: refuse the folder)",
     )
-    p.add_argument("--epochs", type=positive_int, help="total passes over the data (default 10)")
+    p.add_argument(
+        "--epochs", type=positive_int, help="total passes over the data (default 10; with --time-budget, no limit)"
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float_in(0.0),
+        metavar="SECONDS",
+        help="stop after SECONDS of training, within an epoch if need be; --lr-schedule then decays over the "
+        "budget (linear or cosine: a lower NLL than constant in a fixed time) (default: no budget)",
+    )
     p.add_argument(
         "--checkpoint-every",
         type=positive_int,
@@ -71,8 +82,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--lr-schedule",
         choices=LR_SCHEDULES,
         default="constant",
-        help="per-epoch learning rate: cosine and exponential decay to 1/20 of --learning-rate at the last of "
-        "--epochs (default constant)",
+        help="learning rate: linear, cosine and exponential decay to 1/20 of --learning-rate at the last of "
+        "--epochs, or at the end of --time-budget (default constant)",
     )
     p.add_argument(
         "--early-stopping",
@@ -121,7 +132,9 @@ def _settings(args: argparse.Namespace):
         raise UsageError("`--dataset` (or `--input`) and `--out` are required unless `--resume RUN_DIR` is given.")
     names = [f.name for f in dataclasses.fields(RunSettings) if f.name != "epochs"]
     try:
-        return RunSettings(**{k: getattr(args, k) for k in names}, epochs=args.epochs or 10)
+        # With a time budget the clock ends the run; the epochs only cap it, and need not.
+        epochs = args.epochs or (UNLIMITED_EPOCHS if args.time_budget else 10)
+        return RunSettings(**{k: getattr(args, k) for k in names}, epochs=epochs)
     except ValueError as err:
         raise UsageError(as_flags(str(err))) from None
 
