@@ -521,6 +521,13 @@ def test_train_time_budget_ends_the_run_and_is_kept(tmp_path, train_calls, capsy
     assert main(f"train --resume {run} --no-progress --score-limit 20".split()) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == summary["epochs"]
     assert calls[-1]["time_budget"] == 2.0 and calls[-1]["resume"]
+    # A larger budget on --resume is the run's new total: it trains on, and keeps it.
+    from tfpvae.training import read_checkpoint_meta
+
+    more = round(read_checkpoint_meta(run)["train_seconds"] + 2.0, 3)  # the first run may overrun 2 s
+    assert main(f"train --resume {run} --time-budget {more} --no-progress --score-limit 20".split()) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] > summary["epochs"]
+    assert calls[-1]["time_budget"] == more and json.loads((run / "train_args.json").read_text())["time_budget"] == more
     with pytest.raises(SystemExit) as e:
         main(f"{command}2 --time-budget 0".split())
     assert e.value.code == 2 and "--time-budget" in capsys.readouterr().err

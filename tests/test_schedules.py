@@ -138,6 +138,8 @@ def test_linear_schedule_and_decayed_rate():
     assert decayed_rate(1.7, lr, "cosine") == floor and decayed_rate(0.0, lr, "exponential") == lr
     assert decayed_rate(0.5, lr, "exponential", 0.01) == pytest.approx(lr * 0.1, rel=1e-12)
     assert decayed_rate(0.9, lr) == lr
+    # The start is the initial rate exactly (floor + (lr - floor) would round above it).
+    assert decayed_rate(0.0, 0.01, "linear", 0.1) == 0.01 and learning_rate_at(0, 1, 0.01, "cosine", 0.1) == 0.01
 
 
 class _FakeClock(tfk.callbacks.Callback):
@@ -209,7 +211,7 @@ def test_train_with_a_time_budget_resumes_with_the_rest(x, tmp_path):
     # Resumed with the same budget, the rate continues from the time spent, not from the start.
     result, lr = run(3, True, 1000.0)
     assert result.epochs_completed == 3
-    latest, earliest = (decayed_rate(t / 1000, 1e-3, "linear") for t in (spent + 30.0, spent))
+    latest, earliest = (decayed_rate(t / 1000, 1e-3, "linear") for t in (spent + 120.0, spent))
     assert latest < lr[0] <= earliest * (1 + 1e-6)  # the rate is stored in float32
     # A budget already spent trains nothing more; a tiny one stops after the first batch.
     spent = read_checkpoint_meta(tmp_path)["train_seconds"]
@@ -217,6 +219,26 @@ def test_train_with_a_time_budget_resumes_with_the_rest(x, tmp_path):
     assert result.epochs_completed == 3 and lr == []
     result, lr = run(10, True, spent + 1e-9)
     assert result.epochs_completed == 4 and len(lr) == 1  # the partial epoch counts as the last
+
+
+def test_time_budget_refuses_a_keras_schedule(x):
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.compile(tfk.optimizers.Adam(tfk.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.9)))
+    with pytest.raises(ValueError, match="decay it over a time budget"):
+        model.fit(x, epochs=1, batch_size=32, callbacks=[TimeBudget(60.0, "linear")], verbose=0)
+
+
+def test_a_checkpoint_with_bad_train_seconds_is_refused(x, tmp_path):
+    from tfpvae.training import CheckpointError, read_checkpoint_meta, save_checkpoint
+
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.compile()
+    for bad in (float("nan"), -1.0):
+        save_checkpoint(model, tmp_path, 0, train_seconds=bad)
+        with pytest.raises(CheckpointError, match="train_seconds"):
+            read_checkpoint_meta(tmp_path)
+    save_checkpoint(model, tmp_path, 0, train_seconds=3.5)
+    assert read_checkpoint_meta(tmp_path)["train_seconds"] == 3.5
 
 
 def test_train_refuses_a_time_budget_with_several_workers(x, monkeypatch):

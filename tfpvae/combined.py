@@ -79,7 +79,8 @@ def image_statistics(x: Any) -> dict[str, np.ndarray]:
       pixel values), "gradient" (the sum of absolute differences between neighbouring
       pixels along height and width) and "sharpness" (the sum of absolute values of the
       discrete Laplacian 4 x[i, j] - x[i-1, j] - x[i+1, j] - x[i, j-1] - x[i, j+1] over the
-      interior pixels, divided by "gradient"; 0 for an image without edges).
+      interior pixels, divided by "gradient"; 0 for an image without edges, and for one
+      under 3 pixels high or wide, which has no interior).
 
     Examples:
       >>> image_statistics(np.full((1, 2, 2, 1), 0.5))["grey_entropy"]  # 4 log 2

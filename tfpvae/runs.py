@@ -105,7 +105,9 @@ class RunSettings:
       precision: the training steps' arithmetic, "float32", "bfloat16" or "auto" (see
         `tfpvae.VAE.compile`). Default "float32".
       time_budget: seconds of training after which the run stops (`tfpvae.train`'s
-        `time_budget`; `lr_schedule` then decays over the budget). Default None (none).
+        `time_budget`; `lr_schedule` then decays over the budget). `epochs` still caps the
+        run: raise it (the command line sets no cap) so that the budget ends it and the
+        rate reaches its floor. Default None (none).
     """
 
     dataset: str | None = None
@@ -187,7 +189,8 @@ def resumed_settings(
     """The settings and model config a resumed run keeps, and the requests it ignores.
 
     A resumed run keeps its own settings and config, except `epochs`, which may be raised
-    (or lowered to no fewer than the epochs done).
+    (or lowered to no fewer than the epochs done), and `time_budget`, a new total of
+    seconds (the checkpoint records those spent).
 
     Args:
       run_dir: a run folder with a checkpoint.
@@ -209,9 +212,11 @@ def _resume(run_dir: str | os.PathLike, requested: dict[str, Any] | None) -> tup
     config = VAEConfig.from_dict(meta["config"])
     requested = dict(requested or {})
     epochs = requested.pop("epochs", None) or stored.epochs
+    time_budget = requested.pop("time_budget", None) or stored.time_budget
     kept = {**dataclasses.asdict(stored), **config.to_dict()}
     ignored = [(k, v, kept[k]) for k, v in requested.items() if k in kept and _differs(v, kept[k])]
-    return dataclasses.replace(stored, epochs=epochs), config, ignored, int(meta["epoch"]), stored.epochs
+    resumed = dataclasses.replace(stored, epochs=epochs, time_budget=time_budget)
+    return resumed, config, ignored, int(meta["epoch"]), stored
 
 
 def _differs(a: Any, b: Any) -> bool:
@@ -226,6 +231,7 @@ def train_run(
     *,
     resume: bool = False,
     epochs: int | None = None,
+    time_budget: float | None = None,
     strategy: str = "default",
     evolution: bool = False,
     tensorboard: str | None = None,
@@ -244,6 +250,7 @@ def train_run(
         None: `VAEConfig()`. Ignored with `resume` (the checkpoint's config is kept).
       resume: continue the run in `run_dir` from its last checkpoint.
       epochs: with `resume`, the run's new total of epochs. None: its own.
+      time_budget: with `resume`, the run's new total time budget (seconds). None: its own.
       strategy: "default", "mirrored" or "multiworker" (see `tfpvae.distribute`).
       evolution: also write evolution.gif and reconstructions_by_epoch.png.
       tensorboard: folder for TensorBoard logs.
@@ -260,8 +267,7 @@ def train_run(
       TrainingDivergedError: the loss became NaN or Inf (the last good state is saved).
       OutputExistsError: `run_dir` holds a run or model; neither `resume` nor `overwrite`.
       FolderInUseError: another process is writing to `run_dir` (the message names it).
-      StorageError: the file system refused a write; the folder keeps its last complete
-        checkpoint and model.
+      StorageError: a write failed; the folder keeps its last complete checkpoint and model.
     """
     from tfpvae.distribute import is_chief, make_strategy
     from tfpvae.training import saving, train
@@ -273,9 +279,8 @@ def train_run(
     dist = make_strategy(strategy)
     chief = is_chief(dist)  # with several workers only the chief writes the run folder
     if resume:
-        settings, config, _, done, stored_epochs = _resume(run, {"epochs": epochs})
-    # The data before the folder: a dataset that cannot be read leaves no folder behind.
-    data = _training_data(settings, dist)
+        settings, config, _, done, stored = _resume(run, {"epochs": epochs, "time_budget": time_budget})
+    data = _training_data(settings, dist)  # before the folder: unreadable data leaves none behind
     claim = contextlib.nullcontext([])
     if chief:
         claim = claim_folder(
@@ -283,8 +288,8 @@ def train_run(
         )
     with claim as found, saving(run):
         if resume:
-            if chief and settings.epochs != stored_epochs and settings.epochs >= done:
-                _write_settings(run, settings)  # the new total, so a later resume continues to it
+            if chief and settings != stored and settings.epochs >= done:
+                _write_settings(run, settings)  # the new totals, so a later resume continues to them
         else:
             config = config or VAEConfig()
             seed = config.seed if settings.seed is None else settings.seed

@@ -152,6 +152,9 @@ def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} lacks the config or history a tfpvae checkpoint holds.")
     if not is_history(history):
         raise CheckpointError(f"{path} has a history that is not a dict of lists of numbers.")
+    seconds = meta.get("train_seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.0 <= seconds < math.inf:
+        raise CheckpointError(f"{path} has train_seconds {seconds!r}; expected the seconds spent (a number >= 0).")
     meta["arrays"] = arrays
     return meta
 
@@ -163,7 +166,7 @@ def restore_checkpoint(model, run_dir: str | Path, budget: TimeBudget | None = N
       model: a compiled `tfpvae.VAE` built from the checkpoint's config.
       run_dir: the run folder holding `checkpoint.npz`.
       budget: a time budget that continues from the seconds the checkpoint records as
-        spent (0 where it records none).
+        spent (0 where it records none: resume with the budget the run was trained with).
 
     Returns:
       The number of completed epochs stored in the checkpoint.
@@ -245,7 +248,7 @@ class _RunGuard(tfk.callbacks.Callback):
     @property
     def budget_spent(self) -> float | None:
         """Seconds of the time budget spent (None without one), for the checkpoint."""
-        return None if self.budget is None else self.budget.spent
+        return None if self.budget is None else self.budget.tick()
 
     def on_train_begin(self, logs=None):
         self.good_state = _state_arrays(self.model)

@@ -60,7 +60,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         type=float_in(0.0),
         metavar="SECONDS",
         help="stop after SECONDS of training, within an epoch if need be; --lr-schedule then decays over the "
-        "budget (linear or cosine: a lower NLL than constant in a fixed time) (default: no budget)",
+        "budget (linear or cosine: a lower NLL than constant in a fixed time); with --resume, a new total for "
+        "the run (default: no budget)",
     )
     p.add_argument(
         "--checkpoint-every",
@@ -144,7 +145,7 @@ def _note_ignored(args: argparse.Namespace) -> None:
     from tfpvae.runs import RunSettings, resumed_settings
 
     keys = [f.name for f in dataclasses.fields(RunSettings)] + [f.name for f in config_fields()]
-    requested = {k: getattr(args, k) for k in keys if k != "epochs" and typed(args, k)}
+    requested = {k: getattr(args, k) for k in keys if k not in ("epochs", "time_budget") and typed(args, k)}
     for key, value, kept in resumed_settings(args.resume, requested)[2]:
         print(f"tfpvae: note: {flag(key)} {value} ignored: the resumed run keeps its own ({kept}).", file=sys.stderr)
 
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             config,
             resume=bool(args.resume),
             epochs=args.epochs,
+            time_budget=args.time_budget if args.resume else None,
             strategy=args.strategy,
             evolution=args.evolution,
             tensorboard=args.tensorboard,
