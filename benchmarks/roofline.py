@@ -15,9 +15,12 @@
    distribution per image), so the fast paths' gain is a ratio within this run.
 
 Everything runs in one process, interleaved over rounds, and is reported as medians with
-the CPU model, so ratios are comparable within one run only.
+the CPU model, so ratios are comparable within one run only. The ceilings are measured
+again in every round, and each round's rates are divided by that round's ceilings: on a
+shared machine whose speed drifts, the fraction compares work done at the same moment.
 
     python benchmarks/roofline.py --out benchmarks/results/roofline-DATE.json
+    python benchmarks/roofline.py --precisions float32 --what score   # scoring in float32 only
 """
 
 from __future__ import annotations
@@ -83,12 +86,21 @@ def layer_flops(network) -> int:
 @contextlib.contextmanager
 def tfp_methods():
     """The scoring core with TFP's `log_prob` and per-image sliced draws (for graphs traced inside)."""
-    saved = scoring._log_prob, scoring._draw_tril
-    scoring._log_prob, scoring._draw_tril = (lambda px, x: px.log_prob(x)), scoring._draw_sliced
+    saved = scoring._bernoulli_logits, scoring._draw_tril
+    scoring._bernoulli_logits, scoring._draw_tril = (lambda px: None), scoring._draw_sliced
     try:
         yield
     finally:
-        scoring._log_prob, scoring._draw_tril = saved
+        scoring._bernoulli_logits, scoring._draw_tril = saved
+
+
+def ceilings_now(precisions: tuple[str, ...], reps: int) -> dict[str, dict[str, float]]:
+    """GFLOP/s of each of `SHAPES` in each precision, measured now."""
+    dtypes = {"float32": tf.float32, "bfloat16": tf.bfloat16}
+    return {
+        p: {f"{m}x{k}x{n}": round(matmul_gflops(dtypes[p], (m, k, n), reps), 1) for m, k, n in SHAPES}
+        for p in precisions
+    }
 
 
 def main(argv=None) -> int:
@@ -99,24 +111,19 @@ def main(argv=None) -> int:
     p.add_argument("--train-images", type=int, default=20480, help="images per training round (default 20480)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch (default 128)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    p.add_argument("--what", nargs="+", default=["score", "train"], choices=["score", "train"])
     p.add_argument("--out", help="write the JSON result here")
     args = p.parse_args(argv)
-
-    ceilings = {}
-    for name, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
-        ceilings[name] = {f"{m}x{k}x{n}": round(matmul_gflops(dtype, (m, k, n)), 1) for m, k, n in SHAPES}
-        print(name, "matmul GFLOP/s", ceilings[name], flush=True)
-    best = {name: max(values.values()) for name, values in ceilings.items()}
+    precisions = tuple(dict.fromkeys(["float32", *args.precisions]))  # the reference is float32
 
     model = tfpvae.VAE(input_shape=(28, 28, 1), architecture=args.architecture, seed=0)
     encoder_flops, decoder_flops = layer_flops(model.encoder), layer_flops(model.decoder)
     k = args.num_samples
-    score_flops = encoder_flops + k * decoder_flops  # per image
-    train_flops = 3 * (encoder_flops + decoder_flops)  # per image, k = 1
+    work = {"score": encoder_flops + k * decoder_flops, "train": 3 * (encoder_flops + decoder_flops)}  # per image
     rng = np.random.default_rng(0)
     x = binarize(rng.uniform(size=(args.images, 28, 28, 1)).astype(np.float32) ** 4, seed=0)
     x_train = rng.uniform(size=(args.train_images, 28, 28, 1)).astype(np.float32) ** 4
-    precisions = ("float32", "bfloat16")
     models = {}
     for precision in precisions:
         m = tfpvae.VAE(input_shape=(28, 28, 1), architecture=args.architecture, seed=0)
@@ -127,35 +134,51 @@ def main(argv=None) -> int:
     reference = LikelihoodEstimator.from_model(models["float32"])
     with tfp_methods():
         reference.log_prob(x[:64], k, seed=0)  # traced with TFP's methods, kept in the graph
-    timings = {(what, prec): [] for what in ("score", "train") for prec in precisions}
-    timings["score", "float32, TFP methods"] = []
+
+    def score(precision):
+        if precision == "float32, TFP methods":
+            with tfp_methods():  # a retrace, should one happen, sees the same methods
+                reference.log_prob(x, k, seed=0)
+        else:
+            models[precision].log_prob(x, k, seed=0, precision=precision)
+        return args.images
+
+    def train(precision):
+        models[precision].fit(x_train, epochs=1, batch_size=args.batch_size, verbose=0)
+        return args.train_images
+
+    jobs = [("score", "float32, TFP methods", score)] if "score" in args.what else []
+    jobs += [(what, prec, {"score": score, "train": train}[what]) for prec in precisions for what in args.what]
+    ceilings = {p: [] for p in precisions}  # per round: {shape: GFLOP/s}
+    samples = {(what, prec): [] for what, prec, _ in jobs}  # per round: (images/s, that round's best ceiling)
     for _ in range(args.rounds):
-        start = time.perf_counter()
-        with tfp_methods():  # a retrace, should one happen, sees the same methods
-            reference.log_prob(x, k, seed=0)
-        timings["score", "float32, TFP methods"].append(args.images / (time.perf_counter() - start))
-        for precision, m in models.items():
+        now = ceilings_now(precisions, reps=10)
+        print("matmul GFLOP/s", json.dumps(now), flush=True)
+        for prec, values in now.items():
+            ceilings[prec].append(values)
+        for what, prec, run in jobs:
             start = time.perf_counter()
-            m.log_prob(x, k, seed=0, precision=precision)
-            timings["score", precision].append(args.images / (time.perf_counter() - start))
-            start = time.perf_counter()
-            m.fit(x_train, epochs=1, batch_size=args.batch_size, verbose=0)
-            timings["train", precision].append(args.train_images / (time.perf_counter() - start))
+            images = run(prec)
+            ceiling = max(now["bfloat16" if prec == "bfloat16" else "float32"].values())
+            samples[what, prec].append((images / (time.perf_counter() - start), ceiling))
     rows = []
-    for (what, precision), rates in timings.items():
-        images_per_s = statistics.median(rates)
-        gflops = images_per_s * (score_flops if what == "score" else train_flops) / 1e9
-        ceiling = best["bfloat16" if precision == "bfloat16" else "float32"]
+    for (what, precision), values in samples.items():
+        images_per_s = statistics.median(rate for rate, _ in values)
         rows.append(
             {
                 "what": what,
                 "precision": precision,
                 "images_per_s": round(images_per_s, 1),
-                "gflops": round(gflops, 1),
-                "fraction_of_ceiling": round(gflops / ceiling, 3),
+                "gflops": round(images_per_s * work[what] / 1e9, 1),
+                "ceiling_gflops": round(statistics.median(c for _, c in values), 1),
+                "fraction_of_ceiling": round(statistics.median(r * work[what] / 1e9 / c for r, c in values), 3),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
+    median_ceilings = {
+        p: {shape: round(statistics.median(r[shape] for r in rounds), 1) for shape in rounds[0]}
+        for p, rounds in ceilings.items()
+    }
     result = {
         "cpu": cpu_model(),
         "native_bfloat16": native_bfloat16(),
@@ -163,10 +186,13 @@ def main(argv=None) -> int:
         "architecture": args.architecture,
         "num_samples": k,
         "batch_size": args.batch_size,
+        "max_batch_elements": reference.max_batch_elements,
         "encoder_mflops_per_image": round(encoder_flops / 1e6, 3),
         "decoder_mflops_per_code": round(decoder_flops / 1e6, 3),
-        "ceilings_gflops": ceilings,
-        "best_ceiling_gflops": best,
+        "ceilings_gflops": median_ceilings,
+        "best_ceiling_gflops": {
+            p: round(statistics.median(max(r.values()) for r in rounds), 1) for p, rounds in ceilings.items()
+        },
         "rows": rows,
     }
     if args.out:

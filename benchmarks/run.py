@@ -8,9 +8,10 @@ Every model is trained and scored in the same process, on the same data, by the 
 * test data: the first `--score-images` (500) MNIST test images, binarised once with
   `numpy.random.default_rng(seed)`;
 * scoring: `tfpvae.likelihood.LikelihoodEstimator` built from each model's encoder, decoder
-  and prior distributions, IWAE bound with k importance samples, one chunk size
-  (`max_batch_elements`) for every model: 4096, the library's default for tfpvae's MLP,
-  unless `--max-batch-elements` is given.
+  and prior distributions, IWAE bound with k importance samples; each model's chunk size
+  (`max_batch_elements`) is the library's default for its network, as a user gets it
+  (`default_batch_elements`: 8192 pairs for tfpvae's MLP, 1024 for the references' conv
+  decoders), unless `--max-batch-elements` sets one size for every model.
 
 Figures, per model:
 
@@ -61,7 +62,7 @@ from roofline import cpu_model  # noqa: E402
 import tfpvae  # noqa: E402
 from tfpvae._keras import tf, tfk  # noqa: E402
 from tfpvae.config import LR_SCHEDULES  # noqa: E402
-from tfpvae.likelihood import MLP_MAX_BATCH_ELEMENTS, LikelihoodEstimator  # noqa: E402
+from tfpvae.likelihood import DEFAULT_MAX_BATCH_ELEMENTS, MLP_MAX_BATCH_ELEMENTS, LikelihoodEstimator  # noqa: E402
 from tfpvae.schedules import decayed_rate  # noqa: E402
 
 BATCH_SIZE = 128
@@ -175,7 +176,7 @@ def _typed_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _candidates(args, budget_elements: int) -> list[dict]:
+def _candidates(args, budget_elements: int | None) -> list[dict]:
     """Builds the models: dicts of name, trainable (has .fit), dataset factory, estimator, count."""
     models = []
     vae = tfpvae.VAE(seed=args.seed, **_typed_overrides(args.tfpvae))
@@ -198,7 +199,11 @@ def _candidates(args, budget_elements: int) -> list[dict]:
                 fit=ref.model,
                 make_ds=_dynamic_binarised,
                 estimator=LikelihoodEstimator(
-                    ref.encode, ref.decode, ref.prior, image_shape=(28, 28, 1), max_batch_elements=budget_elements
+                    ref.encode,
+                    ref.decode,
+                    ref.prior,
+                    image_shape=(28, 28, 1),
+                    max_batch_elements=budget_elements or DEFAULT_MAX_BATCH_ELEMENTS,  # conv decoders
                 ),
                 parameters=ref.parameters,
                 vae=None,
@@ -212,13 +217,13 @@ def _score_memory(vae, x: np.ndarray, k: int, budget_elements: int) -> dict:
 
     The child reads only the model folder and a .npy of the (already binarised) images, so
     its baseline is TensorFlow plus the model; `peak_rss_mb` is the whole process's peak
-    (ru_maxrss), `rss_before_scoring_mb` its resident size just before `log_prob`.
+    (VmHWM; Linux only), `rss_before_scoring_mb` its resident size just before `log_prob`.
     """
     with tempfile.TemporaryDirectory() as tmp:
         vae.save(Path(tmp) / "m")
         np.save(Path(tmp) / "x.npy", x, allow_pickle=False)
         code = (
-            "import os, resource, time, json, numpy as np, tfpvae\n"
+            "import os, time, json, numpy as np, tfpvae\n"
             "from tfpvae.likelihood import LikelihoodEstimator\n"
             f"x = np.load({str(Path(tmp) / 'x.npy')!r})\n"
             f"m = tfpvae.load({str(Path(tmp) / 'm')!r})\n"
@@ -227,7 +232,9 @@ def _score_memory(vae, x: np.ndarray, k: int, budget_elements: int) -> dict:
             "before = rss()\n"
             "t = time.perf_counter()\n"
             f"lp, se = est.log_prob(x, num_samples={k}, seed=0, return_stderr=True, progress=False)\n"
-            "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+            # VmHWM, the child's own peak: Linux carries the parent's peak into ru_maxrss across exec.
+            "peak = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024\n"
+            "print(json.dumps({'peak_rss_mb': peak,"
             " 'rss_before_scoring_mb': before, 'rss_after_scoring_mb': rss(), 'seconds': time.perf_counter() - t,"
             " 'nll': float(-lp.mean()), 'nll_stderr': float(lp.std(ddof=1) / np.sqrt(len(lp))),"
             " 'mean_mc_stderr': float(se.mean())}))\n"
@@ -239,7 +246,7 @@ def _score_memory(vae, x: np.ndarray, k: int, budget_elements: int) -> dict:
         return {key: round(v, 2) for key, v in result.items()}
 
 
-def run_model(m: dict, x_train, x_eval, x_mem, cfg: dict, args, budget_elements: int) -> dict:
+def run_model(m: dict, x_train, x_eval, x_mem, cfg: dict, args) -> dict:
     """Trains one model for the budget, scores it; returns its JSON row."""
     k = cfg["score_k"]
     # Only tfpvae's rate follows --lr-schedule; the references keep their published training.
@@ -255,6 +262,7 @@ def run_model(m: dict, x_train, x_eval, x_mem, cfg: dict, args, budget_elements:
         verbose=0,
     )
     est = m["estimator"]
+    budget_elements = est.max_batch_elements
     # Warm-up on as many images as one chunk holds, so the timed call reuses the trace.
     warm = min(len(x_eval), max(1, budget_elements // k))
     est.log_prob(x_eval[:warm], num_samples=k, seed=args.seed, progress=False)
@@ -347,11 +355,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--max-batch-elements",
         type=int,
-        # One size for every model, so the scoring code is the same for all: the library's
-        # default for tfpvae's MLP; the references' conv decoders gain ~4% from it too.
-        default=MLP_MAX_BATCH_ELEMENTS,
-        help=f"(image, sample) pairs per scoring chunk, for every model (default {MLP_MAX_BATCH_ELEMENTS}, "
-        "the library's default for an MLP decoder)",
+        default=None,
+        help="(image, sample) pairs per scoring chunk, one size for every model (default: each model's "
+        f"library default, {MLP_MAX_BATCH_ELEMENTS} for tfpvae's MLP and "
+        f"{DEFAULT_MAX_BATCH_ELEMENTS} for the conv references)",
     )
     p.add_argument(
         "--precision",
@@ -388,7 +395,7 @@ def main(argv=None) -> int:
 
     rows = []
     for m in _candidates(args, args.max_batch_elements):
-        row = run_model(m, x_train, x_eval, x_mem, cfg, args, args.max_batch_elements)
+        row = run_model(m, x_train, x_eval, x_mem, cfg, args)
         rows.append(row)
         print(json.dumps(row), flush=True)
         del m

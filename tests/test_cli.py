@@ -505,7 +505,7 @@ def train_calls(monkeypatch):
 
 
 def test_train_time_budget_ends_the_run_and_is_kept(tmp_path, train_calls, capsys):
-    from tfpvae.cli.train import UNLIMITED_EPOCHS
+    from tfpvae.config import UNLIMITED_EPOCHS
 
     calls = train_calls
     run = tmp_path / "run"

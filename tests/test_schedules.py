@@ -8,8 +8,10 @@ import pytest
 
 import tfpvae
 from tfpvae._keras import tfk
+from tfpvae.config import UNLIMITED_EPOCHS
 from tfpvae.schedules import (
     DEFAULT_MIN_LR_FRACTION,
+    BudgetProgress,
     KLWarmup,
     LearningRateDecay,
     TimeBudget,
@@ -189,6 +191,22 @@ def test_time_budget_stops_at_the_first_batch_past_it_and_decays_by_time(x, monk
     model.optimizer.learning_rate = 5e-4
     seen = fit(TimeBudget(4.5, spent=2.0))
     assert len(seen.lr) == 3 and np.allclose(seen.lr, 5e-4)  # 2 + 3 x 1 s >= 4.5
+
+
+@pytest.mark.parametrize("epochs", [50, UNLIMITED_EPOCHS])
+def test_budget_progress_says_the_time_spent_instead_of_kerass_epoch_line(x, monkeypatch, capsys, epochs):
+    clock = _FakeClock()
+    monkeypatch.setattr(tfpvae.schedules.time, "perf_counter", clock)
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.compile()
+    budget = TimeBudget(6.0)
+    model.fit(x, epochs=epochs, batch_size=16, callbacks=[clock, budget, BudgetProgress(budget)], verbose=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch")]
+    # 4 one-second batches an epoch: epoch 2 begins 4 s in, and the 6 s budget ends it.
+    total = "" if epochs == UNLIMITED_EPOCHS else f"/{epochs}"
+    assert lines == [f"Epoch 1{total}: 0 s of 6 s spent", f"Epoch 2{total}: 4 s of 6 s spent"]
+    model.fit(x, epochs=2, batch_size=16, callbacks=[BudgetProgress(TimeBudget(60.0))], verbose=0)
+    assert "Epoch" not in capsys.readouterr().out  # silent with verbose=0
 
 
 def test_train_with_a_time_budget_resumes_with_the_rest(x, tmp_path):

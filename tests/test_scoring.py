@@ -5,30 +5,64 @@ import pytest
 
 from tfpvae._keras import tf, tfd
 from tfpvae.model import posterior_from_params
-from tfpvae.scoring import ScoringPlan, _draw, _log_prob
+from tfpvae.scoring import ScoringPlan, _draw, _log_px, softplus_sum
+
+
+def _bernoulli(logits):
+    return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3)
 
 
 @pytest.mark.parametrize("grey", [False, True])
-def test_bernoulli_log_prob_equals_tfp(grey):
+def test_bernoulli_log_px_equals_tfp(grey):
     rng = np.random.default_rng(0)
-    logits = rng.normal(0.0, 6.0, (5, 28, 28, 1)).astype(np.float32)
-    x = rng.uniform(size=logits.shape).astype(np.float32)
+    b, s = 3, 4
+    logits = rng.normal(0.0, 6.0, (b * s, 28, 28, 1)).astype(np.float32)
+    x = rng.uniform(size=(b, 28, 28, 1)).astype(np.float32)
     x = x if grey else np.round(x)
-    px = tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3)
-    expected = px.log_prob(x).numpy()
+    px = _bernoulli(logits)
+    xr = np.repeat(x, s, axis=0)  # row r of the decoded batch belongs to image r // s
+    expected = px.log_prob(xr).numpy().reshape(b, s)
     # Independent float64 reference: sum x log sigmoid(l) + (1 - x) log sigmoid(-l).
-    l64, x64 = logits.astype(np.float64), x.astype(np.float64)
-    reference = (x64 * -np.logaddexp(0, -l64) + (1 - x64) * -np.logaddexp(0, l64)).sum(axis=(1, 2, 3))
-    np.testing.assert_allclose(_log_prob(px, x).numpy(), reference, rtol=1e-6, atol=2e-3)
+    l64, x64 = logits.astype(np.float64), xr.astype(np.float64)
+    reference = (x64 * -np.logaddexp(0, -l64) + (1 - x64) * -np.logaddexp(0, l64)).sum(axis=(1, 2, 3)).reshape(b, s)
+    np.testing.assert_allclose(_log_px(px, tf.constant(x), s).numpy(), reference, rtol=1e-6, atol=2e-3)
     np.testing.assert_allclose(expected, reference, rtol=1e-6, atol=2e-3)
 
 
 def test_other_distributions_keep_their_own_log_prob():
-    px = tfd.Independent(tfd.Normal(tf.zeros([3, 4]), 1.0), reinterpreted_batch_ndims=1)
-    x = tf.ones([3, 4])
-    np.testing.assert_array_equal(_log_prob(px, x).numpy(), px.log_prob(x).numpy())
-    probs = tfd.Independent(tfd.Bernoulli(probs=tf.fill([3, 4], 0.3), dtype=tf.float32), 1)
-    np.testing.assert_array_equal(_log_prob(probs, x).numpy(), probs.log_prob(x).numpy())
+    x = tf.ones([1, 4])
+    for px in (
+        tfd.Independent(tfd.Normal(tf.zeros([3, 4]), 1.0), reinterpreted_batch_ndims=1),
+        tfd.Independent(tfd.Bernoulli(probs=tf.fill([3, 4], 0.3), dtype=tf.float32), 1),
+    ):
+        np.testing.assert_array_equal(_log_px(px, x, 3).numpy(), px.log_prob(tf.ones([3, 4])).numpy()[None])
+
+
+@pytest.mark.parametrize("width", [784, 16, 5, 1, 37])
+def test_softplus_sum_equals_the_sum_of_softplus(width):
+    # Logits from -100 to 100, zeros and exact ties: every branch of the stable form.
+    rng = np.random.default_rng(width)
+    logits = np.concatenate([rng.normal(0.0, 8.0, (6, width)), rng.uniform(-100, 100, (2, width))]).astype(np.float32)
+    logits[0] = 0.0
+    reference = np.logaddexp(0.0, logits.astype(np.float64)).sum(axis=-1)
+    total = softplus_sum(tf.constant(logits)).numpy()
+    assert total.shape == (8,) and total.dtype == np.float32
+    np.testing.assert_allclose(total, reference, rtol=2e-6, atol=1e-5)
+    assert total[0] == pytest.approx(width * np.log(2.0), rel=1e-6)  # softplus(0) = log 2
+
+
+def test_softplus_sum_keeps_infinities_and_its_gradient_is_the_sigmoid():
+    logits = tf.constant([[np.inf, 0.0, -np.inf], [1.0, -2.0, 3.0]], tf.float32)
+    np.testing.assert_allclose(
+        softplus_sum(logits).numpy(), [np.inf, np.log1p(np.e) + np.log1p(np.exp(-2)) + np.log1p(np.exp(3))]
+    )
+    finite = tf.constant(np.random.default_rng(1).normal(0.0, 5.0, (4, 3, 50)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(finite)
+        total = tf.reduce_sum(softplus_sum(finite) * tf.range(1.0, 4.0))  # a different weight per row
+    np.testing.assert_allclose(
+        tape.gradient(total, finite).numpy(), (tf.sigmoid(finite) * tf.range(1.0, 4.0)[:, None]).numpy(), rtol=1e-6
+    )
 
 
 def test_batched_gaussian_draws_equal_tfps_draws_image_by_image():
@@ -46,3 +80,9 @@ def test_batched_gaussian_draws_equal_tfps_draws_image_by_image():
     np.testing.assert_allclose(log_q.numpy(), log_q_ref.numpy(), rtol=1e-6, atol=1e-5)
     # log q is the density of the draw.
     np.testing.assert_allclose(log_q.numpy(), q.log_prob(tf.transpose(z, [1, 0, 2])).numpy().T, atol=1e-4)
+
+
+def test_softplus_sum_traces_with_an_unknown_width():
+    fn = tf.function(softplus_sum, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    logits = np.random.default_rng(2).normal(0.0, 3.0, (2, 21)).astype(np.float32)
+    np.testing.assert_allclose(fn(logits).numpy(), np.logaddexp(0.0, logits.astype(np.float64)).sum(-1), rtol=2e-6)

@@ -44,6 +44,9 @@ FIGURES = (
 # initial learning rate: small enough to settle the weights, large enough that the last
 # epochs still learn.
 DEFAULT_MIN_LR_FRACTION = 0.05
+# The epochs of a run that only its time budget ends (`tfpvae train --time-budget` without
+# `--epochs`); `tfpvae.schedules.BudgetProgress` shows no epoch total for it.
+UNLIMITED_EPOCHS = 1_000_000
 # The fields that take one of a few fixed names, with the names (the CLI's flags offer them
 # as choices). `architecture` and `prior` take registered names: see `REGISTERED`.
 CHOICES = {

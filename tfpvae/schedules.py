@@ -17,10 +17,12 @@ import time
 
 from tfpvae._keras import tfk
 from tfpvae._validation import check_choice, check_float, check_int
-from tfpvae.config import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES
+from tfpvae.config import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, UNLIMITED_EPOCHS
 
 __all__ = [
     "DEFAULT_MIN_LR_FRACTION",
+    "UNLIMITED_EPOCHS",
+    "BudgetProgress",
     "KLWarmup",
     "LR_SCHEDULES",
     "LearningRateDecay",
@@ -322,3 +324,30 @@ class TimeBudget(tfk.callbacks.Callback):
         self.tick()
         if self.exhausted:
             self.model.stop_training = True
+
+
+class BudgetProgress(tfk.callbacks.ProgbarLogger):
+    """Keras' progress bar for a run that a `TimeBudget` ends: each epoch's line says the time spent.
+
+    "Epoch 3/10: 41 s of 300 s spent", or "Epoch 3: 41 s of 300 s spent" when the epochs
+    are `UNLIMITED_EPOCHS` (the budget alone ends the run) instead of Keras' "Epoch 3/1000000".
+    Silent with `fit(verbose=0)`, like Keras' own bar, which this one replaces.
+
+    Args:
+      budget: the run's `TimeBudget`.
+    """
+
+    def __init__(self, budget: TimeBudget) -> None:
+        super().__init__(count_mode="steps")
+        self.budget = budget
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs, self.epochs = self.epochs, 1  # Keras prints its own "Epoch N/M" line only for M > 1
+        try:
+            super().on_epoch_begin(epoch, logs)
+        finally:
+            self.epochs = epochs
+        if self.verbose:
+            total = "" if epochs >= UNLIMITED_EPOCHS else f"/{epochs}"
+            spent, seconds = self.budget.spent, self.budget.seconds
+            print(f"Epoch {epoch + 1}{total}: {spent:.0f} s of {seconds:.0f} s spent", flush=True)

@@ -169,18 +169,69 @@ def binarize(x: Any, seed: int | None = None, index_offset: int = 0, ids: Sequen
     return _binarize_graph(tf.constant(x), tf.constant(ids.astype(str)), tf.constant(seed, tf.int32)).numpy()
 
 
-def _log_prob(px: tfd.Distribution, x: tf.Tensor) -> tf.Tensor:
-    """px.log_prob(x); for independent Bernoulli pixels with logits l, as sum(x l - softplus(l)).
+# Pixels whose softplus terms share one logarithm in `softplus_sum`: each factor
+# 1 + exp(-|l|) lies in (1, 2], so a product of 16 stays within [1, 65536].
+_SOFTPLUS_GROUP = 16
 
-    The same value (log sigmoid(l) = l - softplus(l)) in two passes over the pixels where
-    TFP's Bernoulli makes six (half the time on a CPU), and equal within float32 rounding.
+
+@tf.custom_gradient
+def softplus_sum(logits: tf.Tensor) -> tf.Tensor:
+    """sum(softplus(logits)) over the last axis, with one logarithm per 16 entries.
+
+    softplus(l) = max(l, 0) + log(1 + exp(-|l|)), and the logarithms of 16 neighbouring
+    entries are taken as the logarithm of their product: a sixteenth of the `log` calls,
+    which dominate a CPU's time in the Bernoulli log-likelihood of many decoded images.
+    Each factor lies in (1, 2], so the product neither overflows nor underflows, and the
+    sum equals `reduce_sum(softplus(logits), -1)` to float32 rounding (a relative 1e-6 of
+    the sum; below 1e-6 nats per entry in absolute terms). The gradient is sigmoid(logits).
+
+    Args:
+      logits: float (..., P).
+
+    Returns:
+      float (...), the same dtype.
     """
+    factors = 1.0 + tf.exp(-tf.abs(logits))
+    width = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
+    pad = -width % _SOFTPLUS_GROUP  # ones fill the last group: log 1 = 0
+    if not isinstance(pad, int) or pad:
+        factors = tf.concat([factors, tf.ones(tf.concat([tf.shape(logits)[:-1], [pad]], 0), logits.dtype)], -1)
+    groups = tf.reshape(factors, tf.concat([tf.shape(logits)[:-1], [-1, _SOFTPLUS_GROUP]], 0))
+    total = tf.reduce_sum(tf.nn.relu(logits), -1) + tf.reduce_sum(tf.math.log(tf.reduce_prod(groups, -1)), -1)
+
+    def grad(upstream):
+        return upstream[..., None] * tf.sigmoid(logits)
+
+    return total, grad
+
+
+def _bernoulli_logits(px: tfd.Distribution) -> tf.Tensor | None:
+    """The logits (m, *event) of an `Independent(Bernoulli)` with batch shape (m,) and float dtype, else None."""
     inner = px.distribution if isinstance(px, tfd.Independent) else None
     if type(inner) is not tfd.Bernoulli or inner.logits is None or not px.dtype.is_floating:
-        return px.log_prob(x)
-    logits = inner.logits
-    axes = tf.range(tf.rank(logits) - px.reinterpreted_batch_ndims, tf.rank(logits))
-    return tf.reduce_sum(x * logits - tf.nn.softplus(logits), axis=axes)
+        return None
+    if px.batch_shape.rank != 1 or inner.logits.shape.rank != 1 + px.event_shape.rank:
+        return None
+    return inner.logits
+
+
+def _log_px(px: tfd.Distribution, x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
+    """log p(x|z) (b, s) for decoded px of batch (b * s,), image-major, and images x (b, ...).
+
+    For independent Bernoulli pixels with logits l: x . l - sum(softplus(l)), with the
+    image's pixels multiplied into its s rows of logits directly (no copy of x per draw)
+    and `softplus_sum`'s grouped logarithms; equal to `px.log_prob` within float32 rounding
+    at a fraction of its time on a CPU. Any other distribution: `px.log_prob` of x repeated.
+    """
+    b = tf.shape(x)[0]
+    logits = _bernoulli_logits(px)
+    if logits is None:
+        xr = tf.repeat(tf.cast(x, px.dtype), s, axis=0)  # row r = image r // s
+        return tf.reshape(px.log_prob(xr), [b, s])
+    width = px.event_shape.num_elements() or -1  # static where known, for `softplus_sum`
+    logits = tf.reshape(logits, [b, s, width])
+    pixels = tf.reshape(tf.cast(x, logits.dtype), [b, width])
+    return tf.einsum("bsp,bp->bs", logits, pixels) - softplus_sum(logits)
 
 
 def log_weight_terms(
@@ -210,8 +261,7 @@ def log_weight_terms(
         binary = tf.reduce_all(tf.equal(x, tf.round(x)))
         with tf.control_dependencies([tf.debugging.Assert(binary, [_GREY_INTEGER])]):
             x = tf.identity(x)
-    xr = tf.repeat(tf.cast(x, px.dtype), s, axis=0)  # row r = image r // s
-    log_px = tf.reshape(tf.cast(_log_prob(px, xr), log_q.dtype), [b, s])
+    log_px = tf.cast(_log_px(px, x, s), log_q.dtype)
     return log_px, prior.log_prob(z), log_q
 
 

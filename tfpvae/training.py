@@ -31,7 +31,14 @@ from tfpvae._validation import check_choice, check_float, check_int
 from tfpvae.config import VAEConfig
 from tfpvae.distribute import is_chief, num_workers
 from tfpvae.model import load
-from tfpvae.schedules import DEFAULT_MIN_LR_FRACTION, LR_SCHEDULES, KLWarmup, LearningRateDecay, TimeBudget
+from tfpvae.schedules import (
+    DEFAULT_MIN_LR_FRACTION,
+    LR_SCHEDULES,
+    BudgetProgress,
+    KLWarmup,
+    LearningRateDecay,
+    TimeBudget,
+)
 from tfpvae.serialization import MODEL_FILES, is_history
 from tfpvae.write_guard import claim_folder
 
@@ -483,7 +490,7 @@ def _schedule_callbacks(
     budget = None
     if time_budget is not None:  # the budget, not the epochs, then decays the rate
         budget = TimeBudget(time_budget, lr_schedule, min_lr_fraction=min_lr_fraction)
-        schedules.append(budget)
+        schedules += [budget, BudgetProgress(budget)]
     elif lr_schedule != "constant":
         schedules.append(LearningRateDecay(lr_schedule, epochs, min_lr_fraction=min_lr_fraction))
     return schedules + ([stopper] if stopper else []), stopper, budget

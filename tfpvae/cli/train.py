@@ -20,9 +20,7 @@ from tfpvae._arguments import (
     seed,
 )
 from tfpvae.cli._common import add_data_args, as_flags, example, typed
-from tfpvae.config import LR_SCHEDULES, STRATEGIES
-
-UNLIMITED_EPOCHS = 1_000_000  # the epochs of a --time-budget run without --epochs: the budget ends it
+from tfpvae.config import LR_SCHEDULES, STRATEGIES, UNLIMITED_EPOCHS
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
