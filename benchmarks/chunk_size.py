@@ -62,7 +62,7 @@ def peak_growth_mb(architecture: str, size: int, images: int, k: int) -> float:
     estimator = LikelihoodEstimator.from_model(model, max_batch_elements=size)
     x = _images(images)
     before = peak_rss_mb()
-    estimator.log_prob(x, k, seed=0)
+    estimator.log_prob(x, k, seed=0, progress=False)
     return peak_rss_mb() - before
 
 
@@ -88,13 +88,13 @@ def main(argv=None) -> int:
     x = _images(args.images)
     estimators = {size: LikelihoodEstimator.from_model(model, max_batch_elements=size) for size in sizes}
     for estimator in estimators.values():
-        estimator.log_prob(x[:64], k, seed=0)  # traced before timing
+        estimator.log_prob(x[:64], k, seed=0, progress=False)  # traced before timing
     rates = {size: [] for size in sizes}
     scores = {}
     for _ in range(args.rounds):
         for size, estimator in estimators.items():
             start = time.perf_counter()
-            scores[size] = estimator.log_prob(x, k, seed=0)
+            scores[size] = estimator.log_prob(x, k, seed=0, progress=False)
             rates[size].append(args.images / (time.perf_counter() - start))
     spread = max(float(np.abs(scores[size] - scores[default]).max()) for size in sizes)
     if spread > 1e-3:

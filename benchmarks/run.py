@@ -284,6 +284,7 @@ def run_model(m: dict, x_train, x_eval, x_mem, cfg: dict, args) -> dict:
         "score_images": len(x_eval),
         "score_k": k,
         "score_images_per_s": round(len(x_eval) / score_s, 2),
+        "score_max_batch_elements": budget_elements,
     }
     if m["vae"] is not None and not args.no_memory:
         row["score_memory"] = {

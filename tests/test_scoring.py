@@ -86,3 +86,23 @@ def test_softplus_sum_traces_with_an_unknown_width():
     fn = tf.function(softplus_sum, input_signature=[tf.TensorSpec([None, None], tf.float32)])
     logits = np.random.default_rng(2).normal(0.0, 3.0, (2, 21)).astype(np.float32)
     np.testing.assert_allclose(fn(logits).numpy(), np.logaddexp(0.0, logits.astype(np.float64)).sum(-1), rtol=2e-6)
+
+
+def test_softplus_sum_sums_half_precision_in_float32():
+    # 16 factors of 2 make 65536, past float16's largest value: the sum runs in float32.
+    for dtype in (tf.float16, tf.bfloat16):
+        total = softplus_sum(tf.zeros([1, 16], dtype))
+        assert total.dtype == dtype and np.isfinite(total.numpy().astype(np.float32)).all()
+        assert float(total[0]) == pytest.approx(16 * np.log(2.0), rel=1e-2)
+
+
+def test_an_infinite_logit_takes_tfps_exact_path():
+    logits = np.zeros((2, 28, 28, 1), np.float32)
+    logits[0, 0, 0, 0] = -np.inf  # x = 0 there: a certain pixel, log p = 0 for it (TFP), not 0 * inf = NaN
+    logits[1, 0, 0, 0] = np.inf
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    px = _bernoulli(logits)
+    expected = px.log_prob(np.repeat(x, 2, axis=0)).numpy()[None]
+    got = _log_px(px, tf.constant(x), 2).numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert np.isfinite(got[0, 0]) and got[0, 1] == -np.inf

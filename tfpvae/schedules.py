@@ -349,5 +349,5 @@ class BudgetProgress(tfk.callbacks.ProgbarLogger):
             self.epochs = epochs
         if self.verbose:
             total = "" if epochs >= UNLIMITED_EPOCHS else f"/{epochs}"
-            spent, seconds = self.budget.spent, self.budget.seconds
+            spent, seconds = self.budget.tick(), self.budget.seconds  # validation and checkpoints included
             print(f"Epoch {epoch + 1}{total}: {spent:.0f} s of {seconds:.0f} s spent", flush=True)
