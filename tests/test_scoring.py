@@ -5,7 +5,16 @@ import pytest
 
 from tfpvae._keras import tf, tfd
 from tfpvae.model import posterior_from_params
-from tfpvae.scoring import ScoringPlan, _draw, _log_px, softplus_sum
+from tfpvae.scoring import (
+    ScoringPlan,
+    _draw,
+    _even_softplus_sum,
+    _log_px,
+    binarize_images,
+    per_seed,
+    seeds_from_keys,
+    softplus_sum,
+)
 
 
 def _bernoulli(logits):
@@ -106,3 +115,56 @@ def test_an_infinite_logit_takes_tfps_exact_path():
     got = _log_px(px, tf.constant(x), 2).numpy()
     np.testing.assert_array_equal(got, expected)
     assert np.isfinite(got[0, 0]) and got[0, 1] == -np.inf
+
+
+def test_even_softplus_sum_and_its_gradient():
+    logits = np.random.default_rng(3).normal(0.0, 6.0, (4, 3, 50)).astype(np.float32)
+    l64 = logits.astype(np.float64)
+    expected = (np.logaddexp(0.0, l64) - l64 / 2).sum(-1)  # an even function of each logit
+    finite = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(finite)
+        total = _even_softplus_sum(finite)
+        weighted = tf.reduce_sum(total * tf.range(1.0, 4.0))
+    np.testing.assert_allclose(total.numpy(), expected, rtol=1e-6, atol=2e-5)
+    np.testing.assert_allclose(_even_softplus_sum(-finite).numpy(), total.numpy())
+    gradient = (1 / (1 + np.exp(-l64)) - 0.5) * np.arange(1.0, 4.0)[:, None]
+    np.testing.assert_allclose(tape.gradient(weighted, finite).numpy(), gradient, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_bernoulli_log_px_gradient_is_pixels_minus_sigmoid(grey):
+    rng = np.random.default_rng(4)
+    b, s = 2, 3
+    logits = tf.constant(rng.normal(0.0, 4.0, (b * s, 8, 8, 1)), tf.float32)
+    x = rng.uniform(size=(b, 8, 8, 1)).astype(np.float32)
+    x = x if grey else np.round(x)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        total = tf.reduce_sum(_log_px(_bernoulli(logits), tf.constant(x), s))
+    expected = np.repeat(x, s, axis=0) - 1 / (1 + np.exp(-logits.numpy().astype(np.float64)))
+    np.testing.assert_allclose(tape.gradient(total, logits).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 8, 13])
+def test_per_seed_draws_what_one_op_per_seed_draws(n):
+    seeds = seeds_from_keys(tf.constant([f"row {i}" for i in range(n)]))
+
+    def draw(seed):
+        return tf.random.stateless_normal([5, 3], seed=seed)
+
+    expected = np.stack([draw(seeds[i]).numpy() for i in range(n)])
+    np.testing.assert_array_equal(per_seed(draw, seeds, tf.float32).numpy(), expected)
+    traced = tf.function(lambda s: per_seed(draw, s, tf.float32), input_signature=[tf.TensorSpec([None, 2], tf.int32)])
+    np.testing.assert_array_equal(traced(seeds).numpy(), expected)
+
+
+def test_binarize_images_draws_each_image_from_its_own_seed():
+    x = np.random.default_rng(5).uniform(size=(11, 6, 6, 1)).astype(np.float32)
+    ids = tf.constant([f"image {i}" for i in range(11)])
+    got = binarize_images(tf.constant(x), ids, tf.constant(9)).numpy()
+    seeds = seeds_from_keys(tf.strings.join([ids, "binarize", "9"], separator="\x1f"))
+    u = np.stack([tf.random.stateless_uniform([6, 6, 1], seed=seeds[i]).numpy() for i in range(11)])
+    np.testing.assert_array_equal(got, (u < x).astype(np.float32))
+    # Any batch: the first three images alone get the same pixels.
+    np.testing.assert_array_equal(binarize_images(tf.constant(x[:3]), ids[:3], tf.constant(9)).numpy(), got[:3])

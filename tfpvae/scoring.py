@@ -51,6 +51,7 @@ __all__ = [
     "binarize_images",
     "check_ids",
     "log_weight_terms",
+    "per_seed",
     "score_images",
     "seeds_from_keys",
     "softplus_sum",
@@ -61,6 +62,9 @@ OUTPUTS = (*SCORES, "log_prob_stderr", "elbo_stderr", "rate_mc", "pixels")
 # Samples drawn per seeded block: small enough that k=1000 wastes few draws, large enough
 # that the per-block loop is short.
 SAMPLE_BLOCK = 64
+# Seeded draws per loop iteration of `per_seed` (8: a loop iteration costs as much as
+# several small draws; more draws per iteration barely help and trace longer).
+SEEDS_PER_ITERATION = 8
 _LN2 = math.log(2.0)
 _GREY_INTEGER = "`x` has grey values but the decoder's distribution has an integer dtype"
 
@@ -99,12 +103,27 @@ def binarize_images(x: tf.Tensor, ids: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
       float32 (n, H, W, C) of 0.0 and 1.0; u < x with u in [0, 1), so 0 stays 0 and 1 stays 1.
     """
     seeds = seeds_from_keys(_keys(ids, "binarize", seed))
+    shape = tf.shape(x)[1:]
+    u = per_seed(lambda image_seed: tf.random.stateless_uniform(shape, seed=image_seed), seeds, tf.float32)
+    return tf.cast(u < x, tf.float32)
 
-    def one(args):
-        image, image_seed = args
-        return tf.cast(tf.random.stateless_uniform(tf.shape(image), seed=image_seed) < image, tf.float32)
 
-    return tf.map_fn(one, (x, seeds), fn_output_signature=tf.float32)
+def per_seed(draw: Callable[[tf.Tensor], tf.Tensor], seeds: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """`draw(seed)` for every row of `seeds` (n, 2), stacked: (n, *shape of one draw).
+
+    TensorFlow's stateless random ops take one seed each, so each row needs its own op.
+    `tf.map_fn` runs one per loop iteration, and on a CPU the loop's own cost per iteration
+    is several times that of a small draw; here each iteration runs `SEEDS_PER_ITERATION`
+    draws side by side (the seeds padded to a multiple of it), with the same values.
+    """
+    n = tf.shape(seeds)[0]
+    groups = tf.reshape(tf.pad(seeds, [[0, -n % SEEDS_PER_ITERATION], [0, 0]]), [-1, SEEDS_PER_ITERATION, 2])
+
+    def group(row_seeds):
+        return tf.stack([draw(row_seeds[i]) for i in range(SEEDS_PER_ITERATION)])
+
+    drawn = tf.map_fn(group, groups, fn_output_signature=dtype)  # (groups, SEEDS_PER_ITERATION, ...)
+    return tf.reshape(drawn, tf.concat([[-1], tf.shape(drawn)[2:]], 0))[:n]
 
 
 def check_ids(ids: Any, n: int, index_offset: int = 0, name: str = "ids") -> np.ndarray:
@@ -175,18 +194,38 @@ def binarize(x: Any, seed: int | None = None, index_offset: int = 0, ids: Sequen
 _SOFTPLUS_GROUP = 16
 
 
+def _as_float32(logits: tf.Tensor) -> tf.Tensor:
+    """float16 and bfloat16 logits as float32 (16 factors of 2 overflow float16; bfloat16 keeps 8 bits)."""
+    return tf.cast(logits, tf.float32) if logits.dtype in (tf.float16, tf.bfloat16) else logits
+
+
+def _log_sigmoid_sum(a: tf.Tensor) -> tf.Tensor:
+    """sum(log sigmoid(a)) over the last axis, for a >= 0, with one logarithm per 16 entries.
+
+    Each factor sigmoid(a) lies in [1/2, 1], so the product of 16 lies in [2^-16, 1]: it
+    neither overflows nor underflows.
+    """
+    factors = tf.sigmoid(a)
+    width = a.shape[-1] if a.shape[-1] is not None else tf.shape(a)[-1]
+    pad = -width % _SOFTPLUS_GROUP  # ones fill the last group: log 1 = 0
+    if not isinstance(pad, int) or pad:
+        factors = tf.concat([factors, tf.ones(tf.concat([tf.shape(a)[:-1], [pad]], 0), a.dtype)], -1)
+    groups = tf.reshape(factors, tf.concat([tf.shape(a)[:-1], [-1, _SOFTPLUS_GROUP]], 0))
+    return tf.reduce_sum(tf.math.log(tf.reduce_prod(groups, -1)), -1)
+
+
 @tf.custom_gradient
 def softplus_sum(logits: tf.Tensor) -> tf.Tensor:
     """sum(softplus(logits)) over the last axis, with one logarithm per 16 entries.
 
-    softplus(l) = max(l, 0) + log(1 + exp(-|l|)), and the logarithms of 16 neighbouring
+    softplus(l) = max(l, 0) - log sigmoid(|l|), and the logarithms of 16 neighbouring
     entries are taken as the logarithm of their product: a sixteenth of the `log` calls,
     which dominate a CPU's time in the Bernoulli log-likelihood of many decoded images.
-    Each factor lies in (1, 2], so the product neither overflows nor underflows. The error
-    is absolute, below 3e-6 nats per 16 entries (the float32 rounding of the product and
-    its logarithm; terms under 6e-8, where |l| > 16.6, vanish in 1 + exp(-|l|)): about
-    1e-4 nats over 784 pixels at worst, the size of the float32 rounding of a sum of 784
-    such terms. A sum made only of tiny terms (every logit below -17) is therefore not
+    Each factor lies in [1/2, 1], so the product neither overflows nor underflows. The
+    error is absolute, below 4e-6 nats per 16 entries (the float32 rounding of the
+    sigmoids, their product and its logarithm; terms under 6e-8, where |l| > 16.6, vanish):
+    about 1e-4 nats over 784 pixels at worst, the size of the float32 rounding of a sum of
+    784 such terms. A sum made only of tiny terms (every logit below -17) is therefore not
     accurate relative to its own size. float16 and bfloat16 logits are summed in float32.
     The gradient is sigmoid(logits).
 
@@ -196,19 +235,29 @@ def softplus_sum(logits: tf.Tensor) -> tf.Tensor:
     Returns:
       float (...), the dtype of `logits`.
     """
-    dtype = logits.dtype
-    if dtype in (tf.float16, tf.bfloat16):  # 2^16 overflows float16; bfloat16 keeps 8 bits
-        logits = tf.cast(logits, tf.float32)
-    factors = 1.0 + tf.exp(-tf.abs(logits))
-    width = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
-    pad = -width % _SOFTPLUS_GROUP  # ones fill the last group: log 1 = 0
-    if not isinstance(pad, int) or pad:
-        factors = tf.concat([factors, tf.ones(tf.concat([tf.shape(logits)[:-1], [pad]], 0), logits.dtype)], -1)
-    groups = tf.reshape(factors, tf.concat([tf.shape(logits)[:-1], [-1, _SOFTPLUS_GROUP]], 0))
-    total = tf.reduce_sum(tf.nn.relu(logits), -1) + tf.reduce_sum(tf.math.log(tf.reduce_prod(groups, -1)), -1)
+    dtype, logits = logits.dtype, _as_float32(logits)
+    total = tf.reduce_sum(tf.nn.relu(logits), -1) - _log_sigmoid_sum(tf.abs(logits))
 
     def grad(upstream):
         return tf.cast(tf.cast(upstream, logits.dtype)[..., None] * tf.sigmoid(logits), dtype)
+
+    return tf.cast(total, dtype), grad
+
+
+@tf.custom_gradient
+def _even_softplus_sum(logits: tf.Tensor) -> tf.Tensor:
+    """sum(softplus(l) - l / 2) over the last axis, (...,): `softplus_sum`'s method for an even function.
+
+    softplus(l) - l/2 = |l|/2 - log sigmoid(|l|) depends on |l| only, so the Bernoulli
+    log-likelihood x . l - sum(softplus(l)) = (x - 1/2) . l - this needs no pass over the
+    logits for max(l, 0). Same accuracy as `softplus_sum`; the gradient is sigmoid(l) - 1/2.
+    """
+    dtype, logits = logits.dtype, _as_float32(logits)
+    a = tf.abs(logits)
+    total = 0.5 * tf.reduce_sum(a, -1) - _log_sigmoid_sum(a)
+
+    def grad(upstream):
+        return tf.cast(tf.cast(upstream, logits.dtype)[..., None] * (tf.sigmoid(logits) - 0.5), dtype)
 
     return tf.cast(total, dtype), grad
 
@@ -226,12 +275,13 @@ def _bernoulli_logits(px: tfd.Distribution) -> tf.Tensor | None:
 def _log_px(px: tfd.Distribution, x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     """log p(x|z) (b, s) for decoded px of batch (b * s,), image-major, and images x (b, ...).
 
-    For independent Bernoulli pixels with logits l: x . l - sum(softplus(l)), with the
-    image's pixels multiplied into its s rows of logits directly (no copy of x per draw)
-    and `softplus_sum`'s grouped logarithms: `px.log_prob` within 1e-4 nats for 784
-    pixels (see `softplus_sum`) at a fraction of its time on a CPU. Where that gives a
-    non-finite value (an infinite logit: 0 * inf is NaN), the batch is computed again by
-    `px.log_prob`, which handles it. Any other distribution: `px.log_prob` of x repeated.
+    For independent Bernoulli pixels with logits l: (x - 1/2) . l - sum(softplus(l) - l/2),
+    with the image's pixels multiplied into its s rows of logits directly (no copy of x per
+    draw) and the second sum an even function of l (`_even_softplus_sum`, grouped
+    logarithms): `px.log_prob` within 1e-3 nats for 784 pixels at a fraction of its time
+    on a CPU. Where that gives a non-finite value (an infinite logit: inf - inf is NaN),
+    the batch is computed again by `px.log_prob`, which handles it. Any other
+    distribution: `px.log_prob` of x repeated.
     """
     b = tf.shape(x)[0]
 
@@ -245,7 +295,7 @@ def _log_px(px: tfd.Distribution, x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     width = px.event_shape.num_elements() or -1  # static where known, for `softplus_sum`
     logits = tf.reshape(logits, [b, s, width])
     pixels = tf.reshape(tf.cast(x, logits.dtype), [b, width])
-    fast = tf.einsum("bsp,bp->bs", logits, pixels) - softplus_sum(logits)
+    fast = tf.einsum("bsp,bp->bs", logits, pixels - 0.5) - _even_softplus_sum(logits)
     return tf.cond(tf.reduce_all(tf.math.is_finite(fast)), lambda: fast, exact)
 
 
@@ -335,11 +385,12 @@ def _draw_tril(q: tfd.MultivariateNormalTriL, image_of: tf.Tensor, seeds: tf.Ten
     def noise(row_seed):
         return tf.random.stateless_normal([block, d], seed=row_seed, dtype=q.dtype)
 
-    eps = tf.map_fn(noise, seeds, fn_output_signature=q.dtype)  # (rows, block, d)
+    eps = per_seed(noise, seeds, q.dtype)  # (rows, block, d)
     loc = q.mean()  # (b, d), the location broadcast to the batch
     tril = tf.broadcast_to(q.scale.to_dense(), tf.concat([tf.shape(loc), [d]], 0))
     tril = tf.gather(tril, image_of)  # (rows, d, d)
-    z = tf.gather(loc, image_of)[:, None, :] + tf.linalg.matvec(tril[:, None], eps)
+    # eps L^T: one (block, d) x (d, d) product per row, not one matrix-vector product per draw.
+    z = tf.gather(loc, image_of)[:, None, :] + tf.matmul(eps, tril, transpose_b=True)
     log_det = tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(tril))), axis=-1)
     log_q = -0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - (0.5 * d * math.log(2 * math.pi)) - log_det[:, None]
     return z, log_q
