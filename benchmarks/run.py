@@ -10,7 +10,7 @@ Every model is trained and scored in the same process, on the same data, by the 
 * scoring: `tfpvae.likelihood.LikelihoodEstimator` built from each model's encoder, decoder
   and prior distributions, IWAE bound with k importance samples; each model's chunk size
   (`max_batch_elements`) is the library's default for its network, as a user gets it
-  (`default_batch_elements`: 8192 pairs for tfpvae's MLP, 1024 for the references' conv
+  (`default_batch_elements`: 16384 pairs for tfpvae's MLP, 1024 for the references' conv
   decoders), unless `--max-batch-elements` sets one size for every model.
 
 Figures, per model:

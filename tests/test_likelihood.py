@@ -310,9 +310,9 @@ def test_from_model_chunk_size_suits_the_decoder():
 
     mlp = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="mlp", seed=0)
     conv = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="conv", seed=0)
-    assert LikelihoodEstimator.from_model(mlp).max_batch_elements == MLP_MAX_BATCH_ELEMENTS == 8192
+    assert LikelihoodEstimator.from_model(mlp).max_batch_elements == MLP_MAX_BATCH_ELEMENTS == 16384
     assert LikelihoodEstimator.from_model(conv).max_batch_elements == DEFAULT_MAX_BATCH_ELEMENTS == 1024
-    assert default_batch_elements(mlp) == 8192 and default_batch_elements(conv) == 1024
+    assert default_batch_elements(mlp) == 16384 and default_batch_elements(conv) == 1024
     assert default_batch_elements(object()) == DEFAULT_MAX_BATCH_ELEMENTS  # no config: the conv-safe size
     assert LikelihoodEstimator.from_model(conv, max_batch_elements=64).max_batch_elements == 64
     with pytest.raises(ValueError, match="`max_batch_elements` must be an int >= 1"):

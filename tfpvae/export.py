@@ -16,7 +16,7 @@ Signatures (images float32 (n, H, W, C) in [0, 1]; outputs float32):
 
 The number of importance samples (and, optionally, a fixed binarisation seed and the
 typical NLL of normal data) are fixed at export time, and so is the decoder budget
-`max_batch_elements` (`tfpvae.likelihood.default_batch_elements`: 8192 codes for an MLP,
+`max_batch_elements` (`tfpvae.likelihood.default_batch_elements`: 16384 codes for an MLP,
 1024 otherwise; a 28x28 conv decoder needs about 250 KB per code). Inside the graph,
 `score`, `log_prob` and `elbo` go through a request in chunks of
 max(1, max_batch_elements // s) images, where s is the samples per step (k when k fits

@@ -33,8 +33,8 @@ For the usual binarised-MNIST numbers, pass `binarize_seed` to score one fixed
 binarisation (or call `binarize` first).
 
 Batching and memory: every (image, sample) pair of a call goes through the decoder as
-one batch; a call holds at most `max_batch_elements` pairs (by default 8192 for an MLP
-decoder, about 140 MB at 28x28, and 1024 for a conv decoder, a few hundred MB; see
+one batch; a call holds at most `max_batch_elements` pairs (by default 16384 for an MLP
+decoder, about 240 MB at 28x28, and 1024 for a conv decoder, a few hundred MB; see
 `default_batch_elements` and the "Scoring chunk size" section of the benchmarks page). When
 k fits, a call holds several images with all their samples; when it does not, one image's
 samples are split over steps inside the graph and combined with a streaming log-sum-exp
@@ -78,7 +78,7 @@ __all__ = [
 
 # Pairs per decoder call, larger for an MLP decoder; chosen by measurement: see docs/benchmarks.md#scoring-chunk-size
 DEFAULT_MAX_BATCH_ELEMENTS = 1024
-MLP_MAX_BATCH_ELEMENTS = 8192
+MLP_MAX_BATCH_ELEMENTS = 16384
 # With progress=None, a bar appears only for jobs of more calls than this, on a terminal.
 _PROGRESS_MIN_CHUNKS = 16
 # Outputs that a model without a likelihood (a plain autoencoder) still defines.
@@ -140,12 +140,12 @@ def default_batch_elements(model: object) -> int:
         `tfpvae.VAE` does).
 
     Returns:
-      `MLP_MAX_BATCH_ELEMENTS` (8192) when `model.config.architecture` is "mlp", else
+      `MLP_MAX_BATCH_ELEMENTS` (16384) when `model.config.architecture` is "mlp", else
       `DEFAULT_MAX_BATCH_ELEMENTS` (1024).
 
     Examples:
       >>> default_batch_elements(tfpvae.VAE(architecture="mlp"))
-      8192
+      16384
     """
     architecture = getattr(getattr(model, "config", None), "architecture", None)
     return MLP_MAX_BATCH_ELEMENTS if architecture == "mlp" else DEFAULT_MAX_BATCH_ELEMENTS
@@ -258,7 +258,7 @@ class LikelihoodEstimator:
           model: a `tfpvae.VAE`, or any object with the `encoder`, `decoder`, `prior` and
             `image_shape` that `EncoderDecoderModel` describes (and optionally its `config`).
           max_batch_elements: default (image, sample) pairs per decoder call. None:
-            `default_batch_elements(model)`, 8192 for a model with architecture "mlp", else 1024.
+            `default_batch_elements(model)`, 16384 for a model with architecture "mlp", else 1024.
           precision: "float32", "bfloat16" (the networks' matrix products in
             bfloat16; heads, log-probabilities and sums in float32: see `tfpvae.precision`)
             or "auto" (bfloat16 on hardware with native bfloat16 units, unless the model's
