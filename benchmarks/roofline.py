@@ -181,6 +181,8 @@ def main(argv=None) -> int:
                 "gflops": round(images_per_s * work[what] / 1e9, 1),
                 "ceiling_gflops": round(statistics.median(c for _, c in values), 1),
                 "fraction_of_ceiling": round(statistics.median(r * work[what] / 1e9 / c for r, c in values), 3),
+                # Each round's (images/s, best ceiling): the fraction is the median of their ratios.
+                "per_round": [[round(r, 1), round(c, 1)] for r, c in values],
             }
         )
         print(json.dumps(rows[-1]), flush=True)

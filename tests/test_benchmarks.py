@@ -188,6 +188,11 @@ def test_roofline_counts_the_products_and_reports_fractions(tmp_path):
     flags = f"--images 16 --num-samples 4 --rounds 2 --precisions float32 --what score --out {out}"
     assert roofline.main(shlex.split(flags)) == 0
     result = json.loads(out.read_text())
+    for row in result["rows"]:  # two rounds: the median of the rounds' own fractions
+        per_work = work[row["what"]] / 1e3
+        fractions = [rate * per_work / ceiling for rate, ceiling in row["per_round"]]
+        assert len(fractions) == 2
+        assert row["fraction_of_ceiling"] == pytest.approx(sum(fractions) / 2, rel=1e-2, abs=1e-3)
     assert {(r["what"], r["precision"]) for r in result["rows"]} == {
         ("score", "float32"),
         ("score", "float32, TFP methods"),

@@ -98,16 +98,20 @@ def test_softplus_sum_traces_with_an_unknown_width():
 
 
 def test_softplus_sum_sums_half_precision_in_float32():
-    # 16 factors of 2 make 65536, past float16's largest value: the sum runs in float32.
-    for dtype in (tf.float16, tf.bfloat16):
-        total = softplus_sum(tf.zeros([1, 16], dtype))
-        assert total.dtype == dtype and np.isfinite(total.numpy().astype(np.float32)).all()
-        assert float(total[0]) == pytest.approx(16 * np.log(2.0), rel=1e-2)
+    # Logits near -8: each term is about 3e-4 nats, less than float16's spacing near 1
+    # (5e-4), so sigmoids in float16 would lose them all; in float32 only the result rounds.
+    logits = np.random.default_rng(7).uniform(-9.0, -7.0, (2, 784)).astype(np.float32)
+    for dtype, rel in ((tf.float16, 1e-3), (tf.bfloat16, 8e-3)):
+        half = tf.cast(logits, dtype)
+        total = softplus_sum(half)
+        assert total.dtype == dtype
+        exact = np.logaddexp(0.0, half.numpy().astype(np.float64)).sum(-1)  # of the rounded logits
+        np.testing.assert_allclose(total.numpy().astype(np.float64), exact, rtol=rel)
 
 
 def test_an_infinite_logit_takes_tfps_exact_path():
     logits = np.zeros((2, 28, 28, 1), np.float32)
-    logits[0, 0, 0, 0] = -np.inf  # x = 0 there: a certain pixel, log p = 0 for it (TFP), not 0 * inf = NaN
+    logits[0, 0, 0, 0] = -np.inf  # x = 0 there: a certain pixel, log p = 0 for it, as in TFP
     logits[1, 0, 0, 0] = np.inf
     x = np.zeros((1, 28, 28, 1), np.float32)
     px = _bernoulli(logits)
@@ -172,3 +176,58 @@ def test_binarize_images_draws_each_image_from_its_own_seed():
     np.testing.assert_array_equal(got, (u < x).astype(np.float32))
     # Any batch: the first three images alone get the same pixels.
     np.testing.assert_array_equal(binarize_images(tf.constant(x[:3]), ids[:3], tf.constant(9)).numpy(), got[:3])
+
+
+class _NoLogProb(tfd.Independent):
+    """An Independent(Bernoulli) whose log_prob fails: proves a call took the fast path."""
+
+    def log_prob(self, value, **kwargs):
+        raise AssertionError("took the exact path")
+
+
+def test_bernoulli_log_px_takes_the_fast_path_and_keeps_the_logits_dtype():
+    rng = np.random.default_rng(8)
+    logits = rng.normal(0.0, 4.0, (6, 8, 8, 1)).astype(np.float32)
+    x = np.round(rng.uniform(size=(2, 8, 8, 1))).astype(np.float32)
+    fast = _NoLogProb(tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=3)
+    got = _log_px(fast, tf.constant(x), 3).numpy()  # eager: only the branch taken runs
+    np.testing.assert_allclose(
+        got, _bernoulli(logits).log_prob(np.repeat(x, 3, axis=0)).numpy().reshape(2, 3), atol=2e-5
+    )
+    # float16 logits with float32 samples: both branches of the finite check give float16.
+    half = tfd.Independent(tfd.Bernoulli(logits=tf.cast(logits, tf.float16), dtype=tf.float32), 3)
+    traced = tf.function(lambda px, x: _log_px(px, x, 3))(half, tf.constant(x))
+    assert traced.dtype == tf.float16
+    np.testing.assert_allclose(traced.numpy(), got, rtol=2e-3)
+
+
+def test_grey_pixels_with_an_infinite_logit_fall_back_to_tfp():
+    logits = np.zeros((2, 4, 4, 1), np.float32)
+    logits[:, 0, 0, 0] = [-np.inf, np.inf]
+    x = np.full((1, 4, 4, 1), 0.25, np.float32)  # 0.25 * -inf: impossible pixels, log p = -inf
+    px = _bernoulli(logits)
+    got = _log_px(px, tf.constant(x), 2).numpy()
+    np.testing.assert_array_equal(got, px.log_prob(np.repeat(x, 2, axis=0)).numpy()[None])
+    assert (got == -np.inf).all()
+
+
+def test_pixels_outside_0_and_1_are_not_taken_for_binary():
+    logits = tf.constant([[[1.0, -2.0]]])
+    for x in ([[[2.0, 0.0]]], [[[-1.0, 1.0]]]):
+        expected = (np.array(x) * logits.numpy() - np.logaddexp(0.0, logits.numpy())).sum(-1)
+        np.testing.assert_allclose(_bernoulli_log_px_sum(logits, tf.constant(x)).numpy(), expected, rtol=1e-6)
+
+
+def test_bernoulli_log_px_sum_gradient_for_the_pixels_is_the_rows_logits():
+    logits = tf.constant(np.random.default_rng(9).normal(0.0, 2.0, (2, 3, 5)), tf.float32)
+    pixels = tf.constant(np.random.default_rng(10).uniform(size=(2, 1, 5)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(pixels)
+        total = tf.reduce_sum(_bernoulli_log_px_sum(logits, pixels) * [[1.0, 2.0, 3.0]])
+    expected = (logits.numpy() * np.array([1.0, 2.0, 3.0])[None, :, None]).sum(1, keepdims=True)
+    np.testing.assert_allclose(tape.gradient(total, pixels).numpy(), expected, rtol=1e-6)
+
+
+def test_per_seed_of_no_seeds_keeps_the_shape_of_one_draw():
+    drawn = per_seed(lambda seed: tf.random.stateless_normal([5, 3], seed=seed), tf.zeros([0, 2], tf.int32), tf.float32)
+    assert drawn.shape == (0, 5, 3)
