@@ -291,9 +291,9 @@ def _log_px(px: tfd.Distribution, x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     For independent Bernoulli pixels with logits l, `_bernoulli_log_px_sum`: each image's
     pixels meet its s rows of logits directly (no copy of x per draw), and the logarithms
     are taken once per 16 pixels: as accurate as `px.log_prob`, at a fraction of its time
-    on a CPU. Where that gives a non-finite value (an
-    infinite logit where x is grey: 0 * inf is NaN), the batch is computed again by
-    `px.log_prob`, which handles it. Any other distribution: `px.log_prob` of x repeated.
+    on a CPU. Where that gives a non-finite value (an infinite logit where x is grey:
+    0 * inf is NaN), the batch is computed again by `px.log_prob`, which handles it. Any
+    other distribution: `px.log_prob` of x repeated.
     """
     b = tf.shape(x)[0]
 
@@ -304,7 +304,7 @@ def _log_px(px: tfd.Distribution, x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     logits = _bernoulli_logits(px)
     if logits is None:
         return exact()
-    width = px.event_shape.num_elements() or -1  # static where known, for `softplus_sum`
+    width = px.event_shape.num_elements() or -1  # static where known: no padding ops for 16 | width
     dtype, logits = logits.dtype, _as_float32(tf.reshape(logits, [b, s, width]))
     pixels = tf.reshape(tf.cast(x, logits.dtype), [b, 1, width])
     fast = tf.cast(_bernoulli_log_px_sum(logits, pixels), dtype)  # px.log_prob's dtype
