@@ -16,6 +16,7 @@ All models are tfpvae's default VAE, trained with dynamic binarisation; scoring 
 binarisation (seed 0) and IWAE with k importance samples.
 
     python benchmarks/anomaly.py            # full run (about 45 minutes on 2 cores)
+    python benchmarks/anomaly.py --models runs/anomaly   # keep the 22 models; a rerun only scores
     python benchmarks/anomaly.py --quick    # smoke run
 """
 
@@ -26,6 +27,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -39,10 +41,15 @@ COLUMNS = (*SCORES, "complexity_zlib", "combined")
 ONE_CLASS = ("mnist", "fashion_mnist")
 
 
-def _train(x: np.ndarray, epochs: int, seed: int) -> tfpvae.VAE:
+def _train(x: np.ndarray, epochs: int, seed: int, folder: Path | None = None) -> tfpvae.VAE:
+    """The default VAE trained on `x`; with `folder`, the one saved there if there is one, else saved there."""
+    if folder is not None and folder.is_dir():
+        return tfpvae.load(folder)
     model = tfpvae.VAE(seed=seed)
     model.compile()
     model.fit(x, epochs=epochs, batch_size=128, verbose=0)
+    if folder is not None:
+        tfpvae.save(model, folder)
     return model
 
 
@@ -80,7 +87,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-shift", action="store_true", help="skip the two dataset-shift tasks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON lines here")
+    p.add_argument("--models", help="folder to keep the trained models in and load them from on a rerun")
     args = p.parse_args(argv)
+    models = None if args.models is None else Path(args.models)
+
+    def folder(task: str) -> Path | None:  # where a task's model is kept, with the settings it was trained with
+        epochs = args.one_class_epochs if task.startswith("one-class") else args.epochs
+        return None if models is None else models / f"{task}-e{epochs}-s{args.seed}{'-quick' if args.quick else ''}"
+
     if args.quick:
         args.epochs, args.one_class_epochs, args.num_samples, args.test_images = 1, 1, 4, 200
         args.digits = args.digits[:2]
@@ -91,7 +105,7 @@ def main(argv=None) -> int:
     for normal, anomalous in () if args.no_shift else (("fashion_mnist", "mnist"), ("mnist", "fashion_mnist")):
         t0 = time.perf_counter()
         (x_train, _), (x_test, _) = data[normal]
-        model = _train(x_train[:n_train], args.epochs, args.seed)
+        model = _train(x_train[:n_train], args.epochs, args.seed, folder(f"shift-{normal}"))
         aurocs = _auroc_table(
             model, x_test[: args.test_images], data[anomalous][1][0][: args.test_images], args.num_samples, args.seed
         )
@@ -109,7 +123,12 @@ def main(argv=None) -> int:
         per_class = {}
         for digit in args.digits:
             t0 = time.perf_counter()
-            model = _train(x_train[y_train == digit][:n_train], args.one_class_epochs, args.seed)
+            model = _train(
+                x_train[y_train == digit][:n_train],
+                args.one_class_epochs,
+                args.seed,
+                folder(f"one-class-{name}-{digit}"),
+            )
             others = x_test[y_test != digit][: args.test_images]
             per_class[digit] = _auroc_table(model, x_test[y_test == digit], others, args.num_samples, args.seed)
             task = {"task": f"one-class {name} {digit}", "auroc": per_class[digit]}

@@ -396,8 +396,9 @@ def _assert_same_fit(a, b):
     assert a.threshold_ == b.threshold_ and a.typical_nll_ == b.typical_nll_
     np.testing.assert_array_equal(a.calibration_scores_, b.calibration_scores_)
     if a.score == "combined":  # the same density and reference p-values
-        np.testing.assert_array_equal(a.combined_.pose_reference_, b.combined_.pose_reference_)
-        np.testing.assert_array_equal(a.combined_.density_reference_, b.combined_.density_reference_)
+        assert a.combined_.references_.keys() == b.combined_.references_.keys()
+        for name, reference in a.combined_.references_.items():
+            np.testing.assert_array_equal(reference, b.combined_.references_[name])
 
 
 @pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it

@@ -1,11 +1,11 @@
 """The combined anomaly score: its statistics against closed forms, its p-values' validity,
-the score against its three parts, and the detector that uses it by default."""
+the score against its four parts, and the detector that uses it by default."""
 
 import numpy as np
 import pytest
 
 from tfpvae.anomaly import AnomalyDetector, combined_statistics, detection_metrics, fit_detectors
-from tfpvae.combined import FEATURES, PREFIX, CombinedScore, image_statistics
+from tfpvae.combined import FEATURES, MAP_BLUR, PREFIX, TESTS, CombinedScore, image_statistics
 
 _LOGIT = -2.0
 
@@ -51,7 +51,7 @@ def test_image_statistics_closed_forms():
     spot[0, 1, 1] = 0.8
     stats = image_statistics(spot)
     assert stats["gradient"][0] == pytest.approx(4 * 0.8)
-    assert stats["brightness"][0] == pytest.approx(np.quantile(spot.ravel(), 0.99))
+    assert stats["peak"][0] == pytest.approx(0.8)
     # Its Laplacian is 4 * 0.8 at the only interior pixel: sharpness 3.2 / 3.2 = 1.
     assert stats["sharpness"][0] == pytest.approx(1.0)
     assert image_statistics(half)["sharpness"] == pytest.approx([0.0, 0.0])  # no edges: 0, not 0/0
@@ -78,7 +78,7 @@ def test_statistics_of_an_exact_model():
     estimator, logits = _estimator()
     x = np.random.default_rng(1).random((6, 4, 4, 1)).astype(np.float32)
     stats = combined_statistics(estimator, x, num_samples=4, seed=3)
-    assert set(stats) == {PREFIX + name for name in (*FEATURES, "pose")}
+    assert set(stats) == {PREFIX + name for name in (*FEATURES, "pose", "map")}
     from tfpvae.scoring import binarize
 
     xb = binarize(x, 3)  # binarize_seed None: the images are binarised with `seed`
@@ -88,6 +88,14 @@ def test_statistics_of_an_exact_model():
     np.testing.assert_allclose(stats[PREFIX + "rate"], 0.0, atol=1e-5)  # q(z|x) is the prior
     # Every pixel alike: flips change no likelihood, so the pose statistic is 0.
     np.testing.assert_allclose(stats[PREFIX + "pose"], 0.0, atol=1e-4)
+    # The map: per pixel the KL from Bernoulli(x) to Bernoulli(sigmoid(-2)), blurred, at its largest.
+    from scipy import ndimage
+    from scipy.special import expit, rel_entr
+
+    p = expit(_LOGIT)
+    kl = rel_entr(x[..., 0], p) + rel_entr(1 - x[..., 0], 1 - p)
+    by_hand = ndimage.gaussian_filter(kl.astype(np.float64), (0, MAP_BLUR, MAP_BLUR), mode="nearest").max(axis=(1, 2))
+    np.testing.assert_allclose(stats[PREFIX + "map"], by_hand, rtol=1e-4)
     again = combined_statistics(estimator, xb, num_samples=4, seed=3, binarize_seed=11)
     np.testing.assert_allclose(again[PREFIX + "distortion"], log_p, rtol=1e-5)  # binary images are their own
 
@@ -113,23 +121,27 @@ def _synthetic(rng, n, density_shift=0.0, pose_shift=0.0):
     """Statistics of `n` images: standard normal features, shifted where asked."""
     stats = {PREFIX + name: rng.normal(size=n) + density_shift for name in FEATURES}
     stats[PREFIX + "pose"] = rng.normal(size=n) - pose_shift
+    stats[PREFIX + "map"] = rng.normal(size=n)
     return stats
 
 
-def test_the_score_is_fishers_sum_of_its_three_p_values():
+def test_the_score_is_fishers_sum_of_its_four_p_values():
     rng = np.random.default_rng(0)
-    score = CombinedScore(_synthetic(rng, 300), _synthetic(rng, 200))
+    score = CombinedScore(_synthetic(rng, 200))
     test = _synthetic(rng, 400)
-    for values in test.values():
-        values[:5] -= 6.0  # a few far outside the reference, in every statistic
+    for name, values in test.items():
+        values[:5] += 6.0 if name == PREFIX + "map" else -6.0  # a few far outside the reference, in every statistic
     parts = score.log_parts(test)
-    np.testing.assert_allclose(score(test), parts["density"] + parts["pose"] + parts["complexity"])
+    assert tuple(parts) == TESTS
+    np.testing.assert_allclose(score(test), sum(parts[name] for name in TESTS))
     # Each p-value by hand, (1 + #reference <= value) / (m + 1), where the value is within the reference.
-    for name, value, reference in (
-        ("pose", test[PREFIX + "pose"], score.pose_reference_),
-        ("complexity", test[PREFIX + "complexity"], score.complexity_reference_),
-        ("density", score.log_density(test), score.density_reference_),
+    for name, value in (
+        ("pose", test[PREFIX + "pose"]),
+        ("complexity", test[PREFIX + "complexity"]),
+        ("map", -test[PREFIX + "map"]),  # a larger map is less normal
+        ("density", score.log_density(test)),
     ):
+        reference = score.references_[name]
         inside = value >= reference[0]
         by_hand = [(1 + np.sum(reference <= v)) / 201 for v in value[inside]]
         np.testing.assert_allclose(np.exp(parts[name][inside]), by_hand)
@@ -140,12 +152,40 @@ def test_the_score_is_fishers_sum_of_its_three_p_values():
         np.testing.assert_allclose(np.sort(parts[name][~inside])[::-1], -np.log(201) - (reference[0] - below) / spacing)
     # A non-finite statistic is as abnormal as can be.
     test[PREFIX + "rate"][0] = np.nan
-    assert score.log_parts(test)["density"][0] == -np.inf
+    test[PREFIX + "map"][1] = np.nan
+    test[PREFIX + "gradient"][2] = np.inf  # the scaler refuses infinities: the density must not see them
+    parts = score.log_parts(test)
+    assert parts["density"][0] == parts["density"][2] == parts["map"][1] == -np.inf
+
+
+def test_reference_densities_are_cross_fitted():
+    """Each reference image's log-density comes from a density fitted on the other folds."""
+    from sklearn.neighbors import KernelDensity
+
+    rng = np.random.default_rng(4)
+    stats = _synthetic(rng, 53)
+    stats[PREFIX + "rate"][7] = np.inf  # left out of every fit; its density is -inf
+    score = CombinedScore(stats, folds=4)
+    features = np.stack([stats[PREFIX + name] for name in FEATURES], axis=1)
+    finite = np.flatnonzero(np.isfinite(features).all(axis=1))
+    scaled = (features[finite] - features[finite].mean(0)) / features[finite].std(0)
+    own = [-np.inf]
+    for fold in np.array_split(np.arange(len(finite)), 4):
+        rest = np.setdiff1d(np.arange(len(finite)), fold)
+        own.extend(KernelDensity(bandwidth="scott").fit(scaled[rest]).score_samples(scaled[fold]))
+    np.testing.assert_allclose(score.references_["density"], np.sort(own))
+    # The density itself is fitted on every finite image, and scores them higher than the cross-fits did.
+    assert score.density_.tree_.data.shape == (52, len(FEATURES))
+    assert np.mean(score.log_density(stats)[finite]) > np.mean(np.sort(own)[1:])
+    with pytest.raises(ValueError, match="`reference_stats`.*at least 2"):
+        CombinedScore({k: v[7:9] for k, v in stats.items()})  # one finite image
+    with pytest.raises(ValueError, match="`folds`"):
+        CombinedScore(stats, folds=1)
 
 
 def test_the_combined_score_catches_what_any_part_catches():
     rng = np.random.default_rng(1)
-    score = CombinedScore(_synthetic(rng, 400), _synthetic(rng, 400))
+    score = CombinedScore(_synthetic(rng, 400))
     normal = _synthetic(rng, 500)
     # Half the anomalies are off in their features, half in their pose.
     off_density, off_pose = _synthetic(rng, 250, density_shift=1.5), _synthetic(rng, 250, pose_shift=3.0)
@@ -157,9 +197,10 @@ def test_the_combined_score_catches_what_any_part_catches():
             ("density", lambda s: score.log_parts(s)["density"]),
             ("pose", lambda s: score.log_parts(s)["pose"]),
             ("complexity", lambda s: score.log_parts(s)["complexity"]),
+            ("map", lambda s: score.log_parts(s)["map"]),
         )
     }
-    assert auroc["combined"] > max(auroc["density"], auroc["pose"], auroc["complexity"]) + 0.05, auroc
+    assert auroc["combined"] > max(auroc["density"], auroc["pose"], auroc["complexity"], auroc["map"]) + 0.05, auroc
     # Each part alone does catch its own kind.
     assert detection_metrics(score.log_parts(normal)["pose"], score.log_parts(off_pose)["pose"])["auroc"] > 0.95
 
@@ -181,15 +222,16 @@ def test_detector_p_values_keep_the_false_positive_rate(alpha):
     assert np.mean(rates) >= alpha - 0.05  # and not trivially conservative
 
 
-def test_the_fit_images_are_split_three_ways():
+def test_the_fit_images_are_split_into_calibration_and_reference():
     rng = np.random.default_rng(3)
     fit = _synthetic(rng, 101)
     detector = AnomalyDetector(estimator=object(), calibration_fraction=0.5)._calibrate(None, fit)
     assert len(detector.calibration_scores_) == 50  # round(0.5 * 101)
-    assert len(detector.combined_.pose_reference_) == 26  # the second half of the other 51
-    assert detector.combined_.density_.n_features_in_ == len(FEATURES)
+    for name in TESTS:
+        assert len(detector.combined_.references_[name]) == 51  # every other image
+    assert detector.combined_.density_.tree_.data.shape == (51, len(FEATURES))
     tiny = AnomalyDetector(estimator=object(), calibration_fraction=1.0)._calibrate(None, _synthetic(rng, 4))
-    assert len(tiny.calibration_scores_) == 2  # two images are kept for the density and its p-values
+    assert len(tiny.calibration_scores_) == 2  # two images are kept to cross-fit the density
 
 
 def test_the_detector_uses_the_combined_score_by_default(trained_digits, digits):

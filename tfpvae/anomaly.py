@@ -16,9 +16,9 @@ pass of importance draws per image set.
   compressed length L(x) in bits (Serra et al., ICLR 2020): how many bits the model saves
   over a generic compressor. Out-of-distribution data that is simpler than the training
   data, where raw likelihood fails.
-* `combined` (the detector's default): a density of several of these statistics and two
-  image statistics, joined with a pose test and `complexity` by Fisher's method
-  (`tfpvae.combined`). Any shift; it needs fitting, so `compute_scores` does not give it.
+* `combined` (the detector's default): a density of several of these statistics and three
+  image statistics, joined with a pose test, `complexity` and the peak of the image's
+  anomaly map by Fisher's method (`tfpvae.combined`). Any shift; it needs fitting, so `compute_scores` does not give it.
 
 Raw likelihood fails on simpler foreign images: a model of Fashion-MNIST gives MNIST digits
 (mostly black background) *higher* likelihood than its own data. The likelihood mixes "how
@@ -243,7 +243,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.estimator_, self.typical_nll_, self.combined_ = estimator, None, None
         if self.score in ("typicality", "combined"):  # a seeded split: calibration, then reference
             n = len(next(iter(scores.values())))
-            n_ref = 2 if self.score == "combined" else 1  # at least one image per reference part
+            n_ref = 2 if self.score == "combined" else 1  # "combined" cross-fits its density: two at least
             n_cal = min(n - n_ref, max(1, int(round(self.calibration_fraction * n))))
             order = np.random.default_rng(self.seed).permutation(n)
             cal, ref = order[:n_cal], order[n_cal:]
@@ -251,9 +251,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.typical_nll_ = float(-np.mean(scores["log_prob"][ref]))
             # The graph's formula (`tfpvae.scoring`), so an image scores the same in `score_samples`.
             calibration = -np.abs(-scores["log_prob"][cal] - self.typical_nll_)
-        elif self.score == "combined":  # half the reference fits the density, half makes its p-values
-            half = len(ref) // 2
-            self.combined_ = CombinedScore(*({k: v[part] for k, v in scores.items()} for part in np.split(ref, [half])))
+        elif self.score == "combined":  # the reference fits the density and makes the p-values of its tests
+            self.combined_ = CombinedScore({k: v[ref] for k, v in scores.items()})
             calibration = self.combined_({k: v[cal] for k, v in scores.items()})
         else:
             calibration = scores[self.score]

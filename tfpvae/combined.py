@@ -2,20 +2,21 @@
 
 Each single score of `tfpvae.anomaly` fails somewhere: raw likelihood calls simpler foreign
 images normal, `complexity` misses images of the normal kind that are dimmed, blurred or
-flipped. The combined score joins three tests, each turned into a split-conformal p-value
-on held-out normal images, by Fisher's method (log p_density + log p_pose +
-log p_complexity; higher = more normal):
+flipped. The combined score joins four tests, each turned into a split-conformal p-value
+on held-out normal images, by Fisher's method (the sum of the four log p-values; higher =
+more normal):
 
 * density (DoSE, Morningstar et al., AISTATS 2021): a Gaussian kernel density, fitted to
   the standardised vector of per-image statistics of normal images, at the image's vector.
   The statistics (`FEATURES`): from one scoring pass over a fixed binarisation x~ of the
   image, log p(x~) plus the grey entropy H(x) of the image itself ("kl": for a grey image,
   minus the KL between its pixels and the decoder's, without its own greyness), the rate,
-  the distortion and the `complexity` score; and two statistics of the image that no
-  likelihood of a binarised image sees: its brightness (the 99th percentile of its pixel
-  values), its total absolute gradient (blur lowers it, noise raises it) and its sharpness
-  (the total absolute Laplacian over the total gradient: a ratio that blur, rotation and
-  other resampling lower whatever the image's ink, and that a cut edge raises).
+  the distortion and the `complexity` score; and three statistics of the image that no
+  likelihood of a binarised image sees: its peak (the largest pixel value: data sets
+  scaled to a full range reach 1 in every image, a dimmed or resampled one does not),
+  its total absolute gradient (blur lowers it, noise raises it) and its sharpness (the
+  total absolute Laplacian over the total gradient: a ratio that blur, rotation and other
+  resampling lower whatever the image's ink, and that a cut edge raises).
 * pose: min over T in {horizontal flip, vertical flip, 180-degree rotation} of
   log p(x~) - log p(T x~), at `POSE_SAMPLES` importance samples. A model knows the pose of
   its data: a normal image is more likely than its flipped copy (or as likely, if it is
@@ -23,15 +24,22 @@ log p_complexity; higher = more normal):
 * complexity: the `complexity` score of x~ alone (Serra et al., ICLR 2020), the strongest
   single test against images of another domain, which the density dilutes among its seven
   statistics.
+* map: the largest value of the image's anomaly map, the per-pixel KL divergence from its
+  grey pixels to the decoder's (`tfpvae.anomaly_maps`' "pixel_kl", at `POSE_SAMPLES`
+  draws), blurred by `MAP_BLUR` pixels. Whole-image statistics average a local defect
+  (an occluding square, a scratch, a patch of noise) away; its map's peak does not.
 
-`combined_statistics` computes the statistics of images (one pass at the
-detector's k, one at `POSE_SAMPLES` over the four views), `combined_features` is their
-arithmetic, and `CombinedScore` the fitted score. The fit images are split three ways: the
-calibration part (`calibration_fraction`) sets the detector's threshold and p-values; of
-the rest, half fits the density and half turns the three statistics into p-values, so every
-p-value is computed on images that fitted nothing it depends on. Cost: one scoring pass at
-the detector's k over x~ plus one at k = 8 over the four views (1.4-1.8x `log_prob` at
-k = 100, measured); the measured AUROCs are on the anomaly benchmarks page of the docs.
+`combined_statistics` computes the statistics of images (one pass at the detector's k, one
+at `POSE_SAMPLES` over the four views, one at `POSE_SAMPLES` for the map),
+`combined_features` is their arithmetic, and `CombinedScore` the fitted score. The
+detector's calibration part of the fit images (`calibration_fraction`) sets its threshold
+and p-values; the rest are the score's reference: the density is fitted on all of them,
+and the four statistics of the same images turn into p-values with the density of each
+reference image taken from a density fitted without it (`CombinedScore`'s folds), so no
+p-value is computed on an image that fitted what it depends on. Cost: one scoring pass at
+the detector's k over x~ plus passes at k = 8 over the four views and over x (1.5-1.9x
+`log_prob` at k = 100, measured); the measured AUROCs are on the anomaly benchmarks page
+of the docs.
 """
 
 from __future__ import annotations
@@ -46,18 +54,23 @@ from tfpvae.anomaly_scores import compute_scores
 
 __all__ = [
     "FEATURES",
+    "MAP_BLUR",
     "POSE_SAMPLES",
     "POSE_TRANSFORMS",
+    "TESTS",
     "CombinedScore",
     "combined_features",
     "combined_statistics",
     "image_statistics",
+    "map_statistic",
     "pose_views",
 ]
 
-FEATURES = ("kl", "rate", "distortion", "complexity", "brightness", "gradient", "sharpness")
+FEATURES = ("kl", "rate", "distortion", "complexity", "peak", "gradient", "sharpness")
+TESTS = ("density", "pose", "complexity", "map")  # the p-values Fisher's method joins
 POSE_TRANSFORMS = ("hflip", "vflip", "rot180")
 POSE_SAMPLES = 8  # the pose statistic is a difference of two estimates with shared draws: few suffice
+MAP_BLUR = 2.0  # pixels: a defect is a region, and the blur averages away single pixels the model misses
 PASS = ("log_prob", "rate", "distortion", "complexity")  # what the statistics read of one scoring pass
 PREFIX = "combined."  # its statistics' keys among a detector's scores, apart from the scores of that name
 _TRANSFORMS = {
@@ -75,9 +88,9 @@ def image_statistics(x: Any) -> dict[str, np.ndarray]:
 
     Returns:
       dict of float64 arrays (n,): "grey_entropy" (sum over pixels of the binary entropy
-      h(x_hwc) in nats, 0 for a binary image), "brightness" (the 99th percentile of the
-      pixel values), "gradient" (the sum of absolute differences between neighbouring
-      pixels along height and width) and "sharpness" (the sum of absolute values of the
+      h(x_hwc) in nats, 0 for a binary image), "peak" (the largest pixel value),
+      "gradient" (the sum of absolute differences between neighbouring pixels along
+      height and width) and "sharpness" (the sum of absolute values of the
       discrete Laplacian 4 x[i, j] - x[i-1, j] - x[i+1, j] - x[i, j-1] - x[i, j+1] over the
       interior pixels, divided by "gradient"; 0 for an image without edges, and for one
       under 3 pixels high or wide, which has no interior).
@@ -94,7 +107,7 @@ def image_statistics(x: Any) -> dict[str, np.ndarray]:
     total_laplacian = np.abs(laplacian).sum(axis=(1, 2, 3))
     return {
         "grey_entropy": -(v * np.log(v) + (1 - v) * np.log1p(-v)).sum(axis=1),
-        "brightness": np.quantile(x.reshape(len(x), -1), 0.99, axis=1),
+        "peak": x.reshape(len(x), -1).max(axis=1),
         "gradient": gradient,
         # A ratio, so that it measures how abruptly edges change, not how much ink there is.
         "sharpness": np.divide(total_laplacian, gradient, out=np.zeros_like(gradient), where=gradient > 0),
@@ -114,7 +127,41 @@ def pose_views(xb: np.ndarray) -> np.ndarray:
     return np.concatenate([xb] + [np.ascontiguousarray(_TRANSFORMS[t](xb)) for t in POSE_TRANSFORMS])
 
 
-def combined_features(x: Any, scores: Mapping[str, np.ndarray], pose_log_prob: Any) -> dict[str, np.ndarray]:
+def map_statistic(x: Any, pixel_log_prob: Any) -> np.ndarray:
+    """The largest value of each image's pixel-KL anomaly map, blurred by `MAP_BLUR` pixels.
+
+    Per pixel, -log p(x_hwc | z) averaged over posterior draws, minus the pixel's own binary
+    entropy h(x_hwc): the KL divergence from Bernoulli(x_hwc) to the decoder's Bernoulli
+    (0 where the model predicts the grey value exactly; clipped at 0 against rounding),
+    averaged over channels, then blurred (Gaussian, edges repeated) and maximised over the
+    image.
+
+    Args:
+      x: the images (n, H, W, C) in [0, 1].
+      pixel_log_prob: their per-pixel log-likelihoods (n, H, W, C) in nats, as
+        `LikelihoodEstimator.pixel_log_prob` gives them.
+
+    Returns:
+      float64 array (n,), >= 0: higher = a region the model explains worse.
+
+    Examples:
+      >>> x = np.full((1, 3, 3, 1), 0.5)
+      >>> float(map_statistic(x, np.full(x.shape, -np.log(2)))[0])  # predicted exactly
+      0.0
+    """
+    from scipy import ndimage
+
+    x = np.asarray(x, np.float64)
+    v = np.clip(x, 1e-12, 1 - 1e-12)
+    entropy = -(v * np.log(v) + (1 - v) * np.log1p(-v))
+    kl = np.maximum(-np.asarray(pixel_log_prob, np.float64) - entropy, 0.0).mean(axis=-1)
+    blurred = ndimage.gaussian_filter(kl, sigma=(0.0, MAP_BLUR, MAP_BLUR), mode="nearest")
+    return blurred.reshape(len(x), -1).max(axis=1)
+
+
+def combined_features(
+    x: Any, scores: Mapping[str, np.ndarray], pose_log_prob: Any, pixel_log_prob: Any
+) -> dict[str, np.ndarray]:
     """The statistics the combined score reads, from the scores of a fixed binarisation x~ of x.
 
     `combined_statistics` computes them for a model; this is their arithmetic.
@@ -124,21 +171,24 @@ def combined_features(x: Any, scores: Mapping[str, np.ndarray], pose_log_prob: A
       scores: "log_prob", "rate", "distortion" and "complexity" of x~ (as
         `tfpvae.anomaly.compute_scores` gives them), arrays (n,).
       pose_log_prob: log p of `pose_views(x~)`, array ((1 + 3) n,).
+      pixel_log_prob: the per-pixel log p of x itself (n, H, W, C), for `map_statistic`.
 
     Returns:
-      dict "combined.<name>" -> float64 array (n,), for each name in `FEATURES` and "pose".
+      dict "combined.<name>" -> float64 array (n,), for each name in `FEATURES`, "pose"
+      and "map".
     """
     image = image_statistics(x)
-    log_p = np.asarray(pose_log_prob, np.float64).reshape(1 + len(POSE_TRANSFORMS), len(image["brightness"]))
+    log_p = np.asarray(pose_log_prob, np.float64).reshape(1 + len(POSE_TRANSFORMS), len(image["peak"]))
     values = {
         "kl": scores["log_prob"] + image["grey_entropy"],
         "rate": scores["rate"],
         "distortion": scores["distortion"],
         "complexity": scores["complexity"],
-        "brightness": image["brightness"],
+        "peak": image["peak"],
         "gradient": image["gradient"],
         "sharpness": image["sharpness"],
         "pose": (log_p[0] - log_p[1:]).min(axis=0),
+        "map": map_statistic(x, pixel_log_prob),
     }
     return {PREFIX + name: np.asarray(v, np.float64) for name, v in values.items()}
 
@@ -158,13 +208,13 @@ def combined_statistics(
     """The per-image statistics of the "combined" score, keyed "combined.<name>".
 
     Every statistic of an image comes from draws keyed by its id and the seed, the pose
-    views' too (an image and its flips share their draws, so their difference is not
-    drowned in Monte Carlo noise): a row does not depend on the batch it is scored in.
+    views' and the map's too (an image and its flips share their draws, so their difference
+    is not drowned in Monte Carlo noise): a row does not depend on the batch it is scored in.
 
     Args:
       estimator: a `LikelihoodEstimator` of a VAE.
       x: images (n, H, W, C) in [0, 1].
-      num_samples: importance samples of the scoring pass (the pose passes take
+      num_samples: importance samples of the scoring pass (the pose and map passes take
         `POSE_SAMPLES`).
       seed: seed of the posterior draws.
       binarize_seed: seed of the fixed binarisation x~ that every statistic of the model
@@ -176,8 +226,8 @@ def combined_statistics(
       index_offset: with the default ids, the position of x[0] in a larger set.
 
     Returns:
-      dict "combined.<name>" -> float64 array (n,), for each of `FEATURES`
-      and "pose".
+      dict "combined.<name>" -> float64 array (n,), for each of `FEATURES`, "pose" and
+      "map".
     """
     from tfpvae.likelihood import binarize, check_ids
 
@@ -189,7 +239,8 @@ def combined_statistics(
     scores = compute_scores(estimator, xb, PASS, num_samples=num_samples, compressor=compressor, ids=ids, **kw)
     views_ids = np.tile(ids, 1 + len(POSE_TRANSFORMS))
     pose = compute_scores(estimator, pose_views(xb), "log_prob", num_samples=POSE_SAMPLES, ids=views_ids, **kw)
-    return combined_features(x, scores, pose["log_prob"])
+    pixels = estimator.pixel_log_prob(x, POSE_SAMPLES, ids=ids, **kw)  # of the grey image, as given
+    return combined_features(x, scores, pose["log_prob"], pixels)
 
 
 def _finite_or_low(values: np.ndarray) -> np.ndarray:
@@ -221,63 +272,83 @@ def _log_p_values(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 class CombinedScore:
-    """The fitted combined score: a density of `FEATURES` and three reference sets of p-values.
+    """The fitted combined score: a density of `FEATURES` and the reference values of its four tests.
+
+    The density is fitted on all the reference images. Their own log-densities, which turn
+    a new image's density into a p-value, each come from a density fitted on the other
+    folds (K-fold cross-fitting), so that no reference image is scored by a density that
+    saw it; the other three statistics need no fit and use every reference image.
 
     Args:
-      density_stats: `combined_statistics` of the normal images the density is fitted on.
-      reference_stats: those of other normal images, which turn the density, the pose and
-        the complexity statistics into p-values.
+      reference_stats: `combined_statistics` of normal images held out from the model's
+        training data, at least 2 of them with every statistic finite.
+      folds: folds of the cross-fitted reference densities, >= 2 (fewer where there are
+        fewer finite images). Default 5.
 
     Attributes:
       scaler_: the `sklearn.preprocessing.StandardScaler` of the density's features.
       density_: the `sklearn.neighbors.KernelDensity` (Gaussian, Scott's bandwidth) on them.
-      density_reference_: sorted log-densities of the reference images, array (m,).
-      pose_reference_: sorted pose statistics of the reference images, array (m,).
-      complexity_reference_: sorted `complexity` statistics of the reference images, array (m,).
+      references_: dict test name (`TESTS`) -> the sorted reference values of that test's
+        statistic, array (m,): the cross-fitted log-densities, the pose and `complexity`
+        statistics, and minus the map statistic (low = unlike normal in each).
     """
 
-    def __init__(self, density_stats: Mapping[str, np.ndarray], reference_stats: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, reference_stats: Mapping[str, np.ndarray], *, folds: int = 5) -> None:
         from sklearn.neighbors import KernelDensity
         from sklearn.preprocessing import StandardScaler
         from threadpoolctl import threadpool_limits
 
-        features = self._features(density_stats)
-        features = features[np.isfinite(features).all(axis=1)]  # a statistic that failed tells no density
-        if len(features) == 0:
-            raise ValueError("`density_stats` has no image whose statistics are all finite: nothing to fit.")
-        self.scaler_ = StandardScaler().fit(features)
+        folds = check_int(folds, "folds", minimum=2)
+        features = self._features(reference_stats)
+        finite = np.flatnonzero(np.isfinite(features).all(axis=1))  # a statistic that failed tells no density
+        if len(finite) < 2:
+            raise ValueError(
+                "`reference_stats` needs at least 2 images whose statistics are all finite (one to fit a "
+                f"density, one to score it); got {len(finite)}."
+            )
+        self.scaler_ = StandardScaler().fit(features[finite])
+        scaled = self.scaler_.transform(features[finite])
+        own = np.full(len(features), -np.inf)  # each reference image's density, fitted without it
         with threadpool_limits(1):  # scikit-learn's BLAS busy-waits on a loaded machine
-            self.density_ = KernelDensity(bandwidth="scott").fit(self.scaler_.transform(features))
-        self.density_reference_ = np.sort(self.log_density(reference_stats))
-        self.pose_reference_ = np.sort(_finite_or_low(reference_stats[PREFIX + "pose"]))
-        self.complexity_reference_ = np.sort(_finite_or_low(reference_stats[PREFIX + "complexity"]))
+            self.density_ = KernelDensity(bandwidth="scott").fit(scaled)
+            for fold in np.array_split(np.arange(len(finite)), min(folds, len(finite))):
+                rest = np.delete(scaled, fold, axis=0)
+                own[finite[fold]] = KernelDensity(bandwidth="scott").fit(rest).score_samples(scaled[fold])
+        self.references_ = {name: np.sort(v) for name, v in self._statistics(reference_stats, own).items()}
 
     @staticmethod
     def _features(stats: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.stack([stats[PREFIX + name] for name in FEATURES], axis=1)
 
+    @staticmethod
+    def _statistics(stats: Mapping[str, np.ndarray], log_density: np.ndarray) -> dict[str, np.ndarray]:
+        """The value of each of `TESTS` per image, low = unlike normal; non-finite -> -inf."""
+        return {
+            "density": log_density,
+            "pose": _finite_or_low(stats[PREFIX + "pose"]),
+            "complexity": _finite_or_low(stats[PREFIX + "complexity"]),
+            "map": _finite_or_low(-np.asarray(stats[PREFIX + "map"], np.float64)),
+        }
+
     def log_density(self, stats: Mapping[str, np.ndarray]) -> np.ndarray:
         """Log-density of the standardised `FEATURES` vectors, array (n,); non-finite -> -inf."""
         from threadpoolctl import threadpool_limits
 
-        features = self.scaler_.transform(self._features(stats))
-        finite = np.isfinite(features).all(axis=1)
+        features = self._features(stats)
+        finite = np.isfinite(features).all(axis=1)  # the scaler refuses infinities: keep them out
         out = np.full(len(features), -np.inf)
         if finite.any():
             with threadpool_limits(1):
-                out[finite] = self.density_.score_samples(features[finite])
+                out[finite] = self.density_.score_samples(self.scaler_.transform(features[finite]))
         return out
 
     def log_parts(self, stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The logs of the three p-values, "density", "pose" and "complexity", arrays (n,) in
-        [-inf, 0]: low = unlike normal. Conformal p-values against the reference images, with
-        an exponential tail below the least normal of them (-inf for a non-finite statistic)."""
-        pose, complexity = (_finite_or_low(stats[PREFIX + name]) for name in ("pose", "complexity"))
-        return {
-            "density": _log_p_values(self.density_reference_, self.log_density(stats)),
-            "pose": _log_p_values(self.pose_reference_, pose),
-            "complexity": _log_p_values(self.complexity_reference_, complexity),
-        }
+        """The logs of the four p-values (`TESTS`: "density", "pose", "complexity", "map"),
+        arrays (n,) in [-inf, 0]: low = unlike normal. Conformal p-values against the
+        reference images, with an exponential tail below the least normal of them (-inf for
+        a non-finite statistic)."""
+        values = self._statistics(stats, self.log_density(stats))
+        return {name: _log_p_values(self.references_[name], values[name]) for name in TESTS}
 
     def __call__(self, stats: Mapping[str, np.ndarray]) -> np.ndarray:
         """The combined score, array (n,): the sum of the log p-values (minus half Fisher's statistic)."""
