@@ -37,7 +37,7 @@ and p-values; the rest are the score's reference: the density is fitted on all o
 and the four statistics of the same images turn into p-values with the density of each
 reference image taken from a density fitted without it (`CombinedScore`'s folds), so no
 p-value is computed on an image that fitted what it depends on. Cost: one scoring pass at
-the detector's k over x~ plus passes at k = 8 over the four views and over x (1.5-1.9x
+the detector's k over x~ plus passes at k = 8 over the four views and over x (1.6-1.9x
 `log_prob` at k = 100, measured); the measured AUROCs are on the anomaly benchmarks page
 of the docs.
 """
@@ -145,9 +145,9 @@ def map_statistic(x: Any, pixel_log_prob: Any) -> np.ndarray:
       float64 array (n,), >= 0: higher = a region the model explains worse.
 
     Examples:
-      >>> x = np.full((1, 3, 3, 1), 0.5)
-      >>> float(map_statistic(x, np.full(x.shape, -np.log(2)))[0])  # predicted exactly
-      0.0
+      >>> x = np.full((1, 3, 3, 1), 0.5)  # log p = -log 2: predicted exactly
+      >>> map_statistic(x, np.full(x.shape, -np.log(2)))
+      array([0.])
     """
     from scipy import ndimage
 
