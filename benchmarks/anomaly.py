@@ -41,16 +41,31 @@ COLUMNS = (*SCORES, "complexity_zlib", "combined")
 ONE_CLASS = ("mnist", "fashion_mnist")
 
 
-def _train(x: np.ndarray, epochs: int, seed: int, folder: Path | None = None) -> tfpvae.VAE:
-    """The default VAE trained on `x`; with `folder`, the one saved there if there is one, else saved there."""
+def _train(x: np.ndarray, epochs: int, seed: int, folder: Path | None = None) -> tuple[tfpvae.VAE, str]:
+    """The default VAE trained on `x`, and "trained"; with `folder`, the model saved there and
+    "loaded" when its recorded settings are these (else an error), or trained and saved there."""
+    from tfpvae.serialization import read_metadata
+
+    settings = {
+        "epochs": epochs,
+        "seed": seed,
+        "train_images": len(x),
+        "config": tfpvae.VAEConfig(seed=seed).to_dict(),  # the defaults of the tfpvae that trained it
+    }
     if folder is not None and folder.is_dir():
-        return tfpvae.load(folder)
+        saved = read_metadata(folder).get("benchmark_settings")
+        if saved != settings:
+            raise SystemExit(
+                f"{folder} holds a model trained with other settings ({saved}, not {settings}): "
+                "remove it or give another --models folder."
+            )
+        return tfpvae.load(folder), "loaded"
     model = tfpvae.VAE(seed=seed)
     model.compile()
     model.fit(x, epochs=epochs, batch_size=128, verbose=0)
     if folder is not None:
-        tfpvae.save(model, folder)
-    return model
+        tfpvae.save(model, folder, extra_metadata={"benchmark_settings": settings})
+    return model, "trained"
 
 
 def _auroc_table(model, normal: np.ndarray, anomalous: np.ndarray, k: int, seed: int) -> dict[str, float]:
@@ -91,9 +106,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     models = None if args.models is None else Path(args.models)
 
-    def folder(task: str) -> Path | None:  # where a task's model is kept, with the settings it was trained with
-        epochs = args.one_class_epochs if task.startswith("one-class") else args.epochs
-        return None if models is None else models / f"{task}-e{epochs}-s{args.seed}{'-quick' if args.quick else ''}"
+    def folder(task: str) -> Path | None:  # where a task's model is kept (its metadata holds its settings)
+        return None if models is None else models / task
 
     if args.quick:
         args.epochs, args.one_class_epochs, args.num_samples, args.test_images = 1, 1, 4, 200
@@ -105,7 +119,7 @@ def main(argv=None) -> int:
     for normal, anomalous in () if args.no_shift else (("fashion_mnist", "mnist"), ("mnist", "fashion_mnist")):
         t0 = time.perf_counter()
         (x_train, _), (x_test, _) = data[normal]
-        model = _train(x_train[:n_train], args.epochs, args.seed, folder(f"shift-{normal}"))
+        model, origin = _train(x_train[:n_train], args.epochs, args.seed, folder(f"shift-{normal}"))
         aurocs = _auroc_table(
             model, x_test[: args.test_images], data[anomalous][1][0][: args.test_images], args.num_samples, args.seed
         )
@@ -113,6 +127,7 @@ def main(argv=None) -> int:
             "task": f"{normal} -> {anomalous}",
             "auroc": aurocs,
             "best": max(aurocs, key=aurocs.get),
+            "model": origin,  # "loaded": the seconds leave out its training
             "seconds": round(time.perf_counter() - t0, 1),
         }
         lines.append(line)
@@ -123,7 +138,7 @@ def main(argv=None) -> int:
         per_class = {}
         for digit in args.digits:
             t0 = time.perf_counter()
-            model = _train(
+            model, origin = _train(
                 x_train[y_train == digit][:n_train],
                 args.one_class_epochs,
                 args.seed,
@@ -132,7 +147,7 @@ def main(argv=None) -> int:
             others = x_test[y_test != digit][: args.test_images]
             per_class[digit] = _auroc_table(model, x_test[y_test == digit], others, args.num_samples, args.seed)
             task = {"task": f"one-class {name} {digit}", "auroc": per_class[digit]}
-            print(json.dumps({**task, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+            print(json.dumps({**task, "model": origin, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
         means = {c: round(float(np.mean([per_class[d][c] for d in per_class])), 4) for c in COLUMNS}
         line = {"task": f"one-class {name} mean", "auroc": means, "best": max(means, key=means.get)}
         lines.append({**line, "per_class": per_class})

@@ -106,6 +106,27 @@ def test_anomaly_benchmark_quick_run(data_dir, tmp_path):
     assert set(lines[-2]["per_class"]) == set(lines[-1]["per_class"]) == {"3"}
 
 
+@pytest.mark.slow  # two quick runs
+def test_anomaly_benchmark_keeps_its_models(data_dir, tmp_path, capsys):
+    """With --models the second run loads every model the first trained, and scores the same."""
+    models = tmp_path / "models"
+    common = f"--quick --digits 3 --one-class mnist --data-dir {shlex.quote(str(data_dir))} --models {models}"
+    outs = [tmp_path / f"run{i}.jsonl" for i in (1, 2)]
+    for out in outs:
+        assert benchmark("anomaly").main(shlex.split(f"{common} --out {out}")) == 0
+    origins = [json.loads(line)["model"] for line in capsys.readouterr().out.splitlines() if '"model"' in line]
+    assert origins == ["trained"] * 3 + ["loaded"] * 3  # two shift models and one one-class, twice
+    first, second = ([json.loads(line)["auroc"] for line in out.read_text().splitlines()] for out in outs)
+    assert first == second
+    # A model kept with other settings is refused, not silently reused.
+    model = tfpvae.load(models / "one-class-mnist-3")
+    tfpvae.save(model, tmp_path / "other", extra_metadata={"benchmark_settings": {"epochs": 99}})
+    (models / "one-class-mnist-3").rename(tmp_path / "kept")
+    (tmp_path / "other").rename(models / "one-class-mnist-3")
+    with pytest.raises(SystemExit, match="other settings"):
+        benchmark("anomaly").main(shlex.split(f"{common} --no-shift"))
+
+
 def test_compressor_study_prints_every_template(data_dir, capsys):
     compressor = benchmark("compressor")
     assert compressor.main(shlex.split(f"--images 5 --pseudo-counts 0.5 --data-dir {shlex.quote(str(data_dir))}")) == 0

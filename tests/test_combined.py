@@ -5,16 +5,28 @@ import numpy as np
 import pytest
 
 from tfpvae.anomaly import AnomalyDetector, combined_statistics, detection_metrics, fit_detectors
-from tfpvae.combined import FEATURES, MAP_BLUR, PREFIX, TESTS, CombinedScore, image_statistics
+from tfpvae.combined import (
+    FEATURES,
+    MAP_BLUR,
+    MIN_SCALE,
+    PREFIX,
+    TESTS,
+    CombinedScore,
+    image_statistics,
+    map_statistic,
+)
 
 _LOGIT = -2.0
 
 
-def _estimator(column_logit: float | None = None):
+def _estimator(column_logit: float | None = None, decoder: str = "bernoulli"):
     """An estimator whose log p(x) is exact: q(z|x) is the prior and p(x|z) ignores z.
 
     Every pixel has logit -2, except, with `column_logit`, the first column (the left edge),
-    which makes the model's images face one way: a flipped image is less likely.
+    which makes the model's images face one way: a flipped image is less likely. `decoder`:
+    "bernoulli" (float pixels), "integer" (TFP's default int32 Bernoulli, binary pixels
+    only) or "sample" (the same pixels as a `tfd.Sample`, which does not factorise as an
+    `Independent`).
     """
     from tfpvae._keras import tf, tfd
     from tfpvae.likelihood import LikelihoodEstimator
@@ -29,7 +41,9 @@ def _estimator(column_logit: float | None = None):
 
     def decode(z):
         tiled = tf.tile(tf.constant(logits)[None], [tf.shape(z)[0], 1, 1, 1])
-        return tfd.Independent(tfd.Bernoulli(logits=tiled, dtype=tf.float32), 3)
+        if decoder == "sample":  # every pixel alike, so one Bernoulli sampled 16 times is the same model
+            return tfd.Sample(tfd.Bernoulli(logits=tiled[:, 0, 0, 0], dtype=tf.float32), (4, 4, 1))
+        return tfd.Independent(tfd.Bernoulli(logits=tiled, dtype=tf.float32 if decoder == "bernoulli" else tf.int32), 3)
 
     prior = tfd.MultivariateNormalDiag(loc=[0.0], scale_diag=[1.0])
     return LikelihoodEstimator(encode, decode, prior, image_shape=(4, 4, 1)), logits
@@ -89,15 +103,48 @@ def test_statistics_of_an_exact_model():
     # Every pixel alike: flips change no likelihood, so the pose statistic is 0.
     np.testing.assert_allclose(stats[PREFIX + "pose"], 0.0, atol=1e-4)
     # The map: per pixel the KL from Bernoulli(x) to Bernoulli(sigmoid(-2)), blurred, at its largest.
+    np.testing.assert_allclose(stats[PREFIX + "map"], _map_by_hand(x), rtol=1e-4)
+    again = combined_statistics(estimator, xb, num_samples=4, seed=3, binarize_seed=11)
+    np.testing.assert_allclose(again[PREFIX + "distortion"], log_p, rtol=1e-5)  # binary images are their own
+
+
+def _map_by_hand(x, logit=_LOGIT):
+    """The map statistic of images x under pixels of one logit: KL per pixel, channel mean, blur, max."""
     from scipy import ndimage
     from scipy.special import expit, rel_entr
 
-    p = expit(_LOGIT)
-    kl = rel_entr(x[..., 0], p) + rel_entr(1 - x[..., 0], 1 - p)
-    by_hand = ndimage.gaussian_filter(kl.astype(np.float64), (0, MAP_BLUR, MAP_BLUR), mode="nearest").max(axis=(1, 2))
-    np.testing.assert_allclose(stats[PREFIX + "map"], by_hand, rtol=1e-4)
-    again = combined_statistics(estimator, xb, num_samples=4, seed=3, binarize_seed=11)
-    np.testing.assert_allclose(again[PREFIX + "distortion"], log_p, rtol=1e-5)  # binary images are their own
+    p = expit(logit)
+    kl = (rel_entr(x, p) + rel_entr(1 - x, 1 - p)).mean(axis=-1).astype(np.float64)
+    return ndimage.gaussian_filter(kl, (0, MAP_BLUR, MAP_BLUR), mode="nearest").max(axis=(1, 2))
+
+
+def test_map_statistic_averages_channels_then_blurs():
+    x = np.random.default_rng(5).random((3, 6, 5, 3))
+    logit = 0.7
+    log_p = x * -np.log1p(np.exp(-logit)) + (1 - x) * -np.log1p(np.exp(logit))  # log Bernoulli(x; sigmoid(0.7))
+    np.testing.assert_allclose(map_statistic(x, log_p), _map_by_hand(x, logit), rtol=1e-10)
+    # A local defect raises it: one pixel far from the model's prediction.
+    spot = np.full((1, 9, 9, 1), 0.5)
+    fit = np.full(spot.shape, -np.log(2.0))
+    bad = fit.copy()
+    bad[0, 4, 4] = -20.0
+    assert map_statistic(spot, fit)[0] == pytest.approx(0.0, abs=1e-12)
+    assert map_statistic(spot, bad)[0] > 0.3
+
+
+def test_the_map_reads_what_the_decoder_can_score():
+    """A decoder of integer pixels maps the binarisation x~; one that does not factorise has no map (0)."""
+    from tfpvae.scoring import binarize
+
+    x = np.random.default_rng(6).random((5, 4, 4, 1)).astype(np.float32)
+    grey = combined_statistics(_estimator()[0], x, num_samples=2, seed=1)
+    integer = combined_statistics(_estimator(decoder="integer")[0], x, num_samples=2, seed=1)
+    np.testing.assert_allclose(integer[PREFIX + "map"], _map_by_hand(binarize(x, 1)), rtol=1e-4)
+    for name in (*FEATURES, "pose"):  # every other statistic reads x~ (or x itself) alike
+        np.testing.assert_allclose(integer[PREFIX + name], grey[PREFIX + name], rtol=1e-5, atol=1e-5)
+    sample = combined_statistics(_estimator(decoder="sample")[0], x, num_samples=2, seed=1)
+    np.testing.assert_array_equal(sample[PREFIX + "map"], 0.0)
+    np.testing.assert_allclose(sample[PREFIX + "distortion"], grey[PREFIX + "distortion"], rtol=1e-5)
 
 
 def test_pose_statistic_is_the_likelihood_lost_to_the_worst_flip():
@@ -158,6 +205,36 @@ def test_the_score_is_fishers_sum_of_its_four_p_values():
     assert parts["density"][0] == parts["density"][2] == parts["map"][1] == -np.inf
 
 
+def test_the_tail_starts_below_the_smallest_finite_reference_value():
+    from tfpvae.combined import _log_p_values
+
+    reference = np.r_[-np.inf, -np.inf, np.arange(20.0)]  # two failed statistics among 22
+    values = np.array([5.0, -1.0, -3.0, -np.inf])
+    log_p = _log_p_values(reference, values)
+    assert log_p[0] == pytest.approx(np.log((1 + 2 + 6) / 23))  # the -infs count in the rank
+    # Below 0: from (1 + 2) / 23, one nat per spacing (1: the lowest tenth of the 20 finite values).
+    np.testing.assert_allclose(log_p[1:3], np.log(3 / 23) - np.array([1.0, 3.0]))
+    assert log_p[3] == -np.inf
+
+
+def test_a_constant_statistic_is_scaled_by_min_scale():
+    """The peak of contrast-stretched images is 1 in every one: a dimmed image must stand out, and
+    an unseen 254/255 must not."""
+    rng = np.random.default_rng(7)
+    stats = _synthetic(rng, 200)
+    stats[PREFIX + "peak"] = np.ones(200)
+    score = CombinedScore(stats)
+    assert score.scaler_.scale_[FEATURES.index("peak")] == MIN_SCALE
+    test = _synthetic(rng, 3)
+    test[PREFIX + "peak"] = np.array([1.0, 254 / 255, 0.5])
+    for name in FEATURES:
+        if name != "peak":
+            test[PREFIX + name] = np.zeros(3)  # the middle of the reference
+    density = score.log_parts(test)["density"]
+    assert density[0] > np.log(0.5) and density[1] > np.log(0.05)  # one scale off: still ordinary
+    assert density[2] < -1000  # 127.5 scales off
+
+
 def test_reference_densities_are_cross_fitted():
     """Each reference image's log-density comes from a density fitted on the other folds."""
     from sklearn.neighbors import KernelDensity
@@ -168,9 +245,9 @@ def test_reference_densities_are_cross_fitted():
     score = CombinedScore(stats, folds=4)
     features = np.stack([stats[PREFIX + name] for name in FEATURES], axis=1)
     finite = np.flatnonzero(np.isfinite(features).all(axis=1))
-    scaled = (features[finite] - features[finite].mean(0)) / features[finite].std(0)
+    scaled = (features[finite] - features[finite].mean(0)) / np.maximum(features[finite].std(0), MIN_SCALE)
     own = [-np.inf]
-    for fold in np.array_split(np.arange(len(finite)), 4):
+    for fold in np.array_split(np.random.default_rng(0).permutation(len(finite)), 4):
         rest = np.setdiff1d(np.arange(len(finite)), fold)
         own.extend(KernelDensity(bandwidth="scott").fit(scaled[rest]).score_samples(scaled[fold]))
     np.testing.assert_allclose(score.references_["density"], np.sort(own))
@@ -232,6 +309,10 @@ def test_the_fit_images_are_split_into_calibration_and_reference():
     assert detector.combined_.density_.tree_.data.shape == (51, len(FEATURES))
     tiny = AnomalyDetector(estimator=object(), calibration_fraction=1.0)._calibrate(None, _synthetic(rng, 4))
     assert len(tiny.calibration_scores_) == 2  # two images are kept to cross-fit the density
+    broken = _synthetic(rng, 4)
+    broken[PREFIX + "kl"][:] = np.nan
+    with pytest.raises(ValueError, match="`x`: of the 2 fit images outside the calibration part"):
+        AnomalyDetector(estimator=object(), calibration_fraction=0.5)._calibrate(None, broken)
 
 
 def test_the_detector_uses_the_combined_score_by_default(trained_digits, digits):

@@ -287,6 +287,10 @@ def _int_bernoulli_decoder(z):
         (lambda e, x: gaussian_estimator().elbo(x.reshape(-1, 4, 1, 1)), r"`x` images have shape \(4, 1, 1\)"),
         (lambda e, x: LikelihoodEstimator(e._encode, _sample_decoder, e.prior).pixel_log_prob(x, 2), "factorises"),
         (lambda e, x: LikelihoodEstimator(e._encode, _int_bernoulli_decoder, e.prior).elbo(x), "integer dtype"),
+        (
+            lambda e, x: LikelihoodEstimator(e._encode, _int_bernoulli_decoder, e.prior).pixel_log_prob(x),
+            "integer dtype",
+        ),
         (lambda e, x: LikelihoodEstimator("f", e._decode, e.prior), "`encode` must be callable"),
         (lambda e, x: LikelihoodEstimator(e._encode, e._decode, 0.0), "`prior` must be a tfd.Distribution"),
         (lambda e, x: LikelihoodEstimator.from_model(object()), "`model` must be a tfpvae.VAE"),
@@ -342,3 +346,10 @@ def test_scores_gives_each_output_once_and_shares_helpers_with_scoring(perturbed
     assert list(out) == ["elbo", "rate"] and out["elbo"].shape == (len(x),)
     np.testing.assert_array_equal(out["elbo"], perturbed.elbo(x, 3, seed=0))
     assert likelihood.binarize is scoring.binarize and likelihood.check_ids is scoring.check_ids
+
+
+def test_decode_gives_the_decoders_distribution(exact):
+    z = np.zeros((3, 2), np.float32)
+    px = exact.decode(z)
+    assert tuple(px.batch_shape) == (3,) and tuple(px.event_shape) == SHAPE
+    np.testing.assert_array_equal(px.mean(), exact._decode(tf.constant(z)).mean())

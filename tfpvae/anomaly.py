@@ -105,7 +105,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         used for calibration, in (0, 1]; the rest is the reference (the typical NLL; the
         density and its p-values). Other scores calibrate on all of it.
       seed: seed for the split and for the Monte Carlo scores.
-      binarize_seed: score a fixed binarisation of grey images.
+      binarize_seed: score a fixed binarisation of grey images (the combined score's
+        anomaly map still reads them grey).
       compressor: L(x) of the "complexity" score, "context" or "zlib".
       progress: show progress bars while `fit` and `score_samples` score images.
         None (automatic: on for long runs in a terminal).
@@ -252,7 +253,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             # The graph's formula (`tfpvae.scoring`), so an image scores the same in `score_samples`.
             calibration = -np.abs(-scores["log_prob"][cal] - self.typical_nll_)
         elif self.score == "combined":  # the reference fits the density and makes the p-values of its tests
-            self.combined_ = CombinedScore({k: v[ref] for k, v in scores.items()})
+            try:
+                self.combined_ = CombinedScore({k: v[ref] for k, v in scores.items()})
+            except ValueError as error:  # say it of what the caller passed
+                raise ValueError(
+                    f"`x`: of the {len(ref)} fit images outside the calibration part, fewer than 2 have every "
+                    "statistic of the combined score finite; fit on more images or lower `calibration_fraction`."
+                ) from error
             calibration = self.combined_({k: v[cal] for k, v in scores.items()})
         else:
             calibration = scores[self.score]

@@ -13,7 +13,8 @@ more normal):
   minus the KL between its pixels and the decoder's, without its own greyness), the rate,
   the distortion and the `complexity` score; and three statistics of the image that no
   likelihood of a binarised image sees: its peak (the largest pixel value: data sets
-  scaled to a full range reach 1 in every image, a dimmed or resampled one does not),
+  scaled to a full range reach 1 or nearly in every image, a dimmed or resampled one does
+  not; standardised by at least `MIN_SCALE`, one grey level),
   its total absolute gradient (blur lowers it, noise raises it) and its sharpness (the
   total absolute Laplacian over the total gradient: a ratio that blur, rotation and other
   resampling lower whatever the image's ink, and that a cut edge raises).
@@ -34,9 +35,8 @@ at `POSE_SAMPLES` over the four views, one at `POSE_SAMPLES` for the map),
 `combined_features` is their arithmetic, and `CombinedScore` the fitted score. The
 detector's calibration part of the fit images (`calibration_fraction`) sets its threshold
 and p-values; the rest are the score's reference: the density is fitted on all of them,
-and the four statistics of the same images turn into p-values with the density of each
-reference image taken from a density fitted without it (`CombinedScore`'s folds), so no
-p-value is computed on an image that fitted what it depends on. Cost: one scoring pass at
+and the four statistics of the same images turn into p-values, with the density of each
+reference image taken from a density fitted without it (`CombinedScore`'s folds). Cost: one scoring pass at
 the detector's k over x~ plus passes at k = 8 over the four views and over x (1.6-1.9x
 `log_prob` at k = 100, measured); the measured AUROCs are on the anomaly benchmarks page
 of the docs.
@@ -55,6 +55,7 @@ from tfpvae.anomaly_scores import compute_scores
 __all__ = [
     "FEATURES",
     "MAP_BLUR",
+    "MIN_SCALE",
     "POSE_SAMPLES",
     "POSE_TRANSFORMS",
     "TESTS",
@@ -71,6 +72,13 @@ TESTS = ("density", "pose", "complexity", "map")  # the p-values Fisher's method
 POSE_TRANSFORMS = ("hflip", "vflip", "rot180")
 POSE_SAMPLES = 8  # the pose statistic is a difference of two estimates with shared draws: few suffice
 MAP_BLUR = 2.0  # pixels: a defect is a region, and the blur averages away single pixels the model misses
+_MAP_CHUNK = 4096  # images per map pass: its float64 per-pixel arrays stay in the tens of MB
+# The smallest scale the density standardises a statistic by: one grey level of 8-bit
+# images. A statistic nearly constant on normal images (the peak pixel value of
+# contrast-stretched data: 254/255 or 255/255) would otherwise turn an unseen 253/255 into
+# hundreds of standard deviations, or, exactly constant, be left unscaled and miss a
+# dimmed image.
+MIN_SCALE = 1 / 255
 PASS = ("log_prob", "rate", "distortion", "complexity")  # what the statistics read of one scoring pass
 PREFIX = "combined."  # its statistics' keys among a detector's scores, apart from the scores of that name
 _TRANSFORMS = {
@@ -160,7 +168,7 @@ def map_statistic(x: Any, pixel_log_prob: Any) -> np.ndarray:
 
 
 def combined_features(
-    x: Any, scores: Mapping[str, np.ndarray], pose_log_prob: Any, pixel_log_prob: Any
+    x: Any, scores: Mapping[str, np.ndarray], pose_log_prob: Any, map_values: Any = None
 ) -> dict[str, np.ndarray]:
     """The statistics the combined score reads, from the scores of a fixed binarisation x~ of x.
 
@@ -171,7 +179,8 @@ def combined_features(
       scores: "log_prob", "rate", "distortion" and "complexity" of x~ (as
         `tfpvae.anomaly.compute_scores` gives them), arrays (n,).
       pose_log_prob: log p of `pose_views(x~)`, array ((1 + 3) n,).
-      pixel_log_prob: the per-pixel log p of x itself (n, H, W, C), for `map_statistic`.
+      map_values: the images' `map_statistic`, array (n,). None (a decoder that does not
+        factorise over pixels): 0 for every image, so that the map test tells nothing.
 
     Returns:
       dict "combined.<name>" -> float64 array (n,), for each name in `FEATURES`, "pose"
@@ -188,7 +197,7 @@ def combined_features(
         "gradient": image["gradient"],
         "sharpness": image["sharpness"],
         "pose": (log_p[0] - log_p[1:]).min(axis=0),
-        "map": map_statistic(x, pixel_log_prob),
+        "map": np.zeros(len(image["peak"])) if map_values is None else map_values,
     }
     return {PREFIX + name: np.asarray(v, np.float64) for name, v in values.items()}
 
@@ -217,8 +226,9 @@ def combined_statistics(
       num_samples: importance samples of the scoring pass (the pose and map passes take
         `POSE_SAMPLES`).
       seed: seed of the posterior draws.
-      binarize_seed: seed of the fixed binarisation x~ that every statistic of the model
-        reads (binary images are their own). None: `seed` (0 when that is None).
+      binarize_seed: seed of the fixed binarisation x~ that the scoring and pose passes
+        read (binary images are their own; the map reads x itself, or x~ for a decoder of
+        integer pixels, which cannot score grey values). None: `seed` (0 when that is None).
       compressor: L(x) of the complexity statistic, "context" or "zlib".
       progress: show progress bars. None: automatic.
       ids: one id per image (str or int), which keys its draws and its binarisation.
@@ -239,8 +249,24 @@ def combined_statistics(
     scores = compute_scores(estimator, xb, PASS, num_samples=num_samples, compressor=compressor, ids=ids, **kw)
     views_ids = np.tile(ids, 1 + len(POSE_TRANSFORMS))
     pose = compute_scores(estimator, pose_views(xb), "log_prob", num_samples=POSE_SAMPLES, ids=views_ids, **kw)
-    pixels = estimator.pixel_log_prob(x, POSE_SAMPLES, ids=ids, **kw)  # of the grey image, as given
-    return combined_features(x, scores, pose["log_prob"], pixels)
+    return combined_features(x, scores, pose["log_prob"], _map_values(estimator, x, xb, ids, seed))
+
+
+def _map_values(estimator: Any, x: np.ndarray, xb: np.ndarray, ids: np.ndarray, seed: int | None) -> np.ndarray | None:
+    """`map_statistic` of the images, `_MAP_CHUNK` at a time (its per-pixel arrays stay small);
+    None for a decoder that does not factorise over pixels, which has no map."""
+    from tfpvae._keras import tfd
+
+    px = estimator.decode(estimator.prior.sample(1, seed=(0, 0)))
+    if not isinstance(px, tfd.Independent):
+        return None
+    images = x if px.dtype.is_floating else xb  # an integer Bernoulli cannot score grey pixels
+    out = []
+    for start in range(0, len(x), _MAP_CHUNK):
+        part = slice(start, start + _MAP_CHUNK)
+        pixels = estimator.pixel_log_prob(images[part], POSE_SAMPLES, ids=ids[part], seed=seed, progress=False)
+        out.append(map_statistic(images[part], pixels))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _finite_or_low(values: np.ndarray) -> np.ndarray:
@@ -252,22 +278,25 @@ def _finite_or_low(values: np.ndarray) -> np.ndarray:
 
 def _log_p_values(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Log conformal p-values of the lower tail, log (1 + #{reference <= v}) / (m + 1), with an
-    exponential tail below the smallest reference value.
+    exponential tail below the smallest finite reference value.
 
-    Without the tail every value below the reference would get the same p-value 1 / (m + 1),
-    and an image far outside the normal data would tie with one just outside it. The tail
-    continues the empirical CDF at the mean spacing of the lowest tenth of the reference:
-    log p falls by one for each such spacing below the smallest value. (The score is a
-    fixed function of the image, calibrated again on other images, so the tail's shape does
-    not affect the detector's p-values' validity.)
+    Without the tail every value below the reference would get the same p-value, and an
+    image far outside the normal data would tie with one just outside it. The tail
+    continues the empirical CDF at the mean spacing of the lowest tenth of the finite
+    reference values: log p falls by one for each such spacing below the smallest of them.
+    Reference values of -inf (statistics that failed) count in the rank, not in the tail.
+    (The score is a fixed function of the image, calibrated again on other images, so the
+    tail's shape does not affect the detector's p-values' validity.)
     """
     m = len(reference)
     log_p = np.log((1.0 + np.searchsorted(reference, values, side="right")) / (m + 1.0))
-    below = values < reference[0]  # never where the reference holds -inf
+    finite = reference[np.isfinite(reference)]  # sorted; the -infs come first in `reference`
+    below = values < finite[0] if finite.size else np.zeros(len(values), bool)
     if below.any():
-        k = max(1, m // 10)
-        spacing = max((reference[min(k, m - 1)] - reference[0]) / k, 1e-12)
-        log_p[below] = -np.log(m + 1.0) - (reference[0] - values[below]) / spacing
+        k = max(1, finite.size // 10)
+        spacing = max((finite[min(k, finite.size - 1)] - finite[0]) / k, 1e-12)
+        start = np.log((1.0 + m - finite.size) / (m + 1.0))  # the p-value just below the finite ones
+        log_p[below] = start - (finite[0] - values[below]) / spacing
     return log_p
 
 
@@ -281,12 +310,13 @@ class CombinedScore:
 
     Args:
       reference_stats: `combined_statistics` of normal images held out from the model's
-        training data, at least 2 of them with every statistic finite.
+        training data, at least 2 of them with every `FEATURES` statistic finite.
       folds: folds of the cross-fitted reference densities, >= 2 (fewer where there are
         fewer finite images). Default 5.
 
     Attributes:
-      scaler_: the `sklearn.preprocessing.StandardScaler` of the density's features.
+      scaler_: the `sklearn.preprocessing.StandardScaler` of the density's features, its
+        scales at least `MIN_SCALE`.
       density_: the `sklearn.neighbors.KernelDensity` (Gaussian, Scott's bandwidth) on them.
       references_: dict test name (`TESTS`) -> the sorted reference values of that test's
         statistic, array (m,): the cross-fitted log-densities, the pose and `complexity`
@@ -307,11 +337,13 @@ class CombinedScore:
                 f"density, one to score it); got {len(finite)}."
             )
         self.scaler_ = StandardScaler().fit(features[finite])
+        self.scaler_.scale_ = np.maximum(np.sqrt(self.scaler_.var_), MIN_SCALE)
         scaled = self.scaler_.transform(features[finite])
         own = np.full(len(features), -np.inf)  # each reference image's density, fitted without it
         with threadpool_limits(1):  # scikit-learn's BLAS busy-waits on a loaded machine
             self.density_ = KernelDensity(bandwidth="scott").fit(scaled)
-            for fold in np.array_split(np.arange(len(finite)), min(folds, len(finite))):
+            order = np.random.default_rng(0).permutation(len(finite))  # folds of any given order alike
+            for fold in np.array_split(order, min(folds, len(finite))):
                 rest = np.delete(scaled, fold, axis=0)
                 own[finite[fold]] = KernelDensity(bandwidth="scott").fit(rest).score_samples(scaled[fold])
         self.references_ = {name: np.sort(v) for name, v in self._statistics(reference_stats, own).items()}

@@ -245,6 +245,10 @@ class LikelihoodEstimator:
             raise TypeError(f"The `prior` callable must return a tfd.Distribution; got {type(prior).__name__}.")
         return prior
 
+    def decode(self, z: Any) -> tfd.Distribution:
+        """p(x|z) for codes z (m, d): the decoder's distribution, batch shape (m,)."""
+        return unwrap(self._decode(tf.convert_to_tensor(z, tf.float32)))
+
     @classmethod
     def from_model(
         cls, model: EncoderDecoderModel, *, max_batch_elements: int | None = None, precision: str = "float32"

@@ -59,12 +59,8 @@ __all__ = [
 
 # Everything `score_images` can return; the scores above plus their companions.
 OUTPUTS = (*SCORES, "log_prob_stderr", "elbo_stderr", "rate_mc", "pixels")
-# Samples drawn per seeded block: small enough that k=1000 wastes few draws, large enough
-# that the per-block loop is short.
-SAMPLE_BLOCK = 64
-# Seeded draws per loop iteration of `per_seed` (8: a loop iteration costs as much as
-# several small draws; more draws per iteration barely help and trace longer).
-SEEDS_PER_ITERATION = 8
+SAMPLE_BLOCK = 64  # samples per seeded block: k=1000 wastes few draws, and the block loop is short
+SEEDS_PER_ITERATION = 8  # per `per_seed` loop iteration, which costs several small draws; more trace longer
 _LN2 = math.log(2.0)
 _GREY_INTEGER = "`x` has grey values but the decoder's distribution has an integer dtype"
 
@@ -333,13 +329,17 @@ def log_weight_terms(
         raise ValueError(
             f"`x` images have shape {tuple(x.shape[1:])} but the decoder's distribution has event shape {tuple(event)}."
         )
-    if px.dtype.is_integer:
-        # TFP's default Bernoulli has dtype int32: log_prob would truncate grey x to 0.
-        binary = tf.reduce_all(tf.equal(x, tf.round(x)))
-        with tf.control_dependencies([tf.debugging.Assert(binary, [_GREY_INTEGER])]):
-            x = tf.identity(x)
-    log_px = tf.cast(_log_px(px, x, s), log_q.dtype)
+    log_px = tf.cast(_log_px(px, _pixels_for(px, x), s), log_q.dtype)
     return log_px, prior.log_prob(z), log_q
+
+
+def _pixels_for(px: tfd.Distribution, x: tf.Tensor) -> tf.Tensor:
+    """`x`, asserted binary where `px` has an integer dtype (TFP's default Bernoulli, whose
+    log_prob would truncate grey values to 0)."""
+    if not px.dtype.is_integer:
+        return x
+    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(tf.equal(x, tf.round(x))), [_GREY_INTEGER])]):
+        return tf.identity(x)
 
 
 class ScoringPlan(NamedTuple):
@@ -473,7 +473,7 @@ def _moments(encode, decode, prior_fn, x, ids, seed, plan: ScoringPlan, pixels: 
                     "pixel_log_prob needs a decoder distribution that factorises over pixels, a "
                     f"tfd.Independent such as Independent(Bernoulli); got {type(px).__name__}."
                 )
-            per_pixel = px.distribution.log_prob(tf.repeat(tf.cast(x, px.dtype), plan.samples, axis=0))
+            per_pixel = px.distribution.log_prob(tf.repeat(tf.cast(_pixels_for(px, x), px.dtype), plan.samples, 0))
             per_pixel = tf.reshape(tf.cast(per_pixel, tf.float64), [b, plan.samples, *x.shape[1:]])
             mask = tf.reshape(valid, [1, plan.samples] + [1] * (len(x.shape) - 1))
             new = dict(state, pixels=state["pixels"] + tf.reduce_sum(tf.where(mask, per_pixel, 0.0), axis=1))
