@@ -65,8 +65,10 @@ def test_mirrored_matches_single_device(train_samples):
     assert m["nll"] == pytest.approx(s["nll"], abs=0.05)  # Monte Carlo over 1024 draws
     if train_samples == 1:
         assert m["loss"] == pytest.approx(m["nll"] + m["kl"], rel=1e-6)
-    else:  # the IWAE bound: the same on one device or two
-        assert m["loss"] == pytest.approx(s["loss"], abs=0.05)
+    else:  # the IWAE bound: the same on one device or two, up to the Monte Carlo error of each
+        # (unseeded draws: each side moves by about 0.015 between runs, their difference by
+        # 0.03; a replica-averaging bug would move it by nats)
+        assert m["loss"] == pytest.approx(s["loss"], abs=0.12)
     # One SGD step on the same global batch: the same update, not one per replica (2x). The
     # replicas draw other z than the single device, which moves the update's size by up to
     # ~6% (seen over repeated runs), so the bound sits between that noise and the 2x bug.
