@@ -18,7 +18,8 @@ pass of importance draws per image set.
   data, where raw likelihood fails.
 * `combined` (the detector's default): a density of several of these statistics and three
   image statistics, joined with a pose test, `complexity` and the peak of the image's
-  anomaly map by Fisher's method (`tfpvae.combined`). Any shift; it needs fitting, so `compute_scores` does not give it.
+  anomaly map by Fisher's method (`tfpvae.combined`). Any shift; it needs fitting, so
+  `compute_scores` does not give it.
 
 Raw likelihood fails on simpler foreign images: a model of Fashion-MNIST gives MNIST digits
 (mostly black background) *higher* likelihood than its own data. The likelihood mixes "how

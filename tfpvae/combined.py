@@ -88,6 +88,12 @@ _TRANSFORMS = {
 }
 
 
+def _pixel_entropy(x: np.ndarray) -> np.ndarray:
+    """h(x) = -x log x - (1 - x) log(1 - x) per pixel, in nats (x clipped off 0 and 1: h(0) = h(1) = 0)."""
+    v = np.clip(x, 1e-12, 1 - 1e-12)
+    return -(v * np.log(v) + (1 - v) * np.log1p(-v))
+
+
 def image_statistics(x: Any) -> dict[str, np.ndarray]:
     """Statistics of the images themselves, no model involved.
 
@@ -108,13 +114,12 @@ def image_statistics(x: Any) -> dict[str, np.ndarray]:
       array([2.77258872])
     """
     x = check_images(x, "x").astype(np.float64)
-    v = np.clip(x.reshape(len(x), -1), 1e-12, 1 - 1e-12)
     gradient = np.abs(np.diff(x, axis=1)).sum(axis=(1, 2, 3)) + np.abs(np.diff(x, axis=2)).sum(axis=(1, 2, 3))
     inner = x[:, 1:-1, 1:-1]
     laplacian = 4 * inner - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
     total_laplacian = np.abs(laplacian).sum(axis=(1, 2, 3))
     return {
-        "grey_entropy": -(v * np.log(v) + (1 - v) * np.log1p(-v)).sum(axis=1),
+        "grey_entropy": _pixel_entropy(x).sum(axis=(1, 2, 3)),
         "peak": x.reshape(len(x), -1).max(axis=1),
         "gradient": gradient,
         # A ratio, so that it measures how abruptly edges change, not how much ink there is.
@@ -160,9 +165,7 @@ def map_statistic(x: Any, pixel_log_prob: Any) -> np.ndarray:
     from scipy import ndimage
 
     x = np.asarray(x, np.float64)
-    v = np.clip(x, 1e-12, 1 - 1e-12)
-    entropy = -(v * np.log(v) + (1 - v) * np.log1p(-v))
-    kl = np.maximum(-np.asarray(pixel_log_prob, np.float64) - entropy, 0.0).mean(axis=-1)
+    kl = np.maximum(-np.asarray(pixel_log_prob, np.float64) - _pixel_entropy(x), 0.0).mean(axis=-1)
     blurred = ndimage.gaussian_filter(kl, sigma=(0.0, MAP_BLUR, MAP_BLUR), mode="nearest")
     return blurred.reshape(len(x), -1).max(axis=1)
 
