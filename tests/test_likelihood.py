@@ -141,6 +141,18 @@ def test_chunking_over_images_and_samples_leaves_results_unchanged(perturbed, x,
     np.testing.assert_allclose(pix, ref_pix, rtol=1e-5, atol=1e-6)
 
 
+def test_a_vae_scores_the_same_when_its_samples_take_several_steps(vae, digit_batch):
+    # A Keras decoder's log p(x|z) has no static shape: the in-graph loop over sample
+    # blocks (k > the budget) must still run, and give what one step gives.
+    est = LikelihoodEstimator.from_model(vae)
+    x, k = digit_batch[:3], 70
+    one_step = est.scores(x, ("log_prob", "elbo", "rate"), k, seed=1, max_batch_elements=10_000)
+    for budget in (64, 5):  # 2 steps (a partial block), 14 steps cutting inside blocks
+        steps = est.scores(x, ("log_prob", "elbo", "rate"), k, seed=1, max_batch_elements=budget)
+        for name, value in one_step.items():
+            np.testing.assert_allclose(steps[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_seeds_make_draws_reproducible(perturbed, x):
     a = perturbed.log_prob(x, 10, seed=5)
     np.testing.assert_array_equal(a, perturbed.log_prob(x, 10, seed=5))

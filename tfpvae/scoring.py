@@ -329,7 +329,7 @@ def log_weight_terms(
         raise ValueError(
             f"`x` images have shape {tuple(x.shape[1:])} but the decoder's distribution has event shape {tuple(event)}."
         )
-    log_px = tf.cast(_log_px(px, _pixels_for(px, x), s), log_q.dtype)
+    log_px = tf.ensure_shape(tf.cast(_log_px(px, _pixels_for(px, x), s), log_q.dtype), log_q.shape)  # loop state
     return log_px, prior.log_prob(z), log_q
 
 
