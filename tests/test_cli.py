@@ -610,6 +610,33 @@ def test_iwae_with_an_autoencoder_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "`--train-samples` > 1 needs model_type='vae'" in err[0]
 
 
+def test_early_stopping_without_images_to_hold_out_is_a_one_line_error(tmp_path, capsys):
+    command = f"train --dataset digits --limit 1 --early-stopping 2 --epochs 1 --out {tmp_path / 'r'}"
+    assert main(command.split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`--early-stopping` needs at least 2 training images" in err[0]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch, capsys):
+    # What a SIGKILL in the first epoch leaves: the settings file, no checkpoint, no model.
+    import tfpvae.training
+
+    run = tmp_path / "r"
+    command = f"train --dataset digits --limit 64 --epochs 1 --no-progress --out {run}".split()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands in for the kill: nothing after it is written
+
+    monkeypatch.setattr(tfpvae.training, "train", killed)
+    assert main(command) == 130
+    monkeypatch.undo()
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["train_args.json"]
+    assert main([*command[:-2], "--resume", str(run)]) == 2
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert main(command) == 0  # the same command again: the folder holds no model to refuse for
+    assert tfpvae.load(run).training_history["loss"]
+
+
 @pytest.mark.slow  # a training run with early stopping, figures and scores: about 12 s
 def test_train_early_stopping_validates_on_held_out_training_images(tmp_path, monkeypatch, capsys):
     import tfpvae.training
@@ -735,7 +762,7 @@ def test_train_refuses_a_run_folder_unless_resumed_or_overwritten(tmp_path, caps
     capsys.readouterr()
     assert main(f"{SMALL_RUN} --seed 1 --out {run}".split()) == 2
     message = _one_error_line(capsys)
-    assert message.startswith(f"`--out` {run} already holds a trained model or run (train_args.json, checkpoint.npz")
+    assert message.startswith(f"`--out` {run} already holds a trained model or run (checkpoint.npz")
     assert message.endswith(f"): pass `--resume {run}` to continue it or `--overwrite` to replace it.")
     assert (_weights_digest(run), (run / "checkpoint.npz").read_bytes()) == before
     assert main(f"{SMALL_RUN} --seed 1 --out {run} --overwrite --resume {run}".split()) == 2

@@ -13,7 +13,14 @@ import pytest
 
 import tfpvae
 from tfpvae._keras import tfk
-from tfpvae.training import TrainingDivergedError, read_checkpoint_meta, restore_checkpoint, train
+from tfpvae.serialization import MODEL_FILES
+from tfpvae.training import (
+    CHECKPOINT_FILE,
+    TrainingDivergedError,
+    read_checkpoint_meta,
+    restore_checkpoint,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -298,6 +305,128 @@ def test_early_stopping_keeps_the_best_epoch_and_a_resumable_checkpoint(x, tmp_p
         np.testing.assert_array_equal(got, best)
 
 
+def test_a_resumed_early_stopper_compares_with_the_best_epoch_before_the_resume(x, tmp_path):
+    # The stopper's state and best weights travel in the checkpoint: after a resume the
+    # best epoch is the best of the whole run, not the first epoch after the resume.
+    noise = (np.random.default_rng(0).random((64, 8, 8, 1)) < 0.5).astype(np.float32)
+    record = _WeightsPerEpoch()
+    kw = dict(batch_size=32, validation_data=noise, run_dir=tmp_path, early_stopping=50, verbose=0, kl_warmup_epochs=1)
+    m = _model()
+    first = train(m, x, epochs=6, seed=0, callbacks=[record], **kw)
+    saved = read_checkpoint_meta(tmp_path)["early_stopping"]
+    val = list(m.training_history["val_loss"])
+    assert saved["best_epoch"] + 1 == first.best_epoch == 2 + int(np.argmin(val[1:])) < 6  # noise gets worse
+    assert saved["wait"] == 6 - first.best_epoch and saved["stopped"] is False
+    weights = list(record.weights)
+    resumed = _model()
+    second = train(resumed, x, epochs=8, resume=True, callbacks=[record], **kw)
+    weights += record.weights
+    val = resumed.training_history["val_loss"]
+    assert len(val) == len(weights) == 8
+    assert second.best_epoch == 2 + int(np.argmin(val[1:])) == first.best_epoch  # not epoch 7
+    for got, want in zip(resumed.get_weights(), weights[second.best_epoch - 1]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_stopped_run_stays_stopped_when_resumed(x, tmp_path):
+    noise = (np.random.default_rng(0).random((64, 8, 8, 1)) < 0.5).astype(np.float32)
+    kw = dict(batch_size=32, validation_data=noise, run_dir=tmp_path, early_stopping=2, verbose=0, kl_warmup_epochs=1)
+    m = _model()
+    result = train(m, x, epochs=40, seed=0, **kw)
+    assert result.epochs_completed < 40 and read_checkpoint_meta(tmp_path)["early_stopping"]["stopped"]
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    again = _model()
+    done = train(again, x, epochs=60, resume=True, **kw)  # more epochs asked: the run had stopped
+    assert (done.epochs_completed, done.best_epoch) == (result.epochs_completed, result.best_epoch)
+    for got, want in zip(again.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert read_checkpoint_meta(tmp_path)["epoch"] == result.epochs_completed
+    assert tfpvae.load(tmp_path).get_weights()[0].tobytes() == m.get_weights()[0].tobytes()
+    assert files[CHECKPOINT_FILE] == (tmp_path / CHECKPOINT_FILE).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "state, arrays",
+    [
+        ({"best": 1.0, "best_epoch": "2", "wait": 0, "stopped": False}, False),  # a field of another type
+        ({"best": "low", "best_epoch": 2, "wait": 0, "stopped": False}, False),
+        ([1, 2], False),  # not a record
+        ({"best": 1.0, "best_epoch": 2, "wait": 0, "stopped": False}, "part"),  # best weights in part
+        ({"best": 1.0, "best_epoch": 2, "wait": 0, "stopped": False}, "shape"),  # of another model
+    ],
+)
+def test_a_damaged_early_stopping_record_is_a_checkpoint_error(x, tmp_path, state, arrays):
+    from tfpvae._io import numbered_arrays
+    from tfpvae.training import CheckpointError, save_checkpoint
+
+    m = _model()
+    m.compile()
+    weights = {} if not arrays else numbered_arrays(m.get_weights(), "b")
+    if arrays == "part":
+        weights.pop("b0001")
+    elif arrays == "shape":
+        weights["b0000"] = np.zeros((3, 3), np.float32)
+    save_checkpoint(m, tmp_path, 1, early_stopping=(state, weights))
+    with pytest.raises(CheckpointError, match="early-stopping record"):
+        train(_model(), x, epochs=2, run_dir=tmp_path, resume=True, early_stopping=2, validation_data=x, verbose=0)
+
+
+class _InterruptInSecondEpoch(tfk.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_epoch_is_never_the_best_one(x, tmp_path):
+    # Keras validates the epoch SIGINT cut short; the stopper must not count it (on the
+    # training digits the validation loss improves every epoch, so it would be the best).
+    m = _model()
+    result = train(
+        m, x, epochs=5, batch_size=32, validation_data=x[:64], run_dir=tmp_path, early_stopping=3, verbose=0,
+        callbacks=[_InterruptInSecondEpoch()],
+    )  # fmt: skip
+    assert result.interrupted and result.epochs_completed == 1 and result.best_epoch == 1
+    assert read_checkpoint_meta(tmp_path)["early_stopping"]["best_epoch"] == 0
+
+
+@pytest.mark.parametrize("damage", ["model missing", "model older"])
+def test_a_finished_run_whose_model_a_kill_left_behind_resumes_whole(x, tmp_path, damage):
+    # A kill between a run's last checkpoint and its model files: resuming the finished
+    # run returns the checkpoint's model and writes the folder's model again.
+    older = tmp_path / "older"
+    train(_model(), x, epochs=1, batch_size=32, run_dir=older, seed=0, verbose=0)
+    run = tmp_path / "run"
+    m = _model()
+    train(m, x, epochs=2, batch_size=32, run_dir=run, seed=0, verbose=0)
+    for name in MODEL_FILES:
+        (run / name).unlink()
+        if damage == "model older":
+            (run / name).write_bytes((older / name).read_bytes())
+    again = _model()
+    done = train(again, x, epochs=2, batch_size=32, run_dir=run, resume=True, verbose=0)
+    assert done.epochs_completed == 2 and len(tfpvae.load(run).training_history["loss"]) == 2
+    for got, want, saved in zip(again.get_weights(), m.get_weights(), tfpvae.load(run).get_weights()):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(saved, want)
+
+
+def test_clip_norm_clips_a_model_already_compiled(x, tmp_path):
+    # A loaded model comes compiled. Adam's step hardly depends on the gradient's scale,
+    # except below its epsilon (1e-7): gradients clipped to a norm of 1e-12 barely move the weights.
+    train(_model(), x, epochs=1, batch_size=64, run_dir=tmp_path, verbose=0)
+    moved = {}
+    for clip in (None, 1e-12):
+        model = tfpvae.load(tmp_path)
+        before = model.get_weights()
+        train(model, x, epochs=1, batch_size=64, clip_norm=clip, seed=0, verbose=0)
+        assert model.optimizer.global_clipnorm == clip
+        moved[clip] = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), before))
+    assert moved[1e-12] < 1e-3 * moved[None]
+
+
 def test_the_run_folder_ends_at_the_last_epoch_and_a_cut_short_warmup_at_beta(x, tmp_path):
     # 3 epochs, a checkpoint every 2 and a 5-epoch warm-up: the run ends between checkpoints
     # and before the warm-up does.
@@ -382,8 +511,8 @@ def test_a_refused_checkpoint_keeps_the_last_good_one_and_says_so(x, tmp_path, m
     _refuse_writes_after(monkeypatch, 0, code)
     with pytest.raises(StorageError) as info:
         train(_model(), x, epochs=3, batch_size=64, run_dir=tmp_path, resume=True, verbose=0)
-    message = str(info.value)
-    assert message.startswith(f"cannot write {tmp_path / 'checkpoint.npz'}: {os.strerror(code)}; ")
+    message = str(info.value)  # an epoch writes its model first, then its checkpoint
+    assert message.startswith(f"cannot write {tmp_path / 'weights.npz'}: {os.strerror(code)}; ")
     assert message.endswith(
         f"{tmp_path} keeps its checkpoint of epoch 1 and a complete model: resume from it once "
         "the file system accepts writes"
@@ -405,8 +534,8 @@ def test_a_model_folder_is_written_whole_or_not_at_all(x, tmp_path, monkeypatch)
     train(model, x, epochs=1, batch_size=64, run_dir=tmp_path, verbose=0)
     files = {name: (tmp_path / name).read_bytes() for name in ("config.json", "weights.npz", "metadata.json")}
     train_more = _model()
-    # The checkpoint and the new weights pass; config.json (the model's second file) is refused.
-    _refuse_writes_after(monkeypatch, 2)
+    # The new weights pass (an epoch writes its model first); config.json, the model's second file, is refused.
+    _refuse_writes_after(monkeypatch, 1)
     with pytest.raises(StorageError, match="cannot write .*config.json: No space left on device"):
         train(train_more, x, epochs=2, batch_size=64, run_dir=tmp_path, resume=True, verbose=0)
     monkeypatch.undo()

@@ -63,6 +63,9 @@ RUN_OUTPUTS = (
     "evaluation.json",
     *FIGURE_FILES,
 )
+# What makes a folder a run `train_run` does not write over unasked: settings alone are a
+# run killed before its first checkpoint, with nothing to keep.
+_TAKEN_IF = tuple(name for name in RUN_OUTPUTS if name != TRAIN_ARGS_FILE)
 # Share of the training images held out to monitor early stopping when the dataset has no
 # valid split of its own.
 HOLDOUT_FRACTION = 0.1
@@ -208,7 +211,13 @@ def _resume(run_dir: str | os.PathLike, requested: dict[str, Any] | None) -> tup
     from tfpvae.training import read_checkpoint_meta
 
     stored = read_settings(run_dir)
-    meta = read_checkpoint_meta(run_dir)
+    try:
+        meta = read_checkpoint_meta(run_dir)
+    except FileNotFoundError:
+        raise RunFolderError(
+            f"{run_dir} holds the settings of a run stopped before its first checkpoint, and nothing to resume: "
+            "start that run again, without resuming (its folder is not refused)."
+        ) from None
     config = VAEConfig.from_dict(meta["config"])
     requested = dict(requested or {})
     epochs = requested.pop("epochs", None) or stored.epochs
@@ -284,7 +293,7 @@ def train_run(
     claim = contextlib.nullcontext([])
     if chief:
         claim = claim_folder(
-            run, RUN_OUTPUTS, what="a trained model or run", argument="run_dir", overwrite=overwrite, resume=resume
+            run, _TAKEN_IF, what="a trained model or run", argument="run_dir", overwrite=overwrite, resume=resume
         )
     with claim as found, saving(run):
         if resume:

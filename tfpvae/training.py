@@ -14,21 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import json
 import math
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfpvae._io import StorageError, atomic_write, load_npz_arrays, make_folder, numbered_arrays, numbered_keys
+from tfpvae._io import numbered_arrays, numbered_keys
 from tfpvae._keras import tf, tfk
 from tfpvae._validation import check_choice, check_float, check_int
-from tfpvae.config import VAEConfig
+from tfpvae.checkpoints import (  # noqa: F401  (read_checkpoint_meta, restore_checkpoint: re-exported)
+    CHECKPOINT_FILE,
+    CheckpointError,
+    StopperRecord,
+    read_checkpoint_meta,
+    restore_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    saving,
+    state_arrays,
+)
 from tfpvae.distribute import is_chief, num_workers
 from tfpvae.model import load
 from tfpvae.schedules import (
@@ -39,17 +46,11 @@ from tfpvae.schedules import (
     LearningRateDecay,
     TimeBudget,
 )
-from tfpvae.serialization import MODEL_FILES, is_history
+from tfpvae.serialization import MODEL_FILES
 from tfpvae.write_guard import claim_folder
 
-CHECKPOINT_FILE = "checkpoint.npz"
-CHECKPOINT_FORMAT = 1
 # The files that make a folder a model or a run: `train` does not write over them unasked.
 RUN_MARKERS = (*MODEL_FILES, CHECKPOINT_FILE)
-
-
-class CheckpointError(ValueError):
-    """A run folder's checkpoint is not one tfpvae wrote, or does not fit the model resuming from it."""
 
 
 class TrainingDivergedError(RuntimeError):
@@ -75,176 +76,52 @@ class TrainingResult:
 
 
 class _EarlyStopping(tfk.callbacks.EarlyStopping):
-    """Keras' early stopping, except that `train` restores the best weights itself.
+    """Keras' early stopping, driven by `_RunGuard` and kept in the run's checkpoints.
 
-    Keras restores them in `on_train_end`, before `train` has saved an interrupted run's
-    checkpoint, which would then pair the best weights with the last epoch's optimizer
-    state and epoch count.
+    The guard calls it after each whole epoch only (a partial epoch, stopped by SIGINT or a
+    non-finite loss, is never the best) and before that epoch's checkpoint, which then holds
+    the stopper's state and best weights: a resumed run goes on comparing with the best
+    epoch before it, and a stopped run stays stopped. `train` restores the best weights
+    itself; Keras would in `on_train_end`, before an interrupted run's checkpoint is saved,
+    pairing the best weights with the last epoch's optimizer state and epoch count.
     """
+
+    resumed: tuple[dict[str, Any], list[np.ndarray] | None] | None = None  # `state()` of a checkpoint
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # resets the state, then the checkpoint's is put back
+        if self.resumed is not None:
+            state, self.best_weights = self.resumed
+            self.best = np.inf if state["best"] is None else state["best"]
+            self.best_epoch, self.wait = state["best_epoch"], state["wait"]
 
     def on_train_end(self, logs=None):
         pass
 
-
-def _state_arrays(model) -> dict[str, np.ndarray]:
-    arrays = numbered_arrays(model.get_weights(), "w")
-    if model.optimizer is not None:
-        # Build unconditionally (Keras returns at once when built): a new optimizer already
-        # holds its iteration count, so "no variables yet" is not "unbuilt", and Adam's
-        # moments would be left out of checkpoints and restores.
-        model.optimizer.build(model.trainable_variables)
-        arrays.update(numbered_arrays([v.numpy() for v in model.optimizer.variables], "o"))
-    arrays["rng_state"] = model.binarize_rng.state.numpy()
-    return arrays
-
-
-def save_checkpoint(model, run_dir: str | Path, epoch: int, train_seconds: float | None = None) -> Path:
-    """Atomically writes the full training state of `model` after `epoch` epochs.
-
-    Args:
-      model: a compiled `tfpvae.VAE`.
-      run_dir: the run folder (created if needed).
-      epoch: number of completed epochs the state corresponds to.
-      train_seconds: seconds of a time budget spent so far (`train(time_budget=...)`),
-        which a resumed run continues from. None: not recorded.
-
-    Returns:
-      Path of the checkpoint file.
-    """
-    run_dir = make_folder(run_dir)
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": int(epoch),
-        "history": model.training_history,
-        "config": model.config.to_dict(),
-    }
-    if train_seconds is not None:
-        meta["train_seconds"] = float(train_seconds)
-    arrays = _state_arrays(model)
-    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-
-    def write(f):
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        f.write(buffer.getvalue())
-
-    path = run_dir / CHECKPOINT_FILE
-    atomic_write(path, write)
-    return path
-
-
-def read_checkpoint_meta(run_dir: str | Path) -> dict[str, Any]:
-    """Returns a checkpoint's metadata (epoch, history, config, and "train_seconds" where
-    recorded) without building a model."""
-    path = Path(run_dir) / CHECKPOINT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint in {run_dir}: {CHECKPOINT_FILE} is missing (nothing to resume).")
-    try:
-        arrays = load_npz_arrays(path)
-    except ValueError as err:
-        raise CheckpointError(str(err)) from None
-    if "meta_json" not in arrays:
-        raise CheckpointError(f"{path} is not a tfpvae checkpoint (no metadata).")
-    try:
-        meta = json.loads(arrays["meta_json"].tobytes().decode())
-    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested too deeply
-        raise CheckpointError(f"{path} has metadata that is not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path} has checkpoint format {found!r}; expected {CHECKPOINT_FORMAT}.")
-    epoch, history, config = meta.get("epoch"), meta.get("history"), meta.get("config")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise CheckpointError(f"{path} has epoch {epoch!r}; expected a count of completed epochs (an int >= 0).")
-    if not isinstance(config, dict) or not isinstance(history, dict):
-        raise CheckpointError(f"{path} lacks the config or history a tfpvae checkpoint holds.")
-    if not is_history(history):
-        raise CheckpointError(f"{path} has a history that is not a dict of lists of numbers.")
-    seconds = meta.get("train_seconds", 0.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.0 <= seconds < math.inf:
-        raise CheckpointError(f"{path} has train_seconds {seconds!r}; expected the seconds spent (a number >= 0).")
-    meta["arrays"] = arrays
-    return meta
-
-
-def restore_checkpoint(model, run_dir: str | Path, budget: TimeBudget | None = None) -> int:
-    """Loads weights, optimizer state, RNG state and history into `model`.
-
-    Args:
-      model: a compiled `tfpvae.VAE` built from the checkpoint's config.
-      run_dir: the run folder holding `checkpoint.npz`.
-      budget: a time budget that continues from the seconds the checkpoint records as
-        spent (0 where it records none: resume with the budget the run was trained with).
-
-    Returns:
-      The number of completed epochs stored in the checkpoint.
-    """
-    meta = read_checkpoint_meta(run_dir)
-    arrays = meta["arrays"]
-    path = Path(run_dir) / CHECKPOINT_FILE
-    # Compared as configs, not dicts: a checkpoint written before a field was added lacks
-    # it, and means its default.
-    try:
-        config = VAEConfig.from_dict(meta["config"])
-    except ValueError as err:  # UnregisteredNameError too: the user's module was not imported
-        raise CheckpointError(f"{path} holds a config this tfpvae cannot build: {err}") from None
-    except TypeError as err:
-        raise CheckpointError(f"{path} holds a config that is not valid: {err}") from None
-    if config != model.config:
-        raise CheckpointError(f"The checkpoint in {run_dir} was written by a model with a different config.")
-    keys = numbered_keys(len(model.weights), "w")
-    expected = {k: (tuple(w.shape), "f") for k, w in zip(keys, model.weights)}
-    expected["rng_state"] = (tuple(model.binarize_rng.state.shape), "iu")
-    wrong = [k for k, (shape, kinds) in expected.items() if k not in arrays or arrays[k].shape != shape]
-    wrong += [k for k, (_, kinds) in expected.items() if k in arrays and arrays[k].dtype.kind not in kinds]
-    if wrong:
-        raise CheckpointError(f"{path} does not hold the state of this model: {wrong[0]} is missing or does not fit.")
-    model.set_weights([arrays[k] for k in keys])
-    if model.optimizer is None:
-        model.compile()
-    model.optimizer.build(model.trainable_variables)  # no-op when built; see _state_arrays
-    variables = model.optimizer.variables
-    saved = sorted(key for key in arrays if key[0] == "o" and key[1:].isdigit())
-    if len(saved) != len(variables) or any(
-        arrays[key].shape != tuple(v.shape) or arrays[key].dtype.kind not in "fiu" for key, v in zip(saved, variables)
-    ):
-        raise CheckpointError(
-            f"The optimizer state in {run_dir} ({len(saved)} arrays) does not match the model's optimizer "
-            f"({len(variables)} variables)."
-        )
-    for key, v in zip(saved, variables):
-        v.assign(arrays[key])
-    model.binarize_rng.reset(arrays["rng_state"])
-    model.training_history = meta["history"]
-    if budget is not None:
-        budget.spent = float(meta.get("train_seconds", 0.0))
-    return int(meta["epoch"])
-
-
-def kept_in(run_dir: Path) -> str:
-    """What a run folder still holds after a failed write, for the error message."""
-    try:
-        epoch = int(read_checkpoint_meta(run_dir)["epoch"])
-    except (OSError, ValueError):
-        return f"{run_dir} holds no checkpoint yet"
-    model = " and a complete model" if all((run_dir / name).is_file() for name in MODEL_FILES) else ""
-    return f"{run_dir} keeps its checkpoint of epoch {epoch}{model}: resume from it once the file system accepts writes"
-
-
-@contextlib.contextmanager
-def saving(run_dir: Path) -> Iterator[None]:
-    """Turns a failed write into a `StorageError` that also says what the run folder still holds."""
-    try:
-        yield
-    except StorageError as err:
-        raise err.keeping(kept_in(run_dir)) from err
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The checkpoint's record: JSON-able metadata and the best weights as arrays "b0000", ...."""
+        meta = {
+            "best": float(self.best) if np.isfinite(self.best) else None,
+            "best_epoch": int(self.best_epoch),
+            "wait": int(self.wait),
+            "stopped": bool(self.stopped_epoch > 0),
+        }
+        return meta, {} if self.best_weights is None else numbered_arrays(self.best_weights, "b")
 
 
 class _RunGuard(tfk.callbacks.Callback):
     """Checkpoints each epoch, watches the loss for NaN/Inf and stops on SIGINT."""
 
-    def __init__(self, run_dir: Path | None, every: int, start_epoch: int, budget: TimeBudget | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path | None,
+        every: int,
+        start_epoch: int,
+        budget: TimeBudget | None = None,
+        stopper: _EarlyStopping | None = None,
+    ) -> None:
         super().__init__()
-        self.run_dir, self.every = run_dir, every
+        self.run_dir, self.every, self.stopper = run_dir, every, stopper
         self.completed = self.checkpointed = start_epoch
         self.failure: str | None = None
         self.interrupted = False
@@ -257,8 +134,15 @@ class _RunGuard(tfk.callbacks.Callback):
         """Seconds of the time budget spent (None without one), for the checkpoint."""
         return None if self.budget is None else self.budget.tick()
 
+    def set_model(self, model):
+        super().set_model(model)
+        if self.stopper is not None:
+            self.stopper.set_model(model)
+
     def on_train_begin(self, logs=None):
-        self.good_state = _state_arrays(self.model)
+        self.good_state = state_arrays(self.model)
+        if self.stopper is not None:
+            self.stopper.on_train_begin(logs)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -276,7 +160,9 @@ class _RunGuard(tfk.callbacks.Callback):
         self.completed = epoch + 1
         for key, value in (logs or {}).items():
             self.epoch_logs.setdefault(key, []).append(float(value))
-        self.good_state = _state_arrays(self.model)
+        self.good_state = state_arrays(self.model)
+        if self.stopper is not None:  # whole epochs only, and before the checkpoint that keeps its state
+            self.stopper.on_epoch_end(epoch, logs)
         if self.run_dir is not None and (self.completed % self.every == 0 or self.model.stop_training):
             self.save()
 
@@ -289,11 +175,16 @@ class _RunGuard(tfk.callbacks.Callback):
             self.model.training_history = merged
         try:
             with saving(self.run_dir):
-                save_checkpoint(self.model, self.run_dir, self.completed, train_seconds=self.budget_spent)
-                self.model.save(self.run_dir)
+                self.model.save(self.run_dir)  # the model first: a checkpoint is never newer than it
+                self.checkpoint(self.model)
             self.checkpointed = self.completed
         finally:
             self.model.training_history = history
+
+    def checkpoint(self, model) -> None:
+        """Writes `model`'s training state after the completed epochs, with the stopper's."""
+        stopper = None if self.stopper is None else self.stopper.state()
+        save_checkpoint(model, self.run_dir, self.completed, train_seconds=self.budget_spent, early_stopping=stopper)
 
     def fail(self, warmed_up: bool) -> None:
         """Restores (and with a run folder saves) the last good state, then raises."""
@@ -355,7 +246,8 @@ def train(
         `overwrite`, and the folder is locked while training writes it.
       checkpoint_every: epochs between checkpoints; the last is always written.
       resume: continue from `run_dir`'s checkpoint (weights, optimizer, RNG, history, time).
-      clip_norm: clip the global gradient norm to this value. None: no clipping.
+      clip_norm: clip the global gradient norm to this value, also for a model already
+        compiled (a loaded one). None: no clipping, or a compiled model's own setting.
       seed: seeds shuffling (`tf.random.set_seed`); weight initialisation and binarisation
         follow `model.config.seed`.
       verbose: Keras verbosity: "auto", 0, 1 (progress bar) or 2 (a line per epoch).
@@ -368,8 +260,9 @@ def train(
       min_lr_fraction: the decaying schedules' final fraction, in (0, 1]. Default 0.05.
       early_stopping: patience in epochs: stop when the validation loss has not improved
         for this many epochs (warm-up epochs not compared) and keep the best epoch's
-        weights (`TrainingResult.best_epoch`; the checkpoint keeps the last epoch's state).
-        Needs `validation_data` held out from training.
+        weights (`TrainingResult.best_epoch`; the checkpoint keeps the last epoch's state
+        and the stopper's, so a resumed run compares with the best epoch before it and a
+        stopped one stays stopped). Needs `validation_data` held out from training.
       steps_per_epoch: batches per epoch for a repeating dataset. None: one pass.
       precision: the training steps' arithmetic, "float32", "bfloat16" or "auto"
         (`tfpvae.VAE.set_training_precision`). None: the model's (see `compile`).
@@ -404,12 +297,10 @@ def train(
     writer = run_dir if run_dir is not None and is_chief(model.distribute_strategy) else None
     with _claim(writer, overwrite, resume):
         _prepare(model, seed, clip_norm, precision)
-        start = restore_checkpoint(model, run_dir, budget) if resume else 0
-        if start >= epochs or (budget is not None and budget.exhausted):
-            # Nothing left: the finished run's model from its folder (early stopping's best epoch).
-            model.set_weights(load(run_dir).get_weights())
-            return TrainingResult(start, model.training_history)
-        guard = _RunGuard(writer, checkpoint_every, start, budget)
+        start, record, stopped = _resume(model, run_dir, budget, stopper) if resume else (0, None, False)
+        if start >= epochs or stopped or (budget is not None and budget.exhausted):
+            return _finished(model, run_dir, writer, start, record)
+        guard = _RunGuard(writer, checkpoint_every, start, budget, stopper)
         callbacks = [guard, *schedules, *(callbacks or [])]
         fit = dict(epochs=epochs, initial_epoch=start, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
         _fit_guarded(model, guard, x, callbacks=callbacks, validation_data=validation_data, verbose=verbose, **fit)
@@ -417,6 +308,42 @@ def train(
             guard.fail(kl_warmup_epochs > 0)
         best_epoch = _finish(model, guard, stopper)
     return TrainingResult(guard.completed, model.training_history, guard.interrupted, best_epoch)
+
+
+def _resume(model, run_dir: Path, budget: TimeBudget | None, stopper: _EarlyStopping | None) -> tuple:
+    """Restores the checkpoint's state into `model`, the time spent into `budget` and the
+    early stopper's state into `stopper`; returns the epochs done, the stopper's record and
+    whether `stopper` is given and the checkpoint's run had been stopped by it."""
+    start, record = restore_training_state(model, run_dir, budget)
+    if stopper is not None:
+        stopper.resumed = record
+    return start, record, stopper is not None and record is not None and record[0]["stopped"]
+
+
+def _finished(model, run_dir: Path, writer: Path | None, done: int, record: StopperRecord | None) -> TrainingResult:
+    """A resumed run with nothing left to train: the model its checkpoint ends with (early
+    stopping's best weights where it kept them), written to the run folder again, so that a
+    folder that a kill left without its model, or with an older one, is whole."""
+    if record is None:  # no early stopping, or a checkpoint written before tfpvae kept its state
+        try:
+            saved = load(run_dir)
+        except (OSError, ValueError):  # no model, or an incomplete one
+            saved = None
+        if saved is not None and _epochs(saved.training_history) == done:  # its own, maybe a best epoch's
+            model.set_weights(saved.get_weights())
+            return TrainingResult(done, model.training_history)
+    best_epoch = None
+    if record is not None and record[1] is not None:
+        model.set_weights(record[1])
+        best_epoch = record[0]["best_epoch"] + 1
+    if writer is not None:
+        with saving(writer):
+            model.save(writer)
+    return TrainingResult(done, model.training_history, best_epoch=best_epoch)
+
+
+def _epochs(history: dict[str, list[float]]) -> int:
+    return max((len(v) for v in history.values()), default=0)
 
 
 def _claim(run_dir: Path | None, overwrite: bool, resume: bool) -> contextlib.AbstractContextManager:
@@ -433,6 +360,10 @@ def _prepare(model, seed: int | None, clip_norm: float | None, precision: str | 
         tf.random.set_seed(check_int(seed, "seed", minimum=0))
     if model.optimizer is None:
         model.compile(tfk.optimizers.Adam(model.config.learning_rate, global_clipnorm=clip_norm))
+    elif clip_norm is not None and clip_norm != getattr(model.optimizer, "global_clipnorm", None):
+        # A compiled model (every loaded one) clips as asked too; the step is traced again to read it.
+        model.optimizer.clipnorm, model.optimizer.global_clipnorm = None, clip_norm  # at most one of the two
+        model.train_function = None
     if precision is not None:
         model.set_training_precision(precision)
 
@@ -443,7 +374,7 @@ def _finish(model, guard: _RunGuard, stopper: _EarlyStopping | None) -> int | No
         # The last epoch whatever `checkpoint_every`, or after an interrupt the weights as
         # they are: no finished batch is lost.
         with saving(guard.run_dir):
-            save_checkpoint(model, guard.run_dir, guard.completed, train_seconds=guard.budget_spent)
+            guard.checkpoint(model)
     best_epoch = None
     if stopper is not None and stopper.best_weights is not None:
         model.set_weights(stopper.best_weights)
@@ -466,9 +397,9 @@ def _schedule_callbacks(
     time_budget: Any,
     model: Any,
 ) -> tuple[list, _EarlyStopping | None, TimeBudget | None]:
-    """The schedule callbacks (KL warm-up, learning rate by epoch or a `TimeBudget`) and the
-    early stopper in the order they run, the stopper (or None) and the budget (or None),
-    all checked before any file is touched."""
+    """The schedule callbacks (KL warm-up, learning rate by epoch or a `TimeBudget`) in the
+    order they run, the early stopper (or None; `_RunGuard` drives it) and the budget (or
+    None), all checked before any file is touched."""
     kl_warmup_epochs = check_int(kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
     lr_schedule = check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
     min_lr_fraction = check_float(min_lr_fraction, "min_lr_fraction", minimum=0.0, maximum=1.0, min_inclusive=False)
@@ -493,7 +424,7 @@ def _schedule_callbacks(
         schedules += [budget, BudgetProgress(budget)]
     elif lr_schedule != "constant":
         schedules.append(LearningRateDecay(lr_schedule, epochs, min_lr_fraction=min_lr_fraction))
-    return schedules + ([stopper] if stopper else []), stopper, budget
+    return schedules, stopper, budget
 
 
 def _fit_guarded(model, guard: _RunGuard, x: Any, **fit_kwargs: Any) -> None:

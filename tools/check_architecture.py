@@ -51,6 +51,7 @@ FLOORS = {
     **dict.fromkeys(["tfpvae.serialization", "tfpvae.model"], 4),
     **dict.fromkeys(["tfpvae.anomaly", "tfpvae.latent", "tfpvae.evolution", "tfpvae.uncertainty"], 5),
     **dict.fromkeys(["tfpvae.plots", "tfpvae.figures", "tfpvae.export", "tfpvae.tensorboard", "tfpvae.training"], 5),
+    **dict.fromkeys(["tfpvae.checkpoints"], 5),  # the training state's file, split out of training
     **dict.fromkeys(["tfpvae.embedding", "tfpvae.charts"], 5),  # split out of latent and plots
     # beside anomaly: its per-image scores, the combined score, anomaly maps and batch tests
     **dict.fromkeys(["tfpvae.anomaly_scores", "tfpvae.combined", "tfpvae.anomaly_maps", "tfpvae.batch_tests"], 5),

@@ -182,6 +182,10 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDivergedError as err:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
+    except ValueError as err:  # settings the data cannot meet, e.g. --early-stopping with --limit 1
+        if type(err) is not ValueError:
+            raise  # the library's own kinds (checkpoint, run folder, ...): `main` reports each
+        raise UsageError(as_flags(str(err))) from None
     if not result.chief:
         return 0  # the chief writes the run folder
     if result.interrupted:
