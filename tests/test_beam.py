@@ -238,6 +238,36 @@ def test_ids_are_spelt_as_list_files_spells_them(run_dir, digits_test, tmp_path,
     assert sorted(r[0] for r in rows) == expected
 
 
+def test_patterns_match_one_folder_level_as_tensorflow_globs_do(run_dir, digits_test, tmp_path, monkeypatch):
+    """Beam's "**" crosses folders and its "?" matches "/"; TensorFlow's do not, and a folder
+    named with a doubled "/" is found by both: every row once, with `tfpvae score`'s id."""
+    u8, _ = digits_test
+    monkeypatch.chdir(tmp_path)
+    for i, path in enumerate(["nest/a/p.png", "nest/a/b/q.png", "dqx.png", "d/x.png", "f/r.png"]):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(png_bytes(u8[i]))
+    source = ["nest/**/*.png", "d?x.png", "f//"]
+    expected = sorted(i for batch in iter_batches(source, batch_size=100) for i in batch.ids)
+    assert expected == ["./dqx.png", "f//r.png", "nest/a/p.png"]
+    with beam.Pipeline() as pipeline:
+        build_pipeline(pipeline, run_dir, source, "out", scores=["elbo"], num_samples=2)
+    assert sorted(r[0] for r in read_shards("out-[0-9]*-of-*.csv", "id,label,elbo")) == expected
+
+
+def test_a_listing_the_workers_do_not_repeat_scores_nothing(run_dir, digits_test, tmp_path, monkeypatch):
+    # The build lists 2 files (as if a third were added before the workers matched 3):
+    # the ids of array rows depend on the listing, so the pipeline refuses before reading any.
+    u8, _ = digits_test
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(u8[i]))
+    real = tfpvae_beam.list_files
+    monkeypatch.setattr(tfpvae_beam, "list_files", lambda source: real(source)[:2])
+    with pytest.raises(Exception, match=r"\(3 matched, 2 listed\).*Nothing was scored"):
+        with beam.Pipeline() as pipeline:
+            build_pipeline(pipeline, run_dir, str(tmp_path), str(tmp_path / "out"), scores=["elbo"], num_samples=2)
+    assert glob.glob(str(tmp_path / "out-*")) == []
+
+
 @pytest.mark.parametrize(
     ("extra", "flag"),
     [

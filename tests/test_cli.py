@@ -1,3 +1,4 @@
+import contextlib
 import csv
 import json
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import tfpvae
 from tfpvae.cli import main
@@ -200,6 +202,68 @@ def test_score_writes_one_row_per_image(trained_digits_dir, trained_digits, digi
     assert list(rows[0]) == ["id", "label", "log_prob", "log_prob_stderr"]
     expected = trained_digits.log_prob(np.zeros((3, 8, 8, 1), np.float32), 4, seed=0)
     np.testing.assert_allclose([float(r["log_prob"]) for r in rows], expected, rtol=1e-5)
+
+
+def test_score_writes_every_label_and_each_score_once(trained_digits_dir, tmp_path):
+    # Labels of an .npz: -3 and -1 are labels (blank is for a record without one), and a
+    # score named twice is one column.
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 8, 8, 1), np.float32), y=np.array([1, -1, -3, 2]))
+    out = tmp_path / "s.csv"
+    command = f"score --model {trained_digits_dir} --input {tmp_path / 'x.npz'} --num-samples 2 --out {out}"
+    assert main(f"{command} --score elbo elbo --quiet".split()) == 0
+    rows = _csv_rows(out)
+    assert list(rows[0]) == ["id", "label", "elbo"]
+    assert [r["label"] for r in rows] == ["1", "-1", "-3", "2"]
+
+
+def test_a_tfrecord_without_labels_for_some_records_leaves_theirs_blank(trained_digits_dir, tmp_path):
+    from tfpvae._keras import tf
+
+    def record(label):
+        image = tf.io.encode_png(np.zeros((8, 8, 1), np.uint8)).numpy()
+        feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}
+        if label is not None:
+            feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    with tf.io.TFRecordWriter(str(tmp_path / "a.tfrecord")) as writer:
+        for label in (4, None, -1):
+            writer.write(record(label))
+    out = tmp_path / "s.csv"
+    command = f"score --model {trained_digits_dir} --input {tmp_path / 'a.tfrecord'} --score elbo --num-samples 2"
+    assert main(f"{command} --out {out} --quiet".split()) == 0
+    assert [r["label"] for r in _csv_rows(out)] == ["4", "", "-1"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("--input {tmp}/nowhere.png", "`--input` '{tmp}/nowhere.png' does not exist"),
+        ("--input {tmp}/notes.txt", "`--input`"),
+        ("--dataset digits --typical-nll nan", "argument --typical-nll: expected a finite number, got 'nan'"),
+    ],
+)
+def test_score_input_errors_are_one_line_naming_the_flag(trained_digits_dir, tmp_path, capsys, extra, message):
+    (tmp_path / "notes.txt").write_text("not an image")
+    command = f"score --model {trained_digits_dir} --out {tmp_path / 's.csv'} {extra.format(tmp=tmp_path)}"
+    with pytest.raises(SystemExit) if "nan" in extra else contextlib.nullcontext():
+        assert main(command.split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tfpvae") and message.format(tmp=tmp_path) in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_bad_record_stops_score_without_leaving_half_a_csv(trained_digits_dir, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
+    (folder / "c.png").write_bytes(b"not a png")
+    out = tmp_path / "s.csv"
+    command = f"score --model {trained_digits_dir} --input {folder} --score elbo --batch-size 1 --out {out} --quiet"
+    assert main(command.split()) == 2
+    assert "c.png" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # no s.csv, no s.csv.partial
 
 
 def test_score_typicality_needs_reference(trained_digits_dir, tmp_path, capsys):

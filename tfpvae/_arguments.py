@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,7 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 # Seeds reach TensorFlow's stateless ops, which take int32.
 seed = arg_type(int, lambda v: 0 <= v <= MAX_INT32_SEED, f"integer in [0, {MAX_INT32_SEED}]")
+finite = arg_type(float, math.isfinite, "finite number")  # no nan or inf
 
 
 def float_in(low: float, high: float = float("inf")) -> Callable[[str], float]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 # `seed` renamed: it is also the name of the Monte Carlo seed argument of the functions below.
-from tfpvae._arguments import Parser, add_precision_arg, arg_type, positive_int
+from tfpvae._arguments import Parser, add_precision_arg, finite, positive_int
 from tfpvae._arguments import seed as seed_arg
 from tfpvae._validation import MAX_INT32_SEED, check_choice, check_float, check_int, check_seed
 from tfpvae.beam_handler import METRICS_NAMESPACE, Example, Row, RunFolder, TfpvaeModelHandler, read_run_folder
@@ -216,13 +215,18 @@ def _build(
     try:
         # Checked here as `tfpvae score` checks it, so that a missing input fails before any
         # worker starts; the listing also says whether ids of array rows are bare row numbers.
-        single_array = is_single_array(list_files(input))
+        listed = list_files(input)
     except (ValueError, TypeError, FileNotFoundError) as err:
         message = str(err).replace("`source`", names["input"])
         raise type(err)(message) from None
+    single_array = is_single_array(listed)
     paths = match_files(pipeline, input)
+    # No file is read before the workers' listing is known to agree with this one, whose
+    # count the ids of array rows rely on: a disagreement scores nothing.
+    found = beam.pvalue.AsSingleton(paths | "tfpvae/CountFiles" >> beam.combiners.Count.Globally())
     records = (
         paths
+        | "tfpvae/CheckListing" >> beam.Map(_listed_alike, len(listed), found)
         | "tfpvae/Reshuffle" >> beam.Reshuffle()
         | "tfpvae/Read" >> beam.ParDo(ReadRecords(single_array, model.input_shape)).with_outputs("errors", main="ok")
     )
@@ -241,6 +245,17 @@ def _build(
         >> beam.io.WriteToText(output + ERRORS_SUFFIX, file_name_suffix=".csv", header="id,reason")
     )
     return ScoringOutputs(rows, records.errors, columns)
+
+
+def _listed_alike(path: str, listed: int, found: int) -> str:
+    """`path`, once the files the workers matched are as many as the pipeline's build listed."""
+    if found != listed:
+        raise ValueError(
+            f"The files Beam's workers matched are not those listed when the pipeline was built ({found} "
+            f"matched, {listed} listed): the input changed while it ran, or it matches a folder named like "
+            "an image file. Nothing was scored."
+        )
+    return path
 
 
 def build_pipeline(
@@ -333,7 +348,6 @@ def build_pipeline(
 def build_parser() -> argparse.ArgumentParser:
     """The parser of tfpvae.beam's own flags: those of `tfpvae score --input`, plus --output."""
     # The `tfpvae` command's one-line parser and checked types, so both read flags alike.
-    finite = arg_type(float, math.isfinite, "finite number")
     p = Parser(
         prog="tfpvae.beam",
         description="Score image files with Apache Beam into CSV shards (the rows of `tfpvae score --input`). "

@@ -10,9 +10,11 @@ is made from that path; `ReadRecords` reads and checks each file's records as
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import os
 import posixpath
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -48,6 +50,19 @@ def _escape(path: str) -> str:
     return "".join("?" if c in GLOB_CHARS else c for c in path)
 
 
+def _tensorflow_glob(pattern: str) -> str:
+    """`pattern` with each run of "*" as one: TensorFlow's "**" matches within one folder
+    level, as "*" does, where Beam's crosses folders."""
+    return re.sub(r"\*+", "*", pattern)
+
+
+def _matches_per_level(pattern: str, path: str) -> bool:
+    """Whether `path` matches `pattern` as `tf.io.gfile.glob` matches: level by level, so that
+    no "*", "?" or "[...]" matches a "/" (Beam's "?" and "[...]" can)."""
+    parts, names = pattern.split("/"), path.split("/")
+    return len(parts) == len(names) and all(fnmatch.fnmatchcase(n, p) for n, p in zip(names, parts))
+
+
 class _Rename:
     """Maps a path MatchFiles found for one input entry to the spelling `list_files` gives it, or drops it.
 
@@ -55,15 +70,18 @@ class _Rename:
       kind: "file", "folder" or "glob": what the entry is (as `list_files` decides).
       entry: the entry as the user wrote it.
       dotted: whether the pattern got "./" in front (see `_beam_pattern`).
+      pattern: the pattern given to MatchFiles: a glob's matches are kept where TensorFlow's
+        glob, which `list_files` uses, would match them too.
     """
 
-    def __init__(self, kind: str, entry: str, dotted: bool) -> None:
-        self.kind, self.entry, self.dotted = kind, entry, dotted
+    def __init__(self, kind: str, entry: str, dotted: bool, pattern: str = "") -> None:
+        self.kind, self.entry, self.dotted, self.pattern = kind, entry, dotted, pattern
 
     def __call__(self, metadata: Any) -> Iterator[str]:
         path = metadata.path
         if self.kind == "glob":
-            yield path  # TensorFlow and Beam both join the pattern's folder and the name
+            if _matches_per_level(self.pattern, path):
+                yield path  # TensorFlow and Beam both join the pattern's folder and the name
             return
         if self.dotted and path.startswith("./"):
             path = path[2:]
@@ -97,12 +115,15 @@ def match_files(pipeline: beam.Pipeline, source: str | os.PathLike | Sequence[st
     """
     found = []
     for i, (kind, entry) in enumerate(_entries(source)):
-        text = posixpath.join(_escape(entry), "*") if kind == "folder" else entry if kind == "glob" else _escape(entry)
+        if kind == "folder":  # "png//" too: Beam finds nothing for "png//*"
+            text = posixpath.join(_escape(entry.rstrip("/") or "/"), "*")
+        else:
+            text = _tensorflow_glob(entry) if kind == "glob" else _escape(entry)
         pattern, dotted = _beam_pattern(text)
         found.append(
             pipeline
             | f"tfpvae/Match{i}" >> fileio.MatchFiles(pattern)
-            | f"tfpvae/Rename{i}" >> beam.FlatMap(_Rename(kind, entry, dotted))
+            | f"tfpvae/Rename{i}" >> beam.FlatMap(_Rename(kind, entry, dotted, pattern))
         )
     if len(found) == 1:
         return found[0]

@@ -35,9 +35,9 @@ DEFAULT_BATCH_SIZE = 1024
 
 
 def score_columns(scores: Sequence[str], stderr: bool = True) -> list[str]:
-    """The CSV's score columns for `scores`: each name, with `log_prob_stderr` after `log_prob`."""
+    """The CSV's score columns for `scores`: each name once, with `log_prob_stderr` after `log_prob`."""
     columns = []
-    for name in scores:
+    for name in dict.fromkeys(scores):
         columns.append(name)
         if stderr and name == "log_prob":
             columns.append("log_prob_stderr")
@@ -45,9 +45,17 @@ def score_columns(scores: Sequence[str], stderr: bool = True) -> list[str]:
 
 
 def format_row(image_id: str, label: Any, values: dict[str, Any], columns: Sequence[str]) -> list[str]:
-    """One CSV row: the id, the label (blank for none or -1), then each column to 6 decimals."""
-    label = "" if label is None or int(label) < 0 else str(int(label))
+    """One CSV row: the id, the label (blank for None: a record without one), then each column to 6 decimals."""
+    label = "" if label is None else str(int(label))
     return [image_id, label, *(f"{float(values[c]):.6f}" for c in columns)]
+
+
+def _record_labels(batch: Any) -> list[int | None]:
+    """Each record's label, None for a record without one (a real label -1 stays -1)."""
+    if batch.labels is None:
+        return [None] * len(batch.ids)
+    has = np.ones(len(batch.ids), bool) if getattr(batch, "labelled", None) is None else batch.labelled
+    return [int(label) if kept else None for label, kept in zip(batch.labels, has)]
 
 
 def settings_path(csv_path: str | os.PathLike) -> Path:
@@ -166,10 +174,10 @@ def score_to_csv(
                     progress=False,
                     stderr="log_prob" in scores,
                 )
-                labels = batch.labels
+                labels = _record_labels(batch)
                 for r, image_id in enumerate(batch.ids):
                     row_values = {c: values[c][r] for c in columns}
-                    writer.writerow(format_row(image_id, None if labels is None else labels[r], row_values, columns))
+                    writer.writerow(format_row(image_id, labels[r], row_values, columns))
                     digest.update(image_id.encode() + b"\0")
                 digest.update(np.ascontiguousarray(batch.images, np.float32).tobytes())
                 rows += len(batch.ids)
@@ -181,6 +189,9 @@ def score_to_csv(
         # The old CSV, if any, is left as it was; half a new one is not left beside it.
         partial.unlink(missing_ok=True)
         raise storage_error("write", out, err) from err
+    except BaseException:  # a bad record, Ctrl-C: nor here
+        partial.unlink(missing_ok=True)
+        raise
     summary = {
         "rows": rows,
         "bad_records": errors.count,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tfpvae._arguments import UsageError, add_precision_arg, file_ending, int_at_least, positive_int, seed
+from tfpvae._arguments import UsageError, add_precision_arg, file_ending, finite, int_at_least, positive_int, seed
 from tfpvae.anomaly_maps import DEFAULT_METHOD as DEFAULT_MAP_METHOD
 from tfpvae.anomaly_maps import METHODS as MAP_METHODS
 from tfpvae.cli._common import add_data_args, add_input_arg, example, images_for_scoring, load_model, test_images
@@ -124,7 +124,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num-samples", type=positive_int, default=64, help="importance samples per image (default 64)")
     p.add_argument("--binarize-seed", type=seed, help="serve the scores of a fixed binarisation drawn with this seed")
-    p.add_argument("--typical-nll", type=float, help="mean NLL of normal data: also serve the typicality score")
+    p.add_argument("--typical-nll", type=finite, help="mean NLL of normal data: also serve the typicality score")
     add_precision_arg(p, "every signature (auto decides on this machine)")
     p.set_defaults(func=export)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tfpvae._arguments import UsageError, float_in, int_at_least, positive_int
+from tfpvae._arguments import UsageError, finite, float_in, int_at_least, positive_int
 from tfpvae.cli._common import (
     DATA_DIR_HELP,
     add_data_args,
@@ -62,7 +62,11 @@ def add_score(sub: argparse._SubParsersAction) -> None:
         default=[s for s in SCORES if s != "typicality"],
         help="scores to compute (default: all but typicality)",
     )
-    p.add_argument("--typical-nll", type=float, help="mean NLL of normal data (needed by the typicality score)")
+    p.add_argument(
+        "--typical-nll",
+        type=finite,
+        help="mean NLL of normal data (needed by the typicality score)",
+    )
     p.add_argument(
         "--batch-size",
         type=positive_int,
@@ -145,15 +149,20 @@ def _score_batches(args: argparse.Namespace, model: Any, bad: list | None) -> tu
     if args.input and args.dataset:
         raise UsageError(f"Give `--dataset` or `--input`, not both; got --dataset {args.dataset} --input {args.input}.")
     if args.input:
-        from tfpvae.streaming import count_records, iter_batches
+        from tfpvae.streaming import count_records, iter_batches, list_files
 
+        try:  # listed now, so that a missing or unreadable input is a one-line error naming the flag
+            files = list_files(args.input)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise UsageError(str(err).replace("`source`", "`--input`")) from None
         batches = iter_batches(
             args.input,
             batch_size=args.batch_size,
             image_shape=model.config.input_shape,
             on_error=None if bad is None else bad.append,
+            files=files,
         )
-        total = None if args.quiet else count_records(args.input)
+        total = None if args.quiet else count_records(files)
         source = {"input": args.input}
     elif args.dataset:
         x, y = images_for_scoring(args, model)  # in memory already: the named sets are small
