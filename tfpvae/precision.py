@@ -120,7 +120,10 @@ def _convertible(layer: tfkl.Layer) -> bool:
     if type(layer) is tfkl.Conv2DTranspose:
         plain = layer.output_padding is None and tuple(layer.dilation_rate) == (1, 1)
         return plain and layer.data_format == "channels_last"
-    return type(layer) in (tfkl.Conv1D, tfkl.Conv2D, tfkl.Conv3D) and layer.data_format == "channels_last"
+    if type(layer) not in (tfkl.Conv1D, tfkl.Conv2D, tfkl.Conv3D):
+        return False
+    # Causal padding is applied by the layer's `call`, before the convolution op this uses.
+    return layer.data_format == "channels_last" and layer.padding != "causal"
 
 
 def _functional(layer: tfkl.Layer) -> bool:
