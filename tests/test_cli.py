@@ -266,6 +266,37 @@ def test_a_bad_record_stops_score_without_leaving_half_a_csv(trained_digits_dir,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # no s.csv, no s.csv.partial
 
 
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("sample -n 4 --temperature nan --out {tmp}/s.png", "argument --temperature: expected a number > 0.0"),
+        ("plot samples --temperature -2 --out {tmp}/p.png", "argument --temperature: expected a number > 0.0"),
+        ("interpolate --dataset digits --limit 1 --out {tmp}/i.png", "needs at least 2 images to pair"),
+        ("plot manifold --dataset digits --limit 2 --out {tmp}/p.png", "needs >= 3 images"),
+        ("plot scatter --dataset digits --limit 1 --out {tmp}/p.png", "needs at least 2 points"),
+        ("plot aggregate-samples --dataset digits --limit 3 --out {tmp}/p.png", "number of images (3)"),
+    ],
+)
+def test_what_the_images_or_flags_cannot_give_is_a_one_line_error(tmp_path_factory, tmp_path, capsys, command, message):
+    model = tmp_path_factory.mktemp("model") / "latent4"  # more than 2 latent dimensions: plots project by PCA
+    tfpvae.save(tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=4, seed=0), model)
+    argv = [*command.format(tmp=tmp_path).split(), "--model", str(model)]
+    with pytest.raises(SystemExit) if "temperature" in command else contextlib.nullcontext():
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tfpvae") and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exporting_a_plain_autoencoder_is_a_one_line_error(tmp_path, capsys):
+    ae = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, model_type="ae", seed=0)
+    tfpvae.save(ae, tmp_path / "ae")
+    assert main(f"export --model {tmp_path / 'ae'} --out {tmp_path / 'served'}".split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`--model`" in err[0] and "plain autoencoder" in err[0]
+    assert not (tmp_path / "served").exists()
+
+
 def test_score_typicality_needs_reference(trained_digits_dir, tmp_path, capsys):
     command = f"score --model {trained_digits_dir} --dataset digits --out {tmp_path / 's.csv'} --score typicality"
     assert main(command.split()) == 2

@@ -6,10 +6,27 @@ import argparse
 import json
 from pathlib import Path
 
-from tfpvae._arguments import UsageError, add_precision_arg, file_ending, finite, int_at_least, positive_int, seed
+from tfpvae._arguments import (
+    UsageError,
+    add_precision_arg,
+    file_ending,
+    finite,
+    float_in,
+    int_at_least,
+    positive_int,
+    seed,
+)
 from tfpvae.anomaly_maps import DEFAULT_METHOD as DEFAULT_MAP_METHOD
 from tfpvae.anomaly_maps import METHODS as MAP_METHODS
-from tfpvae.cli._common import add_data_args, add_input_arg, example, images_for_scoring, load_model, test_images
+from tfpvae.cli._common import (
+    add_data_args,
+    add_input_arg,
+    as_flags,
+    example,
+    images_for_scoring,
+    load_model,
+    test_images,
+)
 from tfpvae.config import FIGURES
 from tfpvae.datasets import NAMES as DATASETS
 
@@ -23,7 +40,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="run folder written by train")
     p.add_argument("-n", "--num-samples", type=positive_int, default=64, help="number of images (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="prior spread multiplier (default 1.0)")
+    p.add_argument("--temperature", type=float_in(0.0), default=1.0, help="prior spread multiplier (default 1.0)")
     p.add_argument("--seed", type=seed, default=None, help="seed for reproducible samples")
     p.add_argument("--out", required=True, type=file_ending(".png", ".npy"), help="output .png (grid) or .npy (array)")
     p.set_defaults(func=sample, out_is_file=True)
@@ -73,7 +90,7 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
         help=f"per-pixel score of the anomaly-map figure (default {DEFAULT_MAP_METHOD})",
     )
     p.add_argument("--num-samples", type=positive_int, default=64, help="Monte Carlo samples (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="prior temperature for samples (default 1.0)")
+    p.add_argument("--temperature", type=float_in(0.0), default=1.0, help="prior temperature for samples (default 1.0)")
     p.add_argument("--no-labels", action="store_true", help="ignore the dataset's labels")
     p.add_argument("--seed", type=seed, default=0, help="seed of the random draws (default 0)")
     p.add_argument(
@@ -183,24 +200,26 @@ def plot(args: argparse.Namespace) -> int:
         x_anomalous = x_anomalous[: args.limit] if args.limit else x_anomalous
     try:
         check_figure(args.kind, model, x, x_anomalous=x_anomalous, index=args.index)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    fig = make_figure(
-        args.kind,
-        model,
-        x,
-        None if args.no_labels else y,
-        x_anomalous=x_anomalous,
-        num_images=args.num_images,
-        index=args.index,
-        grid_size=args.grid_size,
-        method=args.method,
-        num_samples=args.num_samples,
-        temperature=args.temperature,
-        seed=args.seed,
-        binarize_seed=args.binarize_seed,
-        map_method=args.map_method,
-    )
+        fig = make_figure(
+            args.kind,
+            model,
+            x,
+            None if args.no_labels else y,
+            x_anomalous=x_anomalous,
+            num_images=args.num_images,
+            index=args.index,
+            grid_size=args.grid_size,
+            method=args.method,
+            num_samples=args.num_samples,
+            temperature=args.temperature,
+            seed=args.seed,
+            binarize_seed=args.binarize_seed,
+            map_method=args.map_method,
+        )
+    except ValueError as err:  # what the images cannot give: too few for a PCA plane, an index beyond them
+        if type(err) is not ValueError:
+            raise
+        raise UsageError(as_flags(str(err))) from None
     plots.save_figure(fig, args.out)
     print(f"wrote {args.kind} figure to {args.out}")
     return 0
@@ -214,6 +233,8 @@ def interpolate(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     x, _ = images_for_scoring(args, model)
+    if len(x) < 2:
+        raise UsageError(f"`interpolate` needs at least 2 images to pair; the input holds {len(x)}.")
     if args.indices:
         idx = np.asarray(args.indices)
         if len(idx) % 2 or idx.min() < 0 or idx.max() >= len(x):
@@ -237,8 +258,11 @@ def export(args: argparse.Namespace) -> int:
     """Writes a SavedModel that serves the scores."""
     from tfpvae.export import export as export_model
 
+    model = load_model(args)
+    if model.config.model_type != "vae":
+        raise UsageError(f"`--model` {args.model} is a plain autoencoder: it has no likelihood to serve.")
     path = export_model(
-        load_model(args),
+        model,
         args.out,
         num_samples=args.num_samples,
         binarize_seed=args.binarize_seed,
