@@ -74,7 +74,7 @@ class _Rename:
         glob, which `list_files` uses, would match them too.
     """
 
-    def __init__(self, kind: str, entry: str, dotted: bool, pattern: str = "") -> None:
+    def __init__(self, kind: str, entry: str, dotted: bool, pattern: str) -> None:
         self.kind, self.entry, self.dotted, self.pattern = kind, entry, dotted, pattern
 
     def __call__(self, metadata: Any) -> Iterator[str]:

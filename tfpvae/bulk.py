@@ -54,8 +54,8 @@ def _record_labels(batch: Any) -> list[int | None]:
     """Each record's label, None for a record without one (a real label -1 stays -1)."""
     if batch.labels is None:
         return [None] * len(batch.ids)
-    has = np.ones(len(batch.ids), bool) if getattr(batch, "labelled", None) is None else batch.labelled
-    return [int(label) if kept else None for label, kept in zip(batch.labels, has)]
+    kept = [True] * len(batch.ids) if batch.labelled is None else batch.labelled
+    return [int(label) if has else None for label, has in zip(batch.labels, kept)]
 
 
 def settings_path(csv_path: str | os.PathLike) -> Path:

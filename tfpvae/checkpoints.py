@@ -45,9 +45,8 @@ class CheckpointError(ValueError):
 
 
 STOPPER_FIELDS = {"best_epoch": int, "wait": int, "stopped": bool}  # and "best": a float or None
-StopperRecord = tuple[
-    dict[str, Any], "list[np.ndarray] | None"
-]  # an early stopper's state and best weights (None: not kept)
+# An early stopper's state and its best weights (None where it kept none), as a checkpoint holds them.
+StopperRecord = tuple[dict[str, Any], "list[np.ndarray] | None"]
 
 
 def state_arrays(model) -> dict[str, np.ndarray]:

@@ -176,15 +176,16 @@ class _RunGuard(tfk.callbacks.Callback):
         try:
             with saving(self.run_dir):
                 self.model.save(self.run_dir)  # the model first: a checkpoint is never newer than it
-                self.checkpoint(self.model)
+                self.checkpoint()
             self.checkpointed = self.completed
         finally:
             self.model.training_history = history
 
-    def checkpoint(self, model) -> None:
-        """Writes `model`'s training state after the completed epochs, with the stopper's."""
+    def checkpoint(self) -> None:
+        """Writes the model's training state after the completed epochs, with the stopper's."""
         stopper = None if self.stopper is None else self.stopper.state()
-        save_checkpoint(model, self.run_dir, self.completed, train_seconds=self.budget_spent, early_stopping=stopper)
+        seconds = self.budget_spent
+        save_checkpoint(self.model, self.run_dir, self.completed, train_seconds=seconds, early_stopping=stopper)
 
     def fail(self, warmed_up: bool) -> None:
         """Restores (and with a run folder saves) the last good state, then raises."""
@@ -374,7 +375,7 @@ def _finish(model, guard: _RunGuard, stopper: _EarlyStopping | None) -> int | No
         # The last epoch whatever `checkpoint_every`, or after an interrupt the weights as
         # they are: no finished batch is lost.
         with saving(guard.run_dir):
-            guard.checkpoint(model)
+            guard.checkpoint()
     best_epoch = None
     if stopper is not None and stopper.best_weights is not None:
         model.set_weights(stopper.best_weights)

@@ -32,6 +32,13 @@ def as_flags(message: str) -> str:
     return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: f"`{flag(m.group(1))}`", message)
 
 
+def as_usage_error(err: ValueError) -> Exception:
+    """A plain `ValueError` of the library (a setting the input cannot meet) as a one-line
+    `UsageError` in flags; its own kinds (checkpoint, run folder, ...), which `main`
+    reports each in its way, as they are."""
+    return UsageError(as_flags(str(err))) if type(err) is ValueError else err
+
+
 def refused(err: Any) -> str:
     """An `OutputExistsError` in the CLI's terms: `--out`, which names every output, and the flags that allow it."""
     return f"`--out` {err.problem}: {err.remedy(f'`--resume {err.path}`', '`--overwrite`')}."

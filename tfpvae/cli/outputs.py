@@ -21,7 +21,7 @@ from tfpvae.anomaly_maps import METHODS as MAP_METHODS
 from tfpvae.cli._common import (
     add_data_args,
     add_input_arg,
-    as_flags,
+    as_usage_error,
     example,
     images_for_scoring,
     load_model,
@@ -217,9 +217,7 @@ def plot(args: argparse.Namespace) -> int:
             map_method=args.map_method,
         )
     except ValueError as err:  # what the images cannot give: too few for a PCA plane, an index beyond them
-        if type(err) is not ValueError:
-            raise
-        raise UsageError(as_flags(str(err))) from None
+        raise as_usage_error(err) from None
     plots.save_figure(fig, args.out)
     print(f"wrote {args.kind} figure to {args.out}")
     return 0

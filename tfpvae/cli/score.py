@@ -62,11 +62,7 @@ def add_score(sub: argparse._SubParsersAction) -> None:
         default=[s for s in SCORES if s != "typicality"],
         help="scores to compute (default: all but typicality)",
     )
-    p.add_argument(
-        "--typical-nll",
-        type=finite,
-        help="mean NLL of normal data (needed by the typicality score)",
-    )
+    p.add_argument("--typical-nll", type=finite, help="mean NLL of normal data (needed by the typicality score)")
     p.add_argument(
         "--batch-size",
         type=positive_int,

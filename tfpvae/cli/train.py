@@ -19,7 +19,7 @@ from tfpvae._arguments import (
     positive_int,
     seed,
 )
-from tfpvae.cli._common import add_data_args, as_flags, example, typed
+from tfpvae.cli._common import add_data_args, as_flags, as_usage_error, example, typed
 from tfpvae.config import LR_SCHEDULES, STRATEGIES, UNLIMITED_EPOCHS
 
 
@@ -183,9 +183,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # settings the data cannot meet, e.g. --early-stopping with --limit 1
-        if type(err) is not ValueError:
-            raise  # the library's own kinds (checkpoint, run folder, ...): `main` reports each
-        raise UsageError(as_flags(str(err))) from None
+        raise as_usage_error(err) from None
     if not result.chief:
         return 0  # the chief writes the run folder
     if result.interrupted:
