@@ -344,6 +344,20 @@ def test_list_files_folder_glob_list_and_errors(tmp_path, mnist):
         read_records(tmp_path / "README.txt")  # raised at the call, not on first next()
 
 
+def test_list_files_reads_one_file_once_and_never_a_folder(tmp_path, mnist, monkeypatch):
+    """A file spelt two ways is one file; a folder named like an image is not one."""
+    _, u8, _ = mnist
+    monkeypatch.chdir(tmp_path)
+    Path("png/looks.png").mkdir(parents=True)  # a folder with an image suffix
+    for name in ["png/a.png", "png/b.png"]:
+        Path(name).write_bytes(png_bytes(u8[0]))
+    assert list_files(["png", "./png", "png//", "png/./a.png"]) == ["png/a.png", "png/b.png"]
+    assert list_files("./png/*.png") == ["png/a.png", "png/b.png"]  # the glob skips png/looks.png
+    with pytest.raises(FileNotFoundError, match="looks"):
+        list_files("png/looks*")
+    assert input_files.spelling("gs://bucket//x/./a.png") == "gs://bucket//x/./a.png"  # remote: as written
+
+
 def test_entry_kind_and_single_array_decide_as_list_files(tmp_path, mnist):
     _, u8, _ = mnist
     (tmp_path / "odd[1].png").write_bytes(png_bytes(u8[0]))

@@ -24,24 +24,21 @@ from apache_beam.io import fileio
 
 from tfpvae.beam_handler import METRICS_NAMESPACE, Row
 from tfpvae.bulk import format_row
-from tfpvae.input_files import GLOB_CHARS, entry_kind, file_kind
+from tfpvae.input_files import GLOB_CHARS, entry_kind, file_kind, spelling
 from tfpvae.records import BadRecordError, image_problem
 from tfpvae.streaming import read_records
 
 __all__ = ["FormatError", "FormatRow", "ReadRecords", "csv_line", "match_files"]
 
 
-def _beam_pattern(text: str) -> tuple[str, bool]:
-    """(`text` for MatchFiles, whether "./" was put in front).
-
-    Beam lists a pattern's folder by the text before its first glob character and finds
-    nothing for a relative pattern with no folder ("*.png"); TensorFlow spells those
-    matches "./a.png", so "./" in front makes both list the same folder and spell alike.
-    """
+def _beam_pattern(text: str) -> str:
+    """`text` for MatchFiles: "./" in front of a relative glob with no folder ("*.png"), for
+    which Beam, which lists a pattern's folder by the text before its first glob character,
+    would find nothing."""
     first = min((text.index(c) for c in GLOB_CHARS if c in text), default=len(text))
     if "://" not in text and not text.startswith("/") and "/" not in text[:first] and first < len(text):
-        return "./" + text, True
-    return text, False
+        return "./" + text
+    return text
 
 
 def _escape(path: str) -> str:
@@ -69,31 +66,27 @@ class _Rename:
     Args:
       kind: "file", "folder" or "glob": what the entry is (as `list_files` decides).
       entry: the entry as the user wrote it.
-      dotted: whether the pattern got "./" in front (see `_beam_pattern`).
       pattern: the pattern given to MatchFiles: a glob's matches are kept where TensorFlow's
         glob, which `list_files` uses, would match them too.
     """
 
-    def __init__(self, kind: str, entry: str, dotted: bool, pattern: str) -> None:
-        self.kind, self.entry, self.dotted, self.pattern = kind, entry, dotted, pattern
+    def __init__(self, kind: str, entry: str, pattern: str) -> None:
+        self.kind, self.entry, self.pattern = kind, entry, pattern
 
     def __call__(self, metadata: Any) -> Iterator[str]:
         path = metadata.path
         if self.kind == "glob":
             if _matches_per_level(self.pattern, path):
-                yield path  # TensorFlow and Beam both join the pattern's folder and the name
+                yield spelling(path)
             return
-        if self.dotted and path.startswith("./"):
-            path = path[2:]
+        path = spelling(path)
         if self.kind == "file":
-            if path == self.entry:
-                yield self.entry
+            if path == spelling(self.entry):
+                yield path
             return
         folder, name = posixpath.split(path)
-        if folder == (self.entry.rstrip("/") or "/") and file_kind(name) is not None:
-            from tfpvae._keras import tf
-
-            yield tf.io.gfile.join(self.entry, name)  # list_files' own join
+        if folder == (spelling(self.entry).rstrip("/") or "/") and file_kind(name) is not None:
+            yield path
 
 
 def _entries(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
@@ -119,11 +112,11 @@ def match_files(pipeline: beam.Pipeline, source: str | os.PathLike | Sequence[st
             text = posixpath.join(_escape(entry.rstrip("/") or "/"), "*")
         else:
             text = _tensorflow_glob(entry) if kind == "glob" else _escape(entry)
-        pattern, dotted = _beam_pattern(text)
+        pattern = _beam_pattern(text)
         found.append(
             pipeline
             | f"tfpvae/Match{i}" >> fileio.MatchFiles(pattern)
-            | f"tfpvae/Rename{i}" >> beam.FlatMap(_Rename(kind, entry, dotted, pattern))
+            | f"tfpvae/Rename{i}" >> beam.FlatMap(_Rename(kind, entry, pattern))
         )
     if len(found) == 1:
         return found[0]

@@ -37,6 +37,7 @@ __all__ = [
     "is_single_array",
     "list_files",
     "open_binary",
+    "spelling",
 ]
 
 GLOB_CHARS = frozenset("*?[")
@@ -46,6 +47,15 @@ GLOB_CHARS = frozenset("*?[")
 def is_remote(path: str) -> bool:
     """Whether `path` names a file system Python cannot open (gs://, hdfs://, s3://, ram://)."""
     return "://" in path
+
+
+def spelling(path: str) -> str:
+    """How `list_files` spells a path: a local one normalised, a remote one as it is.
+
+    "./png/a.png", "png//a.png" and "png/./a.png" are all "png/a.png", so one file named
+    twice is read once and gets one id.
+    """
+    return path if is_remote(path) else os.path.normpath(path)
 
 
 def open_binary(path: str) -> BinaryIO:
@@ -152,7 +162,8 @@ def list_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
         hdfs:// paths work where TensorFlow has the file system.
 
     Returns:
-      list of file paths as `tf.io.gfile` spells them, sorted, each once.
+      list of file paths, sorted, each once, spelt by `spelling` (a local path normalised:
+      "./a.png" is "a.png"). Folders are never listed, whatever their names end in.
 
     Raises:
       FileNotFoundError: a path does not exist, a glob matches nothing or a folder holds no
@@ -168,19 +179,38 @@ def list_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     for item in _source_items(source):
         kind = entry_kind(item)
         if kind == "folder":
-            names = [name for name in gfile.listdir(item) if file_kind(name.rstrip("/")) is not None]
+            names = [name for name in _folder_files(item) if file_kind(name) is not None]
             if not names:
                 raise FileNotFoundError(
                     f"`source` folder {item!r} holds no file ending in one of {', '.join(SUFFIXES)}."
                 )
-            found.update(gfile.join(item, name) for name in names)
+            found.update(spelling(gfile.join(item, name)) for name in names)
         elif kind == "file":
-            found.add(check_suffix(item, "`source` names"))
+            found.add(spelling(check_suffix(item, "`source` names")))
         elif kind == "glob":
-            matches = gfile.glob(item)
+            matches = [m for m in gfile.glob(item) if not _is_folder(m)]
             if not matches:
                 raise FileNotFoundError(f"`source` pattern {item!r} matches no file.")
-            found.update(check_suffix(m, f"`source` pattern {item!r} matched") for m in matches)
+            found.update(spelling(check_suffix(m, f"`source` pattern {item!r} matched")) for m in matches)
         else:
             raise FileNotFoundError(f"`source` {item!r} does not exist; expected a file, a folder or a glob.")
     return sorted(found)
+
+
+def _folder_files(folder: str) -> list[str]:
+    """Names of the files (not folders) in `folder`."""
+    if is_remote(folder):
+        from tfpvae._keras import tf
+
+        # Object stores mark a "folder" by a trailing "/".
+        return [name for name in tf.io.gfile.listdir(folder) if not name.endswith("/")]
+    with os.scandir(folder) as entries:
+        return [entry.name for entry in entries if not entry.is_dir()]
+
+
+def _is_folder(path: str) -> bool:
+    if is_remote(path):
+        from tfpvae._keras import tf
+
+        return tf.io.gfile.isdir(path)
+    return os.path.isdir(path)
