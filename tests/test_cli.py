@@ -266,6 +266,26 @@ def test_a_bad_record_stops_score_without_leaving_half_a_csv(trained_digits_dir,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # no s.csv, no s.csv.partial
 
 
+def test_the_errors_file_always_belongs_to_the_csv_beside_it(trained_digits_dir, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
+    (folder / "c.png").write_bytes(b"not a png")
+    out = tmp_path / "s.csv"
+    errors = tmp_path / "s.csv.errors.csv"
+    command = f"score --model {trained_digits_dir} --input {folder} --score elbo --out {out} --quiet --overwrite"
+    command = command.split()
+    assert main([*command, "--skip-bad"]) == 0
+    first = (out.read_text(), errors.read_text())
+    assert "c.png" in first[1] and len(first[0].splitlines()) == 3
+    assert main(command) == 2  # stops at c.png: the earlier CSV and its errors file stay as they were
+    assert (out.read_text(), errors.read_text()) == first
+    (folder / "c.png").unlink()
+    assert main(command) == 0  # a clean run: no stale errors file beside its CSV
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "s.csv", "s.csv.json"]
+
+
 @pytest.mark.parametrize(
     "command, message",
     [

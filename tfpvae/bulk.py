@@ -151,11 +151,12 @@ def score_to_csv(
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
+    errors_partial = partial.with_name(errors_path(out).name + ".partial")
     columns = score_columns(scores)
     digest = hashlib.sha256()
     rows = 0
     try:
-        with _ErrorLog(errors_path(out), bad_records) as errors, open(partial, "w", newline="") as f:
+        with _ErrorLog(errors_partial, bad_records) as errors, open(partial, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["id", "label", *columns])
             for batch in batches:
@@ -185,12 +186,18 @@ def score_to_csv(
                     progress.update(rows + errors.count)
             errors.flush()  # records skipped after the last batch
         os.replace(partial, out)
-    except OSError as err:
-        # The old CSV, if any, is left as it was; half a new one is not left beside it.
+        # The errors file beside the CSV lists the new CSV's skipped records, or is gone.
+        if bad_records is None:
+            errors_path(out).unlink(missing_ok=True)
+        else:
+            os.replace(errors_partial, errors_path(out))
+    except BaseException as err:
+        # The old CSV and its errors file, if any, are left as they were; half a new one is
+        # not left beside them (an OSError, a bad record, Ctrl-C).
         partial.unlink(missing_ok=True)
-        raise storage_error("write", out, err) from err
-    except BaseException:  # a bad record, Ctrl-C: nor here
-        partial.unlink(missing_ok=True)
+        errors_partial.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise storage_error("write", out, err) from err
         raise
     summary = {
         "rows": rows,
