@@ -66,6 +66,27 @@ def test_colourise_refuses_what_it_cannot_paint():
         datasets.colourise(np.zeros((2, 8, 8, 3)))
     with pytest.raises(ValueError, match="`size` must be an int >= 28"):
         datasets.colourise(np.zeros((2, 28, 28, 1)), size=16)
+    with pytest.raises(ValueError, match="`images` is empty"):
+        datasets.colourise(np.zeros((0, 8, 8)))
+    with pytest.raises(ValueError, match="`images` images must have a positive height"):
+        datasets.colourise(np.zeros((1, 0, 0)))
+
+
+def test_colourise_and_to_dataset_read_uint8_as_pixel_values():
+    grey = np.zeros((2, 8, 8), np.uint8)
+    grey[:, 2:6, 2:6] = 255
+    np.testing.assert_array_equal(datasets.colourise(grey, 8, seed=1), datasets.colourise(grey / 255.0, 8, seed=1))
+    [batch] = list(datasets.to_dataset(grey, batch_size=4, shuffle=False))
+    assert batch.dtype.name == "float32" and batch.shape == (2, 8, 8, 1)
+    np.testing.assert_array_equal(batch.numpy()[..., 0], grey / np.float32(255))
+    with pytest.raises(ValueError, match="`x` is empty"):
+        datasets.to_dataset(np.zeros((0, 4, 4, 1), np.float32))
+
+
+def test_load_images_of_a_list_names_the_list_in_its_errors(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"`path` \['.*empty.npy'\] holds no images"):
+        load_images([str(tmp_path / "empty.npy")])
 
 
 def test_mnist_bytes_match_the_published_file(data_dir):

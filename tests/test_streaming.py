@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,18 @@ def test_png_files_decode_exactly_with_the_path_as_id(tmp_path, mnist):
     np.testing.assert_array_equal(images, colour.astype(np.float32) / np.float32(255))
 
 
+def raw_png(pixels: np.ndarray, depth: int, colour_type: int) -> bytes:
+    """A PNG written byte by byte (filter 0 on every row): pixels (H, W, channels) of big-endian values."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = pixels.shape[:2]
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    rows = b"".join(b"\0" + row.tobytes() for row in pixels)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
 def test_decode_image_modes_grey_alpha_palette_and_16_bit(mnist):
     _, u8, _ = mnist
     digit = u8[0]
@@ -106,6 +120,10 @@ def test_decode_image_modes_grey_alpha_palette_and_16_bit(mnist):
     la = Image.merge("LA", [Image.fromarray(digit), Image.fromarray(255 - digit)])
     assert decode_image(png_bytes(la), "la").shape == (28, 28, 1)
     np.testing.assert_array_equal(decode_image(png_bytes(la), "la")[..., 0], digit)
+    # 16-bit grey with alpha (which Pillow cannot write, nor reads as grey): one channel too.
+    la16 = np.stack([digit.astype(">u2") * 257, np.full_like(digit, 65535, ">u2")], axis=-1)
+    assert decode_image(raw_png(la16, depth=16, colour_type=4), "la16").shape == (28, 28, 1)
+    np.testing.assert_array_equal(decode_image(raw_png(la16, depth=16, colour_type=4), "la16")[..., 0], digit)
     # Palette: grey palette -> one channel with the grey values; a colour palette -> RGB.
     grey_palette = Image.fromarray(digit).convert("P")
     grey_palette.putpalette([v for i in range(256) for v in (i, i, i)])
@@ -157,6 +175,18 @@ def test_tfrecord_ids_images_and_labels_round_trip(tmp_path, mnist):
     expected_labels = np.where(np.isin(np.arange(10), list(unlabelled)), -1, y[:10])
     np.testing.assert_array_equal(labels, expected_labels)
     assert sizes == [4, 4, 2]
+
+
+@pytest.mark.parametrize("compression", ["GZIP", "ZLIB"])
+def test_a_compressed_tfrecord_is_one_error_that_says_so(tmp_path, mnist, compression):
+    _, u8, y = mnist
+    path = str(tmp_path / "packed.tfrecord")
+    with tf.io.TFRecordWriter(path, options=compression) as writer:
+        for i in range(3):
+            writer.write(example(png_bytes(u8[i]), y[i]))
+    [(rid, error, label)] = list(read_records(path))
+    assert rid == f"{path}:0" and label is None
+    assert isinstance(error, BadRecordError) and f"the file is {compression}-compressed" in error.reason
 
 
 def test_batches_over_a_glob_of_shards_equal_the_array_in_memory(tmp_path, mnist):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tfpvae._io import load_npz_arrays
-from tfpvae._validation import check_choice, check_int
+from tfpvae._validation import check_choice, check_images, check_int
 from tfpvae.streaming import BadRecordError, iter_batches, list_files
 from tfpvae.subsets import evenly_spaced as evenly_spaced  # documented here in 0.1; lives in subsets
 
@@ -259,7 +259,8 @@ def colourise(images: Any, size: int = 32, seed: int = 0) -> np.ndarray:
     padded with background to size x size, as 28x28 MNIST becomes 32x32 or 64x64.
 
     Args:
-      images: grey images, array of shape (n, H, W, 1) or (n, H, W) in [0, 1], H = W <= size.
+      images: grey images, array of shape (n, H, W, 1) or (n, H, W), float in [0, 1] or
+        uint8 0..255, H = W <= size.
       size: side of the output.
       seed: seed of the colours; image i's colours depend only on the seed and i.
 
@@ -271,13 +272,12 @@ def colourise(images: Any, size: int = 32, seed: int = 0) -> np.ndarray:
       >>> colourise(x[:5], size=16).shape
       (5, 16, 16, 3)
     """
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim == 4 and x.shape[-1] == 1:
-        x = x[..., 0]
-    if x.ndim != 3 or x.shape[1] != x.shape[2]:
+    x = check_images(images, "images")  # uint8 scaled to [0, 1]; empty and NaN refused
+    if x.shape[-1] != 1 or x.shape[1] != x.shape[2]:
         raise ValueError(
             f"`images` must be square grey images (n, H, W, 1) or (n, H, W); got shape {np.shape(images)}."
         )
+    x = x[..., 0]
     size = check_int(size, "size", minimum=x.shape[1])
     factor = size // x.shape[1]
     x = np.repeat(np.repeat(x, factor, axis=1), factor, axis=2)
@@ -352,11 +352,12 @@ def load_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]
         if file in str(err):
             raise
         raise BadRecordError(err.id, f"in {file}: {err.reason}") from None
+    shown = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path  # or a list of them
     if not images:
-        raise ValueError(f"`path` {os.fspath(path)!r} holds no images; expected at least one.")
+        raise ValueError(f"`path` {shown!r} holds no images; expected at least one.")
     if labels and unlabelled is not None:
         raise ValueError(
-            f"`path` {os.fspath(path)!r} has labels on only some records; the first without one is "
+            f"`path` {shown!r} has labels on only some records; the first without one is "
             f"{unlabelled!r}. Label every record or none."
         )
     return np.concatenate(images), np.concatenate(labels) if labels else None
@@ -366,13 +367,18 @@ def to_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True, seed:
     """Wraps images in a cached, shuffled, batched, prefetched `tf.data.Dataset`.
 
     Args:
-      x: float32 images (n, H, W, C) in [0, 1].
+      x: images (n, H, W, C) or (n, H, W), float in [0, 1] or uint8 0..255; the dataset
+        holds them as float32 in [0, 1].
       batch_size: images per batch.
       shuffle: reshuffle every epoch.
       seed: shuffle seed.
+
+    Raises:
+      ValueError, TypeError: `x` is not a non-empty batch of images (`check_images`).
     """
     from tfpvae._keras import tf
 
+    x = check_images(x, "x")
     batch_size = check_int(batch_size, "batch_size")
     ds = tf.data.Dataset.from_tensor_slices(x).cache()
     if shuffle:

@@ -98,9 +98,12 @@ def _decode_plain_png(data: bytes, id: str) -> np.ndarray | None:
     return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(height, width, channels)
 
 
-def _pil_to_array(im) -> np.ndarray:
+def _pil_to_array(im, grey_alpha: bool = False) -> np.ndarray:
     # The one image decoder of tfpvae (datasets.load_images reads through it too); modes as in decode_image.
-    if im.mode in ("I", "I;16", "I;16B", "I;16L"):
+    if grey_alpha and im.mode == "RGBA":
+        # Pillow opens a 16-bit grey+alpha PNG as 8-bit RGBA, each of R, G and B the grey.
+        arr = np.asarray(im)[..., 0]
+    elif im.mode in ("I", "I;16", "I;16B", "I;16L"):
         # 16-bit grey: scale 0..65535 to 0..255; convert("L") would clip above 255 to white.
         arr = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
     elif im.mode in ("L", "LA", "La", "1"):
@@ -146,7 +149,8 @@ def decode_image(data: bytes, id: str) -> np.ndarray:
                 # header then make a 100-million-pixel image, and a batch of them tens of GB.
                 raise ValueError(f"{im.width} x {im.height} pixels, more than the limit of {limit}")
             im.load()
-            return _pil_to_array(im)
+            # The PNG's own colour type (IHDR byte 25): 4 is grey with alpha.
+            return _pil_to_array(im, grey_alpha=data.startswith(_PNG_SIGNATURE) and data[25:26] == b"\x04")
     except Exception as err:
         # Pillow raises many types on corrupt input (OSError, SyntaxError, struct.error,
         # DecompressionBombError, ...); every one means the same here: this record is bad.

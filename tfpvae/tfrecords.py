@@ -4,12 +4,14 @@ Each Example holds a bytes feature `image` (one PNG or JPEG, decoded by
 `tfpvae.image_files.decode_image`) and an optional int64 feature `label`; a record's id
 is `"{path}:{n}"`, n 0-based in file order. Frames are CRC-checked; broken framing ends
 the file with one `BadRecordError`, since later frame boundaries cannot be trusted.
+Compressed files (GZIP, ZLIB) are not read; their one error says so.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -68,6 +70,33 @@ def _frame_ends(frames: BinaryIO) -> Iterator[int | str]:
         yield pos
 
 
+def _compression(head: bytes) -> str | None:
+    """ "GZIP" or "ZLIB" if a file's first bytes decompress as such a stream, else None.
+
+    Only consulted once the first frame has failed: then its bytes are not a frame.
+    """
+    if len(head) < 2:  # an empty prefix "decompresses" as anything
+        return None
+    for kind, wbits in (("GZIP", 31), ("ZLIB", 15)):
+        try:
+            zlib.decompressobj(wbits).decompress(head)
+        except zlib.error:
+            continue
+        return kind
+    return None
+
+
+def _first_frame_error(rid: str, head: bytes, detail: str) -> BadRecordError:
+    kind = _compression(head)
+    if kind is None:
+        return BadRecordError(rid, f"corrupt TFRecord data ({detail}); {_REST_LOST}")
+    return BadRecordError(
+        rid,
+        f"the file is {kind}-compressed; only uncompressed TFRecord files are read (write them with "
+        "tf.io.TFRecordWriter without `options`, or decompress them first).",
+    )
+
+
 def _parse_example(raw: bytes, rid: str, from_string) -> tuple[np.ndarray | BadRecordError, int | None]:
     try:
         example = from_string(raw)
@@ -113,14 +142,15 @@ def read_tfrecord(path: str) -> Iterator[Record]:
     from tfpvae._keras import tf
 
     from_string = tf.train.Example.FromString
-    number = 0
+    number, head = 0, b""
     try:
         with open_binary(path) as frames:
+            head = frames.read(256)
             records = _record_iterator(tf, path)
             for end in _frame_ends(frames):
                 rid = f"{path}:{number}"
                 if isinstance(end, str):
-                    yield rid, BadRecordError(rid, f"corrupt TFRecord data ({end}); {_REST_LOST}"), None
+                    yield rid, _first_frame_error(rid, head if number == 0 else b"", end), None
                     return
                 raw = next(records, None)
                 if raw is None:  # the file shrank while being read
@@ -133,8 +163,7 @@ def read_tfrecord(path: str) -> Iterator[Record]:
         # A bad length or CRC means the frame boundaries can no longer be trusted: this record
         # and everything after it are lost, and the reader cannot resynchronise.
         rid = f"{path}:{number}"
-        reason = f"corrupt TFRecord data ({err.message}); {_REST_LOST}"
-        yield rid, BadRecordError(rid, reason), None
+        yield rid, _first_frame_error(rid, head if number == 0 else b"", err.message), None
     except (tf.errors.OpError, OSError) as err:
         rid = path if number == 0 else f"{path}:{number}"
         message = getattr(err, "message", str(err))
