@@ -604,6 +604,30 @@ def test_an_array_file_of_no_rows_that_cannot_be_read_counts_its_one_error(tmp_p
     assert len(list(read_records(tmp_path / "a.npy"))) == count_records(tmp_path / "a.npy") == 1
 
 
+def test_array_files_refused_whole_count_their_one_error(tmp_path):
+    # The count read the row count from the header while reading refused the file as a whole.
+    np.save(tmp_path / "text.npy", np.full((2, 4, 4), "a"))
+    np.savez(tmp_path / "short.npz", x=np.zeros((5, 2, 2), np.uint8), y=np.arange(4))
+    np.savez(tmp_path / "words.npz", x=np.zeros((3, 2, 2), np.uint8), y=np.array(["a", "b", "c"]))
+    for name in ("text.npy", "short.npz", "words.npz"):
+        records = list(read_records(tmp_path / name))
+        assert len(records) == count_records(tmp_path / name) == 1 and isinstance(records[0][1], BadRecordError)
+
+
+def test_a_damaged_npz_member_is_one_error_before_any_row(tmp_path):
+    """The zip's CRC is checked at a member's end: the rows before it were yielded with wrong pixels."""
+    path = tmp_path / "a.npz"
+    np.savez(path, x=np.zeros((2000, 28, 28), np.uint8))  # stored, not compressed: bytes at known places
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("x.npy")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + int.from_bytes(data[info.header_offset + 28 :][:2], "little")
+    data[start + 128 + 5] = 200  # row 0, pixel 5 (after the 128-byte .npy header)
+    path.write_bytes(bytes(data))
+    [(rid, error, _)] = list(read_records(path))
+    assert rid == str(path) and isinstance(error, BadRecordError) and "CRC" in error.reason
+
+
 def test_a_huge_png_header_leaves_no_huge_decode_target_behind():
     # A 12-byte IDAT claiming 4000 x 4000 pixels: the 16 MB target of the failed decode was kept for reuse.
     import zlib
