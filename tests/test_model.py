@@ -48,6 +48,55 @@ def test_kl_regularizer_is_counted_exactly_once(digit_batch):
     np.testing.assert_allclose(hist["elbo"][0], -hist["loss"][0], rtol=1e-6)  # beta = 1
 
 
+@pytest.mark.parametrize("train_samples", [1, 4])
+def test_a_users_weight_penalties_join_the_loss_not_the_kl(digit_batch, train_samples):
+    """L2 penalties in the encoder and decoder of a registered network: once in the loss,
+    outside the KL and the ELBO (they were booked as KL from the encoder, and the decoder's
+    were dropped)."""
+    from tfpvae import registry
+
+    l2 = tfk.regularizers.L2(10.0)
+
+    def penalised(config, role):
+        h, w, c = config.input_shape
+        if role == "encoder":
+            return tfk.Sequential([tfk.layers.Flatten(), tfk.layers.Dense(16, "relu", kernel_regularizer=l2)])
+        return tfk.Sequential([tfk.layers.Dense(16, "relu", kernel_regularizer=l2), tfk.layers.Dense(h * w * c)])
+
+    registry.register_network("penalised", replace=True)(penalised)
+    try:
+        model = VAE(
+            input_shape=(8, 8, 1),
+            latent_dim=3,
+            architecture="penalised",
+            beta=0.5,
+            binarize="none",
+            train_samples=train_samples,
+            seed=1,
+        )
+        model.compile()
+        r = model.evaluate(digit_batch, batch_size=32, return_dict=True, verbose=0)
+    finally:
+        registry.networks.unregister("penalised")
+    q = model.encode(digit_batch)
+    kl_ref = kl_to_standard_normal(q.loc.numpy(), q.scale_tril.numpy()).mean()
+    kernels = [
+        layer.kernel
+        for network in (model.encoder, model.decoder)
+        for layer in network.submodules
+        if getattr(layer, "kernel_regularizer", None) is l2
+    ]
+    assert len(kernels) == 2
+    penalty = sum(10.0 * float(tf.reduce_sum(tf.square(k))) for k in kernels)
+    assert penalty > 1.0  # large beside the KL: a misbooking shows
+    np.testing.assert_allclose(r["kl"], kl_ref, rtol=1e-4)
+    np.testing.assert_allclose(r["elbo"], -(r["nll"] + r["kl"]), rtol=1e-5)
+    if train_samples == 1:
+        np.testing.assert_allclose(r["loss"], r["nll"] + 0.5 * r["kl"] + penalty, rtol=1e-5)
+    else:  # the bound is not nll + kl, but the penalty is added to it whole
+        assert r["loss"] - penalty < r["nll"] + 0.5 * r["kl"] + 1e-3 and r["loss"] > penalty
+
+
 def test_beta_weights_only_the_kl(digit_batch):
     model = VAE(input_shape=(8, 8, 1), latent_dim=3, beta=0.25, binarize="none", seed=1)
     model.compile()

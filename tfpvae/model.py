@@ -235,7 +235,7 @@ class VAE(tfk.Model):
             px = decoder(tf.convert_to_tensor(q), training=training)
             nll = -tf.reduce_mean(px.log_prob(x))
             kl = self._kl_from_regularizer()
-            return nll + self.kl_weight * kl, nll, kl
+            return nll + self.kl_weight * kl + self._penalty(), nll, kl
         # One encoder call (so the regularizer adds its KL once) and one decoder call over
         # all k * n codes, sample-major: row j * n + i holds draw j of image i.
         q = unwrap(encoder(x, training=training))
@@ -254,12 +254,23 @@ class VAE(tfk.Model):
             # the regularizer's own single draw would be noisier and, left unread, its prior
             # log-density (for the VampPrior, an encoder pass over the pseudo-images) is pruned.
             kl = tf.reduce_mean(log_q - log_pz)
-        return -tf.reduce_mean(bound), -tf.reduce_mean(log_px), kl
+        return -tf.reduce_mean(bound) + self._penalty(), -tf.reduce_mean(log_px), kl
+
+    def _kl_losses(self) -> list:
+        # The KL regularizer's loss (mean over the batch) is the posterior layer's own; the
+        # tests check it appears exactly once. An autoencoder's posterior has none.
+        return self.encoder.get_layer("posterior").losses
 
     def _kl_from_regularizer(self):
-        # The encoder's only loss is the KL regularizer's (mean over the batch); the
-        # tests check it appears exactly once.
-        return tf.add_n(self.encoder.losses) if self.encoder.losses else tf.zeros([])
+        losses = self._kl_losses()
+        return tf.add_n(losses) if losses else tf.zeros([])
+
+    def _penalty(self):
+        """The sum of the losses a user's layers add (weight regularizers, `add_loss`) in the
+        encoder, decoder or prior: part of the loss, never of the KL or the ELBO."""
+        kl = {id(loss) for loss in self._kl_losses()}
+        others = [loss for loss in self.losses if id(loss) not in kl]
+        return tf.add_n(others) if others else tf.zeros([])
 
     def _update_metrics(self, loss, nll, kl):
         for name, value in (("loss", loss), ("nll", nll), ("kl", kl), ("elbo", -(nll + kl))):
