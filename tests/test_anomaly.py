@@ -495,3 +495,15 @@ def test_fit_detectors_and_score_all_refuse_what_they_cannot_share():
         fit_detectors(autoencoder, x, ("distortion", "log_prob"))
     with pytest.raises(ValueError, match="plain autoencoder"):
         AnomalyDetector(estimator=autoencoder).fit(x)
+
+
+def test_zlib_complexity_without_a_seed_binarises_with_the_seed_it_draws(trained_digits, digits, monkeypatch):
+    """seed=None draws one seed for every pass: the zlib complexity binarised with seed 0 and
+    drew its log p(x) with another, random, seed."""
+    (x, _), _ = digits
+    estimator = trained_digits.estimator()
+    drawn = int(np.random.default_rng(123).integers(2**31))
+    monkeypatch.setattr(np.random, "default_rng", lambda *a: np.random.Generator(np.random.PCG64(123)))
+    unseeded = compute_scores(estimator, x[:6], ("complexity",), num_samples=4, seed=None, compressor="zlib")
+    seeded = compute_scores(estimator, x[:6], ("complexity",), num_samples=4, seed=drawn, compressor="zlib")
+    np.testing.assert_array_equal(unseeded["complexity"], seeded["complexity"])

@@ -105,6 +105,10 @@ def compute_scores(
         )
     x = check_images(x, "x", getattr(estimator, "image_shape", None))
     ids = check_ids(ids, len(x), check_int(index_offset, "index_offset", minimum=0))
+    if seed is None:
+        # One random seed for every pass below, as one graph call would draw: the zlib
+        # complexity's binarisation and its log p(x) then come from the same draws.
+        seed = int(np.random.default_rng().integers(2**31))
     outputs = [name for name in scores if not (name == "complexity" and compressor == "zlib")]
     if stderr:
         outputs += [f"{name}_stderr" for name in ("log_prob", "elbo") if name in scores]
@@ -131,7 +135,7 @@ def compute_scores(
         if grey.any():
             # As the graph does: a grey image is scored as its fixed binarisation keyed by id and seed.
             xb = xb.copy()
-            xb[grey] = binarize(xb[grey], 0 if seed is None else seed, ids=ids[grey])
+            xb[grey] = binarize(xb[grey], seed, ids=ids[grey])
             log_pb = estimator.log_prob(xb, num_samples, ids=ids, seed=seed, progress=progress)
         else:
             log_pb = out["log_prob"]
