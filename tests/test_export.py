@@ -132,6 +132,8 @@ def test_served_calls_name_bad_inputs(trained_digits):
     module = ServingModule(trained_digits, num_samples=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`num_samples` must be >= 0"):
         module.sample(tf.constant(-1), tf.constant(0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`seed` must be >= 0"):
+        module.sample(tf.constant(2), tf.constant(-1))
     assert module.sample(tf.constant(0), tf.constant(0))["images"].shape == (0, 8, 8, 1)
     for signature in (module.log_prob, module.elbo):
         with pytest.raises(tf.errors.InvalidArgumentError, match="`images` must hold at least one image"):

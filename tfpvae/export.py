@@ -202,8 +202,11 @@ class ServingModule(tf.Module):
         return self._scores(images, self._row_ids(images), seed, ("elbo",))
 
     def _sample(self, num_samples, seed):
-        check = tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be >= 0")
-        num_samples = _after(check, num_samples)
+        checks = [
+            tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be >= 0"),
+            tf.debugging.assert_non_negative(seed, message="`seed` must be >= 0"),  # as the scores'
+        ]
+        num_samples = _after(tf.group(checks), num_samples)
         _, decoder, prior = self._networks()
         # One draw of all the codes (num_samples x d, small beside the images), so the
         # samples are those of an unchunked call; only the decoding goes chunk by chunk.
