@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfpvae.config import VAEConfig
-from tfpvae.runs import RunSettings, read_settings, resumed_settings, train_run, write_history_csv
+from tfpvae.runs import RunFolderError, RunSettings, read_settings, resumed_settings, train_run, write_history_csv
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,12 @@ def test_read_settings_refuses_folders_that_are_not_runs(tmp_path):
         read_settings(tmp_path)
     (tmp_path / "train_args.json").write_text(json.dumps({"dataset": "digits", "epochs": 3}))
     with pytest.raises(ValueError, match="lacks data_dir, limit, batch_size"):
+        read_settings(tmp_path)
+    (tmp_path / "train_args.json").write_text('{"dataset": "digits", "epo')  # cut short
+    with pytest.raises(RunFolderError, match="train_args.json is not valid JSON"):
+        read_settings(tmp_path)
+    (tmp_path / "train_args.json").write_text("[1, 2]")
+    with pytest.raises(RunFolderError, match="holds a list, not the settings object"):
         read_settings(tmp_path)
 
 

@@ -173,12 +173,19 @@ def read_settings(run_dir: str | os.PathLike) -> RunSettings:
 
     Raises:
       FileNotFoundError: the folder has no train_args.json (not a run folder).
-      RunFolderError: the file lacks settings every run folder has.
+      RunFolderError: the file is not valid JSON, or lacks settings every run folder has.
     """
     path = Path(run_dir) / TRAIN_ARGS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {TRAIN_ARGS_FILE}: it is not a run folder of tfpvae train.")
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunFolderError(
+            f"{path} is not valid JSON ({err}): it was damaged or not written by tfpvae train."
+        ) from None
+    if not isinstance(saved, dict):
+        raise RunFolderError(f"{path} holds a {type(saved).__name__}, not the settings object tfpvae train writes.")
     missing = [k for k in _ALWAYS_WRITTEN if k not in saved]
     if missing:
         raise RunFolderError(f"{path} lacks {', '.join(missing)}: not written by tfpvae train.")
