@@ -1,11 +1,13 @@
 import errno
 import hashlib
 import os
+import time
 
 import numpy as np
 import pytest
 
 from tfpvae._io import (
+    STALE_TEMPORARY_S,
     StorageError,
     atomic_write,
     atomic_write_files,
@@ -23,6 +25,19 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     path.write_text("old")
     atomic_write_text(path, "new")
     assert path.read_text() == "new" and os.listdir(tmp_path) == ["f.json"]
+
+
+def test_a_write_removes_the_temporaries_a_killed_writer_left(tmp_path):
+    """Only those of this file, and only when old: a fresh one may be another writer's."""
+    path = tmp_path / "f[1].json"
+    stale, fresh, other = (tmp_path / name for name in (".f[1].json.ab12.tmp", ".f[1].json.cd34.tmp", ".g.json.x.tmp"))
+    for tmp in (stale, fresh, other):
+        tmp.write_text("half")
+    long_ago = time.time() - 2 * STALE_TEMPORARY_S
+    os.utime(stale, (long_ago, long_ago))
+    os.utime(other, (long_ago, long_ago))
+    atomic_write_text(path, "new")
+    assert sorted(os.listdir(tmp_path)) == sorted([path.name, fresh.name, other.name])
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):

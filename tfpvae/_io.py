@@ -9,9 +9,11 @@ which names the operation and the path, and leaves the previous file as it was.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -131,6 +133,24 @@ def atomic_write_files(files: dict[str | os.PathLike, Callable[[IO[bytes]], Any]
     finally:
         for tmp, _ in written:
             Path(tmp).unlink(missing_ok=True)
+    for _, path in written:
+        _remove_stale_temporaries(path)
+
+
+# A temporary file this much older than its last write is a leftover of a killed writer
+# (SIGKILL, a power cut): no write of ours takes that long without touching its file.
+STALE_TEMPORARY_S = 3600.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Removes the temporary files of `path` that killed writers left (best effort)."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink()
+        except OSError:  # gone already, or not ours to remove
+            pass
 
 
 def make_folder(path: str | os.PathLike) -> Path:
