@@ -4,8 +4,11 @@
 convolutions) in bfloat16, which the matrix units of recent CPUs (Intel AMX, AVX-512 BF16)
 and GPUs (compute capability 8.0 and later) execute several times faster than float32;
 their products accumulate in float32 inside the unit. Everything else stays float32:
-biases, activations, normalisation, the distribution heads, log-probabilities and the
-log-sum-exp of the scoring core. (Measured on an AMX CPU: activations in bfloat16 cost more
+biases, activations, normalisation, the encoder's posterior head (its parameter layer,
+product included, since the posterior's scale needs the precision), the decoder's
+Bernoulli head (its logits come from a bfloat16 product like every other layer's, and
+are float32 from the accumulator on), log-probabilities and the log-sum-exp of the
+scoring core. (Measured on an AMX CPU: activations in bfloat16 cost more
 than they save, because only the matrix units are native in bfloat16.)
 
 `low_precision(network)` rebuilds a functional tf_keras model with each Dense, Conv1D/2D/3D
