@@ -308,3 +308,39 @@ def test_load_1000_mixed_requests_from_4_threads_every_answer_checked(trained_di
                 np.testing.assert_allclose(
                     answers[i][name], library[name][start:stop], atol=1e-4, err_msg=f"request {i}, {name}"
                 )
+
+
+def test_a_failed_export_leaves_no_new_folder_and_an_old_export_whole(tmp_path, trained_digits, monkeypatch):
+    import errno
+    import os
+
+    import tfpvae.export as export_module
+    from tfpvae._io import StorageError
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_module.tf.saved_model, "save", no_space)
+        with pytest.raises(StorageError, match="No space left"):
+            export_module.export(trained_digits, tmp_path / "new", num_samples=2)
+    assert not (tmp_path / "new").exists()  # the folder the call made went with it
+
+    old = export_module.export(trained_digits, tmp_path / "s", num_samples=2)
+    before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    real = os.replace
+
+    def refuse_new_variables(src, dst):
+        if str(dst) == str(old / "variables") and ".partial" in str(src) and "old." not in str(src):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_module.os, "replace", refuse_new_variables)
+        with pytest.raises(StorageError, match="move the SavedModel into"):
+            export_module.export(trained_digits, old, num_samples=3, overwrite=True)
+    after = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    assert after == before  # every old part back in place, nothing new beside it
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+    served = tf.saved_model.load(str(old))
+    assert served.signatures["log_prob"](images=tf.zeros([1, 8, 8, 1]), seed=tf.constant(0))["log_prob"].shape == (1,)

@@ -34,6 +34,7 @@ chunking leaves the answers as they were (to float32 rounding). Load with plain 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -48,7 +49,7 @@ from tfpvae._validation import check_float, check_int, check_seed
 from tfpvae.likelihood import default_batch_elements
 from tfpvae.precision import networks_in, resolve_precision
 from tfpvae.scoring import ScoringPlan, score_images
-from tfpvae.write_guard import claim_folder
+from tfpvae.write_guard import LOCK_FILE, OWNER_FILE, claim_folder
 
 # What tf.saved_model.save writes into a folder.
 _SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
@@ -259,6 +260,18 @@ def export(
         name: getattr(module, name).get_concrete_function() for name in ("score", "log_prob", "elbo", "sample")
     }
     # The module before the folder: arguments it refuses leave no folder behind.
+    created = not path.exists()
+    try:
+        _export_into(path, module, signatures, overwrite)
+    except BaseException:
+        if created:  # nor does a failed write: the folder this call made goes again
+            _remove_if_unused(path)
+        raise
+    return path
+
+
+def _export_into(path: Path, module: ServingModule, signatures: dict, overwrite: bool) -> None:
+    """Writes the SavedModel in a staging folder beside `path`, then moves it in (`_move_into`)."""
     with claim_folder(path, ("saved_model.pb",), what="a SavedModel", argument="path", overwrite=overwrite):
         try:
             staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
@@ -274,24 +287,41 @@ def export(
             _move_into(staging, path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return path
+
+
+def _remove_if_unused(path: Path) -> None:
+    """Removes a folder that holds nothing but the write lock's file (best effort)."""
+    try:
+        if {p.name for p in path.iterdir()} <= {LOCK_FILE, OWNER_FILE}:
+            shutil.rmtree(path)
+    except OSError:
+        pass
 
 
 def _move_into(staging: Path, path: Path) -> None:
     """Moves a complete SavedModel from `staging` into `path`, replacing the one there.
 
-    Renames only (no copying, nothing left half-written); saved_model.pb goes last, so a
-    reader finds it only once its variables are in place.
+    Renames only (no copying, nothing left half-written). The old saved_model.pb goes
+    first and the new one last, so a reader finds a saved_model.pb only beside its own
+    variables: a kill in between leaves a folder that is plainly not a SavedModel, never
+    an old graph over new weights. A rename that fails puts the old parts back.
     """
     new = sorted(os.listdir(staging), key=lambda name: name == "saved_model.pb")
-    old = [name for name in _SAVED_MODEL_ENTRIES if (path / name).exists() and name not in new]
+    entries = ["saved_model.pb", *(name for name in _SAVED_MODEL_ENTRIES if name != "saved_model.pb")]
+    aside = []  # (old part's place, where it waits in staging)
     try:
-        for name in new:
-            if (path / name).is_dir():  # a folder cannot be renamed over a full one: move the old one aside
+        for name in entries:  # the old SavedModel, saved_model.pb first, moved aside whole
+            if (path / name).exists():
                 os.replace(path / name, staging / f"old.{name}")
+                aside.append((path / name, staging / f"old.{name}"))
+        for name in new:
             os.replace(staging / name, path / name)
-        for name in old:  # parts of the old SavedModel the new one does not have
-            target = path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
     except OSError as err:
+        for name in new:  # what did come in goes back, and the old parts return
+            if (path / name).exists() and not (staging / name).exists():
+                with contextlib.suppress(OSError):
+                    os.replace(path / name, staging / name)
+        for place, waiting in reversed(aside):
+            with contextlib.suppress(OSError):
+                os.replace(waiting, place)
         raise storage_error("move the SavedModel into", path, err) from err
