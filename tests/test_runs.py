@@ -81,3 +81,31 @@ def test_settings_that_do_not_combine_are_refused(kwargs, match):
 def test_history_csv_has_one_row_per_epoch(tmp_path):
     write_history_csv({"loss": [3.0, 2.5], "kl": [1.0, 1.25]}, tmp_path / "h.csv")
     assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,loss,kl", "1,3.0,1.0", "2,2.5,1.25"]
+
+
+def test_a_resume_cut_short_leaves_no_scores_of_the_older_model(digits_run, tmp_path, monkeypatch):
+    """The scores of the finished segment described the model of its last epoch; a resume
+    that trains on and is interrupted must not leave them beside the newer model."""
+    import os
+    import shutil
+    import signal
+
+    from tfpvae import runs
+    from tfpvae._keras import tfk
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run[0], run)
+    assert (run / "scores.csv").is_file() and (run / "evaluation.json").is_file()
+
+    class Interrupt(tfk.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):  # the run's one batch per epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    real = runs._extra_callbacks
+    monkeypatch.setattr(runs, "_extra_callbacks", lambda *args: [*real(*args), Interrupt()])
+    result = train_run(run, resume=True, epochs=4, verbose=0, score_limit=40, note=lambda text: None)
+    assert result.interrupted
+    assert not any((run / name).exists() for name in ("scores.csv", "scores.csv.json", "evaluation.json"))
+    monkeypatch.setattr(runs, "_extra_callbacks", real)
+    result = train_run(run, resume=True, epochs=4, verbose=0, score_limit=40, note=lambda text: None)
+    assert result.epochs_completed == 4 and (run / "scores.csv").is_file() and (run / "evaluation.json").is_file()

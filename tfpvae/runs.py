@@ -53,16 +53,8 @@ FIGURE_FILES = (
     "evolution.gif",
     "reconstructions_by_epoch.png",
 )
-RUN_OUTPUTS = (
-    TRAIN_ARGS_FILE,
-    "checkpoint.npz",
-    *MODEL_FILES,
-    "history.csv",
-    "scores.csv",
-    "scores.csv.json",
-    "evaluation.json",
-    *FIGURE_FILES,
-)
+_SCORE_FILES = ("scores.csv", "scores.csv.json", "evaluation.json")
+RUN_OUTPUTS = (TRAIN_ARGS_FILE, "checkpoint.npz", *MODEL_FILES, "history.csv", *_SCORE_FILES, *FIGURE_FILES)
 # What makes a folder a run `train_run` does not write over unasked: settings alone are a
 # run killed before its first checkpoint, with nothing to keep.
 _TAKEN_IF = tuple(name for name in RUN_OUTPUTS if name != TRAIN_ARGS_FILE)
@@ -306,6 +298,10 @@ def train_run(
         if resume:
             if chief and settings != stored and settings.epochs >= done:
                 _write_settings(run, settings)  # the new totals, so a later resume continues to them
+            if chief and (settings.epochs > done or settings.time_budget):
+                # The scores describe the model of epoch `done`, which training now replaces:
+                # written again when the run finishes, never left beside a newer model.
+                remove_files(run, _SCORE_FILES)
         else:
             config = config or VAEConfig()
             seed = config.seed if settings.seed is None else settings.seed
