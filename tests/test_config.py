@@ -132,3 +132,46 @@ def test_options_may_not_nest_deeper_than_a_config_can_be_copied():
         nested = [nested]
     config = VAEConfig(options={"a": nested})
     assert VAEConfig.from_json(config.to_json()) == config
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def test_numpy_numbers_are_stored_as_the_python_numbers_they_equal():
+    import numpy as np
+
+    fields = {"latent_dim": 2, "num_components": 3, "hidden_units": 8, "beta": 0.5, "dropout": 0.25, "seed": 7}
+    plain = VAEConfig(**fields)
+    numpy = VAEConfig(
+        latent_dim=np.int64(2),
+        num_components=np.int32(3),
+        hidden_units=np.uint8(8),
+        beta=np.float32(0.5),
+        dropout=np.float64(0.25),
+        seed=np.int64(7),
+    )
+    # Stored unconverted before: to_json() and hash() raised "Object of type int64 is not JSON serializable".
+    assert numpy == plain and hash(numpy) == hash(plain) and numpy.to_json() == plain.to_json()
+    assert all(type(getattr(numpy, name)) is type(value) for name, value in fields.items())
+    assert VAEConfig.from_json(numpy.to_json()) == plain
+    # An int for a float field is stored as the float: equal configs hash alike.
+    assert type(VAEConfig(beta=1).beta) is float and hash(VAEConfig(beta=1)) == hash(VAEConfig(beta=1.0))
+
+
+def test_seed_past_int32_is_refused_naming_it():
+    assert VAEConfig(seed=2**31 - 1).seed == 2**31 - 1
+    # Accepted before; a seed past ~9.2e15 then overflowed deep inside tf_keras when the model was built.
+    for seed in (2**31, 2**63):
+        with pytest.raises(ValueError, match=rf"`seed` must be an int in \[0, 2147483647\]; got {seed}"):
+            VAEConfig(seed=seed)
+    with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 2147483647\]; got -1"):
+        VAEConfig(seed=-1)
+
+
+@pytest.mark.parametrize("prior", ["learned_normal", "mixture", "flow"])
+def test_an_autoencoder_refuses_a_trainable_prior(prior):
+    # Accepted before: with no KL term nothing trains the prior, and sample() drew from its initial values.
+    with pytest.raises(ValueError, match=rf"`prior='{prior}'` has trainable weights, which model_type='ae' never"):
+        VAEConfig(prior=prior, model_type="ae")
+    assert VAEConfig(prior=prior).model_type == "vae"
+    assert VAEConfig(prior="normal", model_type="ae").prior == "normal"

@@ -66,3 +66,37 @@ def test_dropout_layers_follow_every_hidden_dense_layer():
         assert all(names[i - 1] == "Dense" for i, n in enumerate(names) if n == "Dropout")
         assert all(layer.rate == 0.2 for layer in body.layers if type(layer).__name__ == "Dropout")
     assert "Dropout" not in [type(layer).__name__ for layer in encoder_body(VAEConfig()).layers]
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def test_a_registered_body_must_have_one_output_a_list_of_one_being_that_output():
+    import tfpvae
+    from tfpvae._keras import tfk, tfkl
+    from tfpvae.networks import build_body
+
+    def builder(config, role):
+        images = tfkl.Input(config.input_shape)
+        features = tfkl.Flatten()(images)
+        outputs = [tfkl.Dense(n)(features) for n in config.options["widths"]]
+        return tfk.Model(images, outputs)
+
+    tfpvae.register_network("test_outputs")(builder)
+    try:
+        config = VAEConfig(input_shape=(4, 4, 1), latent_dim=2, architecture="test_outputs", options={"widths": [8, 8]})
+        # Was AttributeError: 'list' object has no attribute 'shape'.
+        with pytest.raises(ValueError, match=r"^The encoder of network 'test_outputs' must have one output; got 2\.$"):
+            build_body(config, "encoder")
+        body = build_body(config.replace(options={"widths": [5]}), "encoder")
+        assert body(np.zeros((3, 4, 4, 1), np.float32)).shape == (3, 5)
+    finally:
+        tfpvae.registry.networks.unregister("test_outputs")
+
+
+def test_the_largest_seed_a_config_takes_builds_reproducible_bodies():
+    # Per-layer seeds are seed * 1000 + index: VAEConfig's int32 bound keeps them within tf_keras' int64.
+    config = VAEConfig(input_shape=(4, 4, 1), latent_dim=2, hidden_units=4, seed=2**31 - 1)
+    for body in (encoder_body, decoder_body):
+        for wa, wb in zip(body(config).get_weights(), body(config).get_weights()):
+            np.testing.assert_array_equal(wa, wb)

@@ -177,3 +177,111 @@ def test_flow_prior_has_its_layers_and_a_monte_carlo_kl():
     assert len(p.mades) == 3 and not p.exact_kl
     # Each MADE: 3 -> 16 -> 16 -> 3 x 2 (shift and log-scale), with biases; all created at build.
     assert sum(int(np.prod(w.shape)) for w in p.trainable_weights) == 3 * (3 * 16 + 16 + 16 * 16 + 16 + 16 * 6 + 6)
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def test_a_prior_layer_may_state_exact_kl_in_init_or_as_a_class_attribute():
+    from tfpvae._keras import tfd
+    from tfpvae.priors import PriorLayer, uses_exact_kl
+
+    class Stated(PriorLayer):
+        def __init__(self, exact_kl, **kwargs):
+            super().__init__(**kwargs)
+            self.exact_kl = exact_kl  # raised AttributeError: the property had no setter
+            self._normal = tfd.MultivariateNormalDiag(tf.zeros(2), tf.ones(2))
+
+        @property
+        def distribution(self):
+            return self._normal
+
+    class ClassStated(PriorLayer):
+        exact_kl = False  # as VampPrior states it
+
+        @property
+        def distribution(self):
+            return tfd.MultivariateNormalDiag(tf.zeros(2), tf.ones(2))
+
+    # TFP has the closed form to a normal: only a stated False makes the model estimate it.
+    assert Stated(None).exact_kl is True and uses_exact_kl(Stated(None))
+    layer = Stated(False)
+    assert layer.exact_kl is False and not uses_exact_kl(layer)
+    layer.exact_kl = None  # back to working it out
+    assert layer.exact_kl is True
+    assert ClassStated().exact_kl is False and not uses_exact_kl(ClassStated())
+    with pytest.raises(TypeError, match="`exact_kl` must be True, False or None; got 'no'"):
+        Stated("no")
+
+
+def _cauchy(config):
+    from tfpvae._keras import tfd
+    from tfpvae.priors import FixedPrior
+
+    d = config.latent_dim
+    return FixedPrior(tfd.Independent(tfd.Cauchy(tf.zeros(d), tf.ones(d)), 1, name="cauchy"), name="prior")
+
+
+def test_a_prior_without_a_mean_samples_exactly_at_temperature_one_and_refuses_another():
+    import tfpvae
+    from tfpvae._keras import tfd, tfp
+
+    tfpvae.register_prior("test_cauchy")(_cauchy)
+    try:
+        model = tfpvae.VAE(input_shape=(4, 4, 1), latent_dim=2, hidden_units=8, prior="test_cauchy", seed=0)
+        images, z = model.sample(500, seed=0, return_latents=True)
+        # Were all NaN ("`z` contains NaN or Inf values"): centre + 1 * (z - centre) with a NaN centre.
+        expected = model.prior.sample(500, seed=tfp.random.split_seed(tf.constant([0, 0], tf.int32), 2)[0])
+        np.testing.assert_array_equal(z, expected.numpy())
+        assert np.isfinite(images).all() and 0.7 < np.median(np.abs(z)) < 1.3  # Cauchy(0, 1): median |z| is 1
+        with pytest.raises(ValueError, match="`temperature` 0.5 needs a prior with a finite mean .* 'cauchy'"):
+            model.sample(3, temperature=0.5, seed=0)
+    finally:
+        tfpvae.registry.priors.unregister("test_cauchy")
+    # A mixture of Cauchy components: exact at temperature 1, refused at another.
+    mixture = tfd.MixtureSameFamily(
+        tfd.Categorical(logits=tf.zeros(3)), tfd.Independent(tfd.Cauchy(tf.zeros((3, 2)), tf.ones((3, 2))), 1)
+    )
+    assert np.isfinite(sample_prior(mixture, 100, seed=1).numpy()).all()
+    with pytest.raises(ValueError, match="`temperature` 2.0 needs a prior with a finite mean"):
+        sample_prior(mixture, 100, temperature=2.0, seed=1)
+
+
+def test_an_autoencoder_refuses_a_registered_prior_with_trainable_weights():
+    import tfpvae
+    from tfpvae.config import VAEConfig
+    from tfpvae.priors import LearnedNormalPrior, build_prior
+
+    def learned(config):
+        return LearnedNormalPrior(config.latent_dim, trainable=config.options.get("trainable", True))
+
+    tfpvae.register_prior("test_learned")(learned)
+    tfpvae.register_prior("test_fixed_cauchy")(_cauchy)
+    try:
+        config = VAEConfig(latent_dim=2, prior="test_learned", model_type="ae")  # known only once built
+        with pytest.raises(ValueError, match="`prior='test_learned'` has trainable weights, which model_type='ae'"):
+            build_prior(config)
+        assert len(build_prior(config.replace(model_type="vae")).trainable_weights) == 2
+        # Fixed priors suit an autoencoder: no weights, or weights that are not trained.
+        assert not build_prior(config.replace(options={"trainable": False})).trainable_weights
+        assert build_prior(config.replace(prior="test_fixed_cauchy")).distribution.event_shape == [2]
+    finally:
+        tfpvae.registry.priors.unregister("test_learned")
+        tfpvae.registry.priors.unregister("test_fixed_cauchy")
+
+
+def test_every_documented_default_of_a_prior_layer_is_its_signature_default():
+    import inspect
+    import re
+
+    from tfpvae import priors
+
+    for layer in (priors.LearnedNormalPrior, priors.MixturePrior, priors.VampPrior, priors.FlowPrior):
+        doc = inspect.getdoc(layer).split("Args:")[1].split("Attributes:")[0]
+        # One entry per argument: "name: text", continued on more deeply indented lines.
+        entries = dict(re.findall(r"^  (\w+): (.*(?:\n    .*)*)", doc, flags=re.M))
+        params = inspect.signature(layer.__init__).parameters
+        for name, text in entries.items():
+            if name in params and re.search(r"\bDefault\b", text):
+                # VampPrior's said "Default 10" of an argument it required.
+                assert params[name].default is not inspect.Parameter.empty, f"{layer.__name__}({name})"

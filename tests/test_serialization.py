@@ -13,8 +13,11 @@ def x(digits):
     return digits[0][0][:16]
 
 
-@pytest.mark.parametrize("prior", ["normal", "learned_normal", "mixture"])
-@pytest.mark.parametrize("model_type", ["vae", "ae"])
+@pytest.mark.parametrize(
+    "prior, model_type",
+    # An autoencoder takes only a fixed prior: with no KL term, nothing would train a learned one.
+    [("normal", "vae"), ("learned_normal", "vae"), ("mixture", "vae"), ("normal", "ae")],
+)
 def test_reload_is_bit_for_bit(prior, model_type, x, tmp_path):
     model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=3, prior=prior, model_type=model_type, seed=0)
     model.fit(x, epochs=1, batch_size=8, verbose=0)
@@ -126,3 +129,46 @@ def test_a_folder_of_every_format_loads_with_the_log_prob_it_was_saved_with(fixt
     log_prob = model.log_prob(x, expected["num_samples"], seed=expected["seed"])
     # Equal up to float32 rounding, which differs in the last bits between CPUs.
     np.testing.assert_allclose(log_prob, expected["log_prob"], rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("history", {"note": "my own custom-loop log"}),  # was saved, then load failed
+        ("format_version", 2),  # was saved: the folder then claimed a format this tfpvae cannot read
+        ("tfpvae_version", "0.0.1"),
+        ("weights_sha256", "0" * 64),
+    ],
+)
+def test_extra_metadata_may_not_replace_the_entries_tfpvae_writes(saved, key, value):
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    model = tfpvae.load(saved)
+    with pytest.raises(ValueError, match=f"{key}"):
+        tfpvae.save(model, saved, extra_metadata={key: value})
+    # Refused before anything is written: the earlier model is whole and loads.
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert tfpvae.load(saved).config == model.config
+    tfpvae.save(model, saved, extra_metadata={"my_history": value})  # the user's entry under a key of its own
+    assert json.loads((saved / "metadata.json").read_text())["my_history"] == value
+
+
+def test_write_model_files_refuses_every_reserved_key_of_extra_metadata_naming_it(tmp_path):
+    from tfpvae.config import VAEConfig
+    from tfpvae.serialization import RESERVED_METADATA_KEYS, check_extra_metadata, read_model_files, write_model_files
+
+    config, weights = VAEConfig(), [np.zeros(2, np.float32)]
+    assert "history" in RESERVED_METADATA_KEYS and "registered_by" in RESERVED_METADATA_KEYS
+    for key in RESERVED_METADATA_KEYS:
+        with pytest.raises(ValueError, match=f"^`extra_metadata` key '{key}' is reserved: tfpvae writes it"):
+            write_model_files(tmp_path / "m", config, weights, {"history": {}}, extra_metadata={key: {}})
+        assert not (tmp_path / "m").exists()  # nothing written, not even the folder
+    with pytest.raises(TypeError, match="`extra_metadata` must be a dict of JSON values; got list"):
+        check_extra_metadata([("note", 1)])
+    assert check_extra_metadata(None) == {}
+    write_model_files(tmp_path / "m", config, weights, {"history": {"loss": [1.5]}}, extra_metadata={"note": "x"})
+    files = read_model_files(tmp_path / "m")
+    assert files.metadata["note"] == "x" and files.metadata["history"] == {"loss": [1.5]}
+    assert files.metadata["format_version"] == 1 and files.config == config

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
 from tfpvae import registry
-from tfpvae._validation import check_choice, check_float, check_int, check_shape, show
+from tfpvae._validation import (
+    MAX_INT32_SEED,
+    check_choice,
+    check_float,
+    check_int,
+    check_seed,
+    check_shape,
+    show,
+)
 
 # The built-in names; `tfpvae.registry` holds these and the ones users register.
 PRIORS = registry.BUILTIN_PRIORS
 ARCHITECTURES = registry.BUILTIN_NETWORKS
 MODEL_TYPES = ("vae", "ae")
+# The built-in priors with trainable weights, which only a VAE's KL term trains (model_type
+# "ae" refuses them; a registered prior with trainable weights is refused when it is built).
+TRAINABLE_PRIORS = ("learned_normal", "mixture", "vamp", "flow")
 BINARIZE = ("dynamic", "none")
 ACTIVATIONS = ("relu", "elu", "swish", "leaky_relu", "tanh")
 # Learning-rate schedules of `tfpvae.schedules` (here, free of TensorFlow, for the CLI's parser).
@@ -65,6 +77,9 @@ _MAX_OPTIONS_DEPTH = 32
 class VAEConfig:
     """All hyperparameters of a `tfpvae.VAE`; defaults suit 28x28 grey images.
 
+    Every field is checked when the config is made, and NumPy numbers are stored as the
+    Python int or float they equal, so a config always converts to JSON.
+
     Attributes:
       input_shape: (height, width, channels) of the images. Default (28, 28, 1), MNIST.
       latent_dim: dimension of z. Default 16: enough for MNIST's likelihood without the
@@ -88,7 +103,11 @@ class VAEConfig:
         (prior="flow"). Default 128.
       beta: weight of the KL term in the loss (1.0 gives the ELBO). Default 1.0.
       model_type: "vae" (default) or "ae", a plain autoencoder with a deterministic
-        bottleneck and the same networks, for comparing latent spaces.
+        bottleneck and the same networks, for comparing latent spaces. An autoencoder's
+        loss has no KL term, so nothing would train a prior's weights: "ae" takes only a
+        fixed prior, "normal" or a registered one without trainable weights (the
+        built-in trainable priors are refused here, a registered one when the model
+        builds it, by `tfpvae.priors.build_prior`).
       filters: channels of the first conv block; later blocks double it. Default 32.
       hidden_units: width of the dense layers (the "mlp" bodies also have one layer of
         twice this width). Default 256.
@@ -112,7 +131,8 @@ class VAEConfig:
         than the ELBO and usually gives a better test log-likelihood, at about k times the
         decoder cost per step. With `beta` != 1 (or a KL warm-up) each log-weight is
         log p(x|z) + beta * (log p(z) - log q(z|x)). Needs model_type "vae".
-      seed: seed for weight initialisation and the prior's initial values; None draws one.
+      seed: seed for weight initialisation and the prior's initial values, an int in
+        [0, 2**31 - 1] as every seed of tfpvae; None (default) draws one.
       options: settings for a registered network's or prior's builder, a dict of JSON
         values with string keys (e.g. {"blocks": 3}), saved with the config. Default {}.
         The built-in builders ignore it.
@@ -150,31 +170,42 @@ class VAEConfig:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_shape", check_shape(self.input_shape, "input_shape"))
+        # Each check's converted value is stored, not only checked: a NumPy number (np.int64
+        # latent_dim, np.float32 beta) would otherwise stay in the config, which JSON (and so
+        # saving and hash()) cannot hold, and an int beta would hash unlike the equal float.
+        store = functools.partial(object.__setattr__, self)
+        store("input_shape", check_shape(self.input_shape, "input_shape"))
         for name, names in CHOICES.items():
             check_choice(getattr(self, name), name, names)
         for name, names in REGISTERED.items():
             names.check(getattr(self, name))
-        object.__setattr__(self, "options", _check_options(self.options))
-        check_int(self.latent_dim, "latent_dim")
-        check_int(self.num_components, "num_components")
-        check_int(self.flow_layers, "flow_layers")
-        check_int(self.flow_hidden_units, "flow_hidden_units")
-        check_float(self.beta, "beta", minimum=0.0)
-        check_int(self.filters, "filters")
-        check_int(self.hidden_units, "hidden_units")
-        check_float(self.dropout, "dropout", minimum=0.0, maximum=1.0, max_inclusive=False)
-        check_float(self.learning_rate, "learning_rate", minimum=0.0, min_inclusive=False)
-        check_float(self.posterior_scale_floor, "posterior_scale_floor", minimum=0.0)
-        check_int(self.train_samples, "train_samples")
+        store("options", _check_options(self.options))
+        for name in ("latent_dim", "num_components", "flow_layers", "flow_hidden_units"):
+            store(name, check_int(getattr(self, name), name))
+        store("beta", check_float(self.beta, "beta", minimum=0.0))
+        store("filters", check_int(self.filters, "filters"))
+        store("hidden_units", check_int(self.hidden_units, "hidden_units"))
+        store("dropout", check_float(self.dropout, "dropout", minimum=0.0, maximum=1.0, max_inclusive=False))
+        store("learning_rate", check_float(self.learning_rate, "learning_rate", minimum=0.0, min_inclusive=False))
+        store("posterior_scale_floor", check_float(self.posterior_scale_floor, "posterior_scale_floor", minimum=0.0))
+        store("train_samples", check_int(self.train_samples, "train_samples"))
         if self.train_samples > 1 and self.model_type != "vae":
             # A point-mass code has no density to weight samples by, and every draw is the same.
             raise ValueError(f"`train_samples` > 1 needs model_type='vae'; got model_type={self.model_type!r}.")
         if self.prior == "vamp" and self.model_type != "vae":
             # The VampPrior is a mixture of q(z|u); a point-mass code has no such density.
             raise ValueError(f"`prior='vamp'` needs model_type='vae'; got model_type={self.model_type!r}.")
-        if self.seed is not None:
-            check_int(self.seed, "seed", minimum=0)
+        if self.prior in TRAINABLE_PRIORS and self.model_type != "vae":
+            # Only the KL term trains a prior, and an autoencoder's loss has none: sample()
+            # would draw from the untrained initial prior.
+            raise ValueError(
+                f"`prior={self.prior!r}` has trainable weights, which model_type={self.model_type!r} never trains "
+                "(an autoencoder's loss has no KL term); use prior='normal' (or a fixed registered prior) "
+                "or model_type='vae'."
+            )
+        # Within int32, as every seed of tfpvae: the networks derive per-layer seeds
+        # seed * 1000 + index, which a seed past ~9.2e15 overflows deep inside tf_keras.
+        store("seed", check_seed(self.seed, "seed", maximum=MAX_INT32_SEED))
 
     def __hash__(self) -> int:
         # `options` is a dict; the JSON text is the config's whole identity.

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from tfpvae import registry
-from tfpvae._keras import tfk, tfkl
+from tfpvae._keras import tf, tfk, tfkl
 from tfpvae._validation import check_choice
 from tfpvae.config import ARCHITECTURES, VAEConfig
 
@@ -172,7 +172,8 @@ def build_body(config: VAEConfig, role: str) -> tfk.Model:
     Raises:
       UnregisteredNameError: no builder is registered under `config.architecture`.
       TypeError: the builder returned something that is not a tf_keras layer.
-      ValueError: the layer's output has the wrong shape for its role.
+      ValueError: the layer has more than one output (a list of one is taken as its
+        output), or its output has the wrong shape for its role.
     """
     role = check_choice(role, "role", registry.NETWORK_ROLES)
     name = config.architecture
@@ -186,7 +187,7 @@ def build_body(config: VAEConfig, role: str) -> tfk.Model:
     if _fits(net, in_shape, role, config):
         return net  # a built-in body (or a user's functional model) that needs no wrapping
     inputs = tfkl.Input(shape=in_shape, name="images" if role == "encoder" else "z")
-    out = net(inputs)
+    out = _one_output(net(inputs), name, role)
     shape = tuple(out.shape[1:])
     h, w, c = config.input_shape
     if role == "encoder" and len(shape) >= 1 and None not in shape:
@@ -200,6 +201,19 @@ def build_body(config: VAEConfig, role: str) -> tfk.Model:
             f"(n, {', '.join(map(str, shape))}); expected {expected}."
         )
     return tfk.Model(inputs, out, name=f"{role}_body")
+
+
+def _one_output(out, name: str, role: str):
+    """The one tensor a body outputs (unwrapped from a list of one), or a ValueError naming the network and role."""
+    outputs = tf.nest.flatten(out)  # a tensor, or a list, tuple or dict of them
+    if len(outputs) != 1:
+        raise ValueError(f"The {role} of network {name!r} must have one output; got {len(outputs)}.")
+    if not hasattr(outputs[0], "shape"):  # a symbolic (Keras) tensor has one
+        raise ValueError(
+            f"The {role} of network {name!r} must output a tensor; got {type(outputs[0]).__module__}."
+            f"{type(outputs[0]).__name__}."
+        )
+    return outputs[0]
 
 
 def _fits(net: tfkl.Layer, in_shape: tuple[int, ...], role: str, config: VAEConfig) -> bool:

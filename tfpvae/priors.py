@@ -19,7 +19,7 @@ import numpy as np
 
 from tfpvae import registry
 from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfp, unwrap
-from tfpvae._validation import MAX_INT32_SEED, check_float, check_int, check_seed, check_shape
+from tfpvae._validation import MAX_INT32_SEED, check_bool, check_float, check_int, check_seed, check_shape
 from tfpvae.config import VAEConfig
 
 
@@ -61,8 +61,10 @@ class PriorLayer(tfkl.Layer):
 
     Attributes:
       distribution: the prior p(z).
-      exact_kl: whether TFP has a closed-form KL(MultivariateNormalTriL || distribution):
-        the model then uses it, and a Monte Carlo estimate otherwise.
+      exact_kl: whether the model takes the closed-form KL(MultivariateNormalTriL ||
+        distribution); a Monte Carlo estimate otherwise. By default, whether TFP has that
+        closed form. A subclass may state it, as a class attribute (`exact_kl = False`)
+        or in `__init__` (`self.exact_kl = False`); None restores the default.
     """
 
     @property
@@ -74,6 +76,11 @@ class PriorLayer(tfkl.Layer):
         if getattr(self, "_exact_kl", None) is None:
             object.__setattr__(self, "_exact_kl", has_exact_kl(self.distribution))
         return self._exact_kl
+
+    @exact_kl.setter
+    def exact_kl(self, value: bool | None) -> None:
+        # A layer may state it (docs/extending.md); None goes back to working it out.
+        object.__setattr__(self, "_exact_kl", check_bool(value, "exact_kl", allow_none=True))
 
     def call(self, inputs=None):  # noqa: D102 - the layer is used through `.distribution`
         return self.distribution
@@ -162,7 +169,8 @@ class VampPrior(PriorLayer):
     """VampPrior (Tomczak & Welling 2018): the mixture of q(z|u_j) of trainable pseudo-images u_j.
 
     Args:
-      num_components: number of pseudo-images. Default 10 (the paper uses 500).
+      num_components: number of pseudo-images; `VAEConfig.num_components` (default 10)
+        gives it. The paper uses 500.
       input_shape: (H, W, C) of the pseudo-images.
       seed: seed for the pseudo-images' initial noise.
       **kwargs: passed to the Keras layer.
@@ -327,11 +335,25 @@ def build_prior(config: VAEConfig) -> tfkl.Layer:
     A prior made from the encoder (one with `attach_posterior`, such as the VampPrior) is
     checked by the model once its encoder is attached; others are checked here.
 
+    An autoencoder (model_type "ae") takes only a fixed prior: its loss has no KL term, so
+    a prior's weights would never train and `VAE.sample` would draw from their initial
+    values. `VAEConfig` refuses the built-in trainable priors; a registered prior, whose
+    weights are known only once built, is refused here if its layer has trainable weights
+    (create them with `trainable=False`, or set `layer.trainable = False`, for a prior
+    that is meant to stay fixed).
+
     Raises:
       UnregisteredNameError: no builder is registered under `config.prior`.
       TypeError, ValueError: the builder's layer is not a prior of event shape (latent_dim,).
+      ValueError: `config.model_type` is "ae" and the prior has trainable weights.
     """
     layer = registry.priors.get(config.prior)(config)
+    if config.model_type != "vae" and getattr(layer, "trainable_weights", None):
+        raise ValueError(
+            f"`prior={config.prior!r}` has trainable weights, which model_type={config.model_type!r} never trains "
+            "(an autoencoder's loss has no KL term); use a prior without trainable weights, such as "
+            "prior='normal', or model_type='vae'."
+        )
     if not hasattr(layer, "attach_posterior"):
         check_prior(layer, config.latent_dim, config.prior)
     return layer
@@ -376,11 +398,17 @@ def sample_prior(
     Args:
       distribution: the prior, event shape (latent_dim,).
       num_samples: number of codes to draw.
-      temperature: spread multiplier, > 0. 1.0: exact prior samples.
-      seed: int seed for reproducible draws.
+      temperature: spread multiplier, > 0. Default 1.0: exact prior samples, for any
+        prior (no centre is used). Another temperature needs a prior whose mean (of
+        each component, for a mixture; of the base, for a flow) is finite.
+      seed: int seed for reproducible draws. Default None (fresh draws).
 
     Returns:
       float32 tensor of shape (num_samples, latent_dim).
+
+    Raises:
+      ValueError: `temperature` is not 1.0 and the prior has no finite mean to scale the
+        spread around (a heavy-tailed prior, such as a Cauchy).
     """
     num_samples = check_int(num_samples, "num_samples")
     temperature = check_float(temperature, "temperature", minimum=0.0, min_inclusive=False)
@@ -398,11 +426,32 @@ def sample_prior(
         index = distribution.mixture_distribution.sample(num_samples, seed=seeds[0])
         z_all = components.sample(num_samples, seed=seeds[1])  # (n, k, d)
         z = tf.gather(z_all, index, axis=1, batch_dims=1)
-        center = tf.gather(components.mean(), index)
+        if temperature == 1.0:
+            # Exact samples; no centre: a heavy-tailed prior has no mean, and NaN - NaN is NaN.
+            # (Drawn component first, as at other temperatures, so a seed gives the same components.)
+            return z
+        center = tf.gather(_finite_mean(components, temperature), index)
     else:
         z = distribution.sample(num_samples, seed=seeds[0])
-        center = distribution.mean()
+        if temperature == 1.0:
+            return z
+        center = _finite_mean(distribution, temperature)
     return center + temperature * (z - center)
+
+
+def _finite_mean(distribution: tfd.Distribution, temperature: float) -> tf.Tensor:
+    """The mean `sample_prior` scales the spread around, or a ValueError naming `temperature` if it has none."""
+    try:
+        mean = distribution.mean()
+    except (NotImplementedError, ValueError, tf.errors.InvalidArgumentError):
+        # No mean implemented, or (allow_nan_stats=False) TFP's refusal of an undefined one.
+        mean = None
+    if mean is None or not bool(tf.reduce_all(tf.math.is_finite(mean))):
+        raise ValueError(
+            f"`temperature` {temperature} needs a prior with a finite mean to scale the spread around; "
+            f"prior {distribution.name!r} ({type(distribution).__name__}) has none: sample it at temperature=1.0."
+        )
+    return mean
 
 
 def _register_builtins() -> None:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tfpvae._io import atomic_write_files, load_npz_arrays, make_folder, numbered_arrays, numbered_keys, sha256
+from tfpvae._validation import show
 from tfpvae._version import __version__
 from tfpvae.config import VAEConfig
 from tfpvae.registry import UnregisteredNameError
@@ -28,6 +29,19 @@ from tfpvae.registry import UnregisteredNameError
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.json", "weights.npz", "metadata.json"
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+# The entries of metadata.json that tfpvae writes itself: `write_model_files` the first three,
+# `tfpvae.model.save` the rest. A user's extra entries may not replace them: a replaced
+# "format_version" or "history" leaves a folder that no longer loads.
+_OWN_KEYS = ("format_version", "tfpvae_version", "weights_sha256")
+RESERVED_METADATA_KEYS = (
+    *_OWN_KEYS,
+    "tensorflow_version",
+    "tensorflow_probability_version",
+    "weights",
+    "num_parameters",
+    "history",
+    "registered_by",
+)
 # Weights are stored under "w0000", "w0001", ... in the order of `Model.weights`, which
 # rebuilding the same config reproduces.
 _WEIGHT_PREFIX = "w"
@@ -51,11 +65,40 @@ class ModelFiles(NamedTuple):
     metadata: dict[str, Any]
 
 
+def check_extra_metadata(extra_metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Returns a user's extra metadata.json entries as a new dict, or raises if one would replace tfpvae's own.
+
+    Args:
+      extra_metadata: a dict of JSON-serialisable entries, or None (none).
+
+    Raises:
+      TypeError: `extra_metadata` is not a dict.
+      ValueError: a key is one of `RESERVED_METADATA_KEYS`; the message names it.
+    """
+    if extra_metadata is None:
+        return {}
+    if not isinstance(extra_metadata, dict):
+        raise TypeError(f"`extra_metadata` must be a dict of JSON values; got {type(extra_metadata).__name__}.")
+    _refuse_reserved(extra_metadata, RESERVED_METADATA_KEYS, "`extra_metadata`")
+    return dict(extra_metadata)
+
+
+def _refuse_reserved(entries: dict[str, Any], reserved: Sequence[str], argument: str) -> None:
+    """Raises ValueError naming `argument` and the first key of `entries` that is in `reserved`."""
+    clash = [key for key in entries if key in reserved]
+    if clash:
+        raise ValueError(
+            f"{argument} key {clash[0]!r} is reserved: tfpvae writes it to metadata.json itself "
+            f"(reserved keys: {', '.join(RESERVED_METADATA_KEYS)}); store your own entries under other keys."
+        )
+
+
 def write_model_files(
     path: str | os.PathLike,
     config: VAEConfig,
     weights: Sequence[Any],
     metadata: dict[str, Any],
+    extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Writes a model folder: each file atomically, the weights first.
 
@@ -65,14 +108,31 @@ def write_model_files(
       config: the model's `VAEConfig`.
       weights: the weight arrays in the order of the model's `weights`.
       metadata: JSON-serialisable entries for metadata.json; the format version, the
-        tfpvae version and the weights' SHA-256 are added.
+        tfpvae version and the weights' SHA-256 are added (and may not be given). A
+        "history" must be {metric: [number per epoch]}, as `read_model_files` requires.
+      extra_metadata: a user's own JSON-serialisable entries, added after `metadata`;
+        none may use a key of `RESERVED_METADATA_KEYS`. Default None (none).
 
     Returns:
       The folder as a `Path`.
 
     Raises:
+      TypeError: `extra_metadata` is not a dict.
+      ValueError: an entry would replace one that tfpvae writes, or the "history" is not
+        a training history; nothing is written, and the folder's old files are unchanged.
       StorageError: the file system refused a write; the folder's old files are unchanged.
     """
+    # Checked before the folder is touched: a refused save must leave an earlier model whole.
+    extra = check_extra_metadata(extra_metadata)
+    _refuse_reserved(metadata, _OWN_KEYS, "`metadata`")
+    metadata = {**metadata, **extra}
+    if "history" in metadata and not is_history(metadata["history"]):
+        # read_model_files would refuse the folder: one holding a user's "history" entry
+        # (tfpvae.save's `extra_metadata`, merged into `metadata`) could never be loaded.
+        raise ValueError(
+            f'metadata "history" must be the training history, {{metric: [number per epoch]}}, which load reads '
+            f"back; got {show(metadata['history'])}. Store your own entries (`extra_metadata`) under other keys."
+        )
     folder = Path(path)
     make_folder(folder)
     buffer = io.BytesIO()
