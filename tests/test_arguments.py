@@ -33,7 +33,7 @@ def test_an_option_without_an_equals_sign_is_a_one_line_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         _parser().parse_args(["--option", "blocks"])
     assert exit_info.value.code == 2
-    assert "expected a KEY=VALUE pair, got 'blocks'" in capsys.readouterr().err
+    assert "expected a KEY=VALUE pair with finite numbers, got 'blocks'" in capsys.readouterr().err
 
 
 def test_architecture_and_prior_choices_are_the_registered_names():
@@ -106,7 +106,7 @@ def test_type_names_come_from_the_config_rules():
         "train_samples": "integer >= 1",
         "flow_layers": "integer >= 1",
         "flow_hidden_units": "integer >= 1",
-        "options": "KEY=VALUE pair",
+        "options": "KEY=VALUE pair with finite numbers",
     }
 
 

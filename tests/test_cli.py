@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -105,6 +106,11 @@ def test_user_errors_print_one_line_and_exit_2(command, match, capsys, monkeypat
         ("detect --model m --seed -1", "argument --seed: expected an integer in [0, 2147483647], got '-1'"),
         ("score --model m --binarize-seed 2147483648", "argument --binarize-seed: expected an integer in"),
         ("detect --model m --limit 3", "argument --limit: expected an integer >= 4, got '3'"),
+        # JSON, and so a saved config, has no NaN or infinity: refused as the flags parse.
+        *(
+            (f"train --dataset digits --out r --option width={value}", f"pair with finite numbers, got 'width={value}'")
+            for value in ("1e999", "NaN", "Infinity", "[1,-Infinity]", '{"a":NaN}')
+        ),
     ],
 )
 def test_argparse_errors_are_one_line_and_exit_2(command, match, capsys):
@@ -716,6 +722,42 @@ def test_dropout_outside_a_fraction_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "argument --dropout: expected a number in [0.0, 1.0), got '1.5'" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_options_the_config_cannot_hold_are_a_one_line_error_naming_the_flag(tmp_path, capsys):
+    deep = "[" * 40 + "]" * 40  # deeper than a config's options may nest
+    assert main(f"train --dataset digits --out {tmp_path / 'r'} --option a={deep}".split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tfpvae: error: `--option` nests lists and dicts more than"), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_notes_each_option_it_ignores(tmp_path, monkeypatch, capsys):
+    import tfpvae.runs
+
+    run = tmp_path / "run"
+    command = f"train --dataset digits --limit 64 --epochs 1 --hidden-units 8 --latent-dim 2 --no-progress --out {run}"
+    assert main(f"{command} --score-limit 8 --option width=8 --option norm=batch --option flag=true".split()) == 0
+    # Only the notes are tested here: the resumed training is not run.
+    calls = []
+    monkeypatch.setattr(tfpvae.runs, "train_run", lambda *a, **k: calls.append((a, k)) or SimpleNamespace(chief=False))
+    capsys.readouterr()
+    resume = f"train --resume {run} --epochs 2 --latent-dim 3"
+    assert main(f"{resume} --option width=4 --option norm=batch --option depth=2 --option flag=1".split()) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tfpvae:")]
+    assert notes == [
+        "tfpvae: note: --latent-dim 3 ignored: the resumed run keeps its own (2).",
+        "tfpvae: note: --option width=4 ignored: the resumed run keeps its own (width=8).",
+        "tfpvae: note: --option depth=2 ignored: the resumed run keeps its own (no depth).",
+        # Compared as JSON, as the saved config holds them: 1 is not true.
+        "tfpvae: note: --option flag=1 ignored: the resumed run keeps its own (flag=true).",
+    ]
+    # The run goes on with its own config and settings: none are passed on.
+    ((args, kwargs),) = calls
+    assert args == (str(run), None, None) and kwargs["resume"]
+    # Options the run already has are no news.
+    assert main(f"train --resume {run} --option norm=batch --option width=8".split()) == 0
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("tfpvae:")] == []
 
 
 def test_iwae_with_an_autoencoder_is_a_one_line_error(tmp_path, capsys):

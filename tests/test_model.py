@@ -237,6 +237,66 @@ def test_fit_accepts_tf_data(digit_batch):
     assert len(hist["loss"]) == 2 and np.isfinite(hist["loss"]).all()
 
 
+def _with_weights(x):
+    """(images, labels, per-image weights), as Keras packs weighted data."""
+    return x, np.zeros(len(x)), np.zeros(len(x), np.float32)
+
+
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda m, x: m.fit(x, sample_weight=np.zeros(len(x)), batch_size=8, verbose=0), "`sample_weight`"),
+        (lambda m, x: m.fit(x, class_weight={0: 1.0, 1: 0.0}, batch_size=8, verbose=0), "`class_weight`"),
+        (lambda m, x: m.evaluate(x, sample_weight=np.zeros(len(x)), verbose=0), "`sample_weight`"),
+        (lambda m, x: m.fit(tf.data.Dataset.from_tensor_slices(_with_weights(x)).batch(8), verbose=0), "`x`"),
+        (lambda m, x: m.evaluate(tf.data.Dataset.from_tensor_slices(_with_weights(x)).batch(8), verbose=0), "`x`"),
+        (lambda m, x: m.fit(x, validation_data=_with_weights(x), verbose=0), "`validation_data`"),
+        # Keras' own batch methods reach the training step with the weights: refused there.
+        (lambda m, x: m.train_on_batch(*_with_weights(x)), "`sample_weight`"),
+    ],
+    ids=["fit", "class_weight", "evaluate", "dataset", "evaluate-dataset", "validation_data", "train_on_batch"],
+)
+def test_per_image_weights_are_refused_before_any_training(call, name, digit_batch):
+    # The loss is the batch mean of every image's negative ELBO: weights would be dropped unseen
+    # (all-zero weights still trained), so each way of passing them is an error naming it.
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.compile()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=f"{name} must .*per-image weights are not supported") as err:
+        call(model, digit_batch)
+    assert "negative ELBO" in str(err.value)
+    assert int(model.optimizer.iterations) == 0 and model.training_history == {}
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_labels_are_accepted_and_unused(digit_batch):
+    # (images, labels) pairs, as tfpvae.datasets.load gives them, train as the images alone.
+    labels = np.arange(len(digit_batch)) % 10
+    runs = []
+    for data, validation in (
+        (tf.data.Dataset.from_tensor_slices((digit_batch, labels)).batch(8), (digit_batch, labels)),
+        (tf.data.Dataset.from_tensor_slices(digit_batch).batch(8), digit_batch),
+    ):
+        tf.random.set_seed(0)  # the same posterior draws in both runs
+        model = VAE(input_shape=(8, 8, 1), latent_dim=2, binarize="none", seed=0)
+        model.compile()
+        runs.append(model.fit(data, validation_data=validation, verbose=0, shuffle=False).history)
+        runs[-1]["evaluate"] = model.evaluate(data, verbose=0)
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("name", ["metrics", "weighted_metrics", "loss_weights"])
+def test_compile_refuses_keras_metrics_and_loss_weights(name):
+    # train_step computes the negative ELBO and its own loss, nll, kl and elbo: Keras' compiled
+    # metrics would never run, and there are no outputs to weight.
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    value = {"loss_weights": [0.5]}.get(name, ["mse"])
+    with pytest.raises(ValueError, match=f"^`{name}` must be None: the model's loss \\(the negative ELBO\\)"):
+        model.compile(**{name: value})
+    assert model.optimizer is None  # not compiled
+
+
 @pytest.mark.slow  # over 7 s; the fast tier skips it, CI runs it
 def test_likelihood_methods_agree_with_the_estimator(digit_batch):
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)

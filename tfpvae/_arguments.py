@@ -175,7 +175,17 @@ def _option(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-option = arg_type(_option, lambda v: True, "KEY=VALUE pair")
+def _finite(pair: tuple[str, Any]) -> bool:
+    # NaN and infinities (NaN, Infinity, 1e999), anywhere in VALUE: JSON, and so a saved
+    # config, cannot hold them.
+    try:
+        json.dumps(pair[1], allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+option = arg_type(_option, _finite, "KEY=VALUE pair with finite numbers")
 
 
 def config_from_args(args: argparse.Namespace, **fields: Any) -> VAEConfig:

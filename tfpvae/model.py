@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # for the annotations only: the estimator is built on first u
 
 # Codes decoded per call when turning many latents into images: bounds peak memory.
 _DECODE_CHUNK = 1024
+_NO_WEIGHTS = "the loss is the model's negative ELBO, every image weighted alike; per-image weights are not supported"
 
 
 def posterior_from_params(params: tf.Tensor, event_size: int, scale_floor: float = 1e-5) -> tfd.Distribution:
@@ -203,6 +204,7 @@ class VAE(tfk.Model):
 
     @property
     def metrics(self):
+        """The loss, nll, kl and elbo trackers, which Keras resets each epoch (`compile` takes no others)."""
         return list(self._trackers.values())
 
     # ------------------------------------------------------------------ training
@@ -212,7 +214,9 @@ class VAE(tfk.Model):
         return self.decoder(tf.convert_to_tensor(q), training=training)
 
     def _prepare_batch(self, data):
-        x = tfk.utils.unpack_x_y_sample_weight(data)[0]
+        x, _, weights = tfk.utils.unpack_x_y_sample_weight(data)  # labels are not used
+        if weights is not None:  # fit and evaluate refuse them first; train_on_batch and such come here
+            raise ValueError(f"`sample_weight` must be None: {_NO_WEIGHTS}.")
         if x.dtype == tf.uint8:
             return tf.cast(x, tf.float32) / 255.0
         return tf.cast(x, tf.float32)
@@ -307,11 +311,15 @@ class VAE(tfk.Model):
             bfloat16; weights, optimizer, heads and loss in float32: see `tfpvae.precision`)
             or "auto" (bfloat16 where the hardware has native bfloat16 units).
             `training_precision` says which was used; scoring has its own (`estimator`).
-          **kwargs: passed to `tf_keras.Model.compile` (e.g. `jit_compile`). A `loss` is
-            not accepted: the loss is the negative ELBO built from the distributions.
+          **kwargs: passed to `tf_keras.Model.compile` (e.g. `jit_compile`). A `loss`,
+            `metrics`, `weighted_metrics` or `loss_weights` is not accepted: the loss is the
+            negative ELBO built from the distributions, reported as loss, nll, kl and elbo.
         """
         if "loss" in kwargs:
             raise ValueError("`loss` is fixed by the model (-log p(x|z) + beta * KL); do not pass one.")
+        for name in ("metrics", "weighted_metrics", "loss_weights"):
+            if kwargs.get(name) is not None:  # `train_step` would never run or report them
+                raise ValueError(f"`{name}` must be None: the model's loss (the negative ELBO) and metrics are fixed.")
         self.set_training_precision(precision)
         if optimizer is None:
             optimizer = tfk.optimizers.Adam(learning_rate=self.config.learning_rate)
@@ -329,11 +337,24 @@ class VAE(tfk.Model):
         self.train_function = self.test_function = None  # retrace with the new networks
 
     def _training_input(self, data: Any, name: str):
-        if data is None or isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset)):
+        dataset = isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset))
+        parts = data.element_spec if dataset else data if name == "validation_data" else None
+        if isinstance(parts, tuple) and len(parts) == 3 and parts[2] is not None:
+            # Keras' (images, labels, weights): the labels go unused by design, the weights cannot.
+            raise ValueError(f"`{name}` must hold images or (images, labels) pairs, not sample weights: {_NO_WEIGHTS}.")
+        if data is None or dataset:
             return data
         if isinstance(data, tuple) and len(data) in (1, 2, 3) and name == "validation_data":
             data = data[0]  # (x, y) pairs as returned by tfpvae.datasets.load: labels unused
         return check_images(data, name, self.image_shape)
+
+    def _refuse_targets(self, y: Any, kwargs: dict[str, Any]) -> None:
+        """Raises on what Keras would pass `train_step` and `test_step` to be dropped: targets and weights."""
+        if y is not None:
+            raise ValueError("`y` must be None: a VAE learns to reproduce `x`, so it needs no targets.")
+        for name in ("sample_weight", "class_weight"):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"`{name}` must be None: {_NO_WEIGHTS}.")
 
     def fit(self, x: Any = None, y: Any = None, *, batch_size: int | None = None, epochs: int = 1, **kwargs: Any):
         """Trains on images; the input is its own target.
@@ -346,13 +367,13 @@ class VAE(tfk.Model):
           epochs: number of passes over the data.
           **kwargs: passed to `tf_keras.Model.fit` (validation_data, callbacks, ...).
             `validation_data` may be an image array, an (images, labels) pair or a dataset.
+            Per-image weights are refused: `sample_weight`, `class_weight`, (x, y, weights) data.
 
         Returns:
           (tf_keras.callbacks.History): the Keras training history of this call;
           `training_history` accumulates the histories of every call.
         """
-        if y is not None:
-            raise ValueError("`y` must be None: a VAE learns to reproduce `x`, so it needs no targets.")
+        self._refuse_targets(y, kwargs)
         if x is None:
             raise ValueError("`x` is required: pass an image array or a tf.data.Dataset.")
         if batch_size is not None:
@@ -371,9 +392,8 @@ class VAE(tfk.Model):
         return history
 
     def evaluate(self, x: Any = None, y: Any = None, *, batch_size: int | None = None, **kwargs: Any):
-        """Mean loss, nll, kl and elbo on images (no binarisation). See `fit` for `x`."""
-        if y is not None:
-            raise ValueError("`y` must be None: a VAE learns to reproduce `x`, so it needs no targets.")
+        """Mean loss, nll, kl and elbo on images (no binarisation). See `fit` for `x` (and the weights it refuses)."""
+        self._refuse_targets(y, kwargs)
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size")
         if self.optimizer is None:
@@ -523,7 +543,8 @@ def save(model: VAE, path: str | os.PathLike, extra_metadata: dict[str, Any] | N
     Args:
       model: a `tfpvae.VAE`.
       path: the folder. Existing model files in it are replaced atomically.
-      extra_metadata: more JSON-serialisable entries for metadata.json.
+      extra_metadata: more JSON-serialisable entries for metadata.json, under keys of your
+        own (`tfpvae.serialization.RESERVED_METADATA_KEYS` are refused, nothing written).
 
     Returns:
       The folder as a `Path`.
@@ -537,9 +558,8 @@ def save(model: VAE, path: str | os.PathLike, extra_metadata: dict[str, Any] | N
         # Where the registered (not built-in) network and prior came from: a hint for the
         # error when a process loads the model without importing them. Never imported by load.
         "registered_by": _registered_by(model.config),
-        **(extra_metadata or {}),
     }
-    return write_model_files(path, model.config, model.get_weights(), metadata)
+    return write_model_files(path, model.config, model.get_weights(), metadata, extra_metadata=extra_metadata)
 
 
 def load(path: str | os.PathLike) -> VAE:

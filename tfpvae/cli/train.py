@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from typing import Any
 
 from tfpvae._arguments import (
     UsageError,
@@ -123,6 +124,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _in_flags(message: str) -> str:
+    """`as_flags`, with the options field named by its flag: `options` -> `--option`."""
+    return as_flags(message).replace("`--options`", "`--option`")
+
+
+def _json(value: Any) -> str:
+    """An option's value as JSON text, as --option takes it and a saved config holds it: 1 is not true."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def _settings(args: argparse.Namespace):
     """The `RunSettings` of the flags (a new run), as a usage error where they do not combine."""
     from tfpvae.runs import RunSettings
@@ -144,8 +155,17 @@ def _note_ignored(args: argparse.Namespace) -> None:
 
     keys = [f.name for f in dataclasses.fields(RunSettings)] + [f.name for f in config_fields()]
     requested = {k: getattr(args, k) for k in keys if k not in ("epochs", "time_budget") and typed(args, k)}
-    for key, value, kept in resumed_settings(args.resume, requested)[2]:
+    _, config, ignored = resumed_settings(args.resume, requested)
+    for key, value, kept in ignored:
         print(f"tfpvae: note: {flag(key)} {value} ignored: the resumed run keeps its own ({kept}).", file=sys.stderr)
+    # Each --option KEY=VALUE is a setting of its own, noted as a flag is (the last of a repeated KEY counts).
+    for key, value in dict(args.options or []).items():
+        kept = f"{key}={_json(config.options[key])}" if key in config.options else f"no {key}"
+        if kept != f"{key}={_json(value)}":
+            print(
+                f"tfpvae: note: --option {key}={_json(value)} ignored: the resumed run keeps its own ({kept}).",
+                file=sys.stderr,
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             config = config_from_args(args, seed=args.seed)
         except ValueError as err:  # fields that do not combine, e.g. --train-samples 4 --model-type ae
-            raise UsageError(as_flags(str(err))) from None
+            raise UsageError(_in_flags(str(err))) from None
         run_dir, settings = args.out, _settings(args)
     try:
         result = train_run(
