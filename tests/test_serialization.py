@@ -84,10 +84,16 @@ def test_incompatible_version(saved):
         tfpvae.load(saved)
 
 
-def test_weights_that_do_not_fit_the_config(saved):
+def test_an_edited_config_fails_its_checksum_and_weights_that_do_not_fit_it_are_named(saved):
     cfg = json.loads((saved / "config.json").read_text())
     cfg["latent_dim"] = 5
     (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match=r"config.json does not match the checksum in metadata.json"):
+        tfpvae.load(saved)
+    # A folder from before the config's checksum: the weights' shapes still catch it.
+    meta = json.loads((saved / "metadata.json").read_text())
+    del meta["config_sha256"]
+    (saved / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFormatError, match="do not match its config"):
         tfpvae.load(saved)
 

@@ -32,7 +32,7 @@ MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
 # The entries of metadata.json that tfpvae writes itself: `write_model_files` the first three,
 # `tfpvae.model.save` the rest. A user's extra entries may not replace them: a replaced
 # "format_version" or "history" leaves a folder that no longer loads.
-_OWN_KEYS = ("format_version", "tfpvae_version", "weights_sha256")
+_OWN_KEYS = ("format_version", "tfpvae_version", "weights_sha256", "config_sha256")
 RESERVED_METADATA_KEYS = (
     *_OWN_KEYS,
     "tensorflow_version",
@@ -138,13 +138,15 @@ def write_model_files(
     buffer = io.BytesIO()
     np.savez(buffer, **numbered_arrays(weights, _WEIGHT_PREFIX))
     data = buffer.getvalue()
+    config_text = config.to_json()
     metadata = {
         "format_version": FORMAT_VERSION,
         "tfpvae_version": __version__,
         **metadata,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
     }
-    texts = {CONFIG_FILE: config.to_json(), METADATA_FILE: json.dumps(metadata, indent=2)}
+    texts = {CONFIG_FILE: config_text, METADATA_FILE: json.dumps(metadata, indent=2)}
     # All three written before any is renamed: a full disk leaves the old model whole.
     atomic_write_files(
         {
@@ -221,7 +223,7 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
 
     Raises:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
-        version, its weights fail the checksum, hold pickled data or other than floats, or
+        version, its weights or config fail their checksums, hold pickled data or other than floats, or
         are not numbered as `write_model_files` numbers them, or its metadata's history is
         not a dict of lists of numbers.
       UnregisteredNameError: the config names a network or prior that no module imported
@@ -234,6 +236,12 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
         raise ModelFormatError(
             f"{folder / WEIGHTS_FILE} does not match the checksum in {METADATA_FILE}: "
             "the file is truncated or was modified after saving."
+        )
+    # Folders written before the config had a checksum have none to check.
+    if "config_sha256" in metadata and sha256(folder / CONFIG_FILE) != metadata["config_sha256"]:
+        raise ModelFormatError(
+            f"{folder / CONFIG_FILE} does not match the checksum in {METADATA_FILE}: it was modified after "
+            "saving, and its weights may not fit it. Save the model again rather than edit the file."
         )
     try:
         config = VAEConfig.from_json((folder / CONFIG_FILE).read_text())
