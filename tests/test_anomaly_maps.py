@@ -167,6 +167,18 @@ def test_maps_are_the_quantities_they_name(trained_digits, defective):
     np.testing.assert_allclose(anomaly_map(trained_digits, x, "pixel_nll", **{**kw, "smoothing": 1.0}), blurred)
 
 
+def test_an_images_map_does_not_depend_on_the_rest_of_the_batch(trained_digits, defective, monkeypatch):
+    import tfpvae.uncertainty
+
+    _, x, _ = defective
+    kw = dict(heal=0.0, smoothing=0.0, num_samples=16, seed=3)
+    whole = anomaly_map(trained_digits, x[:8], "pixel_nll", **kw)
+    # The same draws; only float32 rounding in matrix products of another batch size differs.
+    np.testing.assert_allclose(anomaly_map(trained_digits, x[:3], "pixel_nll", **kw), whole[:3], rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(tfpvae.uncertainty, "_DECODE_BUDGET", 16 * 3)  # chunks of 3 images
+    np.testing.assert_allclose(anomaly_map(trained_digits, x[:8], "pixel_nll", **kw), whole, rtol=1e-5, atol=1e-6)
+
+
 def test_healing_replaces_the_most_abnormal_pixels_by_the_reconstruction(trained_digits, defective):
     from tfpvae.anomaly_maps import _healed
 

@@ -299,8 +299,8 @@ def test_the_errors_file_always_belongs_to_the_csv_beside_it(trained_digits_dir,
         ("plot samples --temperature -2 --out {tmp}/p.png", "argument --temperature: expected a number > 0.0"),
         ("interpolate --dataset digits --limit 1 --out {tmp}/i.png", "needs at least 2 images to pair"),
         ("plot manifold --dataset digits --limit 2 --out {tmp}/p.png", "needs >= 3 images"),
-        ("plot scatter --dataset digits --limit 1 --out {tmp}/p.png", "needs at least 2 points"),
-        ("plot aggregate-samples --dataset digits --limit 3 --out {tmp}/p.png", "number of images (3)"),
+        ("plot scatter --dataset digits --limit 1 --out {tmp}/p.png", "needs >= 2 images for a PCA projection"),
+        ("plot aggregate-samples --dataset digits --limit 3 --out {tmp}/p.png", "needs >= 10 images"),
     ],
 )
 def test_what_the_images_or_flags_cannot_give_is_a_one_line_error(tmp_path_factory, tmp_path, capsys, command, message):

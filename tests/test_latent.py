@@ -272,6 +272,21 @@ def test_embed_latents_direct_pca_and_tsne(trained, model4, data):
         latent.embed_latents(model4, xt, method="direct")
 
 
+def test_seeds_beyond_what_sklearn_takes_are_refused_naming_seed(model4, data):
+    xt = data[2][:60]
+    message = r"`seed` must be an int in \[0, 4294967295\]; got 8589934592\."
+    for method in ("pca", "tsne"):
+        with pytest.raises(ValueError, match=message):  # sklearn's own message named `random_state`
+            latent.embed_latents(model4, xt, method=method, seed=2**33)
+    with pytest.raises(ValueError, match=message):
+        latent.fit_aggregate_posterior(model4, xt, num_components=2, seed=2**33)
+    with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 4294967295\]; got -1\."):
+        latent.embed_latents(model4, xt, seed=-1)
+    largest = latent.embed_latents(model4, xt, method="pca", seed=2**32 - 1)  # the bound itself is taken
+    assert largest.coords.shape == (60, 2)
+    assert latent.fit_aggregate_posterior(model4, xt, num_components=2, seed=2**32 - 1).n_components == 2
+
+
 # ---------------------------------------------------------------------------- callback
 def test_latent_evolution_records_epochs_and_writes_a_gif(data, tmp_path):
     x, y, xt, yt = data
@@ -312,6 +327,21 @@ def test_latent_evolution_records_epochs_and_writes_a_gif(data, tmp_path):
     fig.savefig(tmp_path / "rec.png")
     with Image.open(tmp_path / "rec.png") as im:
         assert np.asarray(im.convert("L")).std() > 10
+
+
+def test_latent_evolution_keeps_the_epoch_numbers_of_a_resumed_fit(data):
+    x, _, xt, yt = data
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="mlp", binarize="none", seed=2)
+    model.fit(x[:256], epochs=3, batch_size=64, verbose=0)  # epochs 1..3, before the callback
+    evo = latent.LatentEvolution(xt, yt, every=2, num_reconstructions=3, max_points=50)
+    model.fit(x[:256], epochs=6, initial_epoch=3, batch_size=64, callbacks=[evo], verbose=0)  # epochs 4..6
+    # Before epoch 4 trains (3 done), after epochs 4 and 6 (multiples of 2; 6 is also the last), not 5.
+    assert evo.epochs == [3, 4, 6]
+    np.testing.assert_allclose(evo.latents[-1], latent.posterior_means(model, xt[evo.indices]), atol=1e-6)
+    labels = [t.get_text() for t in evo.reconstructions_figure().axes[0].get_yticklabels()]
+    assert labels == ["input", "epoch 3", "epoch 4", "epoch 6"]
+    model.fit(x[:256], epochs=1, batch_size=64, callbacks=[evo], verbose=0)  # from 0 again: the count goes on
+    assert evo.epochs == [3, 4, 6, 7]
 
 
 def test_latent_evolution_pca_frames_keep_their_orientation(model4, data):

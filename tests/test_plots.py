@@ -97,6 +97,10 @@ def test_traversal_grid_labels_dimensions_and_offsets(rng):
     assert _tick_texts(ax) == ["-2σ", "-1σ", "0", "+1σ", "+2σ"]
     with pytest.raises(ValueError, match="`offsets` must have shape"):
         plots.traversal_grid(rng.random((2, 5, 8, 8, 1)), offsets=[0, 1])
+    # Three significant digits, positional for ordinary steps (".2g" gave "+2.2σ" and "+1.5e+02σ").
+    steps = [-2.25, -1e-3, 0, 0.004, 1 / 3, 150]
+    fig = plots.traversal_grid(rng.random((1, 6, 8, 8, 1)), offsets=steps, unit="")
+    assert _tick_texts(fig.axes[0]) == ["-2.25", "-0.001", "0", "+0.004", "+0.333", "+150"]
 
 
 def test_manifold_grid_puts_coordinate_ticks_at_cell_centres(tmp_path, rng):
@@ -141,6 +145,28 @@ def test_latent_scatter_has_class_legend_or_colour_bar(tmp_path, rng):
         plots.latent_scatter(coords, labels=labels, values=values)
     with pytest.raises(ValueError, match=r"`coords` must have shape \(n, 2\)"):
         plots.latent_scatter(coords[:, :1])
+
+
+def test_latent_scatter_of_many_named_classes_keeps_a_legend(tmp_path, rng):
+    """More than 20 classes: numbers get a colour bar, names (no value to colour by) a legend."""
+    coords = rng.normal(size=(250, 2))
+    names = np.array([f"class {i % 25:02d}" for i in range(250)])  # 25 classes, named
+    fig = plots.latent_scatter(coords, labels=names)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [f"class {k:02d}" for k in range(25)]
+    colours = {tuple(c.get_facecolor()[0]) for c in fig.axes[0].collections}
+    assert len(fig.axes[0].collections) == 25 and len(colours) == 25  # one distinct colour per class
+    assert len(fig.axes) == 1 and _png_pixels(fig, tmp_path / "n.png").std() > 10  # no colour bar
+    fig = plots.latent_scatter(coords, labels=np.arange(250) % 25)
+    assert not fig.legends and fig.axes[1].get_ylabel() == "class"  # numbers: a colour bar
+    np.testing.assert_array_equal(fig.axes[0].collections[0].get_array(), np.arange(250) % 25)
+
+
+def test_image_grid_needs_one_title_per_image(rng):
+    images = rng.random((4, 8, 8, 1))
+    with pytest.raises(ValueError, match=r"`titles` must have 4 entries, one per image; got 1\."):
+        plots.image_grid(images, titles=["a"])
+    fig = plots.image_grid(images, titles=list("abcd"))
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c", "d"]
 
 
 def test_score_histograms_are_normalised_with_shared_bins(tmp_path, rng):

@@ -45,3 +45,30 @@ def test_logs_metrics_learning_rate_and_images(digits, tmp_path):
     # Each image summary holds width, height and then one encoded PNG per image.
     assert len(steps[0][1]) == 2 + 3
     assert len(images["reconstructions (input | reconstruction)"][0][1]) == 2 + 4
+
+
+@pytest.mark.parametrize(
+    "seed, error, match",
+    [
+        (-1, ValueError, r"`seed` must be an int in \[0, 2147483647\]; got -1\."),
+        (2**31, ValueError, r"`seed` must be an int in \[0, 2147483647\]; got 2147483648\."),
+        ("abc", TypeError, r"`seed` must be an int in \[0, 2147483647\]; got 'abc' \(str\)\."),
+    ],
+)
+def test_a_bad_seed_is_refused_at_construction(tmp_path, seed, error, match):
+    with pytest.raises(error, match=match):
+        TensorBoardLogger(tmp_path, seed=seed)
+    assert TensorBoardLogger(tmp_path, seed=None).seed is None  # fresh samples each epoch
+
+
+def test_images_of_another_shape_fail_before_the_first_epoch_naming_images(digits, tmp_path):
+    (x, _), _ = digits
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    before = [w.copy() for w in model.get_weights()]
+    logger = TensorBoardLogger(tmp_path, images=np.zeros((2, 4, 4, 1), np.float32))
+    with pytest.raises(
+        ValueError, match=r"`images` images must have shape \(8, 8, 1\) to match the model; got \(4, 4, 1\)"
+    ):
+        model.fit(x[:128], epochs=2, batch_size=64, verbose=0, callbacks=[logger])
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # not one step trained
+    assert not glob.glob(f"{tmp_path}/events.out.tfevents.*")

@@ -144,6 +144,44 @@ def test_predictive_seeds_log_prob_and_autoencoder(images):
         uncertainty.predictive_uncertainty(model, xt, num_samples=2, seed=2**31)
 
 
+class _DiagProbitModel(_ProbitModel):
+    """`_ProbitModel` with a diagonal q(z|x): not a MultivariateNormalTriL, so drawn slice by slice."""
+
+    def encode(self, x):
+        i = np.rint(np.asarray(x)[:, 0, 0, 0] * 10).astype(int)
+        return tfd.MultivariateNormalDiag(loc=self.mu[i, None], scale_diag=self.s[i, None])
+
+
+def test_predictive_draws_of_an_image_do_not_depend_on_the_batch_or_chunks(images, monkeypatch):
+    """Image i's draws are keyed by (seed, index_offset + i): the same rows in any call give the same result."""
+    xt = images[1]
+    model = VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    full = uncertainty.predictive_uncertainty(model, xt, num_samples=32, seed=3)  # 6 images, one chunk
+    first = uncertainty.predictive_uncertainty(model, xt[:3], num_samples=32, seed=3)
+    middle = uncertainty.predictive_uncertainty(model, xt[2:5], num_samples=32, seed=3, index_offset=2)
+    monkeypatch.setattr(uncertainty, "_DECODE_BUDGET", 64)  # 2 images per chunk at 32 samples
+    chunked = uncertainty.predictive_uncertainty(model, xt, num_samples=32, seed=3)
+    for part, rows in ((first, slice(0, 3)), (middle, slice(2, 5)), (chunked, slice(0, 6))):
+        for name in ("mean", "aleatoric", "epistemic"):
+            np.testing.assert_allclose(getattr(part, name), getattr(full, name)[rows], rtol=0, atol=1e-6)
+    assert full.epistemic.max() > 1e-4  # the draws matter: an equal result is not an accident
+    shifted = uncertainty.predictive_uncertainty(model, xt[2:5], num_samples=32, seed=3)  # rows 0..2: other draws
+    assert np.abs(shifted.mean - full.mean[2:5]).max() > 1e-4
+    with pytest.raises(ValueError, match=r"`index_offset` must be an int >= 0; got -1"):
+        uncertainty.predictive_uncertainty(model, xt, seed=3, index_offset=-1)
+
+    # Any other posterior (drawn one image at a time) is keyed the same way.
+    stub = _DiagProbitModel(mu=[0.3, -1.0], s=[0.8, 0.5], a=np.ones((2, 2, 1)), b=np.zeros((2, 2, 1)))
+    x = np.zeros((5, 2, 2, 1), np.float32)
+    x[1::2] = 0.1
+    pairs = uncertainty.predictive_uncertainty(stub, x, num_samples=32, seed=1)  # budget 64: chunks of 2
+    monkeypatch.setattr(uncertainty, "_DECODE_BUDGET", 8192)
+    np.testing.assert_array_equal(uncertainty.predictive_uncertainty(stub, x, num_samples=32, seed=1).mean, pairs.mean)
+    tail = uncertainty.predictive_uncertainty(stub, x[3:], num_samples=32, seed=1, index_offset=3)
+    np.testing.assert_array_equal(tail.mean, pairs.mean[3:])
+    assert not np.array_equal(pairs.mean[0], pairs.mean[2])  # the same posterior, its own draws
+
+
 def test_posterior_spread_matches_closed_forms_from_scale_tril(images):
     xt = images[1]
     model = VAE(input_shape=(8, 8, 1), latent_dim=3, seed=5)

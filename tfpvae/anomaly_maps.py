@@ -70,8 +70,6 @@ DEFAULT_SMOOTHING = 0.5
 # How far the first map is blurred before it picks the pixels to heal: a defect is healed
 # whole, not only its worst pixels.
 _HEAL_BLUR = 2.0
-# Decoded images per decoder call (num_samples * images per chunk): bounds peak memory.
-_DECODE_BUDGET = 8192
 # Bernoulli means are clipped this far from 0 and 1 before taking logs: a pixel's NLL is at
 # most -log(1e-7), about 16 nats, so one saturated pixel cannot dominate a smoothed map.
 _PROB_EPS = 1e-7
@@ -98,18 +96,14 @@ def _chunk_map(method: str, x: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _raw_maps(model: LatentModel, x: np.ndarray, codes_of: np.ndarray, method: str, num_samples: int, seed):
-    """The unsmoothed maps (n, H, W) of `method` for images `x`, with the draws z ~ q(z | codes_of)."""
-    from tfpvae._keras import tf  # here, not above: the CLI's parser reads METHODS without TensorFlow
+    """The unsmoothed maps (n, H, W) of `method` for images `x`, with the draws z ~ q(z | codes_of),
+    keyed per image by (seed, its index), so an image's map does not depend on its batch."""
+    from tfpvae.uncertainty import decoded_draws  # here, not above: the CLI's parser reads METHODS without TensorFlow
 
-    chunk = max(1, _DECODE_BUDGET // num_samples)
-    parts = []
-    for c, q in enumerate(encode_in_chunks(model, codes_of, chunk=chunk)):
-        # A length-2 int tensor is a stateless seed: the same seed gives the same draws.
-        z = q.sample(num_samples, seed=None if seed is None else tf.constant([seed, c], tf.int32)).numpy()
-        size = z.shape[1]  # images in this chunk; z is (num_samples, size, latent_dim)
-        p = model.decode_mean(z.reshape(num_samples * size, -1)).astype(np.float64)
-        p = p.reshape(num_samples, size, *p.shape[1:])
-        parts.append(_chunk_map(method, x[c * chunk : c * chunk + size].astype(np.float64), p).mean(-1))
+    parts = [
+        _chunk_map(method, x[start : start + p.shape[1]].astype(np.float64), p).mean(-1)
+        for start, p in decoded_draws(model, codes_of, num_samples, seed)
+    ]
     return np.concatenate(parts)
 
 
@@ -156,7 +150,8 @@ def anomaly_map(
       smoothing: standard deviation in pixels of the Gaussian blur applied to the final
         maps, >= 0; 0 leaves them as computed. Default 0.5.
       num_samples: draws of z per image and pass, >= 1. Default 16.
-      seed: int for reproducible draws (default 0), or None for fresh ones.
+      seed: int for reproducible draws (default 0), or None for fresh ones. Each image's
+        draws are keyed by (seed, its index in `x`), as `predictive_uncertainty` keys them.
 
     Returns:
       float64 array of shape (n, H, W): the mean over channels of the per-pixel scores.

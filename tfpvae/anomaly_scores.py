@@ -105,10 +105,8 @@ def compute_scores(
         )
     x = check_images(x, "x", getattr(estimator, "image_shape", None))
     ids = check_ids(ids, len(x), check_int(index_offset, "index_offset", minimum=0))
-    if seed is None:
-        # One random seed for every pass below, as one graph call would draw: the zlib
-        # complexity's binarisation and its log p(x) then come from the same draws.
-        seed = int(np.random.default_rng().integers(2**31))
+    # One random seed for every pass below, as one graph call draws one (zlib's complexity too).
+    seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
     outputs = [name for name in scores if not (name == "complexity" and compressor == "zlib")]
     if stderr:
         outputs += [f"{name}_stderr" for name in ("log_prob", "elbo") if name in scores]
@@ -125,10 +123,9 @@ def compute_scores(
         typical_nll=typical_nll,
         progress=progress,
     )
-    if "rate" in out:
-        out["rate"] = -out["rate"]
-    if "distortion" in out:
-        out["distortion"] = -out["distortion"]
+    for name in ("rate", "distortion"):
+        if name in out:
+            out[name] = -out[name]
     if "complexity" in scores and compressor == "zlib":
         xb = x if binarize_seed is None else binarize(x, binarize_seed, ids=ids)
         grey = ~np.all((xb == 0) | (xb == 1), axis=(1, 2, 3))

@@ -112,6 +112,16 @@ class _ErrorLog:
             self.file.close()
 
 
+def _publish(partial: Path, out: Path, errors_partial: Path | None) -> None:
+    """Renames the finished CSV into place, and its errors file beside it; without one
+    (no --skip-bad), an errors file of an earlier run goes: it lists another CSV's records."""
+    os.replace(partial, out)
+    if errors_partial is None:
+        errors_path(out).unlink(missing_ok=True)
+    else:
+        os.replace(errors_partial, errors_path(out))
+
+
 def score_to_csv(
     estimator: Any,
     batches: Iterable[Any],
@@ -185,12 +195,7 @@ def score_to_csv(
                 if progress is not None:
                     progress.update(rows + errors.count)
             errors.flush()  # records skipped after the last batch
-        os.replace(partial, out)
-        # The errors file beside the CSV lists the new CSV's skipped records, or is gone.
-        if bad_records is None:
-            errors_path(out).unlink(missing_ok=True)
-        else:
-            os.replace(errors_partial, errors_path(out))
+        _publish(partial, out, errors_partial if bad_records is not None else None)
     except BaseException as err:
         # The old CSV and its errors file, if any, are left as they were; half a new one is
         # not left beside them (an OSError, a bad record, Ctrl-C).

@@ -16,6 +16,9 @@ from tfpvae._validation import check_choice, check_images, check_int
 from tfpvae.protocols import ENCODE_CHUNK, LatentModel, encode_in_chunks, latent_dim
 from tfpvae.subsets import random_subset
 
+# Largest seed scikit-learn's `random_state` (numpy's legacy RandomState) takes: 2^32 - 1.
+MAX_SKLEARN_SEED = 2**32 - 1
+
 
 class Embedding(NamedTuple):
     """Result of `embed_latents`.
@@ -66,7 +69,7 @@ def embed_latents(
         thousand points) or "auto": "direct" for latent_dim 2, else "pca".
       max_points: at most this many images are embedded, a random subset without
         replacement when n is larger, >= 2.
-      seed: seed of the subset and of t-SNE.
+      seed: seed of the subset and of PCA / t-SNE, int in [0, 2^32 - 1]. Default 0.
 
     Returns:
       An `Embedding` (coords float32 (m, 2), indices into `x` (m,), axis_labels); use
@@ -80,7 +83,7 @@ def embed_latents(
     """
     method = check_choice(method, "method", ("auto", "direct", "pca", "tsne"))
     max_points = check_int(max_points, "max_points", minimum=2)
-    seed = check_int(seed, "seed", minimum=0)
+    seed = check_int(seed, "seed", minimum=0, maximum=MAX_SKLEARN_SEED)
     d = latent_dim(model)
     if d < 2:
         raise ValueError(f"A 2-D embedding needs latent_dim >= 2; the model has latent_dim {d}.")

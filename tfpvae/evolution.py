@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 class LatentEvolution(tfk.callbacks.Callback):
     """Keras callback recording the latent scatter and reconstructions as training goes.
 
-    At the start of training (epoch 0) and after every `every`-th epoch (and the last of
-    each `fit`; epochs are counted across `fit` calls), it stores the posterior means of
-    a fixed subset of `x` and the reconstructions of a fixed set of images. For
+    At the start of each `fit` and after every epoch whose number is a multiple of
+    `every` (and the last of each `fit`), it stores the posterior means of a fixed subset
+    of `x` and the reconstructions of a fixed set of images. Snapshots carry Keras' epoch
+    numbers: a `fit(initial_epoch=k)` (a resumed run) starts at epoch k, and a `fit` from
+    epoch 0 after an earlier one continues the count where that one ended. For
     latent_dim > 2 the scatter is the PCA projection of each snapshot, with each
     component's sign chosen to agree with the previous frame, so the animation does not
     flip. The model it is attached to must be a `tfpvae.protocols.LatentModel` (e.g. a
@@ -36,7 +38,7 @@ class LatentEvolution(tfk.callbacks.Callback):
     Args:
       x: images (n, H, W, C) whose codes are scattered.
       y: class labels (n,) to colour the scatter.
-      every: snapshot period in epochs, >= 1.
+      every: snapshot period in epochs, >= 1: after epochs every, 2 * every, ...
       x_reconstruct: images to reconstruct at each snapshot. None:
         `num_reconstructions` images of `x` spread evenly over it
         (`tfpvae.subsets.evenly_spaced`), so a set stored in class order shows every class.
@@ -45,7 +47,8 @@ class LatentEvolution(tfk.callbacks.Callback):
       seed: seed of the subset.
 
     Attributes:
-      epochs: epoch number of each snapshot (0 = before training), list of int.
+      epochs: epoch number of each snapshot, list of int: the epochs completed when it
+        was taken (0 = before any training; k = before a `fit(initial_epoch=k)` trains).
       latents: posterior means per snapshot, each float32 (m, latent_dim).
       reconstructions: reconstructions per snapshot, each float32 (k, H, W, C).
       indices: rows of `x` in the scatter, int64 (m,).
@@ -86,7 +89,8 @@ class LatentEvolution(tfk.callbacks.Callback):
         self.epochs: list[int] = []
         self.latents: list[np.ndarray] = []
         self.reconstructions: list[np.ndarray] = []
-        self._epochs_seen = 0
+        self._epochs_seen = 0  # the last epoch number snapshotted or completed
+        self._offset: int | None = None  # this fit's epoch numbers minus Keras' ones; None: not started
 
     def _snapshot(self, epoch: int) -> None:
         if self.epochs and self.epochs[-1] == epoch:
@@ -97,11 +101,22 @@ class LatentEvolution(tfk.callbacks.Callback):
         self.reconstructions.append(self.model.decode_mean(codes))
 
     def on_train_begin(self, logs=None):  # noqa: D102
-        self._snapshot(self._epochs_seen)
+        # Keras learns `initial_epoch` (a resumed run's) only after on_train_begin: the
+        # first snapshot waits for on_epoch_begin, which gets the first epoch's number.
+        self._offset = None
+
+    def on_epoch_begin(self, epoch, logs=None):  # noqa: D102
+        if self._offset is None:
+            # fit(initial_epoch=k) numbers its epochs from k: keep them. A fit from epoch 0
+            # after an earlier one (no initial_epoch) continues the count instead.
+            self._offset = self._epochs_seen if epoch == 0 else 0
+            self._epochs_seen = epoch + self._offset
+            self._snapshot(self._epochs_seen)
 
     def on_epoch_end(self, epoch, logs=None):  # noqa: D102
-        # Count epochs across `fit` calls, so a second call continues the numbering.
-        self._epochs_seen += 1
+        if self._offset is None:  # driven without on_epoch_begin: Keras' numbers
+            self._offset = 0
+        self._epochs_seen = epoch + 1 + self._offset
         last = self.params.get("epochs") if self.params else None
         if self._epochs_seen % self.every == 0 or epoch + 1 == last:
             self._snapshot(self._epochs_seen)

@@ -17,13 +17,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tfpvae import anomaly_maps, latent, plots, uncertainty
-from tfpvae._validation import check_choice, check_int, check_labels
+from tfpvae._validation import MAX_INT32_SEED, check_choice, check_int, check_labels, check_seed
 from tfpvae.config import FIGURES as FIGURES
 from tfpvae.protocols import latent_dim
 from tfpvae.subsets import evenly_spaced
 
 # Kinds that need images (and for some, labels) besides the model; see `needs_data`.
 NEEDS_DATA = frozenset(FIGURES) - {"samples", "curves", "pseudo-inputs"}
+# Mixture components of "aggregate-samples": one per class of the 10-class datasets.
+AGGREGATE_COMPONENTS = 10
 
 
 def needs_data(kind: str, model: Any) -> bool:
@@ -32,8 +34,39 @@ def needs_data(kind: str, model: Any) -> bool:
     return kind in NEEDS_DATA and not (kind == "manifold" and latent_dim(model) == 2)
 
 
+def min_images(kind: str, model: Any, method: str = "auto") -> tuple[int, str]:
+    """The fewest images figure `kind` of `model` can be drawn from, and what it needs them for.
+
+    Args:
+      kind: one of `FIGURES`.
+      model: the model the figure is of.
+      method: the embedding of "scatter" ("auto", "direct", "pca" or "tsne").
+
+    Returns:
+      (count, reason): e.g. (2, "to pair") for "interpolation"; (1, "") for kinds that
+      can be drawn from one image.
+    """
+    if kind == "interpolation":
+        return 2, "to pair"
+    if kind == "aggregate-samples":
+        return AGGREGATE_COMPONENTS, f"to fit its {AGGREGATE_COMPONENTS}-component mixture to their codes"
+    if kind == "manifold" and latent_dim(model) != 2:
+        return 3, "for the PCA plane of their codes"
+    if kind == "scatter" and method == "tsne":
+        return 5, "for a t-SNE map"
+    if kind == "scatter" and (method == "pca" or (method == "auto" and latent_dim(model) != 2)):
+        return 2, "for a PCA projection"
+    return 1, ""
+
+
 def check_figure(
-    kind: str, model: Any, x: np.ndarray | None = None, *, x_anomalous: np.ndarray | None = None, index: int = 0
+    kind: str,
+    model: Any,
+    x: np.ndarray | None = None,
+    *,
+    x_anomalous: np.ndarray | None = None,
+    index: int = 0,
+    method: str = "auto",
 ) -> None:
     """Raises ValueError, naming what is missing, if `make_figure` cannot draw `kind` from these inputs.
 
@@ -46,10 +79,19 @@ def check_figure(
       x: the images it is about, or None.
       x_anomalous: the anomalous images, or None.
       index: the image "traversal", "uncertainty", "pixel-likelihood" and "anomaly-map" start from.
+      method: the embedding of "scatter", as in `make_figure`.
     """
     kind = check_choice(kind, "kind", FIGURES)
     if x is None and needs_data(kind, model):
         raise ValueError(f"Figure {kind!r} needs images: pass `x` (CLI: --dataset or --input).")
+    # Checked here, before any work, rather than met deep inside as an empty pair list or
+    # a mixture with more components than codes, in the words of another argument.
+    need, why = min_images(kind, model, method)
+    if x is not None and len(x) < need:
+        raise ValueError(
+            f"Figure {kind!r} needs >= {need} images {why}; got {len(x)} "
+            "(CLI: more images in --input or --dataset, or a larger --limit)."
+        )
     if kind in ("histogram", "roc") and x_anomalous is None:
         raise ValueError(f"Figure {kind!r} needs anomalous images: pass `x_anomalous` (CLI: --anomalous).")
     if kind == "pseudo-inputs" and not hasattr(getattr(model, "prior_layer", None), "pseudo_inputs"):
@@ -101,7 +143,7 @@ def make_figure(
       max_points: points in the scatter.
       num_samples: Monte Carlo / importance samples.
       temperature: prior temperature for "samples".
-      seed: seed for every random choice.
+      seed: seed for every random choice, int in [0, 2^31 - 1]. Default 0.
       binarize_seed: "histogram" and "roc" score a fixed binarisation of grey images drawn
         with this seed (as `tfpvae.anomaly.compute_scores` does). None: the grey values.
       map_method: the per-pixel score of "anomaly-map", one of `tfpvae.anomaly_maps.METHODS`
@@ -110,8 +152,10 @@ def make_figure(
     Returns:
       the matplotlib figure, to show or to save with `savefig`.
     """
-    check_figure(kind, model, x, x_anomalous=x_anomalous, index=index)
+    check_figure(kind, model, x, x_anomalous=x_anomalous, index=index, method=method)
     num_images = check_int(num_images, "num_images")
+    # Every kind's seed feeds a TensorFlow stateless seed or numpy: the smaller bound of the two.
+    seed = check_seed(seed, "seed", maximum=MAX_INT32_SEED)
     request = _Request(
         model=model, x=x, y=y, x_anomalous=x_anomalous, num_images=num_images, index=index, grid_size=grid_size,
         method=method, max_points=max_points, num_samples=num_samples, temperature=temperature, seed=seed,
@@ -146,7 +190,7 @@ def _samples(r: _Request) -> Figure:
 
 
 def _aggregate_samples(r: _Request) -> Figure:
-    gmm = latent.fit_aggregate_posterior(r.model, r.x, seed=r.seed)
+    gmm = latent.fit_aggregate_posterior(r.model, r.x, num_components=AGGREGATE_COMPONENTS, seed=r.seed)
     images = latent.sample_aggregate_posterior(r.model, gmm, r.num_images * r.num_images, seed=r.seed)
     return plots.image_grid(images, ncols=r.num_images, title="samples from the aggregate posterior")
 
@@ -184,14 +228,16 @@ def _manifold(r: _Request) -> Figure:
 
 
 def _scatter(r: _Request) -> Figure:
+    y = None if r.y is None else check_labels(r.y, len(r.x), "y")  # before the embedding's work
     emb = latent.embed_latents(r.model, r.x, method=r.method, max_points=r.max_points, seed=r.seed)
-    labels = None if r.y is None else np.asarray(r.y)[emb.indices]
+    labels = None if y is None else y[emb.indices]
     return plots.latent_scatter(emb.coords, labels=labels, axis_labels=emb.axis_labels, title="latent codes")
 
 
 def _uncertainty(r: _Request) -> Figure:
     x = r.x[r.index : r.index + r.num_images]
-    u = uncertainty.predictive_uncertainty(r.model, x, num_samples=r.num_samples, seed=r.seed)
+    # Draws keyed by each image's index in x: the same image looks the same whatever --num-images.
+    u = uncertainty.predictive_uncertainty(r.model, x, num_samples=r.num_samples, seed=r.seed, index_offset=r.index)
     maps = {"predictive mean": u.mean, "Bernoulli variance": u.aleatoric, "latent variance": u.epistemic}
     return plots.pixel_maps(x[:4], {k: v[:4] for k, v in maps.items()}, title="per-pixel predictive uncertainty")
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from tfpvae._validation import check_choice, check_float, check_images, check_int, check_seed
+from tfpvae.embedding import MAX_SKLEARN_SEED
 from tfpvae.embedding import Embedding as Embedding
 from tfpvae.embedding import embed_latents as embed_latents
 from tfpvae.embedding import posterior_means as posterior_means
@@ -155,7 +156,7 @@ def fit_aggregate_posterior(
       model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
       x: training images (n, H, W, C), n >= num_components.
       num_components: mixture components, >= 1. 10: one per MNIST class.
-      seed: seed of the mixture's initialisation.
+      seed: seed of the mixture's initialisation, int in [0, 2^32 - 1]. None: a fresh one.
 
     Returns:
       A fitted `sklearn.mixture.GaussianMixture` with full covariances over
@@ -169,7 +170,7 @@ def fit_aggregate_posterior(
     from sklearn.mixture import GaussianMixture
 
     num_components = check_int(num_components, "num_components")
-    seed = check_seed(seed)
+    seed = check_seed(seed, "seed", maximum=MAX_SKLEARN_SEED)  # sklearn's bound, checked here to name `seed`
     z = posterior_means(model, x)
     if num_components > len(z):
         raise ValueError(f"`num_components` must be <= the number of images ({len(z)}); got {num_components}.")

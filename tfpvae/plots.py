@@ -80,6 +80,7 @@ def image_grid(
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"`images` must have shape (n, H, W, C) with n >= 1; got {images.shape}.")
     n = len(images)
+    _check_count(titles, n, "titles", "image")
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(
@@ -146,9 +147,7 @@ def reconstructions(
 # ---------------------------------------------------------------------------- shared helpers
 def _class_name(label: Any, class_names: Mapping[Any, str] | None) -> str:
     key = label.item() if hasattr(label, "item") else label
-    if class_names is not None and key in class_names:
-        return str(class_names[key])
-    return str(key)
+    return str(class_names[key] if class_names is not None and key in class_names else key)
 
 
 def _check_image_rows(images: Any, name: str = "images") -> np.ndarray:
@@ -324,7 +323,8 @@ def traversal_grid(
         offsets = np.asarray(offsets, dtype=np.float64)
         if offsets.shape != (s,):
             raise ValueError(f"`offsets` must have shape ({s},), one per column; got {offsets.shape}.")
-        col_labels = [f"{o:+.2g}{unit}" if o != 0 else "0" for o in offsets]
+        # 3 significant digits: ".2g" showed 2.25 as 2.2 and 150 as 1.5e+02 (an exponent from 1000 on now).
+        col_labels = [f"{o:+.3g}{unit}" if o != 0 else "0" for o in offsets]
     return image_rows(images, [f"$z_{{{k}}}$" for k in dims], col_labels, title=title, cell_size=cell_size)
 
 
@@ -388,7 +388,7 @@ def latent_scatter(
     Args:
       coords: (n, 2), e.g. `latent.embed_latents(...).coords`.
       labels: class of each point, (n,), drawn in distinct colours with a class legend
-        (numeric labels of more than 20 classes get a colour bar instead).
+        (numeric labels of more than 20 classes get a colour bar instead; names keep it).
       values: a number per point, (n,) (a score, a log-likelihood), drawn with a colour bar.
         Pass at most one of `labels` and `values`.
       axis_labels: names of the two coordinates.
@@ -413,11 +413,12 @@ def latent_scatter(
     if labels is not None:
         labels = check_labels(labels, n, "labels")
         classes = np.unique(labels)
-        if len(classes) > _MAX_LEGEND_CLASSES:
-            # Too many for a legend: colour by label value with a colour bar instead.
+        if len(classes) > _MAX_LEGEND_CLASSES and labels.dtype.kind in "biuf":
+            # Too many for a legend: colour numbers by value with a colour bar instead (names keep it).
             values, values_label, labels = labels.astype(np.float64), values_label or "class", None
     if labels is not None:
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        m = len(classes)  # beyond 20 classes (names), a distinct colour each from a continuous map
+        cmap = plt.get_cmap("tab10") if m <= 10 else plt.get_cmap("tab20") if m <= 20 else plt.get_cmap("turbo", m)
         for k, c in enumerate(classes):
             sel = labels == c
             ax.scatter(
@@ -425,7 +426,7 @@ def latent_scatter(
             )
         fig.legend(
             loc="outside right center", title="class", markerscale=max(1.0, 7.0 / math.sqrt(size)), frameon=False,
-            fontsize=8, title_fontsize=8,
+            fontsize=8, title_fontsize=8, ncols=math.ceil(len(classes) / 25),  # columns of <= 25 names
         )  # fmt: skip
     elif values is not None:
         values = np.asarray(values, dtype=np.float64)
@@ -514,8 +515,7 @@ def pixel_maps(
     for j, (name, arr) in enumerate(arrays.items(), start=1):
         finite = arr[np.isfinite(arr)]
         vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        if vmax <= vmin:
-            vmax = vmin + 1e-12
+        vmax = max(vmax, vmin + 1e-12)  # a constant map still needs a range
         cmap = (cmaps or {}).get(name, "viridis")
         for i in range(n):
             im = axes[i, j].imshow(arr[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")

@@ -295,14 +295,9 @@ def train_run(
             run, _TAKEN_IF, what="a trained model or run", argument="run_dir", overwrite=overwrite, resume=resume
         )
     with claim as found, saving(run):
-        if resume:
-            if chief and settings != stored and settings.epochs >= done:
-                _write_settings(run, settings)  # the new totals, so a later resume continues to them
-            if chief and (settings.epochs > done or settings.time_budget):
-                # The scores describe the model of epoch `done`, which training now replaces:
-                # written again when the run finishes, never left beside a newer model.
-                remove_files(run, _SCORE_FILES)
-        else:
+        if resume and chief:
+            _prepare_resume(run, settings, stored, done)
+        elif not resume:
             config = config or VAEConfig()
             seed = config.seed if settings.seed is None else settings.seed
             config = config.replace(input_shape=data.input_shape, seed=seed)
@@ -335,6 +330,16 @@ def train_run(
             _write_outputs(model, run, data, settings, callbacks, result.interrupted, score_limit, note)
     final = {k: v[-1] for k, v in model.training_history.items() if v}
     return RunResult(run, result.epochs_completed, final, result.best_epoch, result.interrupted, chief, model)
+
+
+def _prepare_resume(run: Path, settings: RunSettings, stored: RunSettings, done: int) -> None:
+    """The run folder's settings and scores, before a resume trains on from epoch `done`."""
+    if settings != stored and settings.epochs >= done:
+        _write_settings(run, settings)  # the new totals, so a later resume continues to them
+    if settings.epochs > done or settings.time_budget:
+        # The scores describe epoch `done`'s model, which training now replaces: written
+        # again when the run finishes, never left beside a newer model.
+        remove_files(run, _SCORE_FILES)
 
 
 def _compiled_model(config: VAEConfig, settings: RunSettings, strategy: Any) -> Any:

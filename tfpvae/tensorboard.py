@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tfpvae._keras import tf, tfk
-from tfpvae._validation import check_images, check_int
+from tfpvae._validation import MAX_INT32_SEED, check_images, check_int, check_seed
 
 
 class TensorBoardLogger(tfk.callbacks.Callback):
@@ -22,9 +22,15 @@ class TensorBoardLogger(tfk.callbacks.Callback):
     Args:
       log_dir: folder for the event files (created if needed).
       images: images (n, H, W, C) whose reconstructions are logged; at most 8 are used.
-        None: no reconstruction summaries.
-      num_samples: prior samples logged per epoch.
-      seed: seed of the prior samples, so epochs show the same codes decoded.
+        They must have the model's image shape (checked when training begins). None: no
+        reconstruction summaries.
+      num_samples: prior samples logged per epoch, >= 1. Default 8.
+      seed: seed of the prior samples, int in [0, 2^31 - 1], so epochs show the same
+        codes decoded. Default 0. None: fresh samples each epoch.
+
+    Raises:
+      ValueError, TypeError: a bad argument (at construction), or `images` of another
+        shape than the model's (when `fit` begins, before the first epoch).
     """
 
     def __init__(self, log_dir: str | os.PathLike, images: Any = None, num_samples: int = 8, seed: int = 0) -> None:
@@ -38,10 +44,14 @@ class TensorBoardLogger(tfk.callbacks.Callback):
         self.log_dir = str(log_dir)
         self.images = None if images is None else check_images(images, "images")[:8]
         self.num_samples = check_int(num_samples, "num_samples")
-        self.seed = seed
+        # Checked now, not when the first epoch ends and the model draws its samples.
+        self.seed = check_seed(seed, "seed", maximum=MAX_INT32_SEED)
         self._writer = None
 
     def on_train_begin(self, logs=None):
+        if self.images is not None:
+            # The model is known only now: fail before training, not after its first epoch.
+            check_images(self.images, "images", self.model.image_shape)
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def _learning_rate(self) -> float:

@@ -10,20 +10,24 @@ and splits the variance of the predicted pixel by the law of total variance:
 the first term being the Bernoulli noise the decoder itself predicts (aleatoric) and the
 second the disagreement between codes the encoder finds plausible (latent, "epistemic").
 
-Both take any `tfpvae.protocols.LatentModel` (e.g. a trained `tfpvae.VAE`).
+Both take any `tfpvae.protocols.LatentModel` (e.g. a trained `tfpvae.VAE`). With a seed, each
+image's draws are keyed by (seed, its index), so an image's result does not depend on the
+other images of the call; `decoded_draws` gives the same draws to other per-pixel measures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from tfpvae._keras import tf
+from tfpvae._keras import tf, tfd
 from tfpvae._validation import MAX_INT32_SEED, check_bool, check_images, check_int, check_seed
 from tfpvae.protocols import LatentModel, encode_in_chunks
+from tfpvae.scoring import per_seed, seeds_from_keys
 
 # Decoded images per decoder call (num_samples * images per chunk): bounds peak memory.
 _DECODE_BUDGET = 8192
@@ -119,7 +123,7 @@ def posterior_uncertainty(model: LatentModel, x: Any, correlation: bool = False)
 
 
 def predictive_uncertainty(
-    model: LatentModel, x: Any, num_samples: int = 64, seed: int | None = None
+    model: LatentModel, x: Any, num_samples: int = 64, seed: int | None = None, index_offset: int = 0
 ) -> PredictiveUncertainty:
     """Per-pixel predictive mean and variance of p(x|x'), split into aleatoric and latent parts.
 
@@ -133,7 +137,11 @@ def predictive_uncertainty(
       x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
       num_samples: draws of z per image, >= 1. The Monte Carlo error of the mean
         falls as 1/sqrt(num_samples).
-      seed: int for reproducible draws.
+      seed: int in [0, 2^31 - 1] for reproducible draws. Image i's draws come from a
+        stateless seed keyed by (`seed`, index_offset + i) alone, so an image gets the same
+        result whatever else is in `x` and however the call is chunked. None: fresh draws.
+      index_offset: the position of x[0] in a larger set, int >= 0 (default 0): pass it
+        when scoring a slice to draw what the whole set's call draws for those images.
 
     Returns:
       A `PredictiveUncertainty` of float64 (n, H, W, C) arrays.
@@ -145,15 +153,8 @@ def predictive_uncertainty(
     """
     x = check_images(x, "x", model.image_shape)
     num_samples = check_int(num_samples, "num_samples")
-    seed = check_seed(seed, maximum=MAX_INT32_SEED)
-    chunk = max(1, _DECODE_BUDGET // num_samples)
     sums = {k: [] for k in ("mean", "aleatoric", "epistemic")}
-    for c, q in enumerate(encode_in_chunks(model, x, chunk=chunk)):
-        # A length-2 int tensor is a stateless seed: same seed, same draws; one per chunk.
-        z = q.sample(num_samples, seed=None if seed is None else tf.constant([seed, c], tf.int32)).numpy()
-        size = z.shape[1]  # images in this chunk; z is (num_samples, size, latent_dim)
-        p = model.decode_mean(z.reshape(num_samples * size, -1)).astype(np.float64)
-        p = p.reshape(num_samples, size, *p.shape[1:])
+    for _, p in decoded_draws(model, x, num_samples, seed, index_offset):
         mean = p.mean(0)
         sums["mean"].append(mean)
         sums["aleatoric"].append((p * (1.0 - p)).mean(0))
@@ -163,3 +164,66 @@ def predictive_uncertainty(
     x64 = x.astype(np.float64)
     log_prob = x64 * np.log(clipped) + (1.0 - x64) * np.log1p(-clipped)
     return PredictiveUncertainty(mean, aleatoric, epistemic, aleatoric + epistemic, log_prob, num_samples)
+
+
+def decoded_draws(
+    model: LatentModel, x: Any, num_samples: int, seed: int | None = None, index_offset: int = 0
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decoder means of `num_samples` codes drawn from each image's q(z|x), a chunk of images at a time.
+
+    The draws `predictive_uncertainty` reads, for a caller that computes something else from
+    them (a per-pixel anomaly map, say). Chunks hold about 8192 decoded images.
+
+    Args:
+      model: a `LatentModel` (e.g. a trained `tfpvae.VAE`).
+      x: images (n, H, W, C) in [0, 1] (or uint8 0..255).
+      num_samples: draws of z per image, >= 1.
+      seed: int in [0, 2^31 - 1]. Image i's draws come from a stateless seed keyed by
+        (`seed`, index_offset + i) alone, so they are the same in any batch or chunk (as
+        `tfpvae.likelihood` keys its draws by image id). None: fresh draws.
+      index_offset: the position of x[0] in a larger set, int >= 0. Default 0.
+
+    Yields:
+      (start, p): the row of `x` the chunk starts at, and the Bernoulli means p of its
+      images, float64 (num_samples, images in the chunk, H, W, C).
+    """
+    x = check_images(x, "x", model.image_shape)
+    num_samples = check_int(num_samples, "num_samples")
+    seed = check_seed(seed, maximum=MAX_INT32_SEED)
+    index_offset = check_int(index_offset, "index_offset", minimum=0)
+    if seed is None:
+        seed = int(np.random.default_rng().integers(MAX_INT32_SEED + 1))
+    chunk = max(1, _DECODE_BUDGET // num_samples)
+    for c, q in enumerate(encode_in_chunks(model, x, chunk=chunk)):
+        start = c * chunk
+        rows = range(index_offset + start, index_offset + min(start + chunk, len(x)))
+        z = _draw(q, seeds_from_keys(tf.constant([f"{i}\x1fpredictive\x1f{seed}" for i in rows])), num_samples)
+        size = z.shape[1]  # images in this chunk; z is (num_samples, size, latent_dim)
+        p = model.decode_mean(z.reshape(num_samples * size, -1)).astype(np.float64)
+        yield start, p.reshape(num_samples, size, *p.shape[1:])
+
+
+def _draw(q: tfd.Distribution, seeds: tf.Tensor, num_samples: int) -> np.ndarray:
+    """`num_samples` codes from each image's q(z|x), image i's from its own stateless
+    seed `seeds[i]` (int32 (n, 2)): (num_samples, n, latent_dim) numpy.
+
+    One draw per seed (TensorFlow's stateless ops take one seed each) is what makes an
+    image's codes independent of its neighbours in the batch.
+    """
+    if type(q) is tfd.MultivariateNormalTriL:
+        # The encoder's usual posterior: standard normals per image, then loc + L eps batched.
+        d = q.event_shape[-1]
+        eps = per_seed(lambda s: tf.random.stateless_normal([num_samples, d], seed=s, dtype=q.dtype), seeds, q.dtype)
+        loc = q.mean()  # (n, d), the location broadcast to the batch
+        tril = tf.broadcast_to(q.scale.to_dense(), tf.concat([tf.shape(loc), [d]], 0))
+        z = loc[:, None, :] + tf.matmul(eps, tril, transpose_b=True)  # (n, num_samples, d)
+    elif isinstance(q, tfd.VectorDeterministic):  # an autoencoder's code: nothing to draw
+        z = tf.repeat(q.mean()[:, None, :], num_samples, axis=1)
+    else:  # any other distribution that slices: one slice per image
+
+        def one(args):
+            i, image_seed = args
+            return q[i : i + 1].sample(num_samples, seed=image_seed)[:, 0]
+
+        z = tf.map_fn(one, (tf.range(tf.shape(seeds)[0]), seeds), fn_output_signature=q.dtype)
+    return np.swapaxes(z.numpy(), 0, 1)

@@ -95,7 +95,14 @@ def images_for_scoring(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
     if args.input and args.dataset:
         raise UsageError(f"Give `--dataset` or `--input`, not both; got --dataset {args.dataset} --input {args.input}.")
     if args.input:
-        x, y = load_images(args.input)
+        try:
+            x, y = load_images(args.input)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            message = re.sub(r"`(source|path)`", "`--input`", str(err))
+            if message == str(err):  # a bad file or record: its message names it
+                raise
+            # The readers' arguments are `source` and `path`; the user typed --input (as `score` says).
+            raise UsageError(message) from None
     elif args.dataset:
         x, y = load_split(args.dataset, args.split, args.data_dir)
     else:
