@@ -132,7 +132,7 @@ class VAEConfig:
         decoder cost per step. With `beta` != 1 (or a KL warm-up) each log-weight is
         log p(x|z) + beta * (log p(z) - log q(z|x)). Needs model_type "vae".
       seed: seed for weight initialisation and the prior's initial values, an int in
-        [0, 2**31 - 1] as every seed of tfpvae; None (default) draws one.
+        [0, 2^31 - 1] as every seed of tfpvae; None (default) draws one.
       options: settings for a registered network's or prior's builder, a dict of JSON
         values with string keys (e.g. {"blocks": 3}), saved with the config. Default {}.
         The built-in builders ignore it.
