@@ -363,6 +363,10 @@ def test_images_of_another_shape_or_output_folder_are_refused_before_any_work(
             f"plot samples {model} --binarize-seed 0 --out {tmp_path / 'r.png'}",
             "`--binarize-seed` applies to the histogram and roc figures, not to 'samples'",
         ),
+        (
+            f"plot scatter {model} --dataset digits --anomalous mnist --out {tmp_path / 'r.png'}",
+            "`--anomalous` applies to the histogram and roc figures, not to 'scatter'",
+        ),
     ]
     for command, match in cases:
         assert main(shlex.split(command)) == 2, command

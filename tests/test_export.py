@@ -344,3 +344,27 @@ def test_a_failed_export_leaves_no_new_folder_and_an_old_export_whole(tmp_path, 
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
     served = tf.saved_model.load(str(old))
     assert served.signatures["log_prob"](images=tf.zeros([1, 8, 8, 1]), seed=tf.constant(0))["log_prob"].shape == (1,)
+
+
+def test_an_old_export_part_that_cannot_go_back_is_kept_and_named(tmp_path, trained_digits, monkeypatch):
+    import errno
+    import os
+
+    import tfpvae.export as export_module
+    from tfpvae._io import StorageError
+
+    old = export_module.export(trained_digits, tmp_path / "s", num_samples=2)
+    old_variables = sorted(p.name for p in (old / "variables").iterdir())
+    real = os.replace
+
+    def refuse_variables_both_ways(src, dst):
+        to_target = str(dst) == str(old / "variables")
+        if to_target and ".partial" in str(src):  # neither the new variables in, nor the old back
+            raise OSError(errno.EIO, "Input/output error")
+        return real(src, dst)
+
+    monkeypatch.setattr(export_module.os, "replace", refuse_variables_both_ways)
+    with pytest.raises(StorageError, match=r"could not go back and are in .*\.old-export as old\.\*"):
+        export_module.export(trained_digits, old, num_samples=3, overwrite=True)
+    [kept] = [p for p in tmp_path.iterdir() if p.name.endswith(".old-export")]
+    assert sorted(p.name for p in (kept / "old.variables").iterdir()) == old_variables

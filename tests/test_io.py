@@ -30,14 +30,15 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
 def test_a_write_removes_the_temporaries_a_killed_writer_left(tmp_path):
     """Only those of this file, and only when old: a fresh one may be another writer's."""
     path = tmp_path / "f[1].json"
-    stale, fresh, other = (tmp_path / name for name in (".f[1].json.ab12.tmp", ".f[1].json.cd34.tmp", ".g.json.x.tmp"))
-    for tmp in (stale, fresh, other):
+    names = (".f[1].json.ab12cd_3.tmp", ".f[1].json.cd34ef56.tmp", ".g.json.x1y2z3w4.tmp", ".f[1].json.x.ab12cd34.tmp")
+    stale, fresh, other, longer = (tmp_path / name for name in names)  # longer: a file "f[1].json.x"'s
+    for tmp in (stale, fresh, other, longer):
         tmp.write_text("half")
     long_ago = time.time() - 2 * STALE_TEMPORARY_S
-    os.utime(stale, (long_ago, long_ago))
-    os.utime(other, (long_ago, long_ago))
+    for tmp in (stale, other, longer):
+        os.utime(tmp, (long_ago, long_ago))
     atomic_write_text(path, "new")
-    assert sorted(os.listdir(tmp_path)) == sorted([path.name, fresh.name, other.name])
+    assert sorted(os.listdir(tmp_path)) == sorted([path.name, fresh.name, other.name, longer.name])
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):

@@ -81,6 +81,17 @@ def test_a_causal_convolution_stays_float32():
     np.testing.assert_array_equal(copy(x).numpy(), network(x).numpy())
 
 
+def test_a_layer_with_an_activity_regularizer_stays_float32():
+    # The regularizer's loss is added by the layer's own __call__, which the product bypasses.
+    inputs = tfk.Input((5,))
+    network = tfk.Model(inputs, tfkl.Dense(3, activity_regularizer=tfk.regularizers.L2(1.0))(inputs))
+    copy = low_precision(network)
+    assert count_products(copy) == 0
+    x = np.ones((2, 5), np.float32)
+    copy(x)
+    assert len(copy.losses) == 1 and float(copy.losses[0]) > 0
+
+
 def test_low_precision_copy_shares_the_weights_and_follows_training():
     model = VAE(input_shape=(8, 8, 1), latent_dim=2, architecture="conv", filters=4, hidden_units=16, seed=0)
     decoder = low_precision(model.decoder)

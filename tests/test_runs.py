@@ -109,3 +109,14 @@ def test_a_resume_cut_short_leaves_no_scores_of_the_older_model(digits_run, tmp_
     monkeypatch.setattr(runs, "_extra_callbacks", real)
     result = train_run(run, resume=True, epochs=4, verbose=0, score_limit=40, note=lambda text: None)
     assert result.epochs_completed == 4 and (run / "scores.csv").is_file() and (run / "evaluation.json").is_file()
+
+
+def test_resuming_a_finished_run_with_evolution_notes_that_nothing_was_trained(digits_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run[0], run)
+    notes = []
+    result = train_run(run, resume=True, evolution=True, verbose=0, score_limit=40, note=notes.append)
+    assert result.epochs_completed == 2 and not (run / "evolution.gif").exists()
+    assert notes == ["no evolution.gif: no epoch was trained in this call"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -145,7 +146,12 @@ STALE_TEMPORARY_S = 3600.0
 def _remove_stale_temporaries(path: Path) -> None:
     """Removes the temporary files of `path` that killed writers left (best effort)."""
     now = time.time()
+    # mkstemp's names: the prefix, 8 random characters, the suffix. Exactly 8: a longer
+    # file's temporary (".scores.csv.json.x.tmp" for "scores.csv") is not this file's.
+    mine = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if not mine.fullmatch(tmp.name):
+            continue
         try:
             if now - tmp.stat().st_mtime > STALE_TEMPORARY_S:
                 tmp.unlink()

@@ -227,7 +227,9 @@ def read_array_file(path: str, *, single_array: bool) -> Iterator[Record]:
 
 
 def count_array_file(path: str) -> int:
-    """The number of records `read_array_file` yields for a .npy or .npz file, from headers alone.
+    """The number of records `read_array_file` yields for a .npy or .npz file, from headers alone
+    (an .npz member whose data fails its CRC check is counted by its header, though reading
+    it yields one error).
 
     A file that reading refuses as a whole (images not (n, height, width[, channels]) of
     positive sizes and a numeric dtype, an .npz without `x` or `images` or with labels of

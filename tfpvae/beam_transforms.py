@@ -24,7 +24,7 @@ from apache_beam.io import fileio
 
 from tfpvae.beam_handler import METRICS_NAMESPACE, Row
 from tfpvae.bulk import format_row
-from tfpvae.input_files import GLOB_CHARS, entry_kind, file_kind, spelling
+from tfpvae.input_files import GLOB_CHARS, entry_kind, file_kind, is_remote, spelling
 from tfpvae.records import BadRecordError, image_problem
 from tfpvae.streaming import read_records
 
@@ -86,6 +86,10 @@ class _Rename:
             return
         folder, name = posixpath.split(path)
         if folder == (spelling(self.entry).rstrip("/") or "/") and file_kind(name) is not None:
+            if is_remote(self.entry):  # spelt as list_files joins a remote folder and a name
+                from tfpvae._keras import tf
+
+                path = tf.io.gfile.join(self.entry, name)
             yield path
 
 

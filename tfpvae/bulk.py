@@ -113,12 +113,14 @@ class _ErrorLog:
 
 
 def _publish(partial: Path, out: Path, errors_partial: Path | None) -> None:
-    """Renames the finished CSV into place, and its errors file beside it; without one
-    (no --skip-bad), an errors file of an earlier run goes: it lists another CSV's records."""
+    """Renames the finished CSV into place, and its errors file beside it.
+
+    An earlier errors file goes before the new CSV comes in: a kill or a failure between
+    the renames leaves a CSV without its errors file, never one beside another CSV's.
+    """
+    errors_path(out).unlink(missing_ok=True)
     os.replace(partial, out)
-    if errors_partial is None:
-        errors_path(out).unlink(missing_ok=True)
-    else:
+    if errors_partial is not None:
         os.replace(errors_partial, errors_path(out))
 
 

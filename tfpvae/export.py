@@ -260,33 +260,36 @@ def export(
         name: getattr(module, name).get_concrete_function() for name in ("score", "log_prob", "elbo", "sample")
     }
     # The module before the folder: arguments it refuses leave no folder behind.
-    created = not path.exists()
-    try:
-        _export_into(path, module, signatures, overwrite)
-    except BaseException:
-        if created:  # nor does a failed write: the folder this call made goes again
-            _remove_if_unused(path)
-        raise
+    _export_into(path, module, signatures, overwrite, created=not path.exists())
     return path
 
 
-def _export_into(path: Path, module: ServingModule, signatures: dict, overwrite: bool) -> None:
-    """Writes the SavedModel in a staging folder beside `path`, then moves it in (`_move_into`)."""
+def _export_into(path: Path, module: ServingModule, signatures: dict, overwrite: bool, created: bool) -> None:
+    """Writes the SavedModel in a staging folder beside `path`, then moves it in (`_move_into`).
+
+    A failed write leaves no folder behind that this call `created` (removed while its
+    lock is still held, so never a folder another process has since claimed).
+    """
     with claim_folder(path, ("saved_model.pb",), what="a SavedModel", argument="path", overwrite=overwrite):
         try:
-            staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
-        except OSError as err:
-            raise storage_error("create a folder in", path.parent, err) from err
-        try:
             try:
-                tf.saved_model.save(module, str(staging), signatures=signatures)
-            except tf.errors.OpError as err:  # TensorFlow's file system reports its own errors
-                raise StorageError("write SavedModel", path, OSError(errno.EIO, err.message)) from err
+                staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
             except OSError as err:
-                raise storage_error("write SavedModel", path, err) from err
-            _move_into(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                raise storage_error("create a folder in", path.parent, err) from err
+            try:
+                try:
+                    tf.saved_model.save(module, str(staging), signatures=signatures)
+                except tf.errors.OpError as err:  # TensorFlow's file system reports its own errors
+                    raise StorageError("write SavedModel", path, OSError(errno.EIO, err.message)) from err
+                except OSError as err:
+                    raise storage_error("write SavedModel", path, err) from err
+                _move_into(staging, path)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            if created:
+                _remove_if_unused(path)
+            raise
 
 
 def _remove_if_unused(path: Path) -> None:
@@ -304,7 +307,8 @@ def _move_into(staging: Path, path: Path) -> None:
     Renames only (no copying, nothing left half-written). The old saved_model.pb goes
     first and the new one last, so a reader finds a saved_model.pb only beside its own
     variables: a kill in between leaves a folder that is plainly not a SavedModel, never
-    an old graph over new weights. A rename that fails puts the old parts back.
+    an old graph over new weights. A rename that fails puts the old parts back; one that
+    cannot go back is kept beside `path`, named in the error.
     """
     new = sorted(os.listdir(staging), key=lambda name: name == "saved_model.pb")
     entries = ["saved_model.pb", *(name for name in _SAVED_MODEL_ENTRIES if name != "saved_model.pb")]
@@ -317,11 +321,20 @@ def _move_into(staging: Path, path: Path) -> None:
         for name in new:
             os.replace(staging / name, path / name)
     except OSError as err:
+        error = storage_error("move the SavedModel into", path, err)
         for name in new:  # what did come in goes back, and the old parts return
             if (path / name).exists() and not (staging / name).exists():
                 with contextlib.suppress(OSError):
                     os.replace(path / name, staging / name)
+        lost = []
         for place, waiting in reversed(aside):
-            with contextlib.suppress(OSError):
+            try:
                 os.replace(waiting, place)
-        raise storage_error("move the SavedModel into", path, err) from err
+            except OSError:
+                lost.append(place.name)
+        if lost:  # the staging folder holds them: keep it (the caller removes `staging` only)
+            kept = staging.with_name(staging.name.replace(".partial", ".old-export"))
+            with contextlib.suppress(OSError):
+                os.replace(staging, kept)
+            error = error.keeping(f"the old export's {', '.join(lost)} could not go back and are in {kept} as old.*")
+        raise error from err

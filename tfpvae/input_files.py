@@ -50,12 +50,17 @@ def is_remote(path: str) -> bool:
 
 
 def spelling(path: str) -> str:
-    """How `list_files` spells a path: a local one normalised, a remote one as it is.
+    """How `list_files` spells a path: a local one without "." parts and doubled "/", a remote one as it is.
 
     "./png/a.png", "png//a.png" and "png/./a.png" are all "png/a.png", so one file named
-    twice is read once and gets one id.
+    these ways is read once and gets one id. ".." is kept (behind a symbolic link it is not
+    the folder before it), and so are other spellings of one file ("a.png" and its
+    absolute path).
     """
-    return path if is_remote(path) else os.path.normpath(path)
+    if is_remote(path):
+        return path
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts) or "."
 
 
 def open_binary(path: str) -> BinaryIO:
@@ -197,18 +202,28 @@ def list_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return sorted(found)
 
 
+# Object stores, whose listings mark a "folder" by a trailing "/" and whose globs return
+# objects only: no call per file is needed to tell files from folders there.
+_OBJECT_STORES = ("gs://", "s3://")
+
+
 def _folder_files(folder: str) -> list[str]:
     """Names of the files (not folders) in `folder`."""
     if is_remote(folder):
         from tfpvae._keras import tf
 
-        # Object stores mark a "folder" by a trailing "/".
-        return [name for name in tf.io.gfile.listdir(folder) if not name.endswith("/")]
+        names = [name for name in tf.io.gfile.listdir(folder) if not name.endswith("/")]
+        if folder.startswith(_OBJECT_STORES):
+            return names
+        return [name for name in names if not tf.io.gfile.isdir(tf.io.gfile.join(folder, name))]
     with os.scandir(folder) as entries:
         return [entry.name for entry in entries if not entry.is_dir()]
 
 
 def _is_folder(path: str) -> bool:
+    """Whether a path a glob matched is a folder (never for an object store's match)."""
+    if path.startswith(_OBJECT_STORES):
+        return False
     if is_remote(path):
         from tfpvae._keras import tf
 

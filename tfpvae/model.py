@@ -577,7 +577,7 @@ def load(path: str | os.PathLike) -> VAE:
 
     Raises:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
-        version, its weights fail the checksum, hold pickled data, or do not fit the config.
+        version, fails a checksum (weights or config), or holds pickled or misfitting weights.
     """
     files = read_model_files(path)
     model = VAE(files.config)

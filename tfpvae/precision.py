@@ -118,6 +118,8 @@ def _convertible(layer: tfkl.Layer) -> bool:
     """Layers whose product `BFloat16Product` computes exactly as the layer does, but rounded."""
     if not layer.built or getattr(layer, "dtype", "float32") != "float32":
         return False
+    if layer.activity_regularizer is not None:  # applied by the layer's own __call__, which this skips
+        return False
     if type(layer) is tfkl.Dense:  # exact types: a subclass may compute something else
         return True
     if type(layer) is tfkl.Conv2DTranspose:

@@ -63,9 +63,6 @@ _TAKEN_IF = tuple(name for name in RUN_OUTPUTS if name != TRAIN_ARGS_FILE)
 HOLDOUT_FRACTION = 0.1
 # Images of a file input (validation_input, else input) held in memory for the figures and scores.
 FILE_EVAL_IMAGES = 2000
-# Test images a figure needs: a PCA plane is spanned by >= 3 codes, an interpolation joins a
-# pair, and a scatter of one point shows nothing.
-FIGURE_MIN_IMAGES = {"manifold": 3, "interpolation": 2, "scatter": 2}
 # The fixed binarisation a dynamically binarised model's test images are scored with, the
 # same draw as `tfpvae evaluate --binarize-seed 0`.
 SCORES_BINARIZE_SEED = 0
@@ -446,6 +443,9 @@ def _write_outputs(model, run: Path, data: _RunData, settings: RunSettings, call
     write_history_csv(model.training_history, run / "history.csv")
     write_figures(model, data.x_test, data.y_test, run, settings.seed or 0, note)
     for evolution in (c for c in callbacks if isinstance(c, LatentEvolution)):
+        if not evolution.epochs:  # a finished run resumed, or stopped before its first epoch
+            note("no evolution.gif: no epoch was trained in this call")
+            continue
         evolution.save_gif(run / "evolution.gif")
         plots.save_figure(evolution.reconstructions_figure(), run / "reconstructions_by_epoch.png")
     if settings.input and not settings.validation_input:
@@ -468,7 +468,7 @@ def write_history_csv(history: dict[str, list[float]], path: str | os.PathLike) 
 def write_figures(model, x_test, y_test, run: Path, seed: int, note: Callable[[str], None]) -> None:
     """The main figures of a trained model, as PNGs in its run folder."""
     from tfpvae import plots
-    from tfpvae.figures import make_figure, needs_data
+    from tfpvae.figures import make_figure, min_images, needs_data
 
     kinds = {"samples": "samples", "reconstructions": "reconstructions", "curves": "training_curves"}
     if model.config.model_type == "vae":
@@ -477,7 +477,7 @@ def write_figures(model, x_test, y_test, run: Path, seed: int, note: Callable[[s
         kinds["pseudo-inputs"] = "pseudo_inputs"
     x, y, _ = spread(x_test, y_test, 2000)
     for kind, name in kinds.items():
-        needed = FIGURE_MIN_IMAGES.get(kind, 1) if needs_data(kind, model) else 0
+        needed = min_images(kind, model)[0] if needs_data(kind, model) else 0
         if len(x) < needed:  # a tiny --limit: the other figures and the scores still get written
             note(f"{name}.png skipped: it needs >= {needed} test images; got {len(x)}")
             continue

@@ -144,7 +144,7 @@ def write_model_files(
         "tfpvae_version": __version__,
         **metadata,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
-        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "config_sha256": config_digest(config_text),
     }
     texts = {CONFIG_FILE: config_text, METADATA_FILE: json.dumps(metadata, indent=2)}
     # All three written before any is renamed: a full disk leaves the old model whole.
@@ -155,6 +155,17 @@ def write_model_files(
         }
     )
     return folder
+
+
+def config_digest(text: str | bytes) -> str | None:
+    """SHA-256 of a config.json's content in a canonical form (keys sorted, no spaces), or
+    None for text that is not JSON: line endings, indentation or key order changed by
+    git or an editor keep the digest, a changed value does not."""
+    try:
+        canonical = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -238,7 +249,7 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
             "the file is truncated or was modified after saving."
         )
     # Folders written before the config had a checksum have none to check.
-    if "config_sha256" in metadata and sha256(folder / CONFIG_FILE) != metadata["config_sha256"]:
+    if "config_sha256" in metadata and config_digest((folder / CONFIG_FILE).read_bytes()) != metadata["config_sha256"]:
         raise ModelFormatError(
             f"{folder / CONFIG_FILE} does not match the checksum in {METADATA_FILE}: it was modified after "
             "saving, and its weights may not fit it. Save the model again rather than edit the file."

@@ -87,6 +87,8 @@ def _compression(head: bytes) -> str | None:
 
 
 def _first_frame_error(rid: str, head: bytes, detail: str) -> BadRecordError:
+    """The error of broken framing at record `rid`: "compressed" where the file's first bytes
+    `head` (empty past the first record) are a GZIP or ZLIB stream, else "corrupt"."""
     kind = _compression(head)
     if kind is None:
         return BadRecordError(rid, f"corrupt TFRecord data ({detail}); {_REST_LOST}")

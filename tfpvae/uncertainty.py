@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tfpvae._keras import tf, tfd
+from tfpvae._keras import tf, tfd, unwrap
 from tfpvae._validation import MAX_INT32_SEED, check_bool, check_images, check_int, check_seed
 from tfpvae.protocols import LatentModel, encode_in_chunks
 from tfpvae.scoring import per_seed, seeds_from_keys
@@ -180,12 +180,18 @@ def decoded_draws(
       num_samples: draws of z per image, >= 1.
       seed: int in [0, 2^31 - 1]. Image i's draws come from a stateless seed keyed by
         (`seed`, index_offset + i) alone, so they are the same in any batch or chunk (as
-        `tfpvae.likelihood` keys its draws by image id). None: fresh draws.
+        `tfpvae.likelihood` keys its draws by image id), for every posterior that can be
+        sliced per image (a posterior that cannot is drawn whole, keyed by its chunk's first
+        image). None: fresh draws.
       index_offset: the position of x[0] in a larger set, int >= 0. Default 0.
 
-    Yields:
-      (start, p): the row of `x` the chunk starts at, and the Bernoulli means p of its
-      images, float64 (num_samples, images in the chunk, H, W, C).
+    Returns:
+      An iterator of (start, p): the row of `x` the chunk starts at, and the Bernoulli
+      means p of its images, float64 (num_samples, images in the chunk, H, W, C).
+
+    Raises:
+      ValueError, TypeError: bad `x`, `num_samples`, `seed` or `index_offset` (at the call,
+        not at the first chunk).
     """
     x = check_images(x, "x", model.image_shape)
     num_samples = check_int(num_samples, "num_samples")
@@ -193,11 +199,15 @@ def decoded_draws(
     index_offset = check_int(index_offset, "index_offset", minimum=0)
     if seed is None:
         seed = int(np.random.default_rng().integers(MAX_INT32_SEED + 1))
+    return _decoded_chunks(model, x, num_samples, seed, index_offset)
+
+
+def _decoded_chunks(model: LatentModel, x: np.ndarray, num_samples: int, seed: int, index_offset: int):
     chunk = max(1, _DECODE_BUDGET // num_samples)
     for c, q in enumerate(encode_in_chunks(model, x, chunk=chunk)):
         start = c * chunk
         rows = range(index_offset + start, index_offset + min(start + chunk, len(x)))
-        z = _draw(q, seeds_from_keys(tf.constant([f"{i}\x1fpredictive\x1f{seed}" for i in rows])), num_samples)
+        z = _draw(unwrap(q), seeds_from_keys(tf.constant([f"{i}\x1fpredictive\x1f{seed}" for i in rows])), num_samples)
         size = z.shape[1]  # images in this chunk; z is (num_samples, size, latent_dim)
         p = model.decode_mean(z.reshape(num_samples * size, -1)).astype(np.float64)
         yield start, p.reshape(num_samples, size, *p.shape[1:])
@@ -210,20 +220,24 @@ def _draw(q: tfd.Distribution, seeds: tf.Tensor, num_samples: int) -> np.ndarray
     One draw per seed (TensorFlow's stateless ops take one seed each) is what makes an
     image's codes independent of its neighbours in the batch.
     """
-    if type(q) is tfd.MultivariateNormalTriL:
+    if isinstance(q, tfd.MultivariateNormalTriL):
         # The encoder's usual posterior: standard normals per image, then loc + L eps batched.
         d = q.event_shape[-1]
         eps = per_seed(lambda s: tf.random.stateless_normal([num_samples, d], seed=s, dtype=q.dtype), seeds, q.dtype)
         loc = q.mean()  # (n, d), the location broadcast to the batch
         tril = tf.broadcast_to(q.scale.to_dense(), tf.concat([tf.shape(loc), [d]], 0))
         z = loc[:, None, :] + tf.matmul(eps, tril, transpose_b=True)  # (n, num_samples, d)
-    elif isinstance(q, tfd.VectorDeterministic):  # an autoencoder's code: nothing to draw
-        z = tf.repeat(q.mean()[:, None, :], num_samples, axis=1)
-    else:  # any other distribution that slices: one slice per image
+        return np.swapaxes(z.numpy(), 0, 1)
+    if isinstance(q, tfd.VectorDeterministic):  # an autoencoder's code: nothing to draw
+        return np.repeat(q.mean().numpy()[None], num_samples, axis=0)
 
-        def one(args):
-            i, image_seed = args
-            return q[i : i + 1].sample(num_samples, seed=image_seed)[:, 0]
+    def one(args):
+        i, image_seed = args
+        return q[i : i + 1].sample(num_samples, seed=image_seed)[:, 0]
 
+    try:  # any other distribution that slices by batch: one slice per image
         z = tf.map_fn(one, (tf.range(tf.shape(seeds)[0]), seeds), fn_output_signature=q.dtype)
+    except (NotImplementedError, ValueError, TypeError):
+        # One that cannot be sliced (some flows): drawn whole, so its draws depend on the chunk.
+        return q.sample(num_samples, seed=seeds[0]).numpy()
     return np.swapaxes(z.numpy(), 0, 1)

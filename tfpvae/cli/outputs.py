@@ -187,8 +187,9 @@ def plot(args: argparse.Namespace) -> int:
     from tfpvae import plots
     from tfpvae.figures import check_figure, make_figure, needs_data
 
-    if args.binarize_seed is not None and args.kind not in ("histogram", "roc"):
-        raise UsageError(f"`--binarize-seed` applies to the histogram and roc figures, not to {args.kind!r}.")
+    for flag, value in (("--binarize-seed", args.binarize_seed), ("--anomalous", args.anomalous)):
+        if value is not None and args.kind not in ("histogram", "roc"):
+            raise UsageError(f"`{flag}` applies to the histogram and roc figures, not to {args.kind!r}.")
     model = load_model(args)
     x = y = x_anomalous = None
     if needs_data(args.kind, model):
@@ -199,7 +200,7 @@ def plot(args: argparse.Namespace) -> int:
         x_anomalous = test_images(args, "anomalous", model)
         x_anomalous = x_anomalous[: args.limit] if args.limit else x_anomalous
     try:
-        check_figure(args.kind, model, x, x_anomalous=x_anomalous, index=args.index)
+        check_figure(args.kind, model, x, x_anomalous=x_anomalous, index=args.index, method=args.method)
         fig = make_figure(
             args.kind,
             model,
