@@ -385,3 +385,15 @@ def test_a_user_network_without_its_import_is_named_before_any_worker_starts(use
         assert "`--import no_such_module_here`: no module named 'no_such_module_here'" in capsys.readouterr().err
     finally:
         registry.import_modules([str(Path(__file__).resolve().parent / "example_networks.py")])
+
+
+def test_files_of_a_remote_folder_are_spelt_as_list_files_joins_them():
+    """list_files joins a remote folder as written and a name ("gs://b/png//" + "a.png");
+    Beam's matcher gives "gs://b/png/a.png", which must be renamed to that spelling."""
+    from types import SimpleNamespace
+
+    from tfpvae.beam_transforms import _Rename
+
+    rename = _Rename("folder", "gs://b/png//", "gs://b/png/*")
+    assert list(rename(SimpleNamespace(path="gs://b/png/a.png"))) == [tf.io.gfile.join("gs://b/png//", "a.png")]
+    assert list(rename(SimpleNamespace(path="gs://b/png/notes.txt"))) == []

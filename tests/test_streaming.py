@@ -386,6 +386,11 @@ def test_list_files_reads_one_file_once_and_never_a_folder(tmp_path, mnist, monk
     with pytest.raises(FileNotFoundError, match="looks"):
         list_files("png/looks*")
     assert input_files.spelling("gs://bucket//x/./a.png") == "gs://bucket//x/./a.png"  # remote: as written
+    # ".." stays: behind a symbolic link "link/.." is not the folder "link" is in.
+    assert input_files.spelling("./link/../a.png") == "link/../a.png"
+    assert input_files.spelling("//abs/./b//a.png") == "/abs/b/a.png"
+    # A match of an object store's glob is an object, never a folder: no call to ask.
+    assert not input_files._is_folder("gs://bucket/looks.png")
 
 
 def test_entry_kind_and_single_array_decide_as_list_files(tmp_path, mnist):
