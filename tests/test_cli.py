@@ -259,12 +259,18 @@ def test_score_input_errors_are_one_line_naming_the_flag(trained_digits_dir, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_a_bad_record_stops_score_without_leaving_half_a_csv(trained_digits_dir, tmp_path, capsys):
+def _folder_with_a_bad_png(tmp_path):
+    """tmp_path/imgs holding a.png and b.png (8x8 grey) and c.png, which is not a PNG."""
     folder = tmp_path / "imgs"
     folder.mkdir()
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
     (folder / "c.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_a_bad_record_stops_score_without_leaving_half_a_csv(trained_digits_dir, tmp_path, capsys):
+    folder = _folder_with_a_bad_png(tmp_path)
     out = tmp_path / "s.csv"
     command = f"score --model {trained_digits_dir} --input {folder} --score elbo --batch-size 1 --out {out} --quiet"
     assert main(command.split()) == 2
@@ -273,11 +279,7 @@ def test_a_bad_record_stops_score_without_leaving_half_a_csv(trained_digits_dir,
 
 
 def test_the_errors_file_always_belongs_to_the_csv_beside_it(trained_digits_dir, tmp_path, capsys):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for name in ("a.png", "b.png"):
-        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
-    (folder / "c.png").write_bytes(b"not a png")
+    folder = _folder_with_a_bad_png(tmp_path)
     out = tmp_path / "s.csv"
     errors = tmp_path / "s.csv.errors.csv"
     command = f"score --model {trained_digits_dir} --input {folder} --score elbo --out {out} --quiet --overwrite"

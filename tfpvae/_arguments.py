@@ -82,9 +82,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+# Fields whose flag is not their name: `options` is given one KEY=VALUE at a time.
+_FLAG_NAMES = {"options": "--option"}
+
+
 def flag(key: str) -> str:
-    """The flag of a field or argument name: "latent_dim" -> "--latent-dim"."""
-    return "--" + key.replace("_", "-")
+    """The flag of a field or argument name: "latent_dim" -> "--latent-dim", "options" -> "--option"."""
+    return _FLAG_NAMES.get(key) or "--" + key.replace("_", "-")
 
 
 def _config_field_type(field: dataclasses.Field) -> Callable[[str], Any]:
@@ -153,7 +157,7 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: VAEConfig | None
         help_text = f"{field.metadata['help']} (default {default})".replace("%", "%%")
         parser.add_argument(flag(field.name), default=default, help=help_text, **kind)
     parser.add_argument(
-        "--option",
+        flag("options"),
         dest="options",
         type=option,
         action="append",

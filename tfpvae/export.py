@@ -52,6 +52,7 @@ from tfpvae.scoring import ScoringPlan, score_images
 from tfpvae.write_guard import LOCK_FILE, OWNER_FILE, claim_folder
 
 # What tf.saved_model.save writes into a folder.
+# saved_model.pb first: `_move_into` moves an old SavedModel aside in this order.
 _SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 # The score signature's outputs: `tfpvae score`'s CSV columns (typicality only with a typical NLL).
 SERVED_SCORES = ("log_prob", "log_prob_stderr", "elbo", "rate", "distortion", "complexity")
@@ -311,10 +312,9 @@ def _move_into(staging: Path, path: Path) -> None:
     cannot go back is kept beside `path`, named in the error.
     """
     new = sorted(os.listdir(staging), key=lambda name: name == "saved_model.pb")
-    entries = ["saved_model.pb", *(name for name in _SAVED_MODEL_ENTRIES if name != "saved_model.pb")]
     aside = []  # (old part's place, where it waits in staging)
     try:
-        for name in entries:  # the old SavedModel, saved_model.pb first, moved aside whole
+        for name in _SAVED_MODEL_ENTRIES:  # the old SavedModel, saved_model.pb first, moved aside whole
             if (path / name).exists():
                 os.replace(path / name, staging / f"old.{name}")
                 aside.append((path / name, staging / f"old.{name}"))

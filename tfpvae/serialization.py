@@ -89,7 +89,7 @@ def _refuse_reserved(entries: dict[str, Any], reserved: Sequence[str], argument:
     if clash:
         raise ValueError(
             f"{argument} key {clash[0]!r} is reserved: tfpvae writes it to metadata.json itself "
-            f"(reserved keys: {', '.join(RESERVED_METADATA_KEYS)}); store your own entries under other keys."
+            f"(reserved keys: {', '.join(reserved)}); store your own entries under other keys."
         )
 
 
@@ -234,9 +234,9 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
 
     Raises:
       ModelFormatError: the folder is missing or incomplete, from an incompatible format
-        version, its weights or config fail their checksums, hold pickled data or other than floats, or
-        are not numbered as `write_model_files` numbers them, or its metadata's history is
-        not a dict of lists of numbers.
+        version, fails a checksum (weights or config), its weights hold pickled data or other
+        than floats or are not numbered as `write_model_files` numbers them, or its metadata's
+        history is not a dict of lists of numbers.
       UnregisteredNameError: the config names a network or prior that no module imported
         in this process registers; the message names the module that registered it when
         the model was saved (from metadata.json's "registered_by"; it is never imported).
@@ -248,14 +248,15 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
             f"{folder / WEIGHTS_FILE} does not match the checksum in {METADATA_FILE}: "
             "the file is truncated or was modified after saving."
         )
+    config_text = (folder / CONFIG_FILE).read_text()
     # Folders written before the config had a checksum have none to check.
-    if "config_sha256" in metadata and config_digest((folder / CONFIG_FILE).read_bytes()) != metadata["config_sha256"]:
+    if "config_sha256" in metadata and config_digest(config_text) != metadata["config_sha256"]:
         raise ModelFormatError(
             f"{folder / CONFIG_FILE} does not match the checksum in {METADATA_FILE}: it was modified after "
             "saving, and its weights may not fit it. Save the model again rather than edit the file."
         )
     try:
-        config = VAEConfig.from_json((folder / CONFIG_FILE).read_text())
+        config = VAEConfig.from_json(config_text)
     except UnregisteredNameError as err:
         # Not a broken folder: this process lacks the user's network or prior module.
         raise UnregisteredNameError(_with_origin(str(err), metadata)) from None

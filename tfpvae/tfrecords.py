@@ -86,7 +86,7 @@ def _compression(head: bytes) -> str | None:
     return None
 
 
-def _first_frame_error(rid: str, head: bytes, detail: str) -> BadRecordError:
+def _framing_error(rid: str, head: bytes, detail: str) -> BadRecordError:
     """The error of broken framing at record `rid`: "compressed" where the file's first bytes
     `head` (empty past the first record) are a GZIP or ZLIB stream, else "corrupt"."""
     kind = _compression(head)
@@ -152,7 +152,7 @@ def read_tfrecord(path: str) -> Iterator[Record]:
             for end in _frame_ends(frames):
                 rid = f"{path}:{number}"
                 if isinstance(end, str):
-                    yield rid, _first_frame_error(rid, head if number == 0 else b"", end), None
+                    yield rid, _framing_error(rid, head if number == 0 else b"", end), None
                     return
                 raw = next(records, None)
                 if raw is None:  # the file shrank while being read
@@ -165,7 +165,7 @@ def read_tfrecord(path: str) -> Iterator[Record]:
         # A bad length or CRC means the frame boundaries can no longer be trusted: this record
         # and everything after it are lost, and the reader cannot resynchronise.
         rid = f"{path}:{number}"
-        yield rid, _first_frame_error(rid, head if number == 0 else b"", err.message), None
+        yield rid, _framing_error(rid, head if number == 0 else b"", err.message), None
     except (tf.errors.OpError, OSError) as err:
         rid = path if number == 0 else f"{path}:{number}"
         message = getattr(err, "message", str(err))

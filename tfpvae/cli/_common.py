@@ -39,6 +39,14 @@ def as_usage_error(err: ValueError) -> Exception:
     return UsageError(as_flags(str(err))) if type(err) is ValueError else err
 
 
+def as_input_error(err: Exception) -> Exception:
+    """A reader's error about the input it was given as a `UsageError` naming `--input` (the
+    readers call it `source` or `path`); any other error (a bad file or record, which names
+    itself) as it is."""
+    message = re.sub(r"`(source|path)`", "`--input`", str(err))
+    return err if message == str(err) else UsageError(message)
+
+
 def refused(err: Any) -> str:
     """An `OutputExistsError` in the CLI's terms: `--out`, which names every output, and the flags that allow it."""
     return f"`--out` {err.problem}: {err.remedy(f'`--resume {err.path}`', '`--overwrite`')}."
@@ -98,11 +106,7 @@ def images_for_scoring(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
         try:
             x, y = load_images(args.input)
         except (ValueError, TypeError, FileNotFoundError) as err:
-            message = re.sub(r"`(source|path)`", "`--input`", str(err))
-            if message == str(err):  # a bad file or record: its message names it
-                raise
-            # The readers' arguments are `source` and `path`; the user typed --input (as `score` says).
-            raise UsageError(message) from None
+            raise as_input_error(err) from None
     elif args.dataset:
         x, y = load_split(args.dataset, args.split, args.data_dir)
     else:

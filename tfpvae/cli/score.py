@@ -14,6 +14,7 @@ from tfpvae.cli._common import (
     DATA_DIR_HELP,
     add_data_args,
     add_scoring_args,
+    as_input_error,
     example,
     images_for_scoring,
     load_model,
@@ -150,7 +151,7 @@ def _score_batches(args: argparse.Namespace, model: Any, bad: list | None) -> tu
         try:  # listed now, so that a missing or unreadable input is a one-line error naming the flag
             files = list_files(args.input)
         except (ValueError, TypeError, FileNotFoundError) as err:
-            raise UsageError(str(err).replace("`source`", "`--input`")) from None
+            raise as_input_error(err) from None
         batches = iter_batches(
             args.input,
             batch_size=args.batch_size,

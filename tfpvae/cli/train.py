@@ -124,11 +124,6 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _in_flags(message: str) -> str:
-    """`as_flags`, with the options field named by its flag: `options` -> `--option`."""
-    return as_flags(message).replace("`--options`", "`--option`")
-
-
 def _json(value: Any) -> str:
     """An option's value as JSON text, as --option takes it and a saved config holds it: 1 is not true."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
@@ -182,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             config = config_from_args(args, seed=args.seed)
         except ValueError as err:  # fields that do not combine, e.g. --train-samples 4 --model-type ae
-            raise UsageError(_in_flags(str(err))) from None
+            raise UsageError(as_flags(str(err))) from None
         run_dir, settings = args.out, _settings(args)
     try:
         result = train_run(
