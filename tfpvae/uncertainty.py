@@ -213,6 +213,13 @@ def _decoded_chunks(model: LatentModel, x: np.ndarray, num_samples: int, seed: i
         yield start, p.reshape(num_samples, size, *p.shape[1:])
 
 
+@tf.function(reduce_retracing=True)
+def _standard_normals(seeds: tf.Tensor, shape: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """Standard normals of `shape` for each row of `seeds` (n, 2): (n, *shape). In a graph, as
+    the scoring core draws them: run eagerly, `per_seed`'s loop costs more than the decoder."""
+    return per_seed(lambda s: tf.random.stateless_normal(shape, seed=s, dtype=dtype), seeds, dtype)
+
+
 def _draw(q: tfd.Distribution, seeds: tf.Tensor, num_samples: int) -> np.ndarray:
     """`num_samples` codes from each image's q(z|x), image i's from its own stateless
     seed `seeds[i]` (int32 (n, 2)): (num_samples, n, latent_dim) numpy.
@@ -223,7 +230,7 @@ def _draw(q: tfd.Distribution, seeds: tf.Tensor, num_samples: int) -> np.ndarray
     if isinstance(q, tfd.MultivariateNormalTriL):
         # The encoder's usual posterior: standard normals per image, then loc + L eps batched.
         d = q.event_shape[-1]
-        eps = per_seed(lambda s: tf.random.stateless_normal([num_samples, d], seed=s, dtype=q.dtype), seeds, q.dtype)
+        eps = _standard_normals(seeds, tf.constant([num_samples, d]), q.dtype)
         loc = q.mean()  # (n, d), the location broadcast to the batch
         tril = tf.broadcast_to(q.scale.to_dense(), tf.concat([tf.shape(loc), [d]], 0))
         z = loc[:, None, :] + tf.matmul(eps, tril, transpose_b=True)  # (n, num_samples, d)
