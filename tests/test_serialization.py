@@ -102,6 +102,18 @@ def test_an_edited_config_fails_its_checksum_and_weights_that_do_not_fit_it_are_
         tfpvae.load(saved)
 
 
+@pytest.mark.parametrize("checksummed", [True, False], ids=["with-checksum", "before-checksums"])
+def test_a_config_that_is_not_utf8_is_a_model_format_error(saved, checksummed):
+    # A damaged first byte: found by the fuzz tests as a UnicodeDecodeError traceback.
+    if not checksummed:
+        meta = json.loads((saved / "metadata.json").read_text())
+        del meta["config_sha256"]
+        (saved / "metadata.json").write_text(json.dumps(meta))
+    (saved / "config.json").write_bytes(b"\x80" + (saved / "config.json").read_bytes())
+    with pytest.raises(ModelFormatError, match=r"config.json is not UTF-8 text"):
+        tfpvae.load(saved)
+
+
 def test_planted_pickle_in_weights_is_refused_and_not_executed(saved, tmp_path):
     import hashlib
 

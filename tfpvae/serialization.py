@@ -168,6 +168,19 @@ def config_digest(text: str | bytes) -> str | None:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def read_config_text(path: str | os.PathLike) -> str:
+    """Returns the text of a model folder's config.json.
+
+    Raises:
+      ModelFormatError: the file is not UTF-8 text (damaged, or not written by tfpvae).
+    """
+    file = Path(path) / CONFIG_FILE
+    try:
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ModelFormatError(f"{file} is not UTF-8 text ({err}): it was damaged or not written by tfpvae.") from None
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Returns metadata.json of a model folder, checked for a compatible format version.
 
@@ -248,7 +261,7 @@ def read_model_files(path: str | os.PathLike) -> ModelFiles:
             f"{folder / WEIGHTS_FILE} does not match the checksum in {METADATA_FILE}: "
             "the file is truncated or was modified after saving."
         )
-    config_text = (folder / CONFIG_FILE).read_text()
+    config_text = read_config_text(folder)
     # Folders written before the config had a checksum have none to check.
     if "config_sha256" in metadata and config_digest(config_text) != metadata["config_sha256"]:
         raise ModelFormatError(

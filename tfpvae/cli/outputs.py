@@ -166,10 +166,13 @@ def sample(args: argparse.Namespace) -> int:
 
 def info(args: argparse.Namespace) -> int:
     """Prints the model's config, size and last metrics as JSON (without building the model)."""
-    from tfpvae.serialization import CONFIG_FILE, read_metadata
+    from tfpvae.serialization import ModelFormatError, read_config_text, read_metadata
 
     meta = read_metadata(args.model)
-    config = json.loads((Path(args.model) / CONFIG_FILE).read_text())
+    try:  # parsed only, not built: info works without the modules of a user's own networks
+        config = json.loads(read_config_text(args.model))
+    except (ValueError, RecursionError) as err:
+        raise ModelFormatError(f"{args.model}'s config.json is not valid JSON: {err}") from None
     history = meta.get("history", {})
     summary = {
         "config": config,
