@@ -161,6 +161,21 @@ def test_latent_scatter_of_many_named_classes_keeps_a_legend(tmp_path, rng):
     np.testing.assert_array_equal(fig.axes[0].collections[0].get_array(), np.arange(250) % 25)
 
 
+def test_string_labels_of_numbers_are_in_natural_order(rng):
+    # Labels read from a CSV are strings: "2" comes before "10", as their numbers do.
+    coords = rng.normal(size=(60, 2))
+    labels = np.array([f"{i % 12}" for i in range(60)])
+    fig = plots.latent_scatter(coords, labels=labels)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [str(k) for k in range(12)]
+    np.testing.assert_allclose(fig.axes[0].collections[10].get_offsets(), coords[labels == "10"])
+    mixed = np.array(["b10", "b2", "a", "b1", "a"])
+    x = rng.random((5, 4, 4, 1))
+    fig = plots.reconstructions(x, 1 - x, labels=mixed)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["a", "b1", "b2", "b10"]
+    for col, i in enumerate([2, 3, 1, 0]):  # each class's first image, in that order
+        np.testing.assert_allclose(fig.axes[col].images[0].get_array(), x[i, ..., 0])
+
+
 def test_image_grid_needs_one_title_per_image(rng):
     images = rng.random((4, 8, 8, 1))
     with pytest.raises(ValueError, match=r"`titles` must have 4 entries, one per image; got 1\."):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def reconstructions(
     captions = None
     if labels is not None:
         labels = check_labels(labels, len(originals), "labels")
-        classes, first = np.unique(labels, return_index=True)
+        classes, first = _classes(labels)
         originals, reconstructed = originals[first], reconstructed[first]
         captions = [_class_name(c, class_names) for c in classes]
     n = len(originals)
@@ -145,6 +146,21 @@ def reconstructions(
 
 
 # ---------------------------------------------------------------------------- shared helpers
+def _classes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct labels in natural order ("2" before "10" among strings too), and the index
+    of each one's first image."""
+    classes, first = np.unique(labels, return_index=True)
+    if classes.dtype.kind in "US":  # np.unique sorts strings character by character
+        order = sorted(range(len(classes)), key=lambda i: _natural_key(str(classes[i])))
+        classes, first = classes[order], first[order]
+    return classes, first
+
+
+def _natural_key(text: str) -> list[tuple[int, int | str]]:
+    # Runs of digits compare as numbers; (0, n) before (1, text) keeps the types apart.
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
+
+
 def _class_name(label: Any, class_names: Mapping[Any, str] | None) -> str:
     key = label.item() if hasattr(label, "item") else label
     return str(class_names[key] if class_names is not None and key in class_names else key)
@@ -412,7 +428,7 @@ def latent_scatter(
     fig, ax = plt.subplots(figsize=(6.2, 5.0), dpi=dpi, layout="constrained")
     if labels is not None:
         labels = check_labels(labels, n, "labels")
-        classes = np.unique(labels)
+        classes, _ = _classes(labels)
         if len(classes) > _MAX_LEGEND_CLASSES and labels.dtype.kind in "biuf":
             # Too many for a legend: colour numbers by value with a colour bar instead (names keep it).
             values, values_label, labels = labels.astype(np.float64), values_label or "class", None
