@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfpvae._keras import tf
+from tfpvae._keras import tf, tfd
 from tfpvae.priors import Prior, sample_prior
 
 
@@ -67,8 +67,6 @@ def test_tf_import_is_keras2():
 
 def _diagonal_posterior(u):
     """A stand-in encoder: loc = (mean pixel, 2 * mean pixel), scale diag(0.5, 1.5)."""
-    from tfpvae._keras import tfd
-
     m = tf.reduce_mean(u, axis=[1, 2, 3])
     loc = tf.stack([m, 2 * m], axis=-1)
     return tfd.MultivariateNormalTriL(loc=loc, scale_tril=tf.linalg.diag(tf.ones_like(loc) * [0.5, 1.5]))
@@ -255,9 +253,27 @@ def test_an_autoencoder_refuses_a_registered_prior_with_trainable_weights():
     def learned(config):
         return LearnedNormalPrior(config.latent_dim, trainable=config.options.get("trainable", True))
 
+    class LazyPrior(tfpvae.priors.PriorLayer):
+        """Makes its weight on first use of `distribution`, against the documented advice."""
+
+        def __init__(self, latent_dim):
+            super().__init__()
+            self.latent_dim, self.loc = latent_dim, None
+
+        @property
+        def distribution(self):
+            if self.loc is None:
+                self.loc = self.add_weight(name="loc", shape=(self.latent_dim,), initializer="zeros")
+            return tfd.MultivariateNormalDiag(self.loc, tf.ones(self.latent_dim))
+
     tfpvae.register_prior("test_learned")(learned)
     tfpvae.register_prior("test_fixed_cauchy")(_cauchy)
+    tfpvae.register_prior("test_lazy")(lambda config: LazyPrior(config.latent_dim))
     try:
+        lazy = VAEConfig(latent_dim=2, prior="test_lazy", model_type="ae")
+        with pytest.raises(ValueError, match="`prior='test_lazy'` has trainable weights, which model_type='ae'"):
+            build_prior(lazy)
+        assert len(build_prior(lazy.replace(model_type="vae")).trainable_weights) == 1
         config = VAEConfig(latent_dim=2, prior="test_learned", model_type="ae")  # known only once built
         with pytest.raises(ValueError, match="`prior='test_learned'` has trainable weights, which model_type='ae'"):
             build_prior(config)
@@ -268,6 +284,7 @@ def test_an_autoencoder_refuses_a_registered_prior_with_trainable_weights():
     finally:
         tfpvae.registry.priors.unregister("test_learned")
         tfpvae.registry.priors.unregister("test_fixed_cauchy")
+        tfpvae.registry.priors.unregister("test_lazy")
 
 
 def test_every_documented_default_of_a_prior_layer_is_its_signature_default():

@@ -348,14 +348,14 @@ def build_prior(config: VAEConfig) -> tfkl.Layer:
       ValueError: `config.model_type` is "ae" and the prior has trainable weights.
     """
     layer = registry.priors.get(config.prior)(config)
+    if not hasattr(layer, "attach_posterior"):
+        check_prior(layer, config.latent_dim, config.prior)  # reads `distribution`: lazy weights exist after it
     if config.model_type != "vae" and getattr(layer, "trainable_weights", None):
         raise ValueError(
             f"`prior={config.prior!r}` has trainable weights, which model_type={config.model_type!r} never trains "
             "(an autoencoder's loss has no KL term); use a prior without trainable weights, such as "
             "prior='normal', or model_type='vae'."
         )
-    if not hasattr(layer, "attach_posterior"):
-        check_prior(layer, config.latent_dim, config.prior)
     return layer
 
 
