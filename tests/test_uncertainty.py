@@ -182,6 +182,34 @@ def test_predictive_draws_of_an_image_do_not_depend_on_the_batch_or_chunks(image
     assert not np.array_equal(pairs.mean[0], pairs.mean[2])  # the same posterior, its own draws
 
 
+class _Unsliceable(tfd.MultivariateNormalDiag):
+    """A posterior that cannot be sliced per image, as some flows cannot."""
+
+    def __getitem__(self, slices):
+        raise NotImplementedError("no slicing")
+
+
+class _UnsliceableProbitModel(_ProbitModel):
+    def encode(self, x):
+        i = np.rint(np.asarray(x)[:, 0, 0, 0] * 10).astype(int)
+        return _Unsliceable(loc=self.mu[i, None], scale_diag=self.s[i, None])
+
+
+def test_a_posterior_that_cannot_be_sliced_is_drawn_whole_with_the_moments_it_should_have():
+    stub = _UnsliceableProbitModel(mu=[0.3, -1.0], s=[0.8, 0.5], a=np.ones((2, 2, 1)), b=np.zeros((2, 2, 1)))
+    x = np.zeros((4, 2, 2, 1), np.float32)
+    x[1::2] = 0.1
+    result = uncertainty.predictive_uncertainty(stub, x, num_samples=20000, seed=2)
+    mean, aleatoric, epistemic = stub.exact()
+    rows = [0, 1, 0, 1]  # the posterior each image names
+    _assert_within(result.mean, mean[rows], 0.01)
+    _assert_within(result.epistemic, epistemic[rows], 0.005)
+    # Drawn whole: the chunk's draws come from the seed of its first image, and repeat with it.
+    again = uncertainty.predictive_uncertainty(stub, x, num_samples=20000, seed=2)
+    np.testing.assert_array_equal(again.mean, result.mean)
+    assert not np.array_equal(result.mean[0], result.mean[2])  # each image has its own draws within the chunk
+
+
 def test_posterior_spread_matches_closed_forms_from_scale_tril(images):
     xt = images[1]
     model = VAE(input_shape=(8, 8, 1), latent_dim=3, seed=5)
