@@ -517,6 +517,12 @@ def test_remote_file_systems_go_through_gfile(mnist):
         c = put("c.png", png_bytes(u8[5]))
         with tf.io.TFRecordWriter(f"{root}/d.tfrecord") as writer:
             writer.write(example(png_bytes(u8[6]), y[6]))
+        # A folder named like an image, on a file system that is not an object store: listed
+        # by neither the folder's listing nor a glob (gfile.isdir tells them apart).
+        gfile.makedirs(f"{root}/e.png")
+        put("e.png/inner.png", png_bytes(u8[7]))
+        assert "e.png" in gfile.listdir(root) and f"{root}/e.png" in gfile.glob(f"{root}/*.png")
+        assert list_files(f"{root}/*.png") == [c]
         assert list_files(f"{root}/*.np?") == [a, b]
         images, ids, labels, _ = collect(root)
         assert ids == [f"{a}:0", f"{a}:1", f"{a}:2", f"{b}:0", f"{b}:1", c, f"{root}/d.tfrecord:0"]
