@@ -271,6 +271,24 @@ def test_ood_suite_sets_are_the_transforms_they_name():
     assert all(np.array_equal(again[k], sets[k]) for k in sets)  # seeded: the same suite every run
 
 
+def test_as_close_is_the_share_of_shifted_images_no_further_from_the_training_data():
+    ood = benchmark("ood_suite")
+    train = np.zeros((3, 28, 28, 1), np.float32)
+    train[1, :14] = 1.0  # top half white
+    originals = np.zeros((4, 28, 28, 1), np.float32)
+    originals[:, :10] = 1.0  # 4 rows short of the top-half image: sqrt(4 * 28) from it, sqrt(10 * 28) from black
+    shifted = originals.copy()
+    shifted[0, :14] = 1.0  # now one of the training images: closer than its original
+    shifted[1] = originals[1]  # unchanged: as close
+    shifted[2, 20:] = 1.0  # white added below: further
+    shifted[3] = 1.0 - originals[3]  # inverted: further
+    near = ood.as_close("vflip", "other", ood.pixel_1nn(train, shifted), ood.pixel_1nn(train, originals))
+    assert near == {"as_close_as_original": 0.5}
+    # Sets not made from normal images have no originals: no share.
+    assert ood.as_close("other", "other", np.zeros(4), np.zeros(4)) == {}
+    assert ood.as_close("photos", "other", np.zeros(4), np.zeros(4)) == {}
+
+
 def test_grey_entropy_is_the_binary_entropy_of_the_pixels():
     ood = benchmark("ood_suite")
     x = np.zeros((2, 28, 28, 1), np.float32)
@@ -288,6 +306,10 @@ def test_ood_suite_quick_run(data_dir, tmp_path):
     for line in sets:
         assert {"log_prob", "complexity", "dose_kde_kl"} <= set(line["auroc"])
         assert all(0.0 <= v <= 1.0 for v in line["auroc"].values()), line
+        derived = line["set"] not in ("fashion_mnist", *benchmark("ood_suite").NOT_DERIVED)
+        assert ("as_close_as_original" in line) == derived, line
+    share = {line["set"]: line.get("as_close_as_original") for line in sets}
+    assert share["invert"] == 0.0 and 0.0 <= share["hflip"] <= 1.0  # no inverted digit is near a training one
 
 
 def test_chunk_size_sweeps_sizes_and_measures_memory_in_a_subprocess(tmp_path):
