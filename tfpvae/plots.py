@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tfpvae._class_labels import class_name, distinct_classes
 from tfpvae._io import atomic_write
 from tfpvae._validation import check_labels
 from tfpvae.charts import roc_curves as roc_curves
@@ -126,9 +126,9 @@ def reconstructions(
     captions = None
     if labels is not None:
         labels = check_labels(labels, len(originals), "labels")
-        classes, first = _classes(labels)
+        classes, first = distinct_classes(labels)
         originals, reconstructed = originals[first], reconstructed[first]
-        captions = [_class_name(c, class_names) for c in classes]
+        captions = [class_name(c, class_names) for c in classes]
     n = len(originals)
     fig, axes = plt.subplots(
         2, n, figsize=(n * 1.0, 2.3 + (0.2 if captions else 0)), squeeze=False, layout="constrained"
@@ -146,26 +146,6 @@ def reconstructions(
 
 
 # ---------------------------------------------------------------------------- shared helpers
-def _classes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct labels in natural order ("2" before "10" among strings too), and the index
-    of each one's first image."""
-    classes, first = np.unique(labels, return_index=True)
-    if classes.dtype.kind in "US":  # np.unique sorts strings character by character
-        order = sorted(range(len(classes)), key=lambda i: _natural_key(str(classes[i])))
-        classes, first = classes[order], first[order]
-    return classes, first
-
-
-def _natural_key(text: str) -> list[tuple[int, int | str]]:
-    # Runs of digits compare as numbers; (0, n) before (1, text) keeps the types apart.
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
-
-
-def _class_name(label: Any, class_names: Mapping[Any, str] | None) -> str:
-    key = label.item() if hasattr(label, "item") else label
-    return str(class_names[key] if class_names is not None and key in class_names else key)
-
-
 def _check_image_rows(images: Any, name: str = "images") -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 5 or 0 in images.shape[:2]:
@@ -428,7 +408,7 @@ def latent_scatter(
     fig, ax = plt.subplots(figsize=(6.2, 5.0), dpi=dpi, layout="constrained")
     if labels is not None:
         labels = check_labels(labels, n, "labels")
-        classes, _ = _classes(labels)
+        classes, _ = distinct_classes(labels)
         if len(classes) > _MAX_LEGEND_CLASSES and labels.dtype.kind in "biuf":
             # Too many for a legend: colour numbers by value with a colour bar instead (names keep it).
             values, values_label, labels = labels.astype(np.float64), values_label or "class", None
@@ -438,7 +418,7 @@ def latent_scatter(
         for k, c in enumerate(classes):
             sel = labels == c
             ax.scatter(
-                *coords[sel].T, s=size, color=cmap(k % cmap.N), alpha=0.7, lw=0, label=_class_name(c, class_names)
+                *coords[sel].T, s=size, color=cmap(k % cmap.N), alpha=0.7, lw=0, label=class_name(c, class_names)
             )
         fig.legend(
             loc="outside right center", title="class", markerscale=max(1.0, 7.0 / math.sqrt(size)), frameon=False,

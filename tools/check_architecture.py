@@ -40,7 +40,7 @@ FLOOR_NAMES = ("ground", "data", "networks/priors", "scoring", "model", "tools",
 FLOORS = {
     **dict.fromkeys(["tfpvae._validation", "tfpvae._keras", "tfpvae._io", "tfpvae._arguments", "tfpvae._version"], 0),
     **dict.fromkeys(["tfpvae.config", "tfpvae.protocols", "tfpvae.subsets", "tfpvae.registry"], 0),
-    **dict.fromkeys(["tfpvae.write_guard"], 0),
+    **dict.fromkeys(["tfpvae.write_guard", "tfpvae._class_labels"], 0),
     **dict.fromkeys(["tfpvae.datasets", "tfpvae.streaming", "tfpvae.compression", "tfpvae.distribute"], 1),
     **dict.fromkeys(["tfpvae.schedules", "tfpvae.metrics"], 1),
     # streaming's split modules (extend this list, or name them tfpvae.streaming.* / tfpvae._streaming*)
