@@ -37,7 +37,8 @@ Issue 19, section 1 (measurement first). For a model trained as `tfpvae train --
   flipped "0" or T-shirt is still one); the summary also gives each score's worst case
   over the sets it separates. For each set made from normal images, `as_close_as_original`
   is the share of its images at least as close in pixels to a training image as the normal
-  image each was made from: about 1 - share / 2 is the most a detector can expect there.
+  image each was made from: a description, not a bound (dimmed and blurred images are
+  close in pixels and still found by the statistics of the combined score).
   Statistics are cached beside each model (`--no-cache`).
 * The worst case per score over the suite, its mean, and the scoring time of each score
   relative to `log_prob` with the detector's defaults at the same k (1,000 images, the
@@ -472,9 +473,10 @@ def as_close(set_name: str, other_name: str, shifted_1nn: np.ndarray, original_1
     (in pixels) to one of the training images as the normal image each was made from, for
     the sets made from normal images ({} for the others).
 
-    Such an image is no further from the training data than a normal one: a detector that
-    could not tell these from normal images and told every other image perfectly would
-    reach an AUROC of about 1 - share / 2 (a horizontally flipped T-shirt is a T-shirt).
+    Such an image is no further from the training data in pixels than a normal one (a
+    horizontally flipped T-shirt is close to other T-shirts). It describes a set; it does
+    not bound what a detector can reach, since a shift that moves few pixels can still
+    change a statistic that no normal image has (a dimmed image's peak).
     """
     if set_name == other_name or set_name in NOT_DERIVED:
         return {}
