@@ -36,9 +36,9 @@ Issue 19, section 1 (measurement first). For a model trained as `tfpvae train --
   separable a set is. A set it does not separate (AUROC < 0.95) may be partly normal (a
   flipped "0" or T-shirt is still one); the summary also gives each score's worst case
   over the sets it separates. For each set made from normal images, `as_close_as_original`
-  is the share of its images at least as close in pixels to a training image as the normal
-  image each was made from: a description, not a bound (dimmed and blurred images are
-  close in pixels and still found by the statistics of the combined score).
+  is the share of its images at least as close in pixels to one of the 10,000 training
+  images as the normal image each was made from: a description, not a bound (dimmed and
+  blurred images are close in pixels and still found by the combined score's statistics).
   Statistics are cached beside each model (`--no-cache`).
 * The worst case per score over the suite, its mean, and the scoring time of each score
   relative to `log_prob` with the detector's defaults at the same k (1,000 images, the
@@ -470,8 +470,17 @@ def pixel_1nn(train: np.ndarray, x: np.ndarray, batch: int = 500) -> np.ndarray:
 
 def as_close(set_name: str, other_name: str, shifted_1nn: np.ndarray, original_1nn: np.ndarray) -> dict:
     """{"as_close_as_original": share}: the share of a set's images that are at least as close
-    (in pixels) to one of the training images as the normal image each was made from, for
-    the sets made from normal images ({} for the others).
+    (in pixels) to one of the reference training images as the normal image each was made
+    from, for the sets made from normal images ({} for the others).
+
+    Args:
+      set_name: the shifted set's name.
+      other_name: the name of the other data set (a set with no originals).
+      shifted_1nn: `pixel_1nn` of the set's images, (n,): minus their distances, higher = closer.
+      original_1nn: `pixel_1nn` of the normal images they were made from, in the same order, (n,).
+
+    Returns:
+      {"as_close_as_original": share in [0, 1], rounded to 3 places}, or {}.
 
     Such an image is no further from the training data in pixels than a normal one (a
     horizontally flipped T-shirt is close to other T-shirts). It describes a set; it does

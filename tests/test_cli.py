@@ -77,13 +77,16 @@ def test_train_sample_info_round_trip_on_digits(tmp_path, capsys):
     assert info["final_metrics"] == {key: values[-1] for key, values in history.items()}
 
 
-@pytest.mark.parametrize("damage", [b"\x80", b"{"], ids=["not-utf8", "not-json"])
-def test_info_of_a_damaged_config_is_a_one_line_error(tmp_path, capsys, damage):
+@pytest.mark.parametrize(
+    ("damage", "message"), [(b"\x80", "config.json is not UTF-8 text"), (b"{", "config.json is not valid JSON")]
+)
+def test_info_of_a_damaged_config_is_a_one_line_error(tmp_path, capsys, damage, message):
     tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0).save(tmp_path / "m")
     (tmp_path / "m" / "config.json").write_bytes(damage + (tmp_path / "m" / "config.json").read_bytes())
     assert main(f"info --model {tmp_path / 'm'}".split()) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tfpvae: error:") and "config.json" in err[0], err
+    assert len(err) == 1 and err[0].startswith("tfpvae: error:") and message in err[0], err
+    assert "valid JSON" not in err[0] or damage == b"{", err  # one cause, not one wrapped in another
 
 
 @pytest.mark.parametrize(

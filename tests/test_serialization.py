@@ -112,6 +112,10 @@ def test_a_config_that_is_not_utf8_is_a_model_format_error(saved, checksummed):
     (saved / "config.json").write_bytes(b"\x80" + (saved / "config.json").read_bytes())
     with pytest.raises(ModelFormatError, match=r"config.json is not UTF-8 text"):
         tfpvae.load(saved)
+    # Nested too deeply for the JSON parser: refused, not a RecursionError.
+    (saved / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelFormatError, match=r"config.json (does not match the checksum|is not a valid config)"):
+        tfpvae.load(saved)
 
 
 def test_planted_pickle_in_weights_is_refused_and_not_executed(saved, tmp_path):

@@ -195,19 +195,24 @@ class _UnsliceableProbitModel(_ProbitModel):
         return _Unsliceable(loc=self.mu[i, None], scale_diag=self.s[i, None])
 
 
-def test_a_posterior_that_cannot_be_sliced_is_drawn_whole_with_the_moments_it_should_have():
+def test_a_posterior_that_cannot_be_sliced_is_drawn_whole_with_the_moments_it_should_have(monkeypatch):
     stub = _UnsliceableProbitModel(mu=[0.3, -1.0], s=[0.8, 0.5], a=np.ones((2, 2, 1)), b=np.zeros((2, 2, 1)))
     x = np.zeros((4, 2, 2, 1), np.float32)
     x[1::2] = 0.1
+    monkeypatch.setattr(uncertainty, "_DECODE_BUDGET", 4 * 20000)  # the 4 images in one chunk
     result = uncertainty.predictive_uncertainty(stub, x, num_samples=20000, seed=2)
     mean, aleatoric, epistemic = stub.exact()
     rows = [0, 1, 0, 1]  # the posterior each image names
     _assert_within(result.mean, mean[rows], 0.01)
     _assert_within(result.epistemic, epistemic[rows], 0.005)
-    # Drawn whole: the chunk's draws come from the seed of its first image, and repeat with it.
+    # Drawn whole: the chunk's draws repeat with its seed, each image has its own within it,
+    # and they depend on the chunk (its first image's key), unlike a sliceable posterior's.
     again = uncertainty.predictive_uncertainty(stub, x, num_samples=20000, seed=2)
     np.testing.assert_array_equal(again.mean, result.mean)
-    assert not np.array_equal(result.mean[0], result.mean[2])  # each image has its own draws within the chunk
+    assert not np.array_equal(result.mean[0], result.mean[2])
+    tail = uncertainty.predictive_uncertainty(stub, x[2:], num_samples=20000, seed=2, index_offset=2)
+    assert not np.array_equal(tail.mean, result.mean[2:])
+    _assert_within(tail.mean, mean[rows[2:]], 0.01)
 
 
 def test_posterior_spread_matches_closed_forms_from_scale_tril(images):

@@ -163,13 +163,19 @@ def config_digest(text: str | bytes) -> str | None:
     git or an editor keep the digest, a changed value does not."""
     try:
         canonical = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested too deeply
         return None
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def read_config_text(path: str | os.PathLike) -> str:
     """Returns the text of a model folder's config.json.
+
+    Args:
+      path: the model folder.
+
+    Returns:
+      the file's text, decoded as UTF-8 (it is not parsed here).
 
     Raises:
       ModelFormatError: the file is not UTF-8 text (damaged, or not written by tfpvae).

@@ -169,8 +169,9 @@ def info(args: argparse.Namespace) -> int:
     from tfpvae.serialization import ModelFormatError, read_config_text, read_metadata
 
     meta = read_metadata(args.model)
+    text = read_config_text(args.model)
     try:  # parsed only, not built: info works without the modules of a user's own networks
-        config = json.loads(read_config_text(args.model))
+        config = json.loads(text)
     except (ValueError, RecursionError) as err:
         raise ModelFormatError(f"{args.model}'s config.json is not valid JSON: {err}") from None
     history = meta.get("history", {})
