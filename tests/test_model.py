@@ -97,6 +97,41 @@ def test_a_users_weight_penalties_join_the_loss_not_the_kl(digit_batch, train_sa
         assert r["loss"] - penalty < r["nll"] + 0.5 * r["kl"] + 1e-3 and r["loss"] > penalty
 
 
+@pytest.mark.parametrize("train_samples", [1, 3])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_the_vampprior_pass_leaves_the_batchs_activity_losses_alone(digit_batch, train_samples, graph):
+    """The VampPrior runs the encoder on its pseudo-images (inside the encoder's call for the
+    KL, and on its own for k > 1): the activity losses of that pass were added to the
+    batch's (k = 1) or replaced them (k > 1)."""
+    from tfpvae import registry
+
+    def active(config, role):
+        h, w, c = config.input_shape
+        if role == "encoder":
+            return tfk.Sequential([tfk.layers.Flatten(), tfk.layers.Dense(16, "relu", activity_regularizer="l1")])
+        return tfk.Sequential([tfk.layers.Dense(16, "relu"), tfk.layers.Dense(h * w * c)])
+
+    registry.register_network("active", replace=True)(active)
+    try:
+        model = VAE(
+            input_shape=(8, 8, 1), latent_dim=3, architecture="active", prior="vamp", binarize="none",
+            train_samples=train_samples, seed=1, options={"num_components": 4},
+        )  # fmt: skip
+    finally:
+        registry.networks.unregister("active")
+    x = tf.constant(digit_batch[:32])
+
+    def penalty_in_loss(x):
+        model._loss_terms(x, training=False)  # what the loss adds is read after every pass
+        return model._penalty()
+
+    penalty = float((tf.function(penalty_in_loss) if graph else penalty_in_loss)(x))
+    body = model.encoder.layers[1]
+    expected = 0.01 * float(tf.reduce_sum(tf.abs(body(x)))) / 32  # L1(0.01) of this batch's activations, per image
+    assert expected > 0.01
+    np.testing.assert_allclose(penalty, expected, rtol=1e-5)
+
+
 def test_beta_weights_only_the_kl(digit_batch):
     model = VAE(input_shape=(8, 8, 1), latent_dim=3, beta=0.25, binarize="none", seed=1)
     model.compile()

@@ -13,6 +13,7 @@ The installation page of the docs says the same for users.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # Make `tf.keras` resolve to Keras 2 as well: TFP's layers reach Keras through it.
@@ -66,4 +67,23 @@ def unwrap(distribution):
     return getattr(distribution, "tensor_distribution", distribution)
 
 
-__all__ = ["tf", "tfp", "tfk", "tfkl", "tfpl", "tfd", "tfb", "unwrap"]
+@contextlib.contextmanager
+def losses_kept(layer):
+    """Restores the per-call losses of `layer` and its sublayers when the block ends.
+
+    For a pass through a layer that is not part of the loss (the VampPrior's pseudo-images
+    through the encoder): without it, that pass's activity losses join the batch's when it
+    runs inside another layer's call, and replace them when it is the outermost call (which
+    clears them first). In tf_keras these losses live in each layer's thread-local
+    `_eager_losses`, eagerly and in a tf.function alike (its `add_loss` and `_clear_losses`);
+    weight regularizers are recomputed on every read and need nothing.
+    """
+    saved = [(sub, list(sub._eager_losses)) for sub in layer._flatten_layers()]
+    try:
+        yield
+    finally:
+        for sub, losses in saved:
+            sub._thread_local._eager_losses = losses
+
+
+__all__ = ["tf", "tfp", "tfk", "tfkl", "tfpl", "tfd", "tfb", "losses_kept", "unwrap"]

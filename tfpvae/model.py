@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfpvae._keras import tf, tfb, tfd, tfk, tfkl, tfp, tfpl, unwrap
+from tfpvae._keras import losses_kept, tf, tfb, tfd, tfk, tfkl, tfp, tfpl, unwrap
 from tfpvae._validation import check_choice, check_float, check_images, check_int
 from tfpvae.config import PRECISIONS, REGISTERED, VAEConfig
 from tfpvae.networks import build_body, seeded_initializer
@@ -113,11 +113,14 @@ def build_encoder(config: VAEConfig, prior: tfkl.Layer) -> tfk.Model:
         )
         params = head(features)
         if hasattr(prior, "attach_posterior"):
-            # The VampPrior mixes q(z|u) of its pseudo-images u through these same layers, in
-            # inference mode (no dropout), so the prior moves with every encoder update.
-            prior.attach_posterior(
-                lambda u: posterior_from_params(head(body(u, training=False)), d, config.posterior_scale_floor)
-            )
+
+            def pseudo_posterior(u):  # the VampPrior's q(z|u) of its pseudo-images u
+                # Through these same layers in inference mode (no dropout), so the prior moves with
+                # every encoder update; the losses of the batch's own pass stay as they were.
+                with losses_kept(body):
+                    return posterior_from_params(head(body(u, training=False)), d, config.posterior_scale_floor)
+
+            prior.attach_posterior(pseudo_posterior)
             check_prior(prior, d, config.prior)
         # A callable target: the regularizer reads the prior afresh on every call, which
         # the VampPrior (rebuilt from the encoder's weights) needs.
@@ -557,7 +560,7 @@ def save(model: VAE, path: str | os.PathLike, extra_metadata: dict[str, Any] | N
         "history": model.training_history,
         # Where the registered (not built-in) network and prior came from: a hint for the
         # error when a process loads the model without importing them. Never imported by load.
-        "registered_by": _registered_by(model.config),
+        "registered_by": {f: m for f, names in REGISTERED.items() if (m := names.module_of(getattr(model.config, f)))},
     }
     return write_model_files(path, model.config, model.get_weights(), metadata, extra_metadata=extra_metadata)
 
@@ -592,9 +595,3 @@ def load(path: str | os.PathLike) -> VAE:
     model.training_history = {k: list(v) for k, v in files.metadata.get("history", {}).items()}
     model.compile()
     return model
-
-
-def _registered_by(config: VAEConfig) -> dict[str, str]:
-    """{"architecture": module, "prior": module} for the config's user-registered names."""
-    found = {field: names.module_of(getattr(config, field)) for field, names in REGISTERED.items()}
-    return {field: module for field, module in found.items() if module}
