@@ -70,6 +70,8 @@ def embed_latents(
       max_points: at most this many images are embedded, a random subset without
         replacement when n is larger, >= 2.
       seed: seed of the subset and of PCA / t-SNE, int in [0, 2^32 - 1]. Default 0.
+        t-SNE starts from the PCA projection (reproducible, and it keeps the global
+        layout), so with every image embedded the seed does not change its picture.
 
     Returns:
       An `Embedding` (coords float32 (m, 2), indices into `x` (m,), axis_labels); use
