@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TIMEOUT_S = 300  # per cell; a whole QUICK notebook takes about a minute on 2 CPU cores
+IOPUB_TIMEOUT_S = 60  # for a cell's outputs after its reply
 
 
 def _outputs(nb, output_type: str | None = None):
@@ -35,7 +36,17 @@ def run_notebook(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, nbfo
     monkeypatch.setenv("TFPVAE_NOTEBOOK_QUICK", "1")  # the kernel inherits this process's environment
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = NotebookClient(
-        nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        nb,
+        timeout=TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+        # The kernel flushes stdout on a timer, so one print can arrive as several stream messages
+        # ("CHECKS" and " {...}"): merge them per cell before reading lines.
+        coalesce_streams=True,
+        # On a loaded machine a cell's last output can come after its reply; by default nbclient waits
+        # 4 s for it and then drops it with only a log line.
+        iopub_timeout=IOPUB_TIMEOUT_S,
+        raise_on_iopub_timeout=True,
     )
     client.execute()  # raises CellExecutionError on the first failing cell
     errors = [f"{o.ename}: {o.evalue}" for o in _outputs(nb, "error")]
