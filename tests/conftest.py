@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,39 @@ def mnist_small(data_dir):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# A process that takes a folder's write lock, says so, and holds it until killed.
+_HOLDER = """
+import sys, time
+from tfpvae.write_guard import folder_lock
+with folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def hold_folder():
+    """`hold_folder(folder)` starts a process that holds `folder`'s write lock; returns the `Popen`.
+
+    Kill it with SIGKILL to leave its lock file and owner record behind; the fixture kills
+    those still running at the end of the test.
+    """
+    holders = []
+
+    def start(folder) -> subprocess.Popen:
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline().strip() == "held"
+        return holder
+
+    yield start
+    for holder in holders:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
 
 
 @pytest.fixture(scope="session")

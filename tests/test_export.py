@@ -368,3 +368,35 @@ def test_an_old_export_part_that_cannot_go_back_is_kept_and_named(tmp_path, trai
         export_module.export(trained_digits, old, num_samples=3, overwrite=True)
     [kept] = [p for p in tmp_path.iterdir() if p.name.endswith(".old-export")]
     assert sorted(p.name for p in (kept / "old.variables").iterdir()) == old_variables
+
+
+def test_an_export_into_a_folder_another_process_writes_is_refused_and_changes_nothing(
+    tmp_path, trained_digits, hold_folder, monkeypatch
+):
+    import tfpvae.export as export_module
+    from tfpvae.write_guard import LOCK_FILE, OWNER_FILE, FolderInUseError
+
+    def contents(folder):  # the SavedModel's files; the lock's own files come and go
+        files = (p for p in folder.rglob("*") if p.is_file() and p.name not in (LOCK_FILE, OWNER_FILE))
+        return {p.relative_to(folder): p.read_bytes() for p in files}
+
+    old = export_module.export(trained_digits, tmp_path / "s", num_samples=2)
+    before = contents(old)
+    holder = hold_folder(old)
+    with pytest.raises(FolderInUseError, match=f"in use by process {holder.pid} on "):
+        export_module.export(trained_digits, old, num_samples=3, overwrite=True)
+    assert contents(old) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no staging folder was made
+
+    # The race: the folder did not exist when this export began, and another process made
+    # and claimed it before this one took the lock. Refused, and the other's folder stays.
+    real = export_module._export_into
+
+    def another_process_claims_first(path, *args, **kwargs):
+        hold_folder(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(export_module, "_export_into", another_process_claims_first)
+    with pytest.raises(FolderInUseError):
+        export_module.export(trained_digits, tmp_path / "new", num_samples=2)
+    assert (tmp_path / "new" / OWNER_FILE).exists()  # the other process's folder, left as it was

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,15 +20,6 @@ from tfpvae.write_guard import (
 )
 
 MARKERS = ("weights.npz", "checkpoint.npz")
-
-# A process that takes the folder's lock, says so, and holds it until killed.
-HOLDER = """
-import sys, time
-from tfpvae.write_guard import folder_lock
-with folder_lock(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(600)
-"""
 
 
 def test_an_empty_or_unrelated_folder_is_claimed(tmp_path):
@@ -94,14 +84,8 @@ def test_another_thread_is_refused_while_the_folder_is_held(tmp_path):
         pass
 
 
-def _start_holder(folder):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
-def test_another_process_is_refused_with_the_holders_pid_and_a_killed_holder_blocks_nothing(tmp_path):
-    holder = _start_holder(tmp_path)
+def test_another_process_is_refused_with_the_holders_pid_and_a_killed_holder_blocks_nothing(tmp_path, hold_folder):
+    holder = hold_folder(tmp_path)
     try:
         with pytest.raises(FolderInUseError) as info:
             with folder_lock(tmp_path):
