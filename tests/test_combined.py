@@ -217,6 +217,31 @@ def test_the_tail_starts_below_the_smallest_finite_reference_value():
     assert log_p[3] == -np.inf
 
 
+def test_a_tail_over_tied_reference_values_falls_at_their_mean_spacing_or_not_at_all():
+    """Ties in the lowest tenth made a spacing of 0, floored to 1e-12: the tail fell by 1e12 nats
+    per unit and the other tests no longer counted (2 reference images, whose cross-fitted
+    densities are equal, did it)."""
+    from tfpvae.combined import _log_p_values
+
+    reference = np.r_[np.zeros(5), np.arange(1.0, 16.0)]  # 20 values, the lowest tenth tied at 0
+    # All 20 spread over 15 units: 15 / 19 per step.
+    np.testing.assert_allclose(_log_p_values(reference, np.array([-3.0])), np.log(1 / 21) - 3 * 19 / 15)
+    tied = np.array([-17.4155843, -17.4155843 * (1 + 1e-14)])  # equal up to rounding
+    np.testing.assert_allclose(_log_p_values(np.sort(tied), np.array([-18.0, -1e6])), np.log(1 / 3))
+    np.testing.assert_allclose(_log_p_values(np.array([2.0]), np.array([1.0, 3.0])), np.log([1 / 2, 1]))
+
+
+def test_two_reference_images_give_scores_of_the_size_of_their_tests():
+    rng = np.random.default_rng(3)
+    score = CombinedScore(_synthetic(rng, 2))
+    new = _synthetic(rng, 50)
+    parts = score.log_parts(new)
+    assert all(np.all(parts[name] <= 0) for name in parts)
+    # Each test's log p-value is at least the rank's log(1/3) less its tail over the other
+    # reference value's spacing: nothing like the 1e14 nats the ties gave.
+    assert np.all(np.isfinite(score(new))) and np.min(score(new)) > -1e4
+
+
 def test_a_constant_statistic_is_scaled_by_min_scale():
     """The peak of contrast-stretched images is 1 in every one: a dimmed image must stand out, and
     an unseen 254/255 must not."""

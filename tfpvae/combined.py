@@ -287,20 +287,36 @@ def _log_p_values(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     image far outside the normal data would tie with one just outside it. The tail
     continues the empirical CDF at the mean spacing of the lowest tenth of the finite
     reference values: log p falls by one for each such spacing below the smallest of them.
-    Reference values of -inf (statistics that failed) count in the rank, not in the tail.
-    (The score is a fixed function of the image, calibrated again on other images, so the
-    tail's shape does not affect the detector's p-values' validity.)
+    Where those values tie, the mean spacing of all of them is used; where every finite
+    value ties (or there is only one), nothing tells how fast the tail should fall, and
+    values below get the rank's p-value alone. Reference values of -inf (statistics that
+    failed) count in the rank, not in the tail. (The score is a fixed function of the
+    image, calibrated again on other images, so the tail's shape does not affect the
+    detector's p-values' validity.)
     """
     m = len(reference)
     log_p = np.log((1.0 + np.searchsorted(reference, values, side="right")) / (m + 1.0))
     finite = reference[np.isfinite(reference)]  # sorted; the -infs come first in `reference`
     below = values < finite[0] if finite.size else np.zeros(len(values), bool)
-    if below.any():
-        k = max(1, finite.size // 10)
-        spacing = max((finite[min(k, finite.size - 1)] - finite[0]) / k, 1e-12)
+    spacing = _tail_spacing(finite) if below.any() else None
+    if spacing is not None:
         start = np.log((1.0 + m - finite.size) / (m + 1.0))  # the p-value just below the finite ones
         log_p[below] = start - (finite[0] - values[below]) / spacing
     return log_p
+
+
+def _tail_spacing(finite: np.ndarray) -> float | None:
+    """The mean spacing of the lowest tenth of sorted `finite` values, or of all of them where
+    those tie; None where all tie. Spacings within rounding of the values count as ties: a
+    spacing of 1e-15 would make the tail fall by 1e15 nats per unit and drown the other tests.
+    """
+    tie = 1e-9 * max(1.0, float(np.max(np.abs(finite[[0, -1]]))))
+    k = max(1, finite.size // 10)
+    for last in (min(k, finite.size - 1), finite.size - 1):
+        spacing = (finite[last] - finite[0]) / max(last, 1)
+        if spacing > tie:
+            return float(spacing)
+    return None
 
 
 class CombinedScore:
