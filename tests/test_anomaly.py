@@ -3,6 +3,7 @@
 import inspect
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from tfpvae.anomaly import (
     DETECTOR_SCORES,
     SCORES,
     AnomalyDetector,
+    FlagsNothingWarning,
     compressed_bits,
     compute_scores,
     context_code_length,
@@ -204,7 +206,7 @@ def test_compressor_input_errors():
 def test_detector_threshold_fpr_and_conformal_p_values():
     normal = _images(4000, 0.3, 1)
     det = AnomalyDetector(estimator=_FakeEstimator(), score="log_prob", target_fpr=0.1, seed=0).fit(normal)
-    assert det.threshold_ == pytest.approx(np.quantile(det.calibration_scores_, 0.1))
+    assert det.threshold_ == det.calibration_scores_[int(0.1 * 4001) - 1]  # the 400th of 4,000
     fresh = _images(4000, 0.3, 2)
     flagged = np.mean(det.predict(fresh) == -1)
     assert flagged <= 0.1 + 0.03  # ties at the threshold are inliers, so at most the target
@@ -215,6 +217,49 @@ def test_detector_threshold_fpr_and_conformal_p_values():
     heavy = np.ones((50, 4, 4, 1), np.float32)  # all ink: less likely than any normal image
     assert np.all(det.predict(heavy) == -1) and np.all(det.decision_function(heavy) < 0)
     assert det.p_values(heavy).max() <= 1 / (len(det.calibration_scores_) + 1) + 1e-12
+
+
+@pytest.mark.parametrize("n", [4, 18, 19, 20, 57, 1000])
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.29])
+def test_predict_flags_exactly_the_images_whose_p_value_is_at_most_target_fpr(n, alpha):
+    rng = np.random.default_rng(n)
+    calibration, new = np.round(rng.normal(size=n), 1), np.round(rng.normal(size=5000), 1)  # with ties
+    det = AnomalyDetector(estimator=object(), score="log_prob", target_fpr=alpha)._calibrate(
+        None, {"log_prob": calibration}
+    )
+    det.score_samples = lambda x: new
+    np.testing.assert_array_equal(det.predict(None) == -1, det.p_values(None) <= alpha)
+    assert (det.threshold_ == -np.inf) == (1 / (n + 1) > alpha)  # then no p-value is that small
+
+
+def test_fit_warns_when_its_detector_can_flag_nothing():
+    normal = _images(30, 0.3, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AnomalyDetector(estimator=_FakeEstimator(), score="log_prob", target_fpr=0.05).fit(normal[:18])
+        AnomalyDetector(estimator=_FakeEstimator(), score="log_prob", target_fpr=0.05).fit(normal[:19])
+        fit_detectors(_FakeEstimator(), normal[:9], ("log_prob",), target_fpr=0.1)  # 1/10: enough
+        fit_detectors(_FakeEstimator(), normal[:8], ("log_prob", "rate"), target_fpr=0.1)
+    assert [(w.category, w.filename) for w in caught] == [(FlagsNothingWarning, __file__)] * 3  # the caller's line
+    assert [str(w.message) for w in caught] == [
+        "The 'log_prob' detector flags no image: with 18 calibration images no p-value can be as small as "
+        "`target_fpr`=0.05 (the smallest is 1/19); this target_fpr needs at least 19 calibration images.",
+        *[f"The {name!r} detector flags no image: with 8 calibration images no p-value can be as small as "
+          "`target_fpr`=0.1 (the smallest is 1/9); this target_fpr needs at least 9 calibration images."
+          for name in ("log_prob", "rate")],
+    ]  # fmt: skip
+
+
+def test_the_fpr_threshold_keeps_the_false_positive_rate_with_few_calibration_images():
+    """A quantile of 20 calibration scores flagged 1.7 times `target_fpr` of new normal images."""
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(400):  # normal scores N(0, 1): a threshold t flags the share Phi(t)
+        det = AnomalyDetector(estimator=object(), score="log_prob", target_fpr=0.05)
+        det._calibrate(None, {"log_prob": rng.normal(size=20)})
+        rates.append(0.5 * (1 + math.erf(det.threshold_ / math.sqrt(2))))
+    # The lowest of 20: 1/21 in expectation; the mean of 400 has a standard error of 0.0023.
+    assert np.mean(rates) == pytest.approx(1 / 21, abs=0.008)
 
 
 def test_contamination_threshold_and_typicality():
@@ -259,6 +304,10 @@ def test_detector_errors():
         ({"progress": "yes"}, "`progress` must be True, False or None"),
         ({"estimator": None}, "`model` is None: pass a trained `model` or an `estimator`"),
         ({"estimator": None, "model": object()}, "`model` must be a tfpvae.VAE"),
+        *[
+            ({"estimator": bad}, rf"`estimator` must be a tfpvae.LikelihoodEstimator .* got {name}\. Pass a")
+            for bad, name in (("log_prob", "str"), (np.zeros(3), "ndarray"))
+        ],
     ],
 )
 def test_init_stores_parameters_and_fit_refuses_invalid_ones(params, message):

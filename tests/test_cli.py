@@ -424,8 +424,28 @@ def test_detect_reports_every_score(trained_digits_dir, digits_test_split, capsy
     estimator = LikelihoodEstimator.from_model(load(trained_digits_dir))
     nll = -compute_scores(estimator, calibration, "log_prob", num_samples=8, seed=0, progress=False)["log_prob"]
     split = np.random.default_rng(0).permutation(40)
-    expected = np.quantile(-np.abs(nll[split[:20]] - nll[split[20:]].mean()), 0.05)
+    # The conformal threshold at 5% of 20 calibration scores: the lowest (p = 1/21 <= 0.05 < 2/21).
+    expected = np.min(-np.abs(nll[split[:20]] - nll[split[20:]].mean()))
     np.testing.assert_allclose(report["typicality"]["threshold"], expected, rtol=1e-6)
+
+
+def test_detect_notes_thresholds_too_few_images_can_set(trained_digits_dir, capsys):
+    capsys.readouterr()
+    command = f"detect --model {trained_digits_dir} --normal digits --anomalous digits --limit 12 --num-samples 2"
+    assert main(f"{command} --quiet".split()) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)["scores"]  # strict JSON: no -Infinity
+    # 12 calibration images (6 for combined and typicality) reach p = 1/13 (1/7) at the least: above the
+    # default 0.05, below 0.2.
+    assert {name: r["threshold"] for name, r in report.items()} == dict.fromkeys(report)
+    assert captured.err.splitlines() == [
+        f"tfpvae: note: the thresholds of {', '.join(report)} flag no image (threshold null): their calibration "
+        "images are too few for --target-fpr 0.05; use a larger --limit or --target-fpr."
+    ]
+    assert main(f"{command} --target-fpr 0.2 --quiet".split()) == 0
+    captured = capsys.readouterr()
+    assert all(r["threshold"] is not None for r in json.loads(captured.out)["scores"].values())
+    assert "note" not in captured.err and "Warning" not in captured.err
 
 
 def test_a_plain_autoencoder_is_scored_by_its_distortion_only(tmp_path, digits_test_split, capsys):
@@ -452,6 +472,9 @@ def test_a_plain_autoencoder_is_scored_by_its_distortion_only(tmp_path, digits_t
     command = f"detect {model} --normal digits --anomalous digits --limit 20 --num-samples 4 --quiet"
     assert main(command.split()) == 0
     assert set(json.loads(capsys.readouterr().out)["scores"]) == {"distortion"}
+    assert main(f"{command} --batch-size 5".split()) == 2  # refused before any scoring
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`--batch-size` tests batches by their likelihood" in err[0], err
     assert main(f"plot roc {model} {data} --anomalous digits --out {tmp_path / 'roc.png'}".split()) == 0
     height, width = _png(tmp_path / "roc.png").shape
     assert 0.8 < width / height < 1.25, (width, height)  # one square ROC panel

@@ -38,6 +38,10 @@ def test_one_image_is_named_as_such():
 
 def test_rank_3_gets_a_channel_axis():
     assert check_images(np.zeros((2, 4, 4)), image_shape=(4, 4, 1)).shape == (2, 4, 4, 1)
+    # Not for a colour model: the message says how many channels it takes.
+    message = r"`x` must have shape \(n, 4, 4, 3\): the model takes 3 channels; got shape \(2, 4, 4\), single-channel"
+    with pytest.raises(ValueError, match=message):
+        check_images(np.zeros((2, 4, 4)), "x", image_shape=(4, 4, 3))
 
 
 @pytest.mark.parametrize(

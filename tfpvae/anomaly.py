@@ -33,6 +33,7 @@ universal background model. `combined` holds against the most kinds of shift
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "DETECTOR_SCORES",
     "SCORES",
     "AnomalyDetector",
+    "FlagsNothingWarning",
     "available_scores",
     "combined_statistics",
     "compressed_bits",
@@ -71,6 +73,10 @@ _SHARED_PARAMS = ("model", "estimator")
 # The parameters that fix how images are scored, and what `score_all` needs detectors to share.
 _SCORING_PARAMS = ("num_samples", "seed", "binarize_seed", "progress", "compressor")
 _SHARED_SETTINGS = ("estimator_", "num_samples", "seed", "binarize_seed", "compressor")
+
+
+class FlagsNothingWarning(UserWarning):
+    """`fit` calibrated on too few images for its `target_fpr`: `predict` flags no image."""
 
 
 class _InvalidParameterError(ValueError, TypeError):
@@ -98,9 +104,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
       score: one of `DETECTOR_SCORES`. Default "combined", the score that holds against
         the most kinds of shift (see `tfpvae.combined`).
       num_samples: importance samples per image.
-      threshold: "fpr" (flag the `target_fpr` lowest-scoring fraction of normal data) or
-        "contamination" (flag the `contamination` fraction).
-      target_fpr: false-positive rate on normal data for threshold="fpr", in (0, 1).
+      threshold: "fpr" (flag the images whose `p_values` are at most `target_fpr`: at
+        most that fraction of normal data, whatever the number of calibration images) or
+        "contamination" (flag the `contamination` lowest-scoring fraction of the
+        calibration images).
+      target_fpr: the most false positives on normal data for threshold="fpr", in (0, 1).
+        With fewer than 1 / target_fpr - 1 calibration images no p-value is that small:
+        `predict` flags nothing (and `fit` warns).
       contamination: expected outlier fraction for threshold="contamination", in (0, 0.5].
       calibration_fraction: for "typicality" and "combined", the share of the fit data
         used for calibration, in (0, 1]; the rest is the reference (the typical NLL; the
@@ -118,7 +128,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     Attributes:
       estimator_: the `LikelihoodEstimator` that scores images.
-      threshold_: score below which `predict` returns -1.
+      threshold_: score below which `predict` returns -1 (-inf where it flags nothing).
       calibration_scores_: sorted scores of the calibration images, array (n_cal,).
       typical_nll_: mean -log p(x) of the reference images for "typicality", else None.
       combined_: the fitted `tfpvae.combined.CombinedScore` for "combined", else None.
@@ -176,6 +186,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _build_estimator(self) -> Any:
         if self.estimator is not None:
+            if not callable(getattr(self.estimator, "scores", None)):  # the method every score goes through
+                raise _InvalidParameterError(
+                    f"`estimator` must be a tfpvae.LikelihoodEstimator (such as `model.likelihood`); got "
+                    f"{type(self.estimator).__name__}. Pass a trained VAE as `model` instead."
+                )
             return self.estimator
         if self.model is None:
             raise _InvalidParameterError("`model` is None: pass a trained `model` or an `estimator`.")
@@ -265,8 +280,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         else:
             calibration = scores[self.score]
         self.calibration_scores_ = np.sort(calibration)
-        q = self.target_fpr if self.threshold == "fpr" else self.contamination
-        self.threshold_ = float(np.quantile(self.calibration_scores_, q))
+        if self.threshold == "contamination":
+            self.threshold_ = float(np.quantile(self.calibration_scores_, self.contamination))
+        else:
+            self.threshold_ = _conformal_threshold(self.calibration_scores_, self.target_fpr)
         return self
 
     def fit(self, x: Any, y: Any = None) -> AnomalyDetector:
@@ -307,6 +324,26 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return (1.0 + counts) / (len(self.calibration_scores_) + 1.0)
 
 
+def _conformal_threshold(calibration: np.ndarray, alpha: float) -> float:
+    """The threshold at which `predict` flags exactly the images with `p_values` <= `alpha`.
+
+    That is the (c + 1)-th smallest of the n sorted `calibration` scores, c the largest
+    count with (1 + c) / (n + 1) <= alpha: an image scoring below it has at most c
+    calibration scores at or below its own. Normal images are then flagged with probability
+    at most `alpha` (split conformal); a quantile of the calibration scores flags more
+    than `alpha` where they are few (1.7 alpha for 20). With n < 1 / alpha - 1 no p-value is
+    that small: -inf.
+    """
+    n = len(calibration)
+    count = int(np.floor(alpha * (n + 1))) - 1
+    # Settle the count in the p-values' own float arithmetic, so the two agree at the edge.
+    while (2.0 + count) / (n + 1.0) <= alpha:
+        count += 1
+    while count >= 0 and (1.0 + count) / (n + 1.0) > alpha:
+        count -= 1
+    return -np.inf if count < 0 else float(calibration[count])
+
+
 def _fit_together(detectors: Sequence[AnomalyDetector], estimator: Any, x: Any) -> list[AnomalyDetector]:
     """Fits checked detectors that share `estimator` and their scoring settings on `x`, scored once."""
     x = check_images(x, "x", getattr(estimator, "image_shape", None))
@@ -314,7 +351,19 @@ def _fit_together(detectors: Sequence[AnomalyDetector], estimator: Any, x: Any) 
         raise ValueError(f"`x` must hold at least 4 normal images to calibrate; got {len(x)}.")
     outputs = tuple(dict.fromkeys(name for d in detectors for name in d._fit_outputs()))
     scores = _statistics(estimator, x, outputs, detectors[0]._scoring_settings())
-    return [d._calibrate(estimator, scores) for d in detectors]
+    for detector in detectors:
+        detector._calibrate(estimator, scores)
+        if detector.threshold_ == -np.inf:
+            n = len(detector.calibration_scores_)
+            warnings.warn(
+                FlagsNothingWarning(
+                    f"The {detector.score!r} detector flags no image: with {n} calibration images no p-value "
+                    f"can be as small as `target_fpr`={detector.target_fpr} (the smallest is 1/{n + 1}); this "
+                    f"target_fpr needs at least {int(np.ceil(1 / detector.target_fpr)) - 1} calibration images."
+                ),
+                stacklevel=3,  # the caller of fit or fit_detectors
+            )
+    return list(detectors)
 
 
 def _statistics(estimator: Any, x: np.ndarray, names: Sequence[str], settings: dict, **kwargs: Any) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
         "--target-fpr",
         type=float_in(0.0, 1.0),
         default=0.05,
-        help="false-positive rate of the threshold; with --batch-size also the level of the batch tests",
+        help="largest false-positive rate of the threshold; with --batch-size also the level of the batch tests",
     )
     p.add_argument(
         "--batch-size",
@@ -243,7 +244,7 @@ def detect(args: argparse.Namespace) -> int:
     """Fits one detector per score on half the held-out normal images; reports each on the rest."""
     import numpy as np
 
-    from tfpvae.anomaly import available_scores, detection_report, fit_detectors
+    from tfpvae.anomaly import FlagsNothingWarning, available_scores, detection_report, fit_detectors
     from tfpvae.subsets import spread
 
     model = load_model(args)
@@ -253,21 +254,38 @@ def detect(args: argparse.Namespace) -> int:
     # Held-out normal images: half calibrate the detectors, half are evaluated.
     order = np.random.default_rng(args.seed).permutation(len(normal))
     fit_part, eval_part = normal[order[: len(normal) // 2]], normal[order[len(normal) // 2 :]]
-    if args.batch_size is not None:  # before the scoring work: refuse a batch larger than the images
+    if args.batch_size is not None:  # before the scoring work: refuse what the batch tests cannot do
+        if model.config.model_type != "vae":
+            raise UsageError(
+                f"`--batch-size` tests batches by their likelihood, and `--model` {args.model} is a plain "
+                "autoencoder (it has none); leave out --batch-size for its per-image scores."
+            )
         _check_batch_size(args.batch_size, {"evaluated normal": eval_part, "anomalous": anomalous})
     names = available_scores(model.likelihood, detector=True)  # "combined" first; an autoencoder: "distortion"
-    detectors = fit_detectors(
-        model,
-        fit_part,
-        names,
-        num_samples=args.num_samples,
-        target_fpr=args.target_fpr,
-        seed=args.seed,
-        binarize_seed=args.binarize_seed,
-        progress=False if args.quiet else None,
-        precision=args.precision,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FlagsNothingWarning)  # said below, in the command's terms
+        detectors = fit_detectors(
+            model,
+            fit_part,
+            names,
+            num_samples=args.num_samples,
+            target_fpr=args.target_fpr,
+            seed=args.seed,
+            binarize_seed=args.binarize_seed,
+            progress=False if args.quiet else None,
+            precision=args.precision,
+        )
     report = detection_report(detectors, eval_part, anomalous)
+    flags_nothing = [name for name, detector in detectors.items() if detector.threshold_ == -np.inf]
+    if flags_nothing:
+        print(
+            f"tfpvae: note: the thresholds of {', '.join(flags_nothing)} flag no image (threshold null): their "
+            f"calibration images are too few for --target-fpr {args.target_fpr}; use a larger --limit or "
+            "--target-fpr.",
+            file=sys.stderr,
+        )
+        for name in flags_nothing:
+            report[name]["threshold"] = None  # JSON has no -Infinity
     settings = {
         "normal": args.normal,
         "anomalous": args.anomalous,
