@@ -97,6 +97,22 @@ def test_slerp_keeps_the_norm_and_turns_at_constant_speed(rng):
     assert np.all(np.linalg.norm(linear[:, 5], axis=-1) < np.linalg.norm(a, axis=1) - 1e-3)
 
 
+def test_slerp_of_codes_of_other_norms_turns_the_direction_and_moves_the_norm_linearly(rng):
+    a, b = rng.normal(size=(5, 16)), 3.0 * rng.normal(size=(5, 16))
+    path = latent.latent_path(a, b, 9, "slerp")
+    t = np.linspace(0, 1, 9)
+    na, nb = np.linalg.norm(a, axis=1, keepdims=True), np.linalg.norm(b, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.linalg.norm(path, axis=-1), (1 - t) * na + t * nb)
+    # The directions are the equal-norm slerp of the unit codes: one great circle at constant speed.
+    np.testing.assert_allclose(
+        path / np.linalg.norm(path, axis=-1, keepdims=True), latent.latent_path(a / na, b / nb, 9, "slerp"), atol=1e-12
+    )
+    # Nearly opposite codes: Shoemake's formula reaches |z| = 20, 2e3 and 2e5 here.
+    for eps in (0.1, 1e-3, 1e-5):
+        path = latent.latent_path(np.array([[1.0, 0.0]]), np.array([[-2.0, eps]]), 10, "slerp")
+        assert np.linalg.norm(path, axis=-1).max() <= np.hypot(2.0, eps) + 1e-12  # the end, |b|
+
+
 def test_slerp_falls_back_to_linear_for_parallel_antiparallel_and_zero_codes(rng):
     a = rng.normal(size=(1, 3))
     for b in (2.0 * a, -a, np.zeros_like(a), a.copy()):

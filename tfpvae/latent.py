@@ -237,11 +237,15 @@ def latent_path(start: np.ndarray, end: np.ndarray, num_steps: int, method: str 
     """Codes on the path from each start code to the matching end code.
 
     Linear: z(t) = (1 - t) a + t b. Slerp (spherical linear interpolation, Shoemake 1985;
-    White 2016 for generative models): z(t) = [sin((1-t) w) a + sin(t w) b] / sin(w), with w
-    the angle between a and b. When |a| = |b| every point of the slerp path has that norm,
-    so the path stays in the shell where a high-dimensional Gaussian's mass lies, while
-    the linear path cuts through the low-norm interior. Pairs at an angle of (nearly) 0 or
-    180 degrees, or with a zero code, have no unique great circle and use the linear path.
+    White 2016 for generative models) turns the direction along the great circle and
+    changes the norm linearly: z(t) = ((1-t) |a| + t |b|) [sin((1-t) w) a/|a| + sin(t w)
+    b/|b|] / sin(w), with w the angle between a and b. The path stays in the shell where
+    a high-dimensional Gaussian's mass lies, while the linear path cuts through the
+    low-norm interior. When |a| = |b| this is Shoemake's formula, [sin((1-t) w) a +
+    sin(t w) b] / sin(w); for codes of other norms that formula bulges out by up to
+    1 / cos(w / 2), without bound for nearly opposite codes. Pairs at an angle of
+    (nearly) 0 or 180 degrees, or with a zero code, have no unique great circle and use
+    the linear path.
 
     Args:
       start: codes (n, d).
@@ -261,15 +265,17 @@ def latent_path(start: np.ndarray, end: np.ndarray, num_steps: int, method: str 
     w_a, w_b = 1.0 - t, t
     if method == "slerp":
         na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-        denom = np.where((na > 0) & (nb > 0), na * nb, 1.0)
-        omega = np.arccos(np.clip((a * b).sum(1) / denom, -1.0, 1.0))
+        nonzero = (na > 0) & (nb > 0)
+        omega = np.arccos(np.clip((a * b).sum(1) / np.where(nonzero, na * nb, 1.0), -1.0, 1.0))
         sin_omega = np.sin(omega)
-        spherical = (na > 0) & (nb > 0) & (np.abs(sin_omega) > _PARALLEL_EPS)
-        om = omega[:, None, None]
-        safe_sin = np.where(spherical, sin_omega, 1.0)[:, None, None]
-        use = spherical[:, None, None]
-        w_a = np.where(use, np.sin((1.0 - t) * om) / safe_sin, w_a)
-        w_b = np.where(use, np.sin(t * om) / safe_sin, w_b)
+        spherical = nonzero & (np.abs(sin_omega) > _PARALLEL_EPS)
+        # The unit vectors' slerp weights, times the norm at t over each code's own norm
+        # (denominators of 1 where the linear path is used).
+        norm_t = (1.0 - t) * na[:, None, None] + t * nb[:, None, None]  # (n, s, 1)
+        sin_a, sin_b = (np.where(spherical, sin_omega * n, 1.0)[:, None, None] for n in (na, nb))
+        om, use = omega[:, None, None], spherical[:, None, None]
+        w_a = np.where(use, norm_t * np.sin((1.0 - t) * om) / sin_a, w_a)
+        w_b = np.where(use, norm_t * np.sin(t * om) / sin_b, w_b)
     path = w_a * a[:, None, :] + w_b * b[:, None, :]
     # Pin the ends exactly: sin() round-off must not move the given codes.
     path[:, 0], path[:, -1] = a, b
