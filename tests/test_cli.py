@@ -531,10 +531,24 @@ def test_plots_ask_for_images_only_when_they_need_them(trained_digits_dir, tmp_p
 def test_plot_roc_and_histogram_need_anomalous(trained_digits_dir, tmp_path, capsys):
     model = f"--model {trained_digits_dir}"
     assert main(f"plot roc {model} --dataset digits --out {tmp_path / 'r.png'}".split()) == 2
-    assert "--anomalous" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # The library's argument has no flag of that name: it is not made one.
+    assert "(CLI: --anomalous)" in err and "`x_anomalous`" in err and "--x-anomalous" not in err
     command = f"plot histogram {model} --dataset digits --anomalous digits --limit 30 --num-samples 4"
     assert main(f"{command} --out {tmp_path / 'h.png'}".split()) == 0
     _png(tmp_path / "h.png")
+
+
+def test_plot_curves_of_a_model_never_trained_says_so(tmp_path, capsys):
+    import tfpvae
+
+    model = tfpvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.compile()
+    model.save(tmp_path / "untrained")
+    assert main(f"plot curves --model {tmp_path / 'untrained'} --out {tmp_path / 'c.png'}".split()) == 2
+    assert capsys.readouterr().err.strip() == (
+        "tfpvae: error: Figure 'curves' needs a training history; this model has none (saved before any training)."
+    )
 
 
 def test_interpolate_writes_paths(trained_digits_dir, trained_digits, digits_test_split, tmp_path):

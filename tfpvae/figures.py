@@ -261,6 +261,8 @@ def _anomaly_map(r: _Request) -> Figure:
 
 
 def _curves(r: _Request) -> Figure:
+    if not r.model.training_history:
+        raise ValueError("Figure 'curves' needs a training history; this model has none (saved before any training).")
     return plots.training_curves(r.model.training_history, title="training curves")
 
 

@@ -27,16 +27,21 @@ def typed(args: argparse.Namespace, key: str) -> bool:
     return any(a == name or a.startswith(name + "=") for a in getattr(args, "argv", ()))
 
 
-def as_flags(message: str) -> str:
-    """A library message with its argument names as the flags a CLI user typed: `data_dir` -> `--data-dir`."""
-    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: f"`{flag(m.group(1))}`", message)
+def as_flags(message: str, args: argparse.Namespace) -> str:
+    """A library message with the argument names that are flags of the command as those flags:
+    `data_dir` -> `--data-dir`. Other names (`x_anomalous`, which has no flag) stay as they are."""
+
+    def named(match: re.Match) -> str:
+        return f"`{flag(match.group(1))}`" if match.group(1) in vars(args) else match.group(0)
+
+    return re.sub(r"`([a-z][a-z0-9_]*)`", named, message)
 
 
-def as_usage_error(err: ValueError) -> Exception:
+def as_usage_error(err: ValueError, args: argparse.Namespace) -> Exception:
     """A plain `ValueError` of the library (a setting the input cannot meet) as a one-line
-    `UsageError` in flags; its own kinds (checkpoint, run folder, ...), which `main`
-    reports each in its way, as they are."""
-    return UsageError(as_flags(str(err))) if type(err) is ValueError else err
+    `UsageError` in the command's flags (`as_flags`); its own kinds (checkpoint, run folder,
+    ...), which `main` reports each in its way, as they are."""
+    return UsageError(as_flags(str(err), args)) if type(err) is ValueError else err
 
 
 def as_input_error(err: Exception) -> Exception:

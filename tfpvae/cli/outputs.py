@@ -222,7 +222,7 @@ def plot(args: argparse.Namespace) -> int:
             map_method=args.map_method,
         )
     except ValueError as err:  # what the images cannot give: too few for a PCA plane, an index beyond them
-        raise as_usage_error(err) from None
+        raise as_usage_error(err, args) from None
     plots.save_figure(fig, args.out)
     print(f"wrote {args.kind} figure to {args.out}")
     return 0

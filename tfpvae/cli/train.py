@@ -141,7 +141,7 @@ def _settings(args: argparse.Namespace):
         epochs = args.epochs or (UNLIMITED_EPOCHS if args.time_budget else 10)
         return RunSettings(**{k: getattr(args, k) for k in names}, epochs=epochs)
     except ValueError as err:
-        raise UsageError(as_flags(str(err))) from None
+        raise UsageError(as_flags(str(err), args)) from None
 
 
 def _note_ignored(args: argparse.Namespace) -> None:
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             config = config_from_args(args, seed=args.seed)
         except ValueError as err:  # fields that do not combine, e.g. --train-samples 4 --model-type ae
-            raise UsageError(as_flags(str(err))) from None
+            raise UsageError(as_flags(str(err), args)) from None
         run_dir, settings = args.out, _settings(args)
     try:
         result = train_run(
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tfpvae: error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # settings the data cannot meet, e.g. --early-stopping with --limit 1
-        raise as_usage_error(err) from None
+        raise as_usage_error(err, args) from None
     if not result.chief:
         return 0  # the chief writes the run folder
     if result.interrupted:
