@@ -539,6 +539,15 @@ def test_plot_roc_and_histogram_need_anomalous(trained_digits_dir, tmp_path, cap
     _png(tmp_path / "h.png")
 
 
+def test_sample_with_a_temperature_that_overflows_is_a_one_line_error(trained_digits_dir, tmp_path, capsys):
+    command = f"sample --model {trained_digits_dir} --num-samples 4 --temperature 1e39 --out {tmp_path / 's.npy'}"
+    assert main(command.split()) == 2
+    assert capsys.readouterr().err.strip() == (
+        "tfpvae: error: `--temperature`=1e+39 spreads the prior's codes beyond float32's range; use a smaller one."
+    )
+    assert not (tmp_path / "s.npy").exists()
+
+
 def test_plot_curves_of_a_model_never_trained_says_so(tmp_path, capsys):
     import tfpvae
 

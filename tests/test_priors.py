@@ -52,6 +52,21 @@ def test_bad_temperature_and_seed_raise():
         sample_prior(Prior("normal", 2).distribution, 3, seed=2**32 + 5)
 
 
+@pytest.mark.parametrize("kind", ["normal", "mixture"])
+def test_a_temperature_that_overflows_the_codes_is_named(kind):
+    prior = Prior(kind, 2, num_components=3).distribution
+    assert np.isfinite(sample_prior(prior, 50, temperature=1e37, seed=0).numpy()).all()
+    with pytest.raises(ValueError, match=r"^`temperature`=1e\+39 spreads the prior's codes beyond float32's range"):
+        sample_prior(prior, 50, temperature=1e39, seed=0)
+
+
+def test_codes_of_a_prior_with_nan_parameters_are_refused():
+    from tfpvae._keras import tfd
+
+    with pytest.raises(ValueError, match="The prior drew codes that are not finite: its parameters hold NaN"):
+        sample_prior(tfd.MultivariateNormalDiag(loc=[np.nan, 0.0]), 3, seed=0)
+
+
 def test_unknown_kind_lists_valid_ones():
     with pytest.raises(ValueError, match="'normal', 'learned_normal', 'mixture', 'vamp'"):
         Prior("flat", 2)

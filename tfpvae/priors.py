@@ -408,18 +408,30 @@ def sample_prior(
 
     Raises:
       ValueError: `temperature` is not 1.0 and the prior has no finite mean to scale the
-        spread around (a heavy-tailed prior, such as a Cauchy).
+        spread around (a heavy-tailed prior, such as a Cauchy); or the codes are not finite
+        (a temperature so large that they overflow float32).
     """
     num_samples = check_int(num_samples, "num_samples")
     temperature = check_float(temperature, "temperature", minimum=0.0, min_inclusive=False)
-    seed = check_seed(seed, maximum=MAX_INT32_SEED)
+    z = _draw(distribution, num_samples, temperature, check_seed(seed, maximum=MAX_INT32_SEED))
+    if not bool(tf.reduce_all(tf.math.is_finite(z))):  # the decoder would blame its own input
+        raise ValueError(
+            f"`temperature`={temperature} spreads the prior's codes beyond float32's range; use a smaller one."
+            if temperature != 1.0
+            else "The prior drew codes that are not finite: its parameters hold NaN or Inf."
+        )
+    return z
+
+
+def _draw(distribution: tfd.Distribution, num_samples: int, temperature: float, seed: int | None) -> tf.Tensor:
+    """`sample_prior`'s draws, of checked arguments."""
     # A length-2 int tensor is a stateless seed in TFP: the same seed always gives the same
     # draws (a plain int would seed a stateful op, which differs call to call).
     seeds = tfp.random.split_seed(tf.constant([seed, 0], tf.int32), 2) if seed is not None else (None, None)
     # (TFP's TransformedDistribution of non-tensor bijectors is a private class: duck-typed.)
     if isinstance(getattr(distribution, "bijector", None), tfb.Bijector):
         # A flow: the temperature scales the base draws, then the bijector maps them.
-        base = sample_prior(distribution.distribution, num_samples, temperature, seed)
+        base = _draw(distribution.distribution, num_samples, temperature, seed)
         return distribution.bijector.forward(base)
     if isinstance(distribution, tfd.MixtureSameFamily):
         components = distribution.components_distribution

@@ -153,7 +153,10 @@ def sample(args: argparse.Namespace) -> int:
     from tfpvae import plots
 
     model = load_model(args)
-    images = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
+    try:
+        images = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
+    except ValueError as err:  # a temperature so large that the codes overflow
+        raise as_usage_error(err, args) from None
     out = Path(args.out)  # .png or .npy: the parser checked
     if out.suffix.lower() == ".npy":
         with open(out, "wb") as f:  # a file, not a name: numpy would add ".npy" to "X.NPY"
