@@ -235,7 +235,7 @@ def test_overlay_figure_has_three_rows_and_outlines_the_masks(defective):
     assert len(panels) == 12  # image, map and overlay for each of 4 images
     assert sum(len(ax.collections) for ax in fig.axes) >= 8  # an outline on the map and on the overlay
     plt.close(fig)
-    with pytest.raises(ValueError, match=r"`maps` must have shape \(4, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"`maps` must have shape \(4, 8, 8\[, C\]\) like the images; got \(3, 8, 8\)"):
         anomaly_overlay(x[:4], maps[:3])
 
 

@@ -217,6 +217,10 @@ def test_traverse_moves_one_dimension_in_prior_std_steps(trained, data):
     np.testing.assert_array_equal(one.latents, post.latents)
     with pytest.raises(ValueError, match="`dims`"):
         latent.traverse(trained, x, dims=[2])
+    np.testing.assert_array_equal(latent.traverse(trained, x, dims=np.int64(1), num_steps=3).dims, [1])
+    for bad in (True, 1.0, "1"):  # one dimension that is not an int: named, not "not iterable"
+        with pytest.raises(ValueError, match=r"`dims` must hold latent dimensions in 0\.\.1; got "):
+            latent.traverse(trained, x, dims=bad)
     with pytest.raises(ValueError, match="needs an image"):
         latent.traverse(trained, None, scale="posterior")
 
@@ -245,6 +249,8 @@ def test_manifold_grid_planes_in_higher_dimensions(model4, data):
     np.testing.assert_allclose(dims.latents[0, :, 1], [-1, 0, 1], atol=1e-6)
     np.testing.assert_allclose(dims.latents[:, 0, 3], [1, 0, -1], atol=1e-6)
     assert dims.axis_labels == ("$z_{1}$", "$z_{3}$")
+    as_array = latent.manifold_grid(model4, 3, extent=1.0, plane=np.array([1, 3]))  # the pair as an array
+    np.testing.assert_array_equal(as_array.latents, dims.latents)
 
     origin, basis = np.array([0.5, 0, 0, -0.5]), np.array([[1.0, 1, 0, 0], [0, 0, 1, 1]])
     named = latent.manifold_grid(model4, 4, extent=2.0, plane=(origin, basis))

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import matplotlib.pyplot
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,6 +21,45 @@ def test_image_grid_has_requested_cells_and_content(tmp_path):
     assert sum(ax.has_data() or bool(ax.images) for ax in fig.axes) == 10
     px = _png_pixels(fig, tmp_path / "g.png")
     assert px.std() > 10
+
+
+def test_uint8_images_are_drawn_as_their_float_pixel_values():
+    """uint8 0..255 is scaled as the models scale it (it was clipped to 0 and 1: silhouettes)."""
+    grey = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    maps = np.random.default_rng(2).random((4, 8, 8))
+    figures = [
+        lambda x: plots.image_grid(x),
+        lambda x: plots.reconstructions(x, x),
+        lambda x: plots.image_rows(x.reshape(2, 2, 8, 8, 1)),
+        lambda x: plots.pixel_maps(x, {"m": maps}),
+        lambda x: plots.anomaly_overlay(x, maps),
+    ]
+    for draw in figures:
+        drawn = [[np.asarray(im.get_array()) for ax in draw(x).axes for im in ax.images] for x in (grey, grey / 255.0)]
+        assert len(drawn[0]) == len(drawn[1]) > 0
+        for a, b in zip(*drawn):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    matplotlib.pyplot.close("all")
+
+
+def test_grid_shape_arguments_are_checked_by_name():
+    images = np.zeros((5, 8, 8, 1))
+    assert plots.image_grid(images, ncols=np.int64(2)).axes[0].get_gridspec().ncols == 2
+    for ncols, error in ((0, ValueError), (-2, ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="`ncols` must be an int >= 1; got "):
+            plots.image_grid(images, ncols=ncols)
+    with pytest.raises(ValueError, match="`axis_labels` must have 2 entries, one per axis; got 1"):
+        plots.manifold_grid(np.zeros((2, 2, 8, 8, 1)), [[0, 1], [1, 0]], axis_labels=("u",))
+    with pytest.raises(ValueError, match="`axis_labels` must have 2 entries, one per axis; got 3"):
+        plots.latent_scatter(np.zeros((4, 2)), axis_labels=("u", "v", "w"))
+    matplotlib.pyplot.close("all")
+
+
+def test_one_image_and_its_map_and_mask_make_an_overlay():
+    image, values = np.random.default_rng(3).random((8, 8, 1)), np.random.default_rng(4).random((8, 8))
+    fig = plots.anomaly_overlay(image, values, masks=values > 0.5)
+    assert sum(bool(ax.images) for ax in fig.axes) == 3
+    matplotlib.pyplot.close(fig)
 
 
 def test_reconstructions_rows(tmp_path):

@@ -370,7 +370,7 @@ def traverse(
     span = check_float(span, "span", minimum=0.0, min_inclusive=False)
     scale = check_choice(scale, "scale", ("prior", "posterior"))
     d = latent_dim(model)
-    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+    if dims is not None and np.ndim(dims) == 0:  # one dimension (or a bool, float, ...: refused by name below)
         dims = [dims]
     dims = np.arange(d) if dims is None else np.asarray([_check_dim(k, d, "dims") for k in dims], dtype=np.int64)
     if len(dims) == 0:
@@ -502,7 +502,7 @@ def manifold_grid(
 
 def _is_dim_pair(plane: Any) -> bool:
     return (
-        isinstance(plane, (tuple, list))
+        isinstance(plane, (tuple, list, np.ndarray))
         and len(plane) == 2
         and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in plane)
     )

@@ -1,7 +1,8 @@
 """Matplotlib figures of images, latent walks, latent scatters, pixel and anomaly maps; none shows itself.
 
 Every function takes numpy arrays (the outputs of `tfpvae.latent`, `tfpvae.uncertainty`
-or a model's methods) and returns a Figure; none imports TensorFlow. Training curves,
+or a model's methods; images in [0, 1], or uint8 0..255, which is scaled) and returns a
+Figure; none imports TensorFlow. Training curves,
 score histograms and ROC curves live in `tfpvae.charts` and are importable from here too.
 
 The library never picks a matplotlib backend: it uses whatever matplotlib would (set by
@@ -24,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from tfpvae._class_labels import class_name, distinct_classes
 from tfpvae._io import atomic_write
-from tfpvae._validation import check_labels
+from tfpvae._validation import check_int, check_labels
 from tfpvae.charts import roc_curves as roc_curves
 from tfpvae.charts import score_histograms as score_histograms
 from tfpvae.charts import training_curves as training_curves
@@ -68,7 +69,7 @@ def image_grid(
     """Shows images in a grid.
 
     Args:
-      images: array of shape (n, H, W, C) in [0, 1].
+      images: array of shape (n, H, W, C) in [0, 1] (uint8 0..255 is scaled).
       ncols: columns. None: about sqrt(n).
       titles: one caption per image.
       title: figure title.
@@ -77,12 +78,12 @@ def image_grid(
     Returns:
       the matplotlib figure, to show or to save with `savefig`.
     """
-    images = np.asarray(images)
+    images = _pixels(images)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"`images` must have shape (n, H, W, C) with n >= 1; got {images.shape}.")
     n = len(images)
     _check_count(titles, n, "titles", "image")
-    ncols = ncols or math.ceil(math.sqrt(n))
+    ncols = math.ceil(math.sqrt(n)) if ncols is None else check_int(ncols, "ncols")
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(ncols * cell_size, nrows * cell_size + (0.4 if title else 0)), layout="constrained"
@@ -118,7 +119,7 @@ def reconstructions(
         None: every image, in order.
       class_names: captions for the classes, e.g. {0: "T-shirt"}. None: the labels.
     """
-    originals, reconstructed = np.asarray(originals), np.asarray(reconstructed)
+    originals, reconstructed = _pixels(originals), _pixels(reconstructed)
     if originals.shape != reconstructed.shape:
         raise ValueError(
             f"`originals` and `reconstructed` must have equal shapes; got {originals.shape} and {reconstructed.shape}."
@@ -146,8 +147,14 @@ def reconstructions(
 
 
 # ---------------------------------------------------------------------------- shared helpers
+def _pixels(images: Any) -> np.ndarray:
+    """`images` as float32: uint8 0..255 scaled to [0, 1], as the models take them (others clipped when drawn)."""
+    images = np.asarray(images)
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+
+
 def _check_image_rows(images: Any, name: str = "images") -> np.ndarray:
-    images = np.asarray(images, dtype=np.float32)
+    images = _pixels(images)
     if images.ndim != 5 or 0 in images.shape[:2]:
         raise ValueError(
             f"`{name}` must have shape (rows, columns, H, W, C) with rows, columns >= 1; got {images.shape}."
@@ -347,6 +354,7 @@ def manifold_grid(
     """
     images = _check_image_rows(images)
     r, c = images.shape[:2]
+    _check_count(axis_labels, 2, "axis_labels", "axis")
     coords = [np.asarray(a, dtype=np.float64).ravel() for a in coords]
     if len(coords) != 2 or coords[0].shape != (c,) or coords[1].shape != (r,):
         raise ValueError(
@@ -403,6 +411,7 @@ def latent_scatter(
         raise ValueError(f"`coords` must have shape (n, 2) with n >= 1; got {coords.shape}.")
     if labels is not None and values is not None:
         raise ValueError("Pass `labels` (classes, legend) or `values` (numbers, colour bar), not both.")
+    _check_count(axis_labels, 2, "axis_labels", "axis")
     n = len(coords)
     size = float(np.clip(12000.0 / n, 5.0, 30.0))  # smaller points when there are many
     fig, ax = plt.subplots(figsize=(6.2, 5.0), dpi=dpi, layout="constrained")
@@ -444,7 +453,8 @@ def latent_scatter(
 
 
 # ---------------------------------------------------------------------------- per-pixel maps
-def _as_maps(value: Any, n: int, hw: tuple[int, int], name: str) -> np.ndarray:
+def _as_maps(value: Any, n: int, hw: tuple[int, int], what: str) -> np.ndarray:
+    """Per-pixel values (n, H, W[, C]), or of one image (H, W[, C]), as (n, H, W): channels averaged."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 4:
         arr = arr.mean(-1)  # several channels: their mean
@@ -453,15 +463,13 @@ def _as_maps(value: Any, n: int, hw: tuple[int, int], name: str) -> np.ndarray:
     elif arr.ndim == 2:
         arr = arr[None]
     if arr.shape != (n, *hw):
-        raise ValueError(
-            f"`maps[{name!r}]` must have shape ({n}, {hw[0]}, {hw[1]}[, C]) like the images; got {np.shape(value)}."
-        )
+        raise ValueError(f"{what} must have shape ({n}, {hw[0]}, {hw[1]}[, C]) like the images; got {np.shape(value)}.")
     return arr
 
 
 def _check_image_batch(images: Any) -> np.ndarray:
     """`images` as float32 (n, H, W, C), one image (H, W, C) as a batch of one, or raises."""
-    images = np.asarray(images, dtype=np.float32)
+    images = _pixels(images)
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or len(images) == 0:
@@ -496,7 +504,7 @@ def pixel_maps(
     if not isinstance(maps, Mapping) or not maps:
         raise ValueError("`maps` must be a non-empty dict of title -> per-pixel values.")
     n, hw = len(images), images.shape[1:3]
-    arrays = {name: _as_maps(v, n, hw, name) for name, v in maps.items()}
+    arrays = {name: _as_maps(v, n, hw, f"`maps[{name!r}]`") for name, v in maps.items()}
     _check_count(row_labels, n, "row_labels", "image")
     ncols = 1 + len(arrays)
     fig, axes = plt.subplots(
@@ -543,10 +551,10 @@ def anomaly_overlay(
 
     Args:
       images: array (n, H, W, C) in [0, 1], or one image (H, W, C).
-      maps: per-pixel anomaly scores (n, H, W) (or (n, H, W, C), averaged over channels),
-        higher = more abnormal.
-      masks: ground truth (n, H, W) of the abnormal pixels, drawn as magenta outlines; None
-        for none.
+      maps: per-pixel anomaly scores (n, H, W) (or (n, H, W, C), averaged over channels;
+        for one image (H, W[, C])), higher = more abnormal.
+      masks: ground truth (n, H, W) of the abnormal pixels (for one image (H, W)), drawn as
+        magenta outlines; None for none.
       labels: one label per image, above its column.
       title: figure title.
       cmap: matplotlib colour map of the scores. Default "turbo".
@@ -557,13 +565,8 @@ def anomaly_overlay(
     """
     images = _check_image_batch(images)
     n, hw = len(images), images.shape[1:3]
-    maps = np.asarray(maps, dtype=np.float64)
-    maps = maps.mean(-1) if maps.ndim == 4 else maps
-    if maps.shape != (n, *hw):
-        raise ValueError(f"`maps` must have shape ({n}, {hw[0]}, {hw[1]}) like the images; got {maps.shape}.")
-    if masks is not None and np.shape(masks) not in ((n, *hw), (n, *hw, 1)):
-        raise ValueError(f"`masks` must have shape ({n}, {hw[0]}, {hw[1]}) like the images; got {np.shape(masks)}.")
-    masks = None if masks is None else np.asarray(masks).reshape(n, *hw) > 0.5
+    maps = _as_maps(maps, n, hw, "`maps`")
+    masks = None if masks is None else _as_maps(masks, n, hw, "`masks`") > 0.5
     _check_count(labels, n, "labels", "image")
     finite = maps[np.isfinite(maps)]
     vmin, vmax = (float(finite.min()), float(np.percentile(finite, 99.5))) if finite.size else (0.0, 1.0)
