@@ -232,6 +232,36 @@ def test_predict_flags_exactly_the_images_whose_p_value_is_at_most_target_fpr(n,
     assert (det.threshold_ == -np.inf) == (1 / (n + 1) > alpha)  # then no p-value is that small
 
 
+def test_a_float32_target_fpr_and_infinite_scores_keep_predict_and_p_values_in_step():
+    rng = np.random.default_rng(5)
+    for n in range(1, 120):  # 0.04 in float32 is below 0.04: p = 1/25 is not <= it
+        det = AnomalyDetector(estimator=object(), score="log_prob", target_fpr=np.float32(0.04))
+        det._calibrate(None, {"log_prob": np.round(rng.normal(size=n), 1)})
+        det.score_samples = lambda x: np.round(rng.normal(size=500), 1)
+        new = det.score_samples(None)
+        det.score_samples = lambda x, new=new: new
+        np.testing.assert_array_equal(det.predict(None) == -1, det.p_values(None) <= np.float32(0.04))
+    # 12 of 200 calibration scores -inf (statistics that failed): the threshold is -inf, and not
+    # for want of images; no warning, and a margin of 0 (not NaN) for a -inf score.
+    calibration = np.r_[np.full(12, -np.inf), rng.normal(size=188)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det = AnomalyDetector(estimator=object(), score="log_prob")._calibrate(None, {"log_prob": calibration})
+        det.score_samples = lambda x: np.array([-np.inf, -3.0, 0.0])
+        assert det.threshold_ == -np.inf and not det.flags_nothing_
+        np.testing.assert_array_equal(det.decision_function(None), [0.0, np.inf, np.inf])
+        np.testing.assert_array_equal(det.predict(None), [1, 1, 1])
+
+
+def test_fewest_calibration_images_is_where_the_smallest_p_value_reaches_target_fpr():
+    from tfpvae.anomaly import _fewest_calibration_images
+
+    for alpha in [1 / 49, 0.05, 0.1, 0.04, np.float32(0.04), 0.3, 0.5, 0.999, *np.random.default_rng(6).random(200)]:
+        fewest = _fewest_calibration_images(alpha)
+        assert 1.0 / (fewest + 1.0) <= float(alpha) and (fewest == 0 or 1.0 / fewest > float(alpha)), alpha
+    assert _fewest_calibration_images(1 / 49) == 48 and _fewest_calibration_images(0.05) == 19
+
+
 def test_fit_warns_when_its_detector_can_flag_nothing():
     normal = _images(30, 0.3, 1)
     with warnings.catch_warnings(record=True) as caught:
@@ -251,7 +281,7 @@ def test_fit_warns_when_its_detector_can_flag_nothing():
 
 
 def test_the_fpr_threshold_keeps_the_false_positive_rate_with_few_calibration_images():
-    """A quantile of 20 calibration scores flagged 1.7 times `target_fpr` of new normal images."""
+    """A quantile of 20 calibration scores flagged about 1.8 times `target_fpr` (0.093 for 0.05)."""
     rng = np.random.default_rng(0)
     rates = []
     for _ in range(400):  # normal scores N(0, 1): a threshold t flags the share Phi(t)
@@ -412,6 +442,7 @@ def test_real_vae_flags_noise_images(digits):
     assert np.mean(det.predict(xt[200:]) == -1) < 0.2
 
 
+@pytest.mark.filterwarnings("ignore::tfpvae.anomaly.FlagsNothingWarning")  # a few images: thresholds unused
 def test_detector_passes_progress_to_every_scoring_pass():
     calls = []
 
@@ -510,6 +541,7 @@ def test_fit_detectors_score_all_and_report_score_each_image_set_once():
     assert report["rate"]["auroc"] == 0.5
 
 
+@pytest.mark.filterwarnings("ignore::tfpvae.anomaly.FlagsNothingWarning")  # a few images: thresholds unused
 def test_fit_detectors_and_score_all_refuse_what_they_cannot_share():
     est, x = _FakeEstimator(), _images(12, 0.3, 8)
     with pytest.raises(TypeError, match="fit_detectors sets `score` itself"):

@@ -548,6 +548,19 @@ def test_sample_with_a_temperature_that_overflows_is_a_one_line_error(trained_di
     assert not (tmp_path / "s.npy").exists()
 
 
+def test_library_messages_name_only_the_commands_own_flags():
+    from tfpvae.cli import build_parser
+    from tfpvae.cli._common import as_flags
+
+    args = build_parser().parse_args("plot samples --model m --out s.png".split())
+    message = "`temperature`, `num_samples`, `options`, `kind`, `progress`, `imports`, `x_anomalous`, `argv`"
+    assert as_flags(message, args) == (
+        "`--temperature`, `--num-samples`, `options`, `kind`, `progress`, `imports`, `x_anomalous`, `argv`"
+    )
+    train = build_parser().parse_args("train --dataset digits --out r".split())
+    assert as_flags("`options` and `latent_dim`", train) == "`--option` and `--latent-dim`"
+
+
 def test_plot_curves_of_a_model_never_trained_says_so(tmp_path, capsys):
     import tfpvae
 

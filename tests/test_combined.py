@@ -226,8 +226,11 @@ def test_a_tail_over_tied_reference_values_falls_at_their_mean_spacing_or_not_at
     reference = np.r_[np.zeros(5), np.arange(1.0, 16.0)]  # 20 values, the lowest tenth tied at 0
     # All 20 spread over 15 units: 15 / 19 per step.
     np.testing.assert_allclose(_log_p_values(reference, np.array([-3.0])), np.log(1 / 21) - 3 * 19 / 15)
-    tied = np.array([-17.4155843, -17.4155843 * (1 + 1e-14)])  # equal up to rounding
-    np.testing.assert_allclose(_log_p_values(np.sort(tied), np.array([-18.0, -1e6])), np.log(1 / 3))
+    tied = np.sort(np.float32([-17.4155843, np.nextafter(np.float32(-17.4155843), 0)]))  # one float32 step apart
+    np.testing.assert_allclose(_log_p_values(tied.astype(np.float64), np.array([-18.0, -1e6])), np.log(1 / 3))
+    # A large value at the top does not make the low end's real spacing a tie.
+    spread = np.r_[np.arange(0.0, 1.0, 0.05), 1e8]
+    np.testing.assert_allclose(_log_p_values(spread, np.array([-1.0])), np.log(1 / 22) - 1 / 0.05)
     np.testing.assert_allclose(_log_p_values(np.array([2.0]), np.array([1.0, 3.0])), np.log([1 / 2, 1]))
 
 

@@ -42,6 +42,8 @@ def test_rank_3_gets_a_channel_axis():
     message = r"`x` must have shape \(n, 4, 4, 3\): the model takes 3 channels; got shape \(2, 4, 4\), single-channel"
     with pytest.raises(ValueError, match=message):
         check_images(np.zeros((2, 4, 4)), "x", image_shape=(4, 4, 3))
+    with pytest.raises(ValueError, match=r"must have shape \(n, height, width, channels\) or \(n, height, width\)"):
+        check_images(np.zeros((28, 28, 3)), "x", image_shape=(32, 32, 3))  # not grey: one image of another size
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,7 @@ def check_images(x: Any, name: str = "x", image_shape: tuple[int, int, int] | No
     if arr.ndim == 3 and (image_shape is None or image_shape[2] == 1):
         arr = arr[..., None]
     if arr.ndim != 4:
-        if arr.ndim == 3 and image_shape is not None:  # grey images for a colour model
+        if arr.ndim == 3 and image_shape is not None and arr.shape[1:] == tuple(image_shape[:2]):  # grey, for colour
             raise ValueError(
                 f"`{name}` must have shape (n, {', '.join(map(str, image_shape))}): the model takes "
                 f"{image_shape[2]} channels; got shape {arr.shape}, single-channel images."

@@ -33,6 +33,7 @@ universal background model. `combined` holds against the most kinds of shift
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -129,6 +130,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     Attributes:
       estimator_: the `LikelihoodEstimator` that scores images.
       threshold_: score below which `predict` returns -1 (-inf where it flags nothing).
+      flags_nothing_: True where the calibration images are too few for `target_fpr`:
+        no p-value can be that small, and `predict` flags no image.
       calibration_scores_: sorted scores of the calibration images, array (n_cal,).
       typical_nll_: mean -log p(x) of the reference images for "typicality", else None.
       combined_: the fitted `tfpvae.combined.CombinedScore` for "combined", else None.
@@ -284,6 +287,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.threshold_ = float(np.quantile(self.calibration_scores_, self.contamination))
         else:
             self.threshold_ = _conformal_threshold(self.calibration_scores_, self.target_fpr)
+        self.flags_nothing_ = self.threshold == "fpr" and len(calibration) < _fewest_calibration_images(self.target_fpr)
         return self
 
     def fit(self, x: Any, y: Any = None) -> AnomalyDetector:
@@ -306,8 +310,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return self._score_of(_score_together([self], x))
 
     def decision_function(self, x: Any) -> np.ndarray:
-        """score_samples(x) - threshold_, array (n,): negative for outliers."""
-        return self.score_samples(x) - self.threshold_
+        """score_samples(x) - threshold_, array (n,): negative for outliers (0 for a score of -inf at a
+        threshold of -inf)."""
+        s = self.score_samples(x)
+        with np.errstate(invalid="ignore"):
+            return np.where(s == self.threshold_, 0.0, s - self.threshold_)
 
     def predict(self, x: Any) -> np.ndarray:
         """+1 for inliers, -1 for outliers, array (n,) of int."""
@@ -324,6 +331,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return (1.0 + counts) / (len(self.calibration_scores_) + 1.0)
 
 
+def _fewest_calibration_images(alpha: float) -> int:
+    """The fewest calibration images n whose smallest p-value, 1 / (n + 1), is at most `alpha`."""
+    alpha, n = float(alpha), max(0, math.ceil(1.0 / float(alpha)) - 1)
+    while 1.0 / (n + 1.0) > alpha:  # the p-values' own float arithmetic
+        n += 1
+    while n > 0 and 1.0 / n <= alpha:
+        n -= 1
+    return n
+
+
 def _conformal_threshold(calibration: np.ndarray, alpha: float) -> float:
     """The threshold at which `predict` flags exactly the images with `p_values` <= `alpha`.
 
@@ -331,10 +348,10 @@ def _conformal_threshold(calibration: np.ndarray, alpha: float) -> float:
     count with (1 + c) / (n + 1) <= alpha: an image scoring below it has at most c
     calibration scores at or below its own. Normal images are then flagged with probability
     at most `alpha` (split conformal); a quantile of the calibration scores flags more
-    than `alpha` where they are few (1.7 alpha for 20). With n < 1 / alpha - 1 no p-value is
-    that small: -inf.
+    than `alpha` where they are few (about 1.8 alpha for 20). With fewer than
+    `_fewest_calibration_images(alpha)` no p-value is that small: -inf.
     """
-    n = len(calibration)
+    n, alpha = len(calibration), float(alpha)  # float64, as the p-values: a float32 alpha rounds otherwise
     count = int(np.floor(alpha * (n + 1))) - 1
     # Settle the count in the p-values' own float arithmetic, so the two agree at the edge.
     while (2.0 + count) / (n + 1.0) <= alpha:
@@ -353,13 +370,13 @@ def _fit_together(detectors: Sequence[AnomalyDetector], estimator: Any, x: Any) 
     scores = _statistics(estimator, x, outputs, detectors[0]._scoring_settings())
     for detector in detectors:
         detector._calibrate(estimator, scores)
-        if detector.threshold_ == -np.inf:
+        if detector.flags_nothing_:
             n = len(detector.calibration_scores_)
             warnings.warn(
                 FlagsNothingWarning(
                     f"The {detector.score!r} detector flags no image: with {n} calibration images no p-value "
                     f"can be as small as `target_fpr`={detector.target_fpr} (the smallest is 1/{n + 1}); this "
-                    f"target_fpr needs at least {int(np.ceil(1 / detector.target_fpr)) - 1} calibration images."
+                    f"target_fpr needs at least {_fewest_calibration_images(detector.target_fpr)} calibration images."
                 ),
                 stacklevel=3,  # the caller of fit or fit_detectors
             )

@@ -417,8 +417,8 @@ def sample_prior(
     if not bool(tf.reduce_all(tf.math.is_finite(z))):  # the decoder would blame its own input
         raise ValueError(
             f"`temperature`={temperature} spreads the prior's codes beyond float32's range; use a smaller one."
-            if temperature != 1.0
-            else "The prior drew codes that are not finite: its parameters hold NaN or Inf."
+            if temperature > 1.0 and bool(tf.reduce_all(tf.math.is_finite(_draw(distribution, 1, 1.0, seed))))
+            else "The prior drew codes that are not finite: its parameters (or a flow's layers) give NaN or Inf."
         )
     return z
 

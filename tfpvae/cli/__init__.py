@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     for command in sub.choices.values():
         add_import_arg(command)
+        # The command's own flags, so that messages name only those (`as_flags`).
+        command.set_defaults(option_flags=frozenset(s for action in command._actions for s in action.option_strings))
     return parser
 
 

@@ -32,7 +32,8 @@ def as_flags(message: str, args: argparse.Namespace) -> str:
     `data_dir` -> `--data-dir`. Other names (`x_anomalous`, which has no flag) stay as they are."""
 
     def named(match: re.Match) -> str:
-        return f"`{flag(match.group(1))}`" if match.group(1) in vars(args) else match.group(0)
+        name = flag(match.group(1))
+        return f"`{name}`" if name in getattr(args, "option_flags", ()) else match.group(0)
 
     return re.sub(r"`([a-z][a-z0-9_]*)`", named, message)
 

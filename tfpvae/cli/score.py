@@ -276,7 +276,7 @@ def detect(args: argparse.Namespace) -> int:
             precision=args.precision,
         )
     report = detection_report(detectors, eval_part, anomalous)
-    flags_nothing = [name for name, detector in detectors.items() if detector.threshold_ == -np.inf]
+    flags_nothing = [name for name, detector in detectors.items() if detector.flags_nothing_]
     if flags_nothing:
         print(
             f"tfpvae: note: the thresholds of {', '.join(flags_nothing)} flag no image (threshold null): their "
@@ -284,8 +284,8 @@ def detect(args: argparse.Namespace) -> int:
             "--target-fpr.",
             file=sys.stderr,
         )
-        for name in flags_nothing:
-            report[name]["threshold"] = None  # JSON has no -Infinity
+    for row in report.values():
+        row["threshold"] = row["threshold"] if np.isfinite(row["threshold"]) else None  # JSON has no -Infinity
     settings = {
         "normal": args.normal,
         "anomalous": args.anomalous,
