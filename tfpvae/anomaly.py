@@ -287,7 +287,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.threshold_ = float(np.quantile(self.calibration_scores_, self.contamination))
         else:
             self.threshold_ = _conformal_threshold(self.calibration_scores_, self.target_fpr)
-        self.flags_nothing_ = self.threshold == "fpr" and len(calibration) < _fewest_calibration_images(self.target_fpr)
+        # The smallest p-value, 1 / (n + 1), above target_fpr: the case where the threshold above is -inf.
+        self.flags_nothing_ = self.threshold == "fpr" and 1.0 / (len(calibration) + 1.0) > float(self.target_fpr)
         return self
 
     def fit(self, x: Any, y: Any = None) -> AnomalyDetector:
